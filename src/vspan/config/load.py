@@ -1,0 +1,89 @@
+"""Load and validate configuration files, with path-precise error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vspan.config.model import Config
+
+
+class ConfigError(Exception):
+    """A configuration was rejected. ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "") -> None:
+        self.errors = errors
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(errors))
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        text = str(item)
+        # pydantic inserts validator tags such as "function-before[...]" for Annotated types
+        if "[" in text and text.endswith("]") and not text.startswith("["):
+            continue
+        parts.append(text)
+    return ".".join(parts)
+
+
+def _messages(err: ValidationError) -> list[str]:
+    out: list[str] = []
+    for e in err.errors(include_url=False):
+        msg = str(e.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        path = _format_loc(tuple(e.get("loc", ())))
+        if msg.startswith(path + ".") or msg.startswith(path + ":") or not path:
+            out.append(msg)
+        elif msg.split(":", 1)[0].count(".") >= 1 and msg.split(":", 1)[0].split(".")[0] in (
+            "ports",
+            "mirrors",
+            "switch",
+        ):
+            out.append(msg)
+        else:
+            out.append(f"{path}: {msg}")
+    return out
+
+
+def parse_config(data: Any, source: str = "") -> Config:
+    """Validate already-parsed YAML/JSON data into a :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["top level must be a mapping"], source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_messages(err), source) from None
+
+
+def load_text(text: str, source: str = "<string>") -> Config:
+    """Parse YAML text into a :class:`Config`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], source) from None
+    return parse_config(data, source)
+
+
+def load_file(path: str | Path) -> Config:
+    """Read and validate a YAML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"cannot read: {err.strerror}"], str(p)) from None
+    return load_text(text, str(p))
