@@ -32,6 +32,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+_TOP_KEYS = ("ports.", "mirrors.", "switch.")
+
+
 def _messages(err: ValidationError) -> list[str]:
     out: list[str] = []
     for e in err.errors(include_url=False):
@@ -42,13 +45,8 @@ def _messages(err: ValidationError) -> list[str]:
         if e.get("type") == "extra_forbidden":
             msg = "unknown key"
         path = _format_loc(tuple(e.get("loc", ())))
-        if msg.startswith(path + ".") or msg.startswith(path + ":") or not path:
-            out.append(msg)
-        elif msg.split(":", 1)[0].count(".") >= 1 and msg.split(":", 1)[0].split(".")[0] in (
-            "ports",
-            "mirrors",
-            "switch",
-        ):
+        # cross-reference checks already name their own full path
+        if not path or msg.startswith(_TOP_KEYS):
             out.append(msg)
         else:
             out.append(f"{path}: {msg}")

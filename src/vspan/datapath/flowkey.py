@@ -146,12 +146,12 @@ def extract(data: bytes, in_port: int) -> FlowKey | None:
         l3_src = data[off + 14 : off + 18]
         l3_dst = data[off + 24 : off + 28]
     if l4:
-        if proto == IPPROTO_TCP or proto == IPPROTO_UDP or proto == 132:  # 132 = SCTP
+        if proto in (IPPROTO_TCP, IPPROTO_UDP) or proto == 132:  # 132 = SCTP
             if n < l4 + 8 or (proto == IPPROTO_TCP and n < l4 + 20):
                 return None
             sport = (data[l4] << 8) | data[l4 + 1]
             dport = (data[l4 + 2] << 8) | data[l4 + 3]
-        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             if n < l4 + 4:
                 return None
             sport = data[l4]

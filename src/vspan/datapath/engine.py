@@ -1,0 +1,392 @@
+"""The engine: moves batches of frames from ports through cache/pipeline to ports.
+
+It owns the switch state and is the only thing that touches it while running;
+other threads (the control API) hand it work through :meth:`Engine.call`.
+Per-frame work on the fast path: key extraction, one dict lookup, appending
+to per-port transmit lists; transmit happens once per batch and port.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from vspan.config.diff import ChangeSet
+from vspan.config.model import Config, PortConfig
+from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
+from vspan.datapath.flowcache import FlowCache
+from vspan.datapath.flowkey import FlowKey, extract
+from vspan.datapath.pipeline import Pipeline
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.state import SwitchState
+from vspan.datapath.trace import Tracer
+from vspan.datapath.vlanops import apply as vlan_apply
+from vspan.ports.base import Frame, Port, PortError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BackendFactory = Callable[[str, PortConfig], Port]
+
+HOUSEKEEPING_SECONDS = 1.0
+
+
+class Engine:
+    """A running switch: state, pipeline, flow cache and port backends."""
+
+    def __init__(self, config: Config, backend_factory: BackendFactory,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.state = SwitchState(config)
+        self.pipeline = Pipeline(self.state, clock)
+        self.cache = FlowCache(config.switch.flow_cache_size)
+        self.backend_factory = backend_factory
+        self.backends: dict[int, Port] = {}
+        self.batch_size = config.switch.batch_size
+        self._tx: dict[int, list[Frame]] = {}
+        self._fd_port: dict[int, int] = {}
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
+        self._calls_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_housekeeping = 0.0
+        self.started_at = time.time()
+        self.batches = 0
+        self.on_drop: list[Callable[[int, bytes, Drop], None]] = []  # capture hooks (slow)
+
+    # ----------------------------------------------------------------- lifecycle
+    def open(self) -> None:
+        """Open every configured port's backend (all or nothing)."""
+        opened: list[int] = []
+        try:
+            for idx, rt in self.state.ports.items():
+                self._open_backend(idx, rt.name, rt.config)
+                opened.append(idx)
+        except Exception:
+            for idx in opened:
+                self._close_backend(idx)
+            raise
+        self._refresh_links()
+
+    def _open_backend(self, idx: int, name: str, cfg: PortConfig) -> None:
+        backend = self.backend_factory(name, cfg)
+        backend.open()
+        self.backends[idx] = backend
+        self.state.ports[idx].backend = backend
+        fd = backend.fileno()
+        self._fd_port[fd] = idx
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _close_backend(self, idx: int) -> None:
+        backend = self.backends.pop(idx, None)
+        if backend is None:
+            return
+        try:
+            fd = backend.fileno()
+            self._fd_port.pop(fd, None)
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        except (OSError, ValueError):
+            pass
+        backend.close()
+        self._tx.pop(idx, None)
+
+    def close(self) -> None:
+        """Stop (if running) and close every backend."""
+        self.stop()
+        for idx in list(self.backends):
+            self._close_backend(idx)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._epoll.close()
+
+    def start(self) -> None:
+        """Run the datapath loop in a background thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vspan-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to end and wait for it."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # ------------------------------------------------------------ control calls
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the engine thread (or right here when not running)."""
+        if not self.running or threading.current_thread() is self._thread:
+            return fn()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._calls_lock:
+            self._calls.append((fn, fut))
+        self._wake()
+        return fut.result(timeout=timeout)
+
+    def _run_calls(self) -> None:
+        with self._calls_lock:
+            calls, self._calls = self._calls, []
+        for fn, fut in calls:
+            try:
+                fut.set_result(fn())
+            except BaseException as err:  # handed to the caller's thread
+                fut.set_exception(err)
+
+    # -------------------------------------------------------------------- loop
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once(HOUSEKEEPING_SECONDS)
+
+    def poll_once(self, timeout: float = 0.0) -> int:
+        """Wait up to ``timeout`` s for frames, process what is ready; return frames handled."""
+        handled = 0
+        try:
+            events = self._epoll.poll(timeout)
+        except InterruptedError:
+            events = []
+        for fd, _ev in events:
+            if fd == self._wake_r:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._run_calls()
+                continue
+            idx = self._fd_port.get(fd)
+            if idx is None:
+                continue
+            backend = self.backends.get(idx)
+            if backend is None:
+                continue
+            try:
+                frames = backend.recv_batch(self.batch_size)
+            except OSError as err:
+                log.warning("port %s: receive failed: %s", self.state.port_names.get(idx), err)
+                continue
+            if frames:
+                handled += len(frames)
+                self.process(idx, frames)
+        now = self.clock()
+        if now - self._last_housekeeping >= HOUSEKEEPING_SECONDS:
+            self._last_housekeeping = now
+            self.housekeeping(now)
+        return handled
+
+    def housekeeping(self, now: float) -> None:
+        """Age the FDB and follow link state (once a second)."""
+        self.state.fdb.age(now)
+        self._refresh_links()
+
+    def _refresh_links(self) -> None:
+        for idx, backend in self.backends.items():
+            rt = self.state.ports.get(idx)
+            if rt is None:
+                continue
+            try:
+                up = backend.link_up()
+            except OSError:
+                up = False
+            if up != rt.link:
+                rt.link = up
+                if not up:
+                    self.state.fdb.flush_port(idx)
+                self.state.bump()
+
+    # -------------------------------------------------------------- fast path
+    def process(self, in_port: int, frames: list[Frame]) -> None:
+        """Handle one batch of frames received on port index ``in_port``."""
+        state = self.state
+        rt = state.ports.get(in_port)
+        if rt is None:
+            return
+        now = self.clock()
+        cache = self.cache
+        cache.sync(state.generation)
+        entries = cache.entries
+        counters = rt.counters
+        counters.rx_frames += len(frames)
+        self.batches += 1
+        for f in frames:
+            data = f.data
+            counters.rx_bytes += len(data)
+            key = extract(data, in_port)
+            d = entries.get(key) if key is not None else None
+            if d is None:
+                cache.misses += 1
+                d = self.pipeline.run(key, data, in_port)
+                if d.learn is not None:
+                    vlan, mac, port = d.learn
+                    state.fdb.learn(vlan, mac, port, now, rt.config.mac_limit)
+                    cache.sync(state.generation)
+                    entries = cache.entries
+                elif key is not None:
+                    cache.put(key, d)
+            else:
+                cache.hits += 1
+                if d.refresh is not None:
+                    d.refresh.last_seen = now
+            self._apply(d, f, key, in_port, now)
+        self.flush()
+
+    def _apply(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int,
+               now: float) -> None:
+        data = f.data
+        if d.ingress_mirrors:
+            self._mirror(d.ingress_mirrors, data, f.vnet)
+        if d.hooks and key is not None:
+            for hook in d.hooks:
+                drop = hook(data, key, now)
+                if drop is not None:
+                    self._count_drop(drop, data)
+                    return
+        for drop in d.drops:
+            self._count_drop(drop, data)
+        tx = self._tx
+        for out in d.outputs:
+            if out.hooks and key is not None:
+                stopped = False
+                for hook in out.hooks:
+                    drop = hook(data, key, now)
+                    if drop is not None:
+                        self._count_drop(drop, data)
+                        stopped = True
+                        break
+                if stopped:
+                    continue
+            if out.vlan_op == VLAN_KEEP:
+                of = f
+            else:
+                odata, ovnet = vlan_apply(out.vlan_op, out.vid, data, f.vnet)
+                of = Frame(odata, ovnet, f.ts_ns)
+            q = tx.get(out.port)
+            if q is None:
+                tx[out.port] = [of]
+            else:
+                q.append(of)
+            if out.mirrors:
+                self._mirror(out.mirrors, of.data, of.vnet)
+
+    def _mirror(self, copies: tuple[MirrorCopy, ...], data: bytes, vnet: bytes) -> None:
+        mirrors = self.state.mirrors
+        ports = self.state.ports
+        tx = self._tx
+        for c in copies:
+            m = mirrors[c.session]
+            m.seen += 1
+            rate = m.config.sampling_rate
+            if rate > 1 and m.seen % rate:
+                m.sampled_out += 1
+                continue
+            cdata, cvnet = data, vnet
+            limit = m.config.mirrored_packet_length
+            if limit and len(cdata) > limit:
+                cdata = cdata[:limit]
+                cvnet = b""  # a cut frame carries no offload work
+                m.truncated += 1
+            copy = Frame(cdata, cvnet)
+            for dp in m.dest_ports:
+                prt = ports.get(dp)
+                if prt is None or not prt.enabled:
+                    m.dropped += 1
+                    continue
+                m.mirrored += 1
+                prt.counters.mirrored_out += 1
+                q = tx.get(dp)
+                if q is None:
+                    tx[dp] = [copy]
+                else:
+                    q.append(copy)
+
+    def _count_drop(self, drop: Drop, data: bytes) -> None:
+        self.state.drops.add(drop.port, drop.reason.value, drop.rule)
+        rt = self.state.ports.get(drop.port)
+        if rt is not None:
+            rt.counters.dropped += 1
+        for cb in self.on_drop:
+            cb(drop.port, data, drop)
+
+    def flush(self) -> None:
+        """Send every queued frame (one send_batch per port)."""
+        tx = self._tx
+        if not tx:
+            return
+        for idx, frames in tx.items():
+            backend = self.backends.get(idx)
+            rt = self.state.ports.get(idx)
+            if backend is None or rt is None:
+                continue
+            sent = backend.send_batch(frames)
+            rt.counters.tx_frames += sent
+            rt.counters.tx_bytes += sum(len(fr.data) for fr in frames[:sent])
+            if sent < len(frames):
+                self.state.drops.add(idx, DropReason.TX_ERROR.value, "", len(frames) - sent)
+        tx.clear()
+
+    # ---------------------------------------------------------------- control
+    def trace(self, port_name: str, data: bytes) -> tuple[Decision, Tracer]:
+        """Run the pipeline on ``data`` as if received on ``port_name``, with tracing."""
+        idx = self.state.by_name[port_name]
+        tracer = Tracer()
+        key = extract(data, idx)
+        decision = self.pipeline.run(key, data, idx, tracer)
+        return decision, tracer
+
+    def reload(self, new: Config) -> ChangeSet:
+        """Apply ``new`` live. New backends open first: if one fails nothing changes."""
+        from vspan.config.diff import diff
+
+        changes = diff(self.state.config, new)
+        opened: dict[str, Port] = {}
+        try:
+            for name in (*changes.ports_added, *changes.ports_reopened):
+                backend = self.backend_factory(name, new.ports[name])
+                backend.open()
+                opened[name] = backend
+        except Exception as err:
+            for backend in opened.values():
+                backend.close()
+            raise PortError(f"reload aborted, nothing changed: {err}") from err
+        for name in (*changes.ports_removed, *changes.ports_reopened):
+            self._close_backend(self.state.by_name[name])
+        self.state.apply(new)
+        for name, backend in opened.items():
+            idx = self.state.by_name[name]
+            self.backends[idx] = backend
+            self.state.ports[idx].backend = backend
+            fd = backend.fileno()
+            self._fd_port[fd] = idx
+            self._epoll.register(fd, select.EPOLLIN)
+        self.cache.max_entries = new.switch.flow_cache_size
+        self.batch_size = new.switch.batch_size
+        self._refresh_links()
+        return changes

@@ -1,0 +1,113 @@
+"""The pipeline: runs the stages on one frame and returns a :class:`Decision`.
+
+port rx -> ingress tap -> guards -> VLAN classify -> policy (in) -> L2 forward
+-> per output: policy (out) -> VLAN egress -> egress tap -> port tx
+
+The same code serves the datapath (tracer disabled) and ``vspan trace``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from vspan.datapath.decision import VLAN_OP_NAMES, Decision, Drop, Output
+from vspan.datapath.flowkey import FlowKey, mac_str
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.stages import forward, mirror, vlan
+from vspan.datapath.stages.base import EgressStage, IngressStage, StageContext
+from vspan.datapath.state import PortRuntime, SwitchState
+from vspan.datapath.trace import NULL_TRACER, Tracer
+
+_RESERVED_PREFIX = b"\x01\x80\xc2\x00\x00"
+
+
+class Pipeline:
+    """Decides what happens to frames; holds no per-frame state of its own."""
+
+    def __init__(self, state: SwitchState, clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self.clock = clock
+        self.ingress_stages: list[IngressStage] = []
+        self.egress_stages: list[EgressStage] = []
+
+    def run(self, key: FlowKey | None, data: bytes, in_port: int,
+            tracer: Tracer = NULL_TRACER) -> Decision:
+        """Decide for one frame that arrived on port index ``in_port``."""
+        state = self.state
+        tr = tracer
+        port = state.ports.get(in_port)
+        if port is None:
+            return Decision(drops=(Drop(DropReason.PORT_DOWN, in_port, detail="no such port"),),
+                            cacheable=False)
+        if tr.enabled:
+            tr.report("port", f"received on port {port.name} ({port.config.type.value} "
+                      f"{port.config.ifname(port.name)}), {len(data)} bytes")
+        taps = mirror.ingress_copies(port, state.mirrors, state.port_names, tr)
+        if key is None:
+            if tr.enabled:
+                tr.report("drop", "malformed frame (headers cut short or invalid)")
+            return Decision(taps, drops=(Drop(DropReason.MALFORMED, in_port),), cacheable=False)
+        if not port.enabled:
+            if tr.enabled:
+                tr.report("drop", f"port {port.name} is down or disabled")
+            return Decision(taps, drops=(Drop(DropReason.PORT_DOWN, in_port),))
+        if port.mirror_dest and not port.allow_normal_io:
+            if tr.enabled:
+                tr.report("drop", f"port {port.name} is a mirror destination without normal "
+                          "I/O: frames it sends are dropped")
+            return Decision(taps, drops=(Drop(DropReason.MIRROR_DEST_PORT, in_port),))
+        if key.src[0] & 1:
+            if tr.enabled:
+                tr.report("drop", f"source MAC {mac_str(key.src)} is a group address")
+            return Decision(taps, drops=(Drop(DropReason.SOURCE_MULTICAST, in_port),))
+        ctx = StageContext(key, data, port, state, tr, self.clock())
+        drop = vlan.classify(ctx)
+        if drop is not None:
+            return Decision(taps, drops=(drop,))
+        for stage in self.ingress_stages:
+            drop = stage.ingress(ctx)
+            if drop is not None:
+                return Decision(taps, tuple(ctx.hooks), drops=(drop,))
+        if key.dst[:5] == _RESERVED_PREFIX and key.dst[5] < 0x10:
+            if tr.enabled:
+                tr.report("drop", f"{mac_str(key.dst)} is IEEE link-local: never forwarded")
+            return Decision(taps, tuple(ctx.hooks),
+                            drops=(Drop(DropReason.RESERVED_MULTICAST, in_port),))
+        drop, learn, refresh = forward.learn(ctx)
+        if drop is not None:
+            return Decision(taps, tuple(ctx.hooks), drops=(drop,))
+        outs, drop, _flooded = forward.lookup(ctx)
+        outputs: list[Output] = []
+        drops: list[Drop] = [drop] if drop is not None else []
+        copied = {c.session for c in taps}
+        for out in outs:
+            node = tr.report("output", f"port {out.name}") if tr.enabled else None
+            if node is not None:
+                tr.push(node)
+            result = self._egress(ctx, out, copied)
+            if node is not None:
+                tr.pop()
+            if isinstance(result, Drop):
+                drops.append(result)
+            else:
+                outputs.append(result)
+        if tr.enabled and not outputs and not drops:
+            tr.report("drop", "no output")
+        return Decision(taps, tuple(ctx.hooks), tuple(outputs), tuple(drops), learn, refresh,
+                        cacheable=learn is None)
+
+    def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int]) -> Output | Drop:
+        tr = ctx.tracer
+        ctx.out_hooks = []
+        for stage in self.egress_stages:
+            drop = stage.egress(ctx, out)
+            if drop is not None:
+                return drop
+        op, vid = vlan.egress_op(ctx.key.vlan, ctx.vlan, out)
+        if tr.enabled:
+            how = "untagged" if ctx.vlan == out.egress_untagged else f"tagged VID {ctx.vlan}"
+            tr.report("vlan-out", f"leaves {how} (tag op: {VLAN_OP_NAMES[op]})")
+        copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
+                                      op, vid, tr)
+        return Output(out.index, op, vid, tuple(ctx.out_hooks), copies)

@@ -1,0 +1,94 @@
+"""L2 forwarding: learning decision, FDB lookup, flooding within the VLAN."""
+
+from __future__ import annotations
+
+from vspan.datapath.decision import Drop
+from vspan.datapath.fdb import FdbEntry, LearnResult
+from vspan.datapath.flowkey import mac_str
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.stages.base import StageContext
+from vspan.datapath.state import PortRuntime
+
+
+def learn(ctx: StageContext) -> tuple[Drop | None, tuple[int, bytes, int] | None, FdbEntry | None]:
+    """Decide what learning the source MAC does: (drop, learn action, entry to refresh)."""
+    port = ctx.in_port
+    fdb = ctx.state.fdb
+    src = ctx.key.src
+    tr = ctx.tracer
+    res = fdb.check(ctx.vlan, src, port.index, port.config.mac_limit)
+    if res is LearnResult.NEW or res is LearnResult.MOVED:
+        if tr.enabled:
+            verb = "learn" if res is LearnResult.NEW else "move"
+            tr.report("learn", f"{verb} {mac_str(src)} on VLAN {ctx.vlan} -> port {port.name}")
+        return None, (ctx.vlan, src, port.index), None
+    if res is LearnResult.REFRESHED:
+        if tr.enabled:
+            tr.report("learn", f"{mac_str(src)} already known on port {port.name} (refresh age)")
+        return None, None, fdb.lookup(ctx.vlan, src)
+    if res is LearnResult.PORT_LIMIT:
+        if tr.enabled:
+            tr.report("learn", f"{mac_str(src)}: port {port.name} reached its limit of "
+                      f"{port.config.mac_limit} MACs: drop")
+        return Drop(DropReason.MAC_LIMIT, port.index,
+                    detail=f"limit {port.config.mac_limit}"), None, None
+    if tr.enabled:
+        why = "table full" if res is LearnResult.TABLE_FULL else "static entry elsewhere"
+        tr.report("learn", f"{mac_str(src)} not learned ({why})")
+    return None, None, None
+
+
+def may_receive(out: PortRuntime) -> bool:
+    """Whether normal (non-mirror) traffic may be delivered to ``out``."""
+    return out.enabled and (not out.mirror_dest or out.allow_normal_io)
+
+
+def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
+    """Destination ports for the frame: (ports, drop, flooded)."""
+    key = ctx.key
+    tr = ctx.tracer
+    state = ctx.state
+    port = ctx.in_port
+    dst = key.dst
+    if not dst[0] & 1:
+        entry = state.fdb.lookup(ctx.vlan, dst)
+        if entry is not None:
+            out = state.ports.get(entry.port)
+            if out is None:
+                if tr.enabled:
+                    tr.report("lookup", f"{mac_str(dst)} learned on a removed port: flood")
+            elif out.index == port.index:
+                if tr.enabled:
+                    tr.report("lookup",
+                              f"{mac_str(dst)} lives on the ingress port {port.name}: drop")
+                return [], Drop(DropReason.SAME_PORT, port.index), False
+            elif not out.enabled:
+                if tr.enabled:
+                    tr.report("lookup", f"{mac_str(dst)} on port {out.name}, which is down: drop")
+                return [], Drop(DropReason.PORT_DOWN, out.index), False
+            elif not may_receive(out):
+                if tr.enabled:
+                    tr.report("lookup", f"{mac_str(dst)} on port {out.name}, a mirror "
+                              "destination without normal I/O: drop")
+                return [], Drop(DropReason.MIRROR_DEST_PORT, out.index), False
+            else:
+                if tr.enabled:
+                    tr.report("lookup", f"{mac_str(dst)} on VLAN {ctx.vlan} learned on port "
+                              f"{out.name}")
+                return [out], None, False
+        elif tr.enabled:
+            tr.report("lookup", f"{mac_str(dst)} unknown on VLAN {ctx.vlan}: flood")
+    elif tr.enabled:
+        kind = "broadcast" if dst == b"\xff" * 6 else "multicast"
+        tr.report("lookup", f"{kind} {mac_str(dst)}: flood in VLAN {ctx.vlan}")
+    outs = [
+        p for p in state.ports.values()
+        if p.index != port.index and ctx.vlan in p.members and may_receive(p)
+    ]
+    if not outs:
+        if tr.enabled:
+            tr.report("flood", f"no other port in VLAN {ctx.vlan}: drop")
+        return [], Drop(DropReason.NO_DESTINATION, port.index), True
+    if tr.enabled:
+        tr.report("flood", "to " + ", ".join(p.name for p in outs))
+    return outs, None, True

@@ -1,0 +1,53 @@
+"""Ingress and egress taps: which mirror sessions copy a frame, and where."""
+
+from __future__ import annotations
+
+from vspan.datapath.decision import MirrorCopy
+from vspan.datapath.state import MirrorRuntime, PortRuntime
+from vspan.datapath.trace import Tracer
+
+
+def _describe(m: MirrorRuntime, names: dict[int, str]) -> str:
+    dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
+    extra = []
+    if m.config.mirrored_packet_length:
+        extra.append(f"truncate {m.config.mirrored_packet_length}")
+    if m.config.sampling_rate > 1:
+        extra.append(f"sample 1/{m.config.sampling_rate}")
+    return f"-> {dests}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def ingress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[int, str],
+                   tr: Tracer) -> tuple[MirrorCopy, ...]:
+    """Copies of the frame as ``port`` sent it (before any policy)."""
+    out: list[MirrorCopy] = []
+    for s in port.mirror_ingress:
+        m = mirrors[s]
+        if not m.enabled:
+            continue
+        out.append(MirrorCopy(s, "ingress"))
+        if tr.enabled:
+            tr.report("mirror", f"session {m.name}: ingress copy {_describe(m, names)}",
+                      session=m.name, point="ingress")
+    return tuple(out)
+
+
+def egress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[int, str],
+                  already: set[int], vlan_op: int, vid: int, tr: Tracer
+                  ) -> tuple[MirrorCopy, ...]:
+    """Copies of the frame as delivered to ``port``, skipping sessions that have one."""
+    out: list[MirrorCopy] = []
+    for s in port.mirror_egress:
+        m = mirrors[s]
+        if not m.enabled:
+            continue
+        if s in already:
+            if tr.enabled:
+                tr.report("mirror", f"session {m.name}: already copied this frame, no second copy")
+            continue
+        already.add(s)
+        out.append(MirrorCopy(s, "egress", vlan_op, vid))
+        if tr.enabled:
+            tr.report("mirror", f"session {m.name}: egress copy {_describe(m, names)}",
+                      session=m.name, point="egress")
+    return tuple(out)
