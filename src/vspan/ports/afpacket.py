@@ -1,0 +1,391 @@
+"""AF_PACKET port: a veth end or a NIC, read through a TPACKET_V2 rx ring.
+
+What this backend does for the switch (see PERF-NOTES for why):
+
+* ``PACKET_VNET_HDR`` is on, so frames keep their pending offloads: a TCP
+  stream from a namespace with default veth offloads arrives as 64 KiB GSO
+  super-frames with partial checksums, and leaves the same way through
+  :meth:`AfPacketPort.send_batch`. Ring slots are sized for such frames.
+* The kernel strips the outer 802.1Q tag before AF_PACKET sees a frame and
+  reports it in ``tp_vlan_tci``; the tag is put back inline (and the vnet
+  header offsets moved by 4).
+* ``PACKET_IGNORE_OUTGOING``: the port never receives what it (or the host)
+  sends out of the interface. ``PACKET_QDISC_BYPASS`` (default on) skips the
+  qdisc; a consequence is that other packet sockets on the same interface
+  (``tcpdump -i <if>``) do not see frames the switch sends into it.
+* Ring slots go back to the kernel with ONE aligned 32-bit store
+  (``memoryview.cast("I")`` item assignment), never ``struct.pack_into``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import struct
+from collections.abc import Sequence
+
+from vspan.ports import constants as c
+from vspan.ports import netdev
+from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
+from vspan.ports.vnet import EMPTY_VNET, F_NEEDS_CSUM, VNET_HDR_LEN, shift
+
+#: Default slot size: a 64 KiB GSO super-frame (plus Ethernet, a restored VLAN
+#: tag, the vnet header and the tpacket header) fits; 15 slots fill a 1 MiB block
+#: exactly, so the ring wastes almost nothing.
+DEFAULT_FRAME_SIZE = 69904
+DEFAULT_RING_FRAMES = 256
+MIN_FRAME_SIZE = 256
+MAX_BLOCK_SIZE = 4 << 20
+
+_HDR = c.TPACKET2_HDR
+_PAGE = mmap.PAGESIZE
+_SLOT_OVERHEAD = 128  # tpacket2_hdr + sockaddr_ll + alignment + vnet header, rounded up
+
+
+class RingGeometry:
+    """Sizes of a TPACKET_V2 ring as the kernel wants them (``struct tpacket_req``)."""
+
+    __slots__ = ("block_nr", "block_size", "frame_nr", "frame_size", "frames_per_block")
+
+    def __init__(self, ring_frames: int, frame_size: int) -> None:
+        if ring_frames < 1:
+            raise PortError(f"ring_frames must be at least 1, not {ring_frames}")
+        if frame_size < MIN_FRAME_SIZE or frame_size > MAX_BLOCK_SIZE:
+            raise PortError(
+                f"frame_size must be between {MIN_FRAME_SIZE} and {MAX_BLOCK_SIZE}, "
+                f"not {frame_size}"
+            )
+        align = c.TPACKET_ALIGNMENT
+        frame_size = (frame_size + align - 1) // align * align
+        # smallest power-of-two block (pages) that wastes at most 1/16, else the best one
+        best: tuple[float, int] | None = None
+        block = _PAGE
+        while block <= MAX_BLOCK_SIZE:
+            if block >= frame_size:
+                waste = (block % frame_size) / block
+                if best is None or waste < best[0]:
+                    best = (waste, block)
+                if waste <= 1 / 16:
+                    break
+            block <<= 1
+        assert best is not None  # frame_size <= MAX_BLOCK_SIZE
+        self.block_size = best[1]
+        self.frame_size = frame_size
+        self.frames_per_block = self.block_size // frame_size
+        self.block_nr = -(-ring_frames // self.frames_per_block)
+        self.frame_nr = self.block_nr * self.frames_per_block
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole mapping."""
+        return self.block_size * self.block_nr
+
+    def offsets(self) -> list[int]:
+        """Byte offset of every slot in ring order."""
+        return [
+            b * self.block_size + f * self.frame_size
+            for b in range(self.block_nr)
+            for f in range(self.frames_per_block)
+        ]
+
+    def request(self) -> bytes:
+        """The ``struct tpacket_req`` for ``PACKET_RX_RING``."""
+        return c.TPACKET_REQ.pack(self.block_size, self.block_nr, self.frame_size, self.frame_nr)
+
+
+class RxRing:
+    """Reader of a TPACKET_V2 rx ring laid out in any writable buffer.
+
+    The kernel fills slots and sets ``TP_STATUS_USER``; :meth:`drain` copies
+    frames out, restores the stripped VLAN tag, attaches the vnet header and
+    hands each slot back with one 32-bit store. Works on an ``mmap`` of a
+    packet socket or, for tests, on a ``bytearray`` with hand-written slots.
+    """
+
+    __slots__ = ("_frame_size", "_head", "_mv", "_offsets", "_status", "losing")
+
+    def __init__(self, buf: mmap.mmap | bytearray, geometry: RingGeometry) -> None:
+        if len(buf) < geometry.size:
+            raise PortError(f"ring buffer of {len(buf)} bytes is smaller than {geometry.size}")
+        self._mv = memoryview(buf)
+        self._status = self._mv.cast("I")  # item assignment = one aligned 32-bit store
+        self._offsets = geometry.offsets()
+        self._frame_size = geometry.frame_size
+        self._head = 0
+        #: set when a slot carried TP_STATUS_LOSING (the kernel dropped frames)
+        self.losing = False
+
+    def release(self) -> None:
+        """Drop the views on the buffer (needed before an mmap can be closed)."""
+        self._status.release()
+        self._mv.release()
+
+    def drain(self, max_frames: int, counters: PortCounters) -> list[Frame]:
+        """Take up to ``max_frames`` ready frames out of the ring."""
+        mv = self._mv
+        status_words = self._status
+        offsets = self._offsets
+        nslots = len(offsets)
+        frame_size = self._frame_size
+        head = self._head
+        unpack = _HDR.unpack_from
+        out: list[Frame] = []
+        append = out.append
+        nbytes = 0
+        errors = 0
+        min_mac = c.TPACKET2_HDRLEN + VNET_HDR_LEN
+        while len(out) < max_frames:
+            off = offsets[head]
+            word = off >> 2
+            status = status_words[word]
+            if not status & c.TP_STATUS_USER:
+                break
+            _, tp_len, snaplen, mac, _, sec, nsec, tci, tpid = unpack(mv, off)
+            if status & c.TP_STATUS_LOSING:
+                self.losing = True
+            start = off + mac
+            end = start + snaplen
+            if snaplen != tp_len or mac < min_mac or mac + snaplen > frame_size:
+                # cut to fit the slot (or a corrupt header): forwarding a piece is wrong
+                errors += 1
+            else:
+                if mv[start - 10] & F_NEEDS_CSUM or mv[start - 9]:
+                    vnet = bytes(mv[start - VNET_HDR_LEN : start])
+                else:
+                    vnet = b""
+                if (status & c.TP_STATUS_VLAN_VALID or tci) and snaplen >= 12:
+                    if not status & c.TP_STATUS_VLAN_TPID_VALID or not tpid:
+                        tpid = 0x8100
+                    data = b"".join(
+                        (mv[start : start + 12], _TAG.pack(tpid, tci), mv[start + 12 : end])
+                    )
+                    if vnet:
+                        vnet = shift(vnet, 4)
+                else:
+                    data = bytes(mv[start:end])
+                nbytes += len(data)
+                append(Frame(data, vnet, sec * 1_000_000_000 + nsec))
+            status_words[word] = c.TP_STATUS_KERNEL  # hand the slot back: one store
+            head += 1
+            if head == nslots:
+                head = 0
+        self._head = head
+        counters.rx_frames += len(out)
+        counters.rx_bytes += nbytes
+        counters.rx_errors += errors
+        return out
+
+
+_TAG = struct.Struct(">HH")
+
+
+class AfPacketPort(Port):
+    """A switch port on an existing interface, through an AF_PACKET socket.
+
+    ``AfPacketPort(name, ifname)`` then :meth:`open`. ``ring_frames`` slots of
+    ``frame_size`` bytes (rounded so whole slots fill 4 KiB-multiple blocks;
+    the default holds 64 KiB GSO frames, ~17 MiB for 256 slots).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ifname: str | None = None,
+        *,
+        ring_frames: int = DEFAULT_RING_FRAMES,
+        frame_size: int = DEFAULT_FRAME_SIZE,
+        promisc: bool = True,
+        qdisc_bypass: bool = True,
+        ignore_outgoing: bool = True,
+        bring_up: bool = True,
+    ) -> None:
+        self.name = name
+        self.ifname = ifname or name
+        self.counters = PortCounters()
+        self.geometry = RingGeometry(ring_frames, frame_size)
+        self._promisc = promisc
+        self._qdisc_bypass = qdisc_bypass
+        self._ignore_outgoing = ignore_outgoing
+        self._bring_up = bring_up
+        self._sock: socket.socket | None = None
+        self._map: mmap.mmap | None = None
+        self._ring: RxRing | None = None
+        self._info: PortInfo | None = None
+        #: errno of the last failed send (debugging aid)
+        self.last_tx_errno: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the socket and the ring and attach to the interface."""
+        if self._sock is not None:
+            return
+        index = netdev.ifindex(self.ifname)
+        if self._bring_up:
+            netdev.set_up(self.ifname)
+        # protocol 0: nothing is queued before the ring exists and bind() says ETH_P_ALL
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except OSError as exc:
+            raise PortError(f"port {self.name}: cannot open AF_PACKET socket: {exc}") from exc
+        try:
+            self._setup(sock, index)
+        except BaseException:
+            self._teardown(sock)
+            raise
+        self._sock = sock
+        self._info = PortInfo(
+            kind="afpacket",
+            interface=self.ifname,
+            mac=netdev.hwaddr(self.ifname),
+            mtu=netdev.mtu(self.ifname),
+            vnet_hdr=True,
+            extra={
+                "ifindex": str(index),
+                "ring_frames": str(self.geometry.frame_nr),
+                "frame_size": str(self.geometry.frame_size),
+                "qdisc_bypass": str(self._qdisc_bypass).lower(),
+            },
+        )
+
+    def _setup(self, sock: socket.socket, index: int) -> None:
+        def opt(option: int, value: int | bytes, what: str) -> None:
+            try:
+                sock.setsockopt(c.SOL_PACKET, option, value)
+            except OSError as exc:
+                raise PortError(
+                    f"port {self.name} ({self.ifname}): cannot set {what}: {exc.strerror}"
+                ) from exc
+
+        opt(c.PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")  # must precede the ring
+        opt(c.PACKET_VERSION, c.TPACKET_V2, "TPACKET_V2")
+        opt(c.PACKET_RX_RING, self.geometry.request(), "a TPACKET_V2 rx ring")
+        if self._ignore_outgoing:
+            opt(c.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")
+        if self._qdisc_bypass:
+            opt(c.PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")
+        try:
+            self._map = mmap.mmap(
+                sock.fileno(),
+                self.geometry.size,
+                mmap.MAP_SHARED,
+                mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+        except OSError as exc:
+            raise PortError(f"port {self.name}: cannot map the rx ring: {exc}") from exc
+        self._ring = RxRing(self._map, self.geometry)
+        if self._promisc:
+            mreq = c.PACKET_MREQ.pack(index, c.PACKET_MR_PROMISC, 0, b"")
+            opt(c.PACKET_ADD_MEMBERSHIP, mreq, "promiscuous mode")
+        sock.setblocking(False)
+        try:
+            sock.bind((self.ifname, c.ETH_P_ALL))
+        except OSError as exc:
+            raise PortError(
+                f"port {self.name}: cannot bind to interface {self.ifname!r}: {exc.strerror}"
+            ) from exc
+
+    def _teardown(self, sock: socket.socket | None) -> None:
+        if self._ring is not None:
+            self._ring.release()
+            self._ring = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        """Unmap the ring and close the socket; safe to call twice."""
+        sock, self._sock = self._sock, None
+        self._teardown(sock)
+
+    def __enter__(self) -> AfPacketPort:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- datapath ------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket; readable (POLLIN) when a ring slot is ready."""
+        if self._sock is None:
+            raise PortError(f"port {self.name} is not open")
+        return self._sock.fileno()
+
+    def recv_batch(self, max_frames: int = 64) -> list[Frame]:
+        """Drain up to ``max_frames`` frames from the rx ring (never blocks)."""
+        ring = self._ring
+        if ring is None:
+            return []
+        frames = ring.drain(max_frames, self.counters)
+        if ring.losing:
+            ring.losing = False
+            self.refresh_drops()
+        if not frames and self._sock is not None:
+            # woken without frames: clear a pending socket error (ENETDOWN after the
+            # link went down) so poll/epoll does not report it forever
+            self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return frames
+
+    def refresh_drops(self) -> int:
+        """Add the kernel's ring-full drops since the last call to ``rx_dropped``."""
+        if self._sock is None:
+            return 0
+        try:
+            raw = self._sock.getsockopt(c.SOL_PACKET, c.PACKET_STATISTICS, c.TPACKET_STATS.size)
+        except OSError:
+            return 0
+        _, drops = c.TPACKET_STATS.unpack(raw)
+        self.counters.rx_dropped += drops
+        return int(drops)
+
+    def send_batch(self, frames: Sequence[Frame]) -> int:
+        """Send each frame with its vnet header (zeros when plain); count failures."""
+        sock = self._sock
+        if sock is None:
+            self.counters.tx_errors += len(frames)
+            return 0
+        send = sock.send
+        sent = 0
+        nbytes = 0
+        errors = 0
+        for frame in frames:
+            data = frame.data
+            vnet = frame.vnet or EMPTY_VNET
+            if len(vnet) != VNET_HDR_LEN or len(data) < 14:
+                errors += 1
+                continue
+            try:
+                send(vnet + data)
+            except OSError as exc:
+                # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),
+                # EINVAL (bad vnet header), ENETDOWN/ENXIO (link gone)
+                errors += 1
+                self.last_tx_errno = exc.errno
+                continue
+            except (TypeError, ValueError):
+                errors += 1
+                continue
+            sent += 1
+            nbytes += len(data)
+        counters = self.counters
+        counters.tx_frames += sent
+        counters.tx_bytes += nbytes
+        counters.tx_errors += errors
+        return sent
+
+    # -- state ---------------------------------------------------------------
+
+    def link_up(self) -> bool:
+        """Whether the interface is up with carrier (``operstate``)."""
+        state = netdev.link_state(self.ifname)
+        return bool(state) and self._sock is not None
+
+    def info(self) -> PortInfo:
+        """Interface name, MAC, MTU and ring geometry."""
+        if self._info is None:
+            return PortInfo(kind="afpacket", interface=self.ifname, vnet_hdr=True)
+        return self._info
