@@ -1,0 +1,60 @@
+"""Prometheus metrics collected from the running switch on each scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vspan.control import views
+from vspan.control.agent import Agent
+
+
+class SwitchCollector(Collector):
+    """Reads counters from the engine thread and exposes them."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per counter group."""
+        engine = self.agent.engine
+        snap = engine.call(lambda: (views.ports_view(engine), views.counters_view(engine),
+                                    views.mirrors_view(engine)))
+        ports, counters, mirrors = snap
+        port_fams = {
+            k: CounterMetricFamily(f"vspan_port_{k}", f"switch-level {k} per port", labels=["port"])
+            for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "flooded",
+                      "mirrored_out", "dropped")
+        }
+        link = GaugeMetricFamily("vspan_port_link_up", "1 when the port's link is up",
+                                 labels=["port"])
+        for row in ports:
+            for k, fam in port_fams.items():
+                fam.add_metric([row["name"]], row["counters"][k])
+            link.add_metric([row["name"]], 1 if row["link"] == "up" else 0)
+        yield from port_fams.values()
+        yield link
+        drops = CounterMetricFamily("vspan_drops", "dropped frames by port, reason and rule",
+                                    labels=["port", "reason", "rule"])
+        for d in counters["drops"]:
+            drops.add_metric([d["port"], d["reason"], d["rule"]], d["frames"])
+        yield drops
+        mir = CounterMetricFamily("vspan_mirror", "mirror session counters",
+                                  labels=["session", "counter"])
+        for m in mirrors:
+            for k, v in m["counters"].items():
+                mir.add_metric([m["name"], k], v)
+        yield mir
+        fc = counters["flow_cache"]
+        cache = GaugeMetricFamily("vspan_flow_cache_entries", "flows in the cache")
+        cache.add_metric([], fc["entries"])
+        yield cache
+        for k in ("hits", "misses", "invalidations"):
+            fam = CounterMetricFamily(f"vspan_flow_cache_{k}", f"flow cache {k}")
+            fam.add_metric([], fc[k])
+            yield fam
+        fdb = GaugeMetricFamily("vspan_fdb_entries", "learned MAC addresses")
+        fdb.add_metric([], counters["fdb"]["entries"])
+        yield fdb

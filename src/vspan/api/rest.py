@@ -1,0 +1,84 @@
+"""The REST API of a running switch (FastAPI), served on a Unix socket by ``vspan up``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+
+from vspan.api.metrics import SwitchCollector
+from vspan.config.diff import ChangeSet
+from vspan.config.load import ConfigError
+from vspan.control.agent import Agent, AgentError
+
+
+def _changes(cs: ChangeSet) -> dict[str, Any]:
+    return {"changes": cs.summary(), "empty": cs.empty}
+
+
+def create_app(agent: Agent) -> FastAPI:
+    """Build the API for ``agent``."""
+    app = FastAPI(title="vspan", version="0.1.0")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SwitchCollector(agent))
+
+    @app.exception_handler(ConfigError)
+    async def config_error(_req: Request, err: ConfigError) -> JSONResponse:
+        return JSONResponse(status_code=422,
+                            content={"error": "invalid configuration", "source": err.source,
+                                     "details": err.errors})
+
+    @app.exception_handler(AgentError)
+    async def agent_error(_req: Request, err: AgentError) -> JSONResponse:
+        return JSONResponse(status_code=err.status, content={"error": str(err)})
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "switch": agent.config.switch.name,
+                "running": agent.engine.running}
+
+    @app.get("/config")
+    def config() -> dict[str, Any]:
+        return agent.config.model_dump(mode="json")
+
+    @app.get("/show/{what}")
+    def show(what: str) -> Any:
+        return agent.show(what)
+
+    @app.post("/reload")
+    def reload(body: dict[str, Any] = Body(default_factory=dict)) -> dict[str, Any]:  # noqa: B008
+        return _changes(agent.reload(body.get("path")))
+
+    @app.post("/mirrors/{name}")
+    def mirror_create(name: str, spec: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return _changes(agent.mirror_create(name, spec))
+
+    @app.delete("/mirrors/{name}")
+    def mirror_delete(name: str) -> dict[str, Any]:
+        return _changes(agent.mirror_delete(name))
+
+    @app.post("/mirrors/{name}/enable")
+    def mirror_enable(name: str) -> dict[str, Any]:
+        return _changes(agent.mirror_enable(name, True))
+
+    @app.post("/mirrors/{name}/disable")
+    def mirror_disable(name: str) -> dict[str, Any]:
+        return _changes(agent.mirror_enable(name, False))
+
+    @app.post("/trace")
+    def trace(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            frame = bytes.fromhex(str(body["frame"]))
+            port = str(body["port"])
+        except (KeyError, ValueError) as err:
+            raise AgentError(f"trace needs 'port' and 'frame' (hex): {err}") from err
+        return agent.trace(port, frame)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode(),
+                                 media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,114 @@
+"""``vspan up`` (run a switch in the foreground) and ``vspan reload``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.config.load import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Add ``up`` and ``reload``."""
+    p: argparse.ArgumentParser = sub.add_parser("up", help="run a switch in the foreground")
+    p.add_argument("-c", "--config", required=True, help="YAML switch configuration")
+    p.add_argument("--socket", "-S", default=None,
+                   help="control socket path (default: switch.control_socket or "
+                        "/run/vspan/<name>.sock)")
+    p.add_argument("--metrics", metavar="HOST:PORT", default=None,
+                   help="also serve the REST API and /metrics over TCP (e.g. 127.0.0.1:9477)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=run_up)
+    r: argparse.ArgumentParser = sub.add_parser(
+        "reload", help="apply a changed configuration file to the running switch")
+    r.add_argument("file", nargs="?", help="configuration file (default: the one it runs)")
+    add_socket_arg(r)
+    r.set_defaults(func=run_reload)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Start the datapath and serve the control API until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from vspan.api.rest import create_app
+    from vspan.control.agent import Agent
+    from vspan.ports.base import PortError
+    from vspan.ports.factory import open_backend
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        agent = Agent.from_file(args.config, open_backend)
+    except ConfigError as err:
+        for line in err.errors:
+            sys.stderr.write(f"{err.source}: {line}\n")
+        return 1
+    sock = args.socket or agent.config.switch.socket_path()
+    os.makedirs(os.path.dirname(sock) or ".", exist_ok=True)
+    if os.path.exists(sock):
+        try:
+            request(sock, "GET", "/health", timeout=2)
+        except ClientError:
+            os.unlink(sock)  # stale socket of a dead switch
+        else:
+            sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
+            return 1
+    try:
+        agent.start()
+    except (PortError, OSError) as err:
+        sys.stderr.write(f"vspan: cannot open ports: {err}\n")
+        agent.stop()
+        return 1
+    app = create_app(agent)
+    servers = [uvicorn.Server(uvicorn.Config(app, uds=sock, log_level="warning"))]
+    if args.metrics:
+        host, _, port = args.metrics.rpartition(":")
+        servers.append(uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1",
+                                                     port=int(port), log_level="warning")))
+    sys.stderr.write(
+        f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
+        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock}\n")
+    try:
+        _serve(servers)
+    finally:
+        agent.stop()
+        if os.path.exists(sock):
+            os.unlink(sock)
+        sys.stderr.write("vspan: switch stopped\n")
+    return 0
+
+
+def _serve(servers: list[Any]) -> None:
+    import asyncio
+
+    async def main() -> None:
+        await asyncio.gather(*(s.serve() for s in servers))
+
+    def stop(_sig: int, _frame: Any) -> None:
+        for s in servers:
+            s.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    for s in servers:  # we handle signals ourselves (all servers stop together)
+        s.install_signal_handlers = lambda: None
+    asyncio.run(main())
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    """Ask the running switch to apply a (changed) file."""
+    body = {"path": os.path.abspath(args.file)} if args.file else {}
+    try:
+        data = request(args.socket, "POST", "/reload", body)
+    except ClientError as err:
+        return fail(err)
+    if data["empty"]:
+        sys.stdout.write("no changes\n")
+    for line in data["changes"]:
+        sys.stdout.write(line + "\n")
+    return 0

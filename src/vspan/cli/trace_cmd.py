@@ -1,0 +1,144 @@
+"""``vspan trace``: show a frame's whole path through the switch, stage by stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.config.load import ConfigError, load_file
+from vspan.packet.errors import PacketError
+
+
+def register(sub: Any) -> None:
+    """Add ``trace``."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "trace", help="trace a synthetic or captured frame through the switch",
+        description="Build a frame from options (or take one from a capture) and run it "
+                    "through the same pipeline the datapath uses, with tracing on. Talks to "
+                    "the running switch, or with -c FILE traces offline against a config "
+                    "(empty MAC table).")
+    p.add_argument("--in-port", "-i", required=True, help="port the frame arrives on")
+    p.add_argument("--src-mac", default="02:00:00:00:00:01")
+    p.add_argument("--dst-mac", default="ff:ff:ff:ff:ff:ff")
+    p.add_argument("--src-ip", default=None)
+    p.add_argument("--dst-ip", default=None)
+    p.add_argument("--vlan", type=int, action="append", default=None,
+                   help="802.1Q tag VID (repeat for QinQ, outer first)")
+    p.add_argument("--proto", choices=["icmp", "tcp", "udp", "arp", "raw"], default=None,
+                   help="default: icmp when IPs are given, else raw Ethernet")
+    p.add_argument("--sport", type=int, default=12345)
+    p.add_argument("--dport", type=int, default=80)
+    p.add_argument("--flags", default="S", help="TCP flags letters (default S)")
+    p.add_argument("--frame", default=None, help="the whole frame as hex instead of options")
+    p.add_argument("--pcap", default=None, help="take the frame from this pcap/pcapng file")
+    p.add_argument("--index", type=int, default=1, help="which packet of --pcap (1-based)")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("-c", "--config", default=None,
+                   help="trace offline against this configuration file")
+    add_socket_arg(p)
+    p.set_defaults(func=run)
+
+
+def build_frame(args: argparse.Namespace) -> bytes:
+    """The frame the options describe."""
+    from vspan.packet import build
+
+    if args.frame:
+        return bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
+    if args.pcap:
+        return _from_capture(args.pcap, args.index)
+    vlan = args.vlan if args.vlan else None
+    proto = args.proto or ("icmp" if args.src_ip and args.dst_ip else "raw")
+    if proto == "arp":
+        return build.arp_request(args.src_mac, args.src_ip or "0.0.0.0",
+                                 args.dst_ip or "0.0.0.0", vlan=vlan, pad=True)
+    if proto == "raw":
+        eth = build.ethernet(args.src_mac, args.dst_mac, vlan, 0x88B5)  # local experimental
+        return build.build_frame(eth, payload=b"vspan trace", pad=True, fix_types=False)
+    if not (args.src_ip and args.dst_ip):
+        raise PacketError("trace", f"--proto {proto} needs --src-ip and --dst-ip")
+    if proto == "icmp":
+        return build.icmp_echo(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip, 1, 1,
+                               b"vspan trace", vlan=vlan, pad=True)
+    if proto == "tcp":
+        return build.tcp_frame(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip,
+                               args.sport, args.dport, args.flags, vlan=vlan, pad=True)
+    return build.udp_frame(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip, args.sport,
+                           args.dport, b"vspan trace", vlan=vlan, pad=True)
+
+
+def _from_capture(path: str, index: int) -> bytes:
+    from vspan.capture.pcapng import read_packets
+
+    for i, pkt in enumerate(read_packets(path), start=1):
+        if i == index:
+            return bytes(pkt.data)
+    raise PacketError("trace", f"{path} has fewer than {index} packets")
+
+
+def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
+    """Trace against a config file without a running switch (no side effects)."""
+    from vspan.datapath.flowkey import extract
+    from vspan.datapath.pipeline import Pipeline
+    from vspan.datapath.state import SwitchState
+    from vspan.datapath.trace import Tracer
+
+    cfg = load_file(config_path)
+    state = SwitchState(cfg)
+    if port not in state.by_name:
+        raise ClientError(f"no port named {port!r} in {config_path}")
+    idx = state.by_name[port]
+    tracer = Tracer()
+    decision = Pipeline(state).run(extract(frame, idx), frame, idx, tracer)
+    names = state.port_names
+    return {
+        "port": port,
+        "frame_len": len(frame),
+        "decision": {
+            "outputs": [{"port": names[o.port]} for o in decision.outputs],
+            "drops": [{"reason": d.reason.value, "port": names.get(d.port, str(d.port)),
+                       "rule": d.rule} for d in decision.drops],
+        },
+        "trace": [c.as_dict() for c in tracer.root.children],
+        "text": tracer.render(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build, trace, print."""
+    try:
+        frame = build_frame(args)
+    except (PacketError, ValueError, OSError) as err:
+        return fail(err)
+    try:
+        if args.config:
+            result = trace_offline(args.config, args.in_port, frame)
+        else:
+            result = request(args.socket, "POST", "/trace",
+                             {"port": args.in_port, "frame": frame.hex()})
+    except ConfigError as err:
+        return fail(err)
+    except ClientError as err:
+        return fail(err)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return 0
+    sys.stdout.write(f"trace: {len(frame)}-byte frame into port {args.in_port}\n")
+    sys.stdout.write(result["text"] + "\n")
+    sys.stdout.write(_verdict(result["decision"]) + "\n")
+    return 0
+
+
+def _verdict(d: dict[str, Any]) -> str:
+    outs = [o["port"] for o in d.get("outputs", [])]
+    drops = [f"{x['reason']}" + (f" (rule {x['rule']})" if x.get("rule") else "")
+             + f" at {x['port']}" for x in d.get("drops", [])]
+    parts = []
+    if outs:
+        parts.append("delivered to " + ", ".join(outs))
+    if drops:
+        parts.append("dropped: " + "; ".join(drops))
+    return "verdict: " + (" / ".join(parts) if parts else "nothing delivered")

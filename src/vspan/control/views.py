@@ -1,0 +1,125 @@
+"""JSON-ready views of the running switch (ports, FDB, mirrors, counters, decisions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vspan.datapath.decision import VLAN_OP_NAMES, Decision
+from vspan.datapath.engine import Engine
+from vspan.datapath.flowkey import mac_str
+
+
+def ports_view(engine: Engine) -> list[dict[str, Any]]:
+    """One row per port."""
+    rows: list[dict[str, Any]] = []
+    st = engine.state
+    for rt in st.ports.values():
+        v = rt.config.vlan
+        if v.mode.value == "access":
+            vlan = f"access {v.id}"
+        elif v.mode.value == "trunk":
+            allowed = ",".join(str(x) for x in v.allowed) or "-"
+            vlan = f"trunk {allowed} native {v.native if v.native is not None else '-'}"
+        else:
+            vlan = "untagged"
+        role = []
+        if rt.mirror_dest:
+            role.append("mirror-dest" + ("" if not rt.allow_normal_io else "+io"))
+        if rt.mirror_ingress or rt.mirror_egress:
+            role.append("mirror-src")
+        backend = engine.backends.get(rt.index)
+        rows.append({
+            "name": rt.name,
+            "index": rt.index,
+            "type": rt.config.type.value,
+            "interface": rt.config.ifname(rt.name),
+            "enabled": rt.config.enabled,
+            "link": "up" if rt.link else "down",
+            "vlan": vlan,
+            "role": ",".join(role),
+            "counters": rt.counters.as_dict(),
+            "backend_counters": backend.counters.as_dict() if backend is not None else {},
+            "macs": st.fdb.per_port.get(rt.index, 0),
+        })
+    return rows
+
+
+def fdb_view(engine: Engine) -> list[dict[str, Any]]:
+    """Learned MACs, sorted by VLAN and MAC."""
+    st = engine.state
+    now = engine.clock()
+    rows = []
+    for (vlan, mac), e in sorted(st.fdb.entries.items()):
+        rows.append({
+            "vlan": vlan,
+            "mac": mac_str(mac),
+            "port": st.port_names.get(e.port, str(e.port)),
+            "age": 0 if e.static else round(now - e.last_seen, 1),
+            "static": e.static,
+        })
+    return rows
+
+
+def mirrors_view(engine: Engine) -> list[dict[str, Any]]:
+    """One row per mirror session with its counters."""
+    rows = []
+    for m in engine.state.mirrors:
+        c = m.config
+        rows.append({
+            "name": m.name,
+            "enabled": c.enabled,
+            "sources": [f"{s.port}:{s.direction.value}" for s in c.sources],
+            "destinations": list(c.destinations),
+            "allow_normal_io": c.allow_normal_io,
+            "mirrored_packet_length": c.mirrored_packet_length,
+            "sampling_rate": c.sampling_rate,
+            "counters": m.counters(),
+        })
+    return rows
+
+
+def counters_view(engine: Engine) -> dict[str, Any]:
+    """Per-port counters, per-reason drops and flow-cache statistics."""
+    st = engine.state
+    drops = [
+        {"port": st.port_names.get(p, str(p)), "reason": r, "rule": rule, "frames": n}
+        for (p, r, rule), n in sorted(st.drops.by_key.items())
+    ]
+    return {
+        "ports": {rt.name: rt.counters.as_dict() for rt in st.ports.values()},
+        "drops": drops,
+        "flow_cache": engine.cache.stats(),
+        "fdb": {"entries": len(st.fdb), "learned": st.fdb.learned, "moves": st.fdb.moves},
+        "generation": st.generation,
+        "batches": engine.batches,
+    }
+
+
+def decision_view(engine: Engine, d: Decision) -> dict[str, Any]:
+    """A decision with port and session names instead of indexes."""
+    names = engine.state.port_names
+    mirrors = engine.state.mirrors
+
+    def copy(c: Any) -> dict[str, Any]:
+        m = mirrors[c.session]
+        return {"session": m.name, "point": c.point,
+                "destinations": [names.get(p, str(p)) for p in m.dest_ports]}
+
+    return {
+        "outputs": [
+            {"port": names.get(o.port, str(o.port)), "vlan_op": VLAN_OP_NAMES[o.vlan_op],
+             "vid": o.vid, "mirrors": [copy(c) for c in o.mirrors]}
+            for o in d.outputs
+        ],
+        "ingress_mirrors": [copy(c) for c in d.ingress_mirrors],
+        "drops": [
+            {"reason": x.reason.value, "port": names.get(x.port, str(x.port)), "rule": x.rule,
+             "detail": x.detail}
+            for x in d.drops
+        ],
+        "learn": (
+            {"vlan": d.learn[0], "mac": mac_str(d.learn[1]),
+             "port": names.get(d.learn[2], str(d.learn[2]))}
+            if d.learn else None
+        ),
+    }

@@ -1,0 +1,22 @@
+"""Create the backend a port's configuration asks for."""
+
+from __future__ import annotations
+
+from vspan.config.model import PortConfig, PortType
+from vspan.ports.base import Port
+
+
+def open_backend(name: str, cfg: PortConfig) -> Port:
+    """A not-yet-opened backend for port ``name`` (the engine calls ``open()``)."""
+    ifname = cfg.ifname(name)
+    if cfg.type is PortType.AFPACKET:
+        from vspan.ports.afpacket import AfPacketPort
+
+        return AfPacketPort(name, ifname)
+    if cfg.type is PortType.TAP:
+        from vspan.ports.tap import TapPort
+
+        return TapPort(name, ifname)
+    from vspan.ports.memory import MemoryPort
+
+    return MemoryPort(name)
