@@ -51,8 +51,10 @@ def build_frame(
 
     By default lengths and checksums are computed (``fix_lengths``,
     ``fix_checksums``; pass ``False`` to keep the values in the headers) and the
-    ethertype / IP protocol (IPv6: the next-header chain) are set from the
-    types of ``l3`` and ``l4`` (``fix_types``). ``pad`` zero-pads to 60 bytes.
+    ethertype / IP protocol are set from the types of ``l3`` and ``l4``, and an
+    IPv6 next-header chain is made to run through the extension headers to
+    ``l4`` (or to the last extension header's ``next_header``) (``fix_types``).
+    ``pad`` zero-pads to 60 bytes.
     """
     if l4 is not None and not isinstance(l3, IPv4 | IPv6):
         raise PacketError("frame", "a transport header needs an IPv4 or IPv6 header")
@@ -65,8 +67,7 @@ def build_frame(
                 l3 = dataclasses.replace(l3, proto=l4.protocol)
         elif isinstance(l3, IPv6):
             eth = dataclasses.replace(eth, ethertype=ETH_P_IPV6)
-            if l4 is not None:
-                l3 = l3.with_chain(l4.protocol)
+            l3 = l3.with_chain(l4.protocol if l4 is not None else l3.upper_protocol)
     body: bytes = bytes(payload)
     if l4 is not None:
         assert isinstance(l3, IPv4 | IPv6)
