@@ -1,0 +1,470 @@
+"""Per-port connection tracking (the state behind the distributed firewall).
+
+One :class:`ConnTrack` lives at each port. Connections are keyed from the
+port's point of view — (protocol, local address, local port or ICMP id,
+remote address, remote port) — never by the port a frame entered the switch
+on. So a flow whose two directions take different paths through the network
+(the metro-cluster case: inbound via one uplink, outbound via another) is one
+connection here, seen whole, and judged on both directions.
+
+What is tracked:
+
+* **TCP**: the state machine and window tracking of :mod:`vspan.policy.tcp`.
+* **UDP** (and other IP protocols): FIRST after the first packet, SINGLE while
+  only the originator sends, MULTIPLE once the other side answered.
+* **ICMP echo** (and ICMPv4 timestamp): keyed by the echo id and the
+  direction of the request; a reply is valid only for an outstanding request.
+* **ICMP errors** (v4 types 3, 4, 5, 11, 12; v6 types 1-4): the embedded
+  header is parsed and, when it belongs to a tracked connection, the error is
+  RELATED and admitted.
+* Later IP fragments (no transport header) are ESTABLISHED when the address
+  pair has a tracked connection of that protocol.
+
+Other ICMP (neighbour discovery, MLD, ...) is UNTRACKED: rules alone decide.
+
+Time is injected: every call takes ``now`` (seconds, any monotonic origin).
+Entries expire lazily on lookup; call :meth:`ConnTrack.expire` periodically
+to reclaim memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from vspan.datapath.flowkey import (
+    ETH_P_IPV4,
+    FRAG_LATER,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    FlowKey,
+)
+from vspan.policy.common import (
+    IN,
+    OUT,
+    Dir,
+    family_of,
+    ip_str,
+    local_remote_ip,
+    other,
+    protocol_str,
+)
+from vspan.policy.tcp import ACK, RST, SYN, TcpStateName, TcpTrack, parse_segment
+
+ConnKey = tuple[int, bytes, int, bytes, int]
+"""(protocol, local address, local port / ICMP id, remote address, remote port / request dir)."""
+
+
+class CtClass(enum.StrEnum):
+    """What conntrack says about one frame."""
+
+    NEW = "new"  # no state: the rules decide, then :meth:`ConnTrack.create`
+    ESTABLISHED = "established"  # part of a tracked connection (state updated)
+    RELATED = "related"  # an ICMP error about a tracked connection
+    INVALID = "invalid"  # contradicts the tracked state: drop
+    UNTRACKED = "untracked"  # never tracked (non-IP, neighbour discovery, ...): rules decide
+
+
+class Timeouts(NamedTuple):
+    """Idle timeouts in seconds (defaults follow NSX distributed firewall)."""
+
+    tcp_syn_sent: float = 120.0  # "TCP first packet"
+    tcp_syn_recv: float = 30.0  # "TCP opening"
+    tcp_established: float = 43200.0
+    tcp_closing: float = 120.0  # FIN_WAIT, CLOSE_WAIT, LAST_ACK
+    tcp_time_wait: float = 45.0  # "TCP fin wait"
+    tcp_close: float = 20.0  # "TCP closed" (after RST)
+    udp_first: float = 60.0
+    udp_single: float = 30.0
+    udp_multiple: float = 60.0
+    icmp_first: float = 20.0
+    icmp_reply: float = 10.0
+    other_first: float = 60.0
+    other_single: float = 30.0
+    other_multiple: float = 60.0
+
+
+class UdpState(enum.StrEnum):
+    """States of UDP and other datagram protocols."""
+
+    FIRST = "FIRST"
+    SINGLE = "SINGLE"
+    MULTIPLE = "MULTIPLE"
+
+
+class IcmpState(enum.StrEnum):
+    """States of an ICMP query (echo)."""
+
+    REQUEST = "REQUEST"
+    REPLIED = "REPLIED"
+
+
+_ECHO_V4 = {8: 0, 13: 14}  # request type -> reply type
+_ECHO_V6 = {128: 129}
+_ECHO_REPLY_V4 = {v: k for k, v in _ECHO_V4.items()}
+_ECHO_REPLY_V6 = {v: k for k, v in _ECHO_V6.items()}
+ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
+ICMP6_ERRORS = frozenset((1, 2, 3, 4))
+_V6_EXT = frozenset((0, 43, 60))
+_DIR_CODE = {IN: 1, OUT: 2}
+
+
+class Conn:
+    """One tracked connection."""
+
+    __slots__ = ("bytes", "created", "expires", "key", "last", "origin", "packets", "rule_id",
+                 "state", "tcp")
+
+    def __init__(self, key: ConnKey, origin: Dir, rule_id: str | None, now: float) -> None:
+        self.key = key
+        self.origin = origin  # direction of the first frame (seen from the port)
+        self.rule_id = rule_id  # rule that admitted it
+        self.created = now
+        self.last = now
+        self.expires = now
+        self.state: str = UdpState.FIRST
+        self.tcp: TcpTrack | None = None
+        self.packets = [0, 0]  # [from originator, from responder]
+        self.bytes = [0, 0]
+
+    @property
+    def proto(self) -> int:
+        """IP protocol number."""
+        return self.key[0]
+
+    def describe(self) -> str:
+        """One line: ``tcp 10.0.0.5:40000 <-> 10.0.1.1:80 ESTABLISHED (opened out, rule 1001)``."""
+        p, loc, lp, rem, rp = self.key
+        if p in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            ends = f"{ip_str(loc)} <-> {ip_str(rem)} id {lp}"
+        else:
+            ends = f"{ip_str(loc)}:{lp} <-> {ip_str(rem)}:{rp}"
+        return (f"{protocol_str(p)} {ends} {self.state} (opened {self.origin}, "
+                f"rule {self.rule_id or '-'})")
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready view."""
+        p, loc, lp, rem, rp = self.key
+        out: dict[str, object] = {
+            "proto": p, "local": ip_str(loc), "local_port": lp, "remote": ip_str(rem),
+            "remote_port": rp, "origin": self.origin, "state": str(self.state),
+            "rule": self.rule_id, "packets": list(self.packets), "bytes": list(self.bytes),
+            "expires": self.expires,
+        }
+        if self.tcp is not None:
+            out["tcp"] = {"orig": self.tcp.peers[0].as_dict(), "reply": self.tcp.peers[1].as_dict(),
+                          "out_of_window_passed": self.tcp.oow}
+        return out
+
+
+class CtResult(NamedTuple):
+    """Outcome of :meth:`ConnTrack.classify` / :meth:`ConnTrack.create`."""
+
+    cls: CtClass
+    conn: Conn | None
+    reason: str = ""
+
+
+def _icmp_id(data: bytes, l4: int) -> int:
+    return (data[l4 + 4] << 8) | data[l4 + 5] if len(data) >= l4 + 6 else 0
+
+
+def conn_key(key: FlowKey, data: bytes, direction: Dir) -> tuple[ConnKey, bool] | None:
+    """The connection key of a frame and whether the frame is a query *reply*.
+
+    ``None`` for frames that are never tracked by key (ICMP errors and
+    untracked ICMP types, non-IP).
+    """
+    proto = key.proto
+    loc, rem = local_remote_ip(key, direction)
+    if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        if not key.l4_off:
+            return (proto, loc, 0, rem, 0), False
+        req, rep = (_ECHO_V4, _ECHO_REPLY_V4) if proto == IPPROTO_ICMP else (_ECHO_V6,
+                                                                             _ECHO_REPLY_V6)
+        t = key.sport
+        if t in req:
+            return (proto, loc, _icmp_id(data, key.l4_off), rem, _DIR_CODE[direction]), False
+        if t in rep:
+            return (proto, loc, _icmp_id(data, key.l4_off), rem,
+                    _DIR_CODE[other(direction)]), True
+        return None
+    if key.l4_off and proto in (IPPROTO_TCP, IPPROTO_UDP, 132):
+        if direction == IN:
+            return (proto, loc, key.dport, rem, key.sport), False
+        return (proto, loc, key.sport, rem, key.dport), False
+    return (proto, loc, 0, rem, 0), False
+
+
+def is_icmp_error(key: FlowKey) -> bool:
+    """Whether the frame is an ICMP/ICMPv6 error message."""
+    if not key.l4_off:
+        return False
+    if key.proto == IPPROTO_ICMP:
+        return key.sport in ICMP4_ERRORS
+    if key.proto == IPPROTO_ICMPV6:
+        return key.sport in ICMP6_ERRORS
+    return False
+
+
+def embedded_key(key: FlowKey, data: bytes, direction: Dir) -> ConnKey | None:
+    """Connection key of the packet quoted inside an ICMP error (``None`` if unreadable).
+
+    The quoted packet travelled the other way: it was sent by the error's
+    destination, so its direction at the port is the opposite of the error's.
+    """
+    off = key.l4_off + 8
+    n = len(data)
+    v4 = key.eth_type == ETH_P_IPV4
+    if v4:
+        if n < off + 20 or data[off] >> 4 != 4:
+            return None
+        ihl = (data[off] & 0x0F) * 4
+        proto = data[off + 9]
+        src, dst = data[off + 12 : off + 16], data[off + 16 : off + 20]
+        l4 = off + ihl
+        if ((data[off + 6] << 8) | data[off + 7]) & 0x1FFF:
+            return None  # a later fragment: no transport header quoted
+    else:
+        if n < off + 40 or data[off] >> 4 != 6:
+            return None
+        proto = data[off + 6]
+        src, dst = data[off + 8 : off + 24], data[off + 24 : off + 40]
+        l4 = off + 40
+        while proto in _V6_EXT:
+            if n < l4 + 8:
+                return None
+            proto, l4 = data[l4], l4 + 8 + data[l4 + 1] * 8
+    e = other(direction)
+    loc, rem = (src, dst) if e == OUT else (dst, src)
+    if proto in (IPPROTO_TCP, IPPROTO_UDP, 132):
+        if n < l4 + 4:
+            return None
+        sp = (data[l4] << 8) | data[l4 + 1]
+        dp = (data[l4 + 2] << 8) | data[l4 + 3]
+        lp, rp = (sp, dp) if e == OUT else (dp, sp)
+        return (proto, loc, lp, rem, rp)
+    if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        if n < l4 + 6:
+            return None
+        t = data[l4]
+        req = _ECHO_V4 if proto == IPPROTO_ICMP else _ECHO_V6
+        if t in req:
+            return (proto, loc, (data[l4 + 4] << 8) | data[l4 + 5], rem, _DIR_CODE[e])
+        rep = _ECHO_REPLY_V4 if proto == IPPROTO_ICMP else _ECHO_REPLY_V6
+        if t in rep:
+            return (proto, loc, (data[l4 + 4] << 8) | data[l4 + 5], rem, _DIR_CODE[other(e)])
+        return None
+    return (proto, loc, 0, rem, 0)
+
+
+class ConnTrack:
+    """The connection table of one port."""
+
+    __slots__ = ("_conns", "_pairs", "counters", "max_conns", "timeouts")
+
+    def __init__(self, timeouts: Timeouts | None = None, max_conns: int = 65536) -> None:
+        self._conns: dict[ConnKey, Conn] = {}
+        self._pairs: dict[tuple[int, bytes, bytes], int] = {}
+        self.timeouts = timeouts or Timeouts()
+        self.max_conns = max_conns
+        self.counters: dict[str, int] = {"created": 0, "expired": 0, "invalid": 0,
+                                         "related": 0, "table_full": 0, "reopened": 0}
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __iter__(self) -> Iterator[Conn]:
+        return iter(list(self._conns.values()))
+
+    def get(self, ck: ConnKey, now: float) -> Conn | None:
+        """The live connection with key ``ck`` (expired ones are removed)."""
+        c = self._conns.get(ck)
+        if c is not None and c.expires <= now:
+            self._remove(c)
+            self.counters["expired"] += 1
+            return None
+        return c
+
+    def lookup(self, key: FlowKey, data: bytes, direction: Dir, now: float) -> Conn | None:
+        """The connection a frame belongs to, without updating anything (for explain)."""
+        if not family_of(key):
+            return None
+        if is_icmp_error(key):
+            ek = embedded_key(key, data, direction)
+            return None if ek is None else self.get(ek, now)
+        ckr = conn_key(key, data, direction)
+        return None if ckr is None else self.get(ckr[0], now)
+
+    def classify(self, key: FlowKey, data: bytes, direction: Dir, now: float) -> CtResult:
+        """Per-frame: find the frame's connection and advance its state."""
+        if not family_of(key):
+            return CtResult(CtClass.UNTRACKED, None, "not an IP frame")
+        if key.frag == FRAG_LATER:
+            loc, rem = local_remote_ip(key, direction)
+            if self._pairs.get((key.proto, loc, rem)):
+                return CtResult(CtClass.ESTABLISHED, None, "later fragment of a tracked pair")
+            return CtResult(CtClass.UNTRACKED, None, "later fragment, no tracked connection")
+        if is_icmp_error(key):
+            ek = embedded_key(key, data, direction)
+            if ek is not None:
+                c = self.get(ek, now)
+                if c is not None:
+                    self.counters["related"] += 1
+                    return CtResult(CtClass.RELATED, c, f"ICMP error about {c.describe()}")
+            return CtResult(CtClass.UNTRACKED, None, "ICMP error about no tracked connection")
+        ckr = conn_key(key, data, direction)
+        if ckr is None:
+            return CtResult(CtClass.UNTRACKED, None, "ICMP type not tracked")
+        ck, _reply = ckr
+        c = self.get(ck, now)
+        if c is None:
+            return CtResult(CtClass.NEW, None, "no connection state")
+        from_orig = direction == c.origin
+        note = ""
+        if c.tcp is not None:
+            seg = parse_segment(data, key)
+            if seg is None:
+                self.counters["invalid"] += 1
+                return CtResult(CtClass.INVALID, c, "malformed TCP header")
+            upd = c.tcp.update(seg, from_orig)
+            if upd.reopen:
+                self._remove(c)
+                self.counters["reopened"] += 1
+                return CtResult(CtClass.NEW, None, f"{upd.reason}: old state forgotten")
+            if not upd.ok:
+                self.counters["invalid"] += 1
+                return CtResult(CtClass.INVALID, c, upd.reason)
+            c.state = c.tcp.state
+            note = upd.reason
+        elif c.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            if not from_orig:
+                c.state = IcmpState.REPLIED
+        elif from_orig:
+            if c.state == UdpState.FIRST:
+                c.state = UdpState.SINGLE
+        else:
+            c.state = UdpState.MULTIPLE
+        self._touch(c, from_orig, len(data), now)
+        return CtResult(CtClass.ESTABLISHED, c, note or str(c.state))
+
+    def create(
+        self,
+        key: FlowKey,
+        data: bytes,
+        direction: Dir,
+        now: float,
+        rule_id: str | None = None,
+        strict: bool = False,
+    ) -> CtResult:
+        """Start tracking a NEW frame the rules allowed.
+
+        Returns ESTABLISHED with the new connection, UNTRACKED when the frame
+        starts nothing (a stray RST in non-strict mode, an unrelated ICMP
+        error, a later fragment), or INVALID (TCP without handshake in strict
+        mode, an echo reply without request, a full table).
+        """
+        if not family_of(key) or key.frag == FRAG_LATER or is_icmp_error(key):
+            return CtResult(CtClass.UNTRACKED, None, "nothing to track")
+        ckr = conn_key(key, data, direction)
+        if ckr is None:
+            return CtResult(CtClass.UNTRACKED, None, "ICMP type not tracked")
+        ck, is_reply = ckr
+        if is_reply:
+            self.counters["invalid"] += 1
+            return CtResult(CtClass.INVALID, None, "echo reply without a request")
+        tcp: TcpTrack | None = None
+        if key.proto == IPPROTO_TCP:
+            seg = parse_segment(data, key)
+            if seg is None:
+                self.counters["invalid"] += 1
+                return CtResult(CtClass.INVALID, None, "malformed TCP header")
+            if seg.flags & RST:
+                if strict:
+                    self.counters["invalid"] += 1
+                    return CtResult(CtClass.INVALID, None, "RST without connection (TCP strict)")
+                return CtResult(CtClass.UNTRACKED, None, "RST without connection")
+            is_syn = seg.flags & (SYN | ACK) == SYN
+            if not is_syn and strict:
+                self.counters["invalid"] += 1
+                return CtResult(CtClass.INVALID, None,
+                                "TCP strict: a new connection must start with a SYN")
+            tcp, upd = TcpTrack.start(seg, strict)
+            if not upd.ok:
+                self.counters["invalid"] += 1
+                return CtResult(CtClass.INVALID, None, upd.reason)
+        if len(self._conns) >= self.max_conns:
+            self.expire(now)
+            if len(self._conns) >= self.max_conns:
+                self.counters["table_full"] += 1
+                return CtResult(CtClass.INVALID, None, "connection table full")
+        c = Conn(ck, direction, rule_id, now)
+        if tcp is not None:
+            c.tcp = tcp
+            c.state = tcp.state
+        elif key.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            c.state = IcmpState.REQUEST
+        self._conns[ck] = c
+        pk = (ck[0], ck[1], ck[3])
+        self._pairs[pk] = self._pairs.get(pk, 0) + 1
+        self.counters["created"] += 1
+        self._touch(c, True, len(data), now)
+        return CtResult(CtClass.ESTABLISHED, c, "new connection tracked")
+
+    def timeout_of(self, c: Conn) -> float:
+        """Idle timeout for a connection's current state."""
+        t = self.timeouts
+        if c.tcp is not None:
+            s = c.tcp.state
+            if s is TcpStateName.ESTABLISHED:
+                return t.tcp_established
+            if s is TcpStateName.SYN_SENT:
+                return t.tcp_syn_sent
+            if s is TcpStateName.SYN_RECV:
+                return t.tcp_syn_recv
+            if s is TcpStateName.TIME_WAIT:
+                return t.tcp_time_wait
+            if s is TcpStateName.CLOSE:
+                return t.tcp_close
+            return t.tcp_closing
+        if c.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            return t.icmp_reply if c.state == IcmpState.REPLIED else t.icmp_first
+        udp = c.proto == IPPROTO_UDP
+        if c.state == UdpState.FIRST:
+            return t.udp_first if udp else t.other_first
+        if c.state == UdpState.SINGLE:
+            return t.udp_single if udp else t.other_single
+        return t.udp_multiple if udp else t.other_multiple
+
+    def _touch(self, c: Conn, from_orig: bool, nbytes: int, now: float) -> None:
+        i = 0 if from_orig else 1
+        c.packets[i] += 1
+        c.bytes[i] += nbytes
+        c.last = now
+        c.expires = now + self.timeout_of(c)
+
+    def _remove(self, c: Conn) -> None:
+        if self._conns.pop(c.key, None) is None:
+            return
+        pk = (c.key[0], c.key[1], c.key[3])
+        n = self._pairs.get(pk, 0) - 1
+        if n > 0:
+            self._pairs[pk] = n
+        else:
+            self._pairs.pop(pk, None)
+
+    def expire(self, now: float) -> int:
+        """Remove every expired connection; return how many."""
+        dead = [c for c in self._conns.values() if c.expires <= now]
+        for c in dead:
+            self._remove(c)
+        self.counters["expired"] += len(dead)
+        return len(dead)
+
+    def flush(self) -> None:
+        """Forget every connection."""
+        self._conns.clear()
+        self._pairs.clear()
