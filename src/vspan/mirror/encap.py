@@ -1,0 +1,575 @@
+"""Remote mirror encapsulations: ERSPAN Type II/III and GRE-TEB over raw IP, and RSPAN tags.
+
+* :class:`ErspanEncapsulator` turns a mirrored frame into the GRE payload
+  (GRE header + ERSPAN header + frame) of one session, keeping the session's
+  GRE sequence numbers. It is pure: no sockets, the clock is injectable.
+* :class:`RawGreSender` sends those payloads to the session's remote IP over a
+  raw ``IPPROTO_GRE`` socket (no gretap/erspan netdev needed): the kernel adds
+  the IP header with the configured source address, TTL and DSCP, with the
+  don't-fragment bit set; frames that would not fit the path MTU are cut
+  (ERSPAN ``T`` bit) instead of being fragmented, and counted.
+* :func:`rspan_copy` / :func:`rspan_strip` tag and untag RSPAN copies.
+
+Loop guard: :meth:`RawGreSender.is_own_output` recognises the session's own
+encapsulated packets (GRE from the local address to the remote one) so a
+source port that carries them is never mirrored back into the session, and
+:func:`route_interface` names the interface the encapsulated traffic leaves
+by, so the datapath can keep that port out of the session's sources.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vspan.packet.errors import PacketError
+from vspan.packet.erspan import GRA_100NS, GRA_100US, GRA_IEEE1588, PLATF_SWITCH_PORT_SECONDS
+from vspan.packet.gre import (
+    GRE_FLAG_K,
+    GRE_FLAG_S,
+    GRE_PROTO_ERSPAN2,
+    GRE_PROTO_ERSPAN3,
+    GRE_PROTO_TEB,
+    IPPROTO_GRE,
+)
+
+# Linux socket options Python 3.11 does not name
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2
+IP_MTU = 14
+IPV6_MTU_DISCOVER = 23
+IPV6_MTU = 24
+IPV6_PMTUDISC_DO = 2
+
+_TPIDS = (0x8100, 0x88A8, 0x9100)
+_NS_PER_S = 1_000_000_000
+
+
+class EncapType(enum.StrEnum):
+    """What a remote mirror session puts around a frame."""
+
+    GRE = "gre"  # GRE 0x6558, transparent Ethernet bridging (gretap)
+    ERSPAN2 = "erspan2"  # GRE 0x88BE + ERSPAN Type II header (version 1)
+    ERSPAN3 = "erspan3"  # GRE 0x22EB + ERSPAN Type III header (version 2)
+
+
+class Granularity(enum.StrEnum):
+    """Type III timestamp granularity."""
+
+    US100 = "100us"  # Gra 00: units of 100 microseconds (the default, as Linux sends)
+    NS100 = "100ns"  # Gra 01: units of 100 nanoseconds
+    NS = "ns"  # Gra 10 (IEEE 1588): nanoseconds within the second
+
+
+_GRA = {Granularity.US100: GRA_100US, Granularity.NS100: GRA_100NS, Granularity.NS: GRA_IEEE1588}
+
+
+class MirrorConfigError(ValueError):
+    """A remote mirror session is configured with an impossible value."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErspanConfig:
+    """One remote (ERSPAN / GRE) mirror session's encapsulation settings.
+
+    ``index`` is the Type II port index (20 bits) and, when the Type III platform
+    subheader is on, its port index (16 bits); ``hw_id`` is the Type III hardware
+    id (6 bits). ``mtu`` caps the path MTU the kernel reports (``None``: the
+    kernel's value). ``gre_key``/``gre_sequence`` apply to plain GRE only (ERSPAN
+    always carries a sequence number and no key).
+    """
+
+    remote_ip: str
+    type: EncapType = EncapType.ERSPAN2
+    session_id: int = 0
+    index: int = 0
+    hw_id: int = 0
+    granularity: Granularity = Granularity.US100
+    platform_subheader: bool = False
+    switch_id: int = 0
+    source_ip: str | None = None
+    ttl: int = 64
+    dscp: int = 0
+    mtu: int | None = None
+    gre_key: int | None = None
+    gre_sequence: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            remote = ipaddress.ip_address(self.remote_ip)
+        except ValueError as err:
+            raise MirrorConfigError(f"remote_ip: {err}") from None
+        if self.source_ip is not None:
+            try:
+                src = ipaddress.ip_address(self.source_ip)
+            except ValueError as err:
+                raise MirrorConfigError(f"source_ip: {err}") from None
+            if src.version != remote.version:
+                raise MirrorConfigError("source_ip and remote_ip must be the same IP version")
+        try:
+            object.__setattr__(self, "type", EncapType(self.type))
+            object.__setattr__(self, "granularity", Granularity(self.granularity))
+        except ValueError as err:
+            raise MirrorConfigError(str(err)) from None
+        limits = {
+            "session_id": (self.session_id, 0, 1023),
+            "hw_id": (self.hw_id, 0, 63),
+            "switch_id": (self.switch_id, 0, 1023),
+            "ttl": (self.ttl, 1, 255),
+            "dscp": (self.dscp, 0, 63),
+        }
+        index_max = (1 << 20) - 1
+        if self.type is EncapType.ERSPAN3 and self.platform_subheader:
+            index_max = 0xFFFF
+        limits["index"] = (self.index, 0, index_max)
+        if self.mtu is not None:
+            limits["mtu"] = (self.mtu, 576 if remote.version == 4 else 1280, 65535)
+        if self.gre_key is not None:
+            limits["gre_key"] = (self.gre_key, 0, 0xFFFFFFFF)
+        for name, (value, lo, hi) in limits.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise MirrorConfigError(f"{name}: {value!r} is not in {lo}..{hi}")
+        if self.gre_key is not None and self.type is not EncapType.GRE:
+            raise MirrorConfigError("gre_key: only plain GRE sessions carry a key")
+
+    @property
+    def ip_version(self) -> int:
+        """4 or 6."""
+        return ipaddress.ip_address(self.remote_ip).version
+
+
+def frame_vlan(frame: bytes) -> tuple[int, int] | None:
+    """``(vid, pcp)`` of the outer VLAN tag of ``frame``, or ``None`` when untagged."""
+    if len(frame) >= 18 and ((frame[12] << 8) | frame[13]) in _TPIDS:
+        tci = (frame[14] << 8) | frame[15]
+        return tci & 0xFFF, tci >> 13
+    return None
+
+
+class ErspanEncapsulator:
+    """Builds the GRE payload (GRE + ERSPAN header + frame) of one session.
+
+    Not thread-safe: one encapsulator per session, used by one datapath thread.
+    """
+
+    __slots__ = ("_clock", "_gra", "_hdr", "_seq", "_static", "_t_off", "config", "overhead")
+
+    def __init__(self, config: ErspanConfig, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self._clock = clock
+        self._seq = 0
+        self._gra = _GRA[config.granularity]
+        t = config.type
+        if t is EncapType.GRE:
+            flags = (GRE_FLAG_K if config.gre_key is not None else 0) | (
+                GRE_FLAG_S if config.gre_sequence else 0)
+            self._static = struct.pack("!HH", flags, GRE_PROTO_TEB)
+            if config.gre_key is not None:
+                self._static += struct.pack("!I", config.gre_key)
+            self._hdr = struct.Struct("!I") if config.gre_sequence else None
+            self.overhead = len(self._static) + (4 if config.gre_sequence else 0)
+            self._t_off = -1
+        elif t is EncapType.ERSPAN2:
+            self._static = b""
+            self._hdr = struct.Struct("!HHIHHI")
+            self.overhead = 16
+            self._t_off = 10
+        else:
+            self._static = b""
+            self._hdr = struct.Struct("!HHIHHIHH")
+            self.overhead = 20 + (8 if config.platform_subheader else 0)
+            self._t_off = 10
+
+    @property
+    def next_seq(self) -> int:
+        """The GRE sequence number the next packet will carry."""
+        return self._seq
+
+    def encapsulate(self, frame: bytes, *, egress: bool = False, truncated: bool = False,
+                    ts_ns: int | None = None, vlan: int | None = None, cos: int = 0,
+                    max_frame: int | None = None) -> bytes:
+        """The GRE payload carrying ``frame``; consumes one sequence number.
+
+        ``egress`` sets the Type III direction bit. ``truncated`` says the frame
+        was already cut (session truncation length); ``max_frame`` cuts it here.
+        Either sets the ERSPAN ``T`` bit. VLAN/COS come from the frame's outer
+        tag (``En`` = 3, tag kept in the frame); for an untagged frame that
+        belongs to an access VLAN, pass ``vlan``/``cos`` (``En`` = 0).
+        ``ts_ns`` is the wall-clock time the frame was seen (default: now).
+        """
+        if max_frame is not None and len(frame) > max_frame:
+            frame = frame[:max(max_frame, 0)]
+            truncated = True
+        cfg = self.config
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFFFFFF
+        hdr = self._hdr
+        if cfg.type is EncapType.GRE:
+            if hdr is None:
+                return self._static + frame
+            return self._static + hdr.pack(seq) + frame
+        assert hdr is not None
+        tag = frame_vlan(frame)
+        if tag is not None:
+            vid, pcp = tag
+            en = 3
+        else:
+            vid = vlan if vlan is not None else 0
+            pcp = cos
+            en = 0
+        if not 0 <= vid <= 0xFFF or not 0 <= pcp <= 7:
+            raise PacketError("erspan", f"vlan {vid} / cos {pcp} out of range")
+        if cfg.type is EncapType.ERSPAN2:
+            return hdr.pack(
+                GRE_FLAG_S, GRE_PROTO_ERSPAN2, seq,
+                0x1000 | vid,
+                (pcp << 13) | (en << 11) | (truncated << 10) | cfg.session_id,
+                cfg.index,
+            ) + frame
+        if ts_ns is None:
+            ts_ns = self._clock()
+        gra = self._gra
+        if gra == GRA_100US:
+            ts = (ts_ns // 100_000) & 0xFFFFFFFF
+        elif gra == GRA_100NS:
+            ts = (ts_ns // 100) & 0xFFFFFFFF
+        else:
+            ts = ts_ns % _NS_PER_S
+        plat = cfg.platform_subheader
+        out = hdr.pack(
+            GRE_FLAG_S, GRE_PROTO_ERSPAN3, seq,
+            0x2000 | vid,
+            (pcp << 13) | (truncated << 10) | cfg.session_id,  # BSO 0: good frame
+            ts,
+            0,  # SGT
+            0x8000 | (cfg.hw_id << 4) | (egress << 3) | (gra << 1) | plat,  # P=1, FT=0 Ethernet
+        )
+        if plat:
+            out += struct.pack(
+                "!II",
+                (PLATF_SWITCH_PORT_SECONDS << 26) | (cfg.switch_id << 16) | (cfg.index & 0xFFFF),
+                (ts_ns // _NS_PER_S) & 0xFFFFFFFF,
+            )
+        return out + frame
+
+    def cut(self, payload: bytes, max_payload: int) -> bytes:
+        """An already built payload cut to ``max_payload`` bytes, with the ``T`` bit set."""
+        if len(payload) <= max_payload:
+            return payload
+        out = bytearray(payload[:max(max_payload, self.overhead)])
+        if self._t_off >= 0:
+            out[self._t_off] |= 0x04
+        return bytes(out)
+
+
+@dataclass(slots=True)
+class SenderCounters:
+    """What a :class:`RawGreSender` did."""
+
+    sent: int = 0
+    sent_bytes: int = 0
+    truncated: int = 0  # frames cut to fit the path MTU
+    errors: int = 0  # sends the kernel refused (unreachable, buffer full, ...)
+    loop_skipped: int = 0  # our own encapsulated output offered for mirroring
+    last_error: str = ""
+    errors_by_errno: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int | str]:
+        """Counters as a plain mapping (for JSON and metrics)."""
+        return {
+            "sent": self.sent,
+            "sent_bytes": self.sent_bytes,
+            "truncated": self.truncated,
+            "errors": self.errors,
+            "loop_skipped": self.loop_skipped,
+            "last_error": self.last_error,
+        }
+
+
+class RawGreSender:
+    """Sends one session's encapsulated mirror copies over a raw ``IPPROTO_GRE`` socket.
+
+    The socket is non-blocking: when the kernel cannot take a packet (send buffer
+    full, destination unreachable) the copy is dropped and counted in
+    ``counters.errors``; the datapath never waits for a mirror destination.
+    """
+
+    def __init__(self, config: ErspanConfig, *, clock: Callable[[], int] = time.time_ns,
+                 encapsulator: ErspanEncapsulator | None = None) -> None:
+        self.config = config
+        self.encap = encapsulator or ErspanEncapsulator(config, clock)
+        self.counters = SenderCounters()
+        self._sock: socket.socket | None = None
+        self._family = socket.AF_INET if config.ip_version == 4 else socket.AF_INET6
+        self._ip_hlen = 20 if config.ip_version == 4 else 40
+        self._remote = ipaddress.ip_address(config.remote_ip).packed
+        self._local = b""
+        self._path_mtu = config.mtu or 1500
+        self._max_payload = self._path_mtu - self._ip_hlen
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create, bind and connect the raw socket; learn the path MTU."""
+        if self._sock is not None:
+            return
+        cfg = self.config
+        sock = socket.socket(self._family, socket.SOCK_RAW, IPPROTO_GRE)
+        try:
+            if self._family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, cfg.ttl)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, cfg.dscp << 2)
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, cfg.ttl)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, cfg.dscp << 2)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+            if cfg.source_ip is not None:
+                sock.bind((cfg.source_ip, 0))
+            sock.connect((cfg.remote_ip, 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._local = ipaddress.ip_address(sock.getsockname()[0]).packed
+        self.refresh_mtu()
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> RawGreSender:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        """The raw socket's descriptor (-1 when closed)."""
+        return -1 if self._sock is None else self._sock.fileno()
+
+    # ---- path MTU --------------------------------------------------------------------
+
+    @property
+    def path_mtu(self) -> int:
+        """The MTU the encapsulated IP packets are kept within."""
+        return self._path_mtu
+
+    @property
+    def max_frame(self) -> int:
+        """The longest mirrored frame sent whole."""
+        return self._max_payload - self.encap.overhead
+
+    def refresh_mtu(self) -> int:
+        """Ask the kernel for the path MTU to the remote (capped by ``config.mtu``)."""
+        mtu = 1500
+        if self._sock is not None:
+            try:
+                if self._family == socket.AF_INET:
+                    mtu = self._sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+                else:
+                    mtu = self._sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+            except OSError:
+                pass
+        if self.config.mtu is not None:
+            mtu = min(mtu, self.config.mtu)
+        self._path_mtu = mtu
+        self._max_payload = mtu - self._ip_hlen
+        return mtu
+
+    # ---- loop guard ------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> str | None:
+        """The source address the kernel uses for this session (after :meth:`open`)."""
+        return str(ipaddress.ip_address(self._local)) if self._local else None
+
+    def is_own_output(self, frame: bytes) -> bool:
+        """Whether ``frame`` is one of this session's encapsulated packets (never mirror it).
+
+        True for an Ethernet frame (any VLAN tags) carrying IPv4/IPv6 GRE to the
+        session's remote address (and from its local address, once known).
+        """
+        n = len(frame)
+        off = 12
+        if n < 14:
+            return False
+        etype = (frame[12] << 8) | frame[13]
+        while etype in _TPIDS and n >= off + 6:
+            off += 4
+            etype = (frame[off] << 8) | frame[off + 1]
+        off += 2
+        if etype == 0x0800 and n >= off + 20:
+            if frame[off + 9] != IPPROTO_GRE or frame[off + 16:off + 20] != self._remote:
+                return False
+            return not self._local or frame[off + 12:off + 16] == self._local
+        if etype == 0x86DD and n >= off + 40:
+            if frame[off + 6] != IPPROTO_GRE or frame[off + 24:off + 40] != self._remote:
+                return False
+            return not self._local or frame[off + 8:off + 24] == self._local
+        return False
+
+    # ---- sending ---------------------------------------------------------------------
+
+    def send(self, frame: bytes, *, egress: bool = False, truncated: bool = False,
+             ts_ns: int | None = None, vlan: int | None = None, cos: int = 0) -> bool:
+        """Encapsulate and send one mirrored frame; ``True`` when the kernel took it.
+
+        See :meth:`ErspanEncapsulator.encapsulate` for the arguments. Our own
+        encapsulated output is skipped (loop guard), frames too long for the
+        path MTU are cut, kernel refusals are counted, never raised.
+        """
+        c = self.counters
+        if self._local and self.is_own_output(frame):
+            c.loop_skipped += 1
+            return False
+        sock = self._sock
+        if sock is None:
+            self._error(errno.ENOTCONN)
+            return False
+        max_frame = self._max_payload - self.encap.overhead
+        if len(frame) > max_frame:
+            c.truncated += 1
+        payload = self.encap.encapsulate(frame, egress=egress, truncated=truncated, ts_ns=ts_ns,
+                                         vlan=vlan, cos=cos, max_frame=max_frame)
+        for attempt in (0, 1):
+            try:
+                sent = sock.send(payload)
+            except OSError as err:
+                if err.errno == errno.EMSGSIZE and attempt == 0:
+                    # the path MTU shrank (ICMP fragmentation needed): cut and retry once
+                    self.refresh_mtu()
+                    if len(payload) > self._max_payload:
+                        payload = self.encap.cut(payload, self._max_payload)
+                        c.truncated += 1
+                    continue
+                self._error(err.errno or 0)
+                return False
+            c.sent += 1
+            c.sent_bytes += sent
+            return True
+        return False
+
+    def send_batch(self, frames: Iterable[bytes], *, egress: bool = False) -> int:
+        """Send several frames of one direction; return how many the kernel took."""
+        n = 0
+        for f in frames:
+            n += self.send(f, egress=egress)
+        return n
+
+    def _error(self, code: int) -> None:
+        c = self.counters
+        c.errors += 1
+        name = errno.errorcode.get(code, str(code))
+        c.errors_by_errno[name] = c.errors_by_errno.get(name, 0) + 1
+        c.last_error = f"{name}: {os.strerror(code)}" if code else name
+
+
+# ---- which interface carries the encapsulated traffic ------------------------------------
+
+
+def _route_v4(dest: ipaddress.IPv4Address, text: str) -> str | None:
+    best: tuple[int, int, str] | None = None  # (prefix length, -metric, interface)
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8:
+            continue
+        try:
+            net = int.from_bytes(bytes.fromhex(f[1]), "little")
+            mask = int.from_bytes(bytes.fromhex(f[7]), "little")
+            metric = int(f[6])
+        except ValueError:
+            continue
+        if int(dest) & mask != net:
+            continue
+        cand = (bin(mask).count("1"), -metric, f[0])
+        if best is None or cand[:2] > best[:2]:
+            best = cand
+    return best[2] if best else None
+
+
+def _route_v6(dest: ipaddress.IPv6Address, text: str) -> str | None:
+    best: tuple[int, int, str] | None = None
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 10:
+            continue
+        try:
+            net = ipaddress.IPv6Network((int(f[0], 16), int(f[1], 16)), strict=False)
+            metric = int(f[5], 16)
+        except ValueError:
+            continue
+        if dest not in net or (f[9] == "lo" and net.prefixlen == 0):
+            continue
+        cand = (net.prefixlen, -metric, f[9])
+        if best is None or cand[:2] > best[:2]:
+            best = cand
+    return best[2] if best else None
+
+
+def route_interface(remote_ip: str) -> str | None:
+    """The interface the main routing table sends ``remote_ip`` through (``None``: unknown).
+
+    Read from ``/proc/net/route`` / ``/proc/net/ipv6_route`` (policy routing is
+    not considered). The datapath keeps a port on this interface out of the
+    session's sources (loop guard).
+    """
+    addr = ipaddress.ip_address(remote_ip)
+    path = "/proc/net/route" if addr.version == 4 else "/proc/net/ipv6_route"
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    if isinstance(addr, ipaddress.IPv4Address):
+        return _route_v4(addr, text)
+    return _route_v6(addr, text)
+
+
+# ---- RSPAN ------------------------------------------------------------------------------
+
+
+def rspan_copy(frame: bytes, vlan: int, keep_original_tag: bool, pcp: int | None = None) -> bytes:
+    """The RSPAN copy of ``frame``: carried in VLAN ``vlan``.
+
+    An untagged frame gets an 802.1Q tag. A tagged frame keeps its tag under a
+    new outer RSPAN tag when ``keep_original_tag``, otherwise its outer tag's
+    VID is replaced. ``pcp`` defaults to the frame's own priority (0 untagged).
+    """
+    if not 1 <= vlan <= 4094:
+        raise PacketError("rspan", f"vlan {vlan} is not a VLAN id (1-4094)")
+    if pcp is not None and not 0 <= pcp <= 7:
+        raise PacketError("rspan", f"pcp {pcp} is not a priority (0-7)")
+    if len(frame) < 14:
+        raise PacketError("rspan", f"frame of {len(frame)} bytes is too short for Ethernet")
+    tag = frame_vlan(frame)
+    if tag is None or keep_original_tag:
+        prio = pcp if pcp is not None else (tag[1] if tag else 0)
+        return frame[:12] + struct.pack("!HH", 0x8100, (prio << 13) | vlan) + frame[12:]
+    old_tci = (frame[14] << 8) | frame[15]
+    prio = pcp if pcp is not None else old_tci >> 13
+    tci = (prio << 13) | (old_tci & 0x1000) | vlan
+    return frame[:12] + struct.pack("!HH", 0x8100, tci) + frame[16:]
+
+
+def rspan_strip(frame: bytes, vlan: int) -> bytes | None:
+    """The mirrored frame inside an RSPAN copy on VLAN ``vlan`` (``None`` if not one).
+
+    Removes the outer tag; a copy made with ``keep_original_tag`` gets its
+    original tag back, one made without it comes out untagged.
+    """
+    tag = frame_vlan(frame)
+    if tag is None or tag[0] != vlan:
+        return None
+    return frame[:12] + frame[16:]
