@@ -158,6 +158,28 @@ def verdict_xdp(action: int) -> bytes:
     return bytes((VERDICT_LINUX_XDP,)) + struct.pack("<q", action)
 
 
+def drop_comment(reason: str, rule: str = "", where: str = "", detail: str = "") -> str:
+    """The packet comment of a dropped frame: ``vspan: dropped: acl-deny, rule web-3, at web1``."""
+    text = f"vspan: dropped: {reason}"
+    if rule:
+        text += f", rule {rule}"
+    if where:
+        text += f", at {where}"
+    if detail:
+        text += f" ({detail})"
+    return text
+
+
+def drop_verdict(dropped: bool) -> bytes:
+    """The ``epb_verdict`` of a frame the switch dropped or delivered.
+
+    pcapng has no switch verdict type; the Linux tc one (``TC_ACT_SHOT`` = drop,
+    ``TC_ACT_OK`` = pass) is the closest standard meaning, and Wireshark shows
+    it as ``frame.verdict.ebpf_tc``. The drop reason itself goes in the comment.
+    """
+    return verdict_tc(TC_ACT_SHOT if dropped else TC_ACT_OK)
+
+
 @dataclass(frozen=True, slots=True)
 class Interface:
     """What an Interface Description Block says. Timestamps are always nanoseconds."""
@@ -416,15 +438,21 @@ class RotatingPcapngWriter:
         self.interfaces.append(iface)
         return self._writer.add_interface(iface)
 
-    def write_packet(self, interface_id: int, data: bytes, ts_ns: int, **kw: object) -> int:
-        """Write one EPB (keywords of :meth:`PcapngWriter.write_packet`), rotating first."""
+    def write_packet(self, interface_id: int, data: bytes, ts_ns: int, *,
+                     orig_len: int | None = None, comments: Sequence[str] = (),
+                     flags: int | None = None, dropcount: int | None = None,
+                     verdicts: Sequence[bytes] = (), packet_id: int | None = None,
+                     queue: int | None = None) -> int:
+        """Write one EPB (see :meth:`PcapngWriter.write_packet`), rotating first if due."""
         self.maybe_rotate()
         w = self._writer
         if (self.max_bytes is not None and w.packets
-                and w.bytes_written + 32 + len(data) > self.max_bytes):
+                and w.bytes_written + 64 + len(data) > self.max_bytes):
             self._rotate(new_period=False)
             w = self._writer
-        n = w.write_packet(interface_id, data, ts_ns, **kw)  # type: ignore[arg-type]
+        n = w.write_packet(interface_id, data, ts_ns, orig_len=orig_len, comments=comments,
+                           flags=flags, dropcount=dropcount, verdicts=verdicts,
+                           packet_id=packet_id, queue=queue)
         self.packets += 1
         return n
 
@@ -456,7 +484,7 @@ class InterfaceInfo:
     snaplen: int
     name: str = ""
     description: str = ""
-    tsresol_ns: float = 1000.0  # nanoseconds per timestamp unit
+    units_per_s: int = 1_000_000  # timestamp units per second (if_tsresol)
     tsoffset_s: int = 0
 
 
@@ -508,7 +536,7 @@ class CaptureReader:
     def _pcap(self, fh: BinaryIO, magic: bytes) -> Iterator[PacketRecord]:
         m_le = struct.unpack("<I", magic)[0]
         m_be = struct.unpack(">I", magic)[0]
-        known = {0xA1B2C3D4: 1000.0, 0xA1B23C4D: 1.0}
+        known = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}
         if m_le in known:
             end, unit = "<", known[m_le]
         elif m_be in known:
@@ -521,7 +549,7 @@ class CaptureReader:
             raise CaptureFormatError(f"{self.path}: pcap header cut short")
         _vmaj, _vmin, _tz, _sig, snaplen, linktype = struct.unpack(end + "HHiIII", rest)
         linktype &= 0x0FFFFFFF
-        self.interfaces = [InterfaceInfo(linktype, snaplen, tsresol_ns=unit)]
+        self.interfaces = [InterfaceInfo(linktype, snaplen, units_per_s=1_000_000_000 // unit)]
         rec = struct.Struct(end + "IIII")
         while True:
             head = fh.read(16)
@@ -537,7 +565,7 @@ class CaptureReader:
             if len(data) < incl:
                 self.truncated = True
                 return
-            yield PacketRecord(0, linktype, sec * 1_000_000_000 + int(frac * unit), data, orig)
+            yield PacketRecord(0, linktype, sec * 1_000_000_000 + frac * unit, data, orig)
 
     # pcapng
     def _pcapng(self, fh: BinaryIO, first: bytes) -> Iterator[PacketRecord]:
@@ -602,7 +630,7 @@ class CaptureReader:
             raise CaptureFormatError(f"{self.path}: interface block too short")
         linktype, _res, snaplen = struct.unpack(end + "HHI", body[:8])
         name = desc = ""
-        resol = 1000.0
+        units = 1_000_000
         offset = 0
         for code, value in _parse_options(end, body, 8):
             if code == IF_NAME:
@@ -611,10 +639,10 @@ class CaptureReader:
                 desc = value.decode("utf-8", "replace")
             elif code == IF_TSRESOL and value:
                 r = value[0]
-                resol = 1e9 / (2 ** (r & 0x7F)) if r & 0x80 else 1e9 / (10 ** r)
+                units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
             elif code == IF_TSOFFSET and len(value) >= 8:
                 offset = struct.unpack(end + "q", value[:8])[0]
-        self.interfaces.append(InterfaceInfo(linktype, snaplen, name, desc, resol, offset))
+        self.interfaces.append(InterfaceInfo(linktype, snaplen, name, desc, units, offset))
 
     def _packet(self, end: str, btype: int, body: bytes) -> PacketRecord | None:
         if btype == BT_SPB:
@@ -637,7 +665,8 @@ class CaptureReader:
             raise CaptureFormatError(f"{self.path}: packet data overruns its block")
         iface = self.interfaces[ifid]
         data = body[20:20 + cap]
-        ts = int(((hi << 32) | lo) * iface.tsresol_ns) + iface.tsoffset_s * 1_000_000_000
+        ticks = (hi << 32) | lo
+        ts = ticks * 1_000_000_000 // iface.units_per_s + iface.tsoffset_s * 1_000_000_000
         comments: list[str] = []
         verdicts: list[bytes] = []
         flags = drops = pid = None

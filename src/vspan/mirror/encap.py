@@ -161,10 +161,11 @@ class ErspanEncapsulator:
 
     __slots__ = ("_clock", "_gra", "_hdr", "_seq", "_static", "_t_off", "config", "overhead")
 
-    def __init__(self, config: ErspanConfig, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, config: ErspanConfig, clock: Callable[[], int] = time.time_ns,
+                 start_seq: int = 0) -> None:
         self.config = config
         self._clock = clock
-        self._seq = 0
+        self._seq = start_seq & 0xFFFFFFFF
         self._gra = _GRA[config.granularity]
         t = config.type
         if t is EncapType.GRE:
