@@ -105,6 +105,7 @@ def test_destination_gets_no_normal_traffic_and_cannot_send() -> None:
     bcast = icmp(B, "ff:ff:ff:ff:ff:ff")
     sw.send("b", bcast)  # flood excludes the mirror destination...
     assert sw.got("sniff") == [bcast]  # ...which sees only the egress copy of a
+    sw.got("a"), sw.got("c")
     sw.send("sniff", icmp("02:00:00:00:00:99", A))
     assert sw.got("a") == []
     assert sw.drops("mirror-dest-port") == 1

@@ -1,0 +1,82 @@
+"""A memory-port switch with the policy stage attached (policy given as its own YAML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tests.pipeline.harness import Switch, make_switch
+from vspan.policy.build import SwitchPolicy
+from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
+from vspan.policy.conntrack import Conn
+from vspan.policy.stage import PolicyStage
+
+
+@dataclass
+class PolicySwitch:
+    """The harness switch plus its policy."""
+
+    sw: Switch
+    policy: SwitchPolicy
+
+    def send(self, port: str, *frames: bytes) -> None:
+        """Frames received on ``port``."""
+        self.sw.send(port, *frames)
+
+    def got(self, port: str) -> list[bytes]:
+        """Frames sent out of ``port`` since the last call."""
+        return self.sw.got(port)
+
+    def drops(self, reason: str) -> int:
+        """Drops of one reason so far."""
+        return self.sw.drops(reason)
+
+    def drops_by_rule(self, reason: str) -> dict[str, int]:
+        """rule id -> drops of ``reason``."""
+        out: dict[str, int] = {}
+        for (_, r, rule), n in self.sw.engine.state.drops.by_key.items():
+            if r == reason:
+                out[rule] = out.get(rule, 0) + n
+        return out
+
+    @property
+    def clock(self) -> Any:
+        """The injected clock (``.now`` in seconds)."""
+        return self.sw.clock
+
+    def conns(self, port: str) -> list[Conn]:
+        """Tracked connections at ``port``."""
+        assert self.policy.firewall is not None
+        pf = self.policy.firewall.port(port)
+        assert pf is not None
+        return list(pf.conntrack)
+
+    def close(self) -> None:
+        """Stop the engine."""
+        self.sw.engine.close()
+
+
+def make_policy_switch(ports: list[str], policy_yaml: str) -> PolicySwitch:
+    """Memory ports ``ports`` and policy ``{ports: {name: policy}, firewall: {...}}``."""
+    sw = make_switch("ports: {" + ", ".join(f"{p}: {{type: memory}}" for p in ports) + "}")
+    raw = yaml.safe_load(policy_yaml) or {}
+    pols: dict[str, PortPolicyConfig | None] = {p: None for p in ports}
+    for name, body in (raw.get("ports") or {}).items():
+        pols[name] = PortPolicyConfig.model_validate(body)
+    fw = FirewallConfig.model_validate(raw["firewall"]) if "firewall" in raw else None
+    errors = policy_reference_errors(pols, fw)
+    assert not errors, errors
+    policy = SwitchPolicy.from_config(pols, fw)
+    stage = PolicyStage(policy)
+    sw.engine.pipeline.ingress_stages.append(stage)
+    sw.engine.pipeline.egress_stages.append(stage)
+    sw.engine.state.bump()
+    return PolicySwitch(sw, policy)
+
+
+def policies(raw: Mapping[str, Any]) -> dict[str, PortPolicyConfig]:
+    """Validate a mapping of port policies."""
+    return {k: PortPolicyConfig.model_validate(v) for k, v in raw.items()}

@@ -1,0 +1,86 @@
+"""Run a real ``vspan up`` process for system tests and talk to it with the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+VSPAN = [sys.executable, "-m", "vspan.cli.main"]
+
+
+class SwitchProcess:
+    """A switch daemon started from a YAML text; stopped by :meth:`stop`."""
+
+    def __init__(self, workdir: Path, yaml_text: str) -> None:
+        self.workdir = workdir
+        self.socket = str(workdir / "switch.sock")
+        self.config = workdir / "switch.yaml"
+        self.config.write_text(
+            f"switch: {{name: t, control_socket: {self.socket}}}\n" + yaml_text,
+            encoding="utf-8")
+        self.log = workdir / "switch.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start and wait until the control socket answers."""
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([*VSPAN, "up", "-c", str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vspan up exited: {self.log.read_text()}")
+            if os.path.exists(self.socket):
+                rc = self.cli("show", "ports", "--json", check=False)
+                if rc.returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"vspan up did not answer: {self.log.read_text()}")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``vspan ARGS --socket S``."""
+        proc = subprocess.run([*VSPAN, *args, "--socket", self.socket], capture_output=True,
+                              text=True, timeout=30)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"vspan {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def show(self, what: str) -> Any:
+        """``vspan show WHAT --json`` decoded."""
+        return json.loads(self.cli("show", what, "--json").stdout)
+
+    def drops(self, reason: str, port: str | None = None) -> int:
+        """Drops of ``reason`` (at ``port``) counted by the switch."""
+        return sum(d["frames"] for d in self.show("counters")["drops"]
+                   if d["reason"] == reason and (port is None or d["port"] == port))
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def running_switch(workdir: Path, yaml_text: str) -> Iterator[SwitchProcess]:
+    """A started switch, always stopped afterwards."""
+    sw = SwitchProcess(workdir, yaml_text)
+    try:
+        sw.start()
+        yield sw
+    finally:
+        sw.stop()
