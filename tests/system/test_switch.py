@@ -121,7 +121,8 @@ def test_trunk_tagged_and_native(netlab: Lab, tmp_path: Path) -> None:
                     "eth0", "nud", "permanent")
     cfg = ports_yaml(h, {"a": "vlan: {mode: access, id: 10}", "b": "vlan: {mode: access, id: 20}",
                          "c": "vlan: {mode: access, id: 30}"})
-    cfg += f"  trunk: {{interface: {t_veth}, vlan: {{mode: trunk, allowed: [10, 20], native: 30}}}}\n"
+    trunk = "vlan: {mode: trunk, allowed: [10, 20], native: 30}"
+    cfg += f"  trunk: {{interface: {t_veth}, {trunk}}}\n"
     script = tmp_path / "send_tagged.py"
     script.write_text(SEND_TAGGED, encoding="utf-8")
     with running_switch(tmp_path, cfg) as sw, \

@@ -71,9 +71,9 @@ def build_frame(args: argparse.Namespace) -> bytes:
 
 
 def _from_capture(path: str, index: int) -> bytes:
-    from vspan.capture.pcapng import read_packets
+    from vspan.capture.pcapng import CaptureReader
 
-    for i, pkt in enumerate(read_packets(path), start=1):
+    for i, pkt in enumerate(CaptureReader(path), start=1):
         if i == index:
             return bytes(pkt.data)
     raise PacketError("trace", f"{path} has fewer than {index} packets")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     """Build, trace, print."""
     try:
         frame = build_frame(args)
-    except (PacketError, ValueError, OSError) as err:
+    except (PacketError, ValueError, OSError) as err:  # CaptureFormatError is a ValueError
         return fail(err)
     try:
         if args.config:
