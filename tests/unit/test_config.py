@@ -1,0 +1,78 @@
+"""Config validation errors name their exact path; diffs classify changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from vspan.config.diff import diff
+from vspan.config.load import ConfigError, load_text
+
+BAD = [
+    ("ports: {web1: {vlan: {mode: trunk, allowed: [5000]}}}",
+     "ports.web1.vlan.allowed: 5000 is not a VLAN id (1-4094)"),
+    ("ports: {web1: {vlan: {mode: trunk, allowed: ['10-5']}}}",
+     "ports.web1.vlan.allowed: '10-5' is an empty VLAN range"),
+    ("ports: {web1: {vlan: {mode: access}}}", "ports.web1.vlan: access mode needs 'id'"),
+    ("ports: {web1: {vlan: {mode: access, id: 0}}}",
+     "ports.web1.vlan.id: 0 is not a VLAN id (1-4094)"),
+    ("ports: {web1: {vlan: {mode: untagged, native: 3}}}",
+     "ports.web1.vlan: 'allowed' and 'native' are only for trunk mode"),
+    ("ports: {web1: {colour: red}}", "ports.web1.colour: unknown key"),
+    ("bogus: 1", "bogus: unknown key"),
+    ("ports: {web1: {type: floppy}}", "ports.web1.type: Input should be"),
+    ("ports: {a: {}}\nmirrors: {m: {sources: [a], destinations: [b]}}",
+     "mirrors.m.destinations.0: no port named 'b'"),
+    ("ports: {a: {}}\nmirrors: {m: {sources: [{port: z}], destinations: [a]}}",
+     "mirrors.m.sources.0.port: no port named 'z'"),
+    ("ports: {a: {}, b: {}}\nmirrors: {m: {sources: [a], destinations: [a]}}",
+     "mirrors.m: port 'a' is both a source and a destination of this session"),
+    ("ports: {a: {}, b: {}}\nmirrors: {m: {sources: [a], destinations: [b], "
+     "mirrored_packet_length: 59}}", "mirrors.m.mirrored_packet_length: Input should be greater"),
+    ("ports: {a: {}, b: {}}\nmirrors: {m: {sources: [a], destinations: [b], sampling_rate: 0}}",
+     "mirrors.m.sampling_rate: Input should be greater"),
+    ("ports: {a: {}, b: {}}\nmirrors: {m: {sources: [{port: a, direction: sideways}], "
+     "destinations: [b]}}", "mirrors.m.sources.0.direction: Input should be"),
+    ("ports: {a: {interface: x}, b: {interface: x}}",
+     "ports.b.interface: 'x' is already used by port 'a'"),
+    ("ports: {a: {interface: this-name-is-too-long}}",
+     "ports.a.interface: 'this-name-is-too-long' is not an interface name"),
+    ("ports: [1, 2]", "ports: Input should be a valid dictionary"),
+    ("ports: {a: {]", "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_errors_name_their_path(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "switch.yaml")
+    assert any(expected in e for e in info.value.errors), info.value.errors
+    assert str(info.value).startswith("switch.yaml: ")
+
+
+def test_vlan_lists_accept_ranges_and_strings() -> None:
+    cfg = load_text("ports: {t: {vlan: {mode: trunk, allowed: '10,20-22', native: 1}}}")
+    assert cfg.ports["t"].vlan.allowed == (10, 20, 21, 22)
+
+
+def test_config_objects_are_frozen() -> None:
+    cfg = load_text("ports: {a: {}}")
+    with pytest.raises(ValueError):
+        cfg.ports["a"].enabled = False  # type: ignore[misc]
+
+
+def test_diff_classifies_changes() -> None:
+    old = load_text("""
+ports: {a: {}, b: {}, c: {interface: eth9}, d: {}}
+mirrors: {m: {sources: [a], destinations: [b]}}
+""")
+    new = load_text("""
+ports: {a: {vlan: {mode: access, id: 5}}, b: {}, c: {interface: eth8}, e: {}}
+mirrors: {n: {sources: [a], destinations: [b]}}
+switch: {fdb_aging_seconds: 60}
+""")
+    cs = diff(old, new)
+    assert cs.ports_added == ("e",) and cs.ports_removed == ("d",)
+    assert cs.ports_changed == ("a",) and cs.ports_reopened == ("c",)
+    assert cs.mirrors_added == ("n",) and cs.mirrors_removed == ("m",)
+    assert cs.switch_changed == ("fdb_aging_seconds",)
+    assert diff(new, new).empty
