@@ -148,12 +148,78 @@ def _sources(value: Any) -> Any:
     return value
 
 
+class ErspanType(enum.StrEnum):
+    """Encapsulations of a remote mirror session."""
+
+    GRE = "gre"  # plain GRE, protocol 0x6558 (transparent Ethernet bridging)
+    ERSPAN2 = "erspan2"  # GRE 0x88BE, ERSPAN version 1 (Type II)
+    ERSPAN3 = "erspan3"  # GRE 0x22EB, ERSPAN version 2 (Type III)
+
+
+class ErspanDestination(Strict):
+    """Send copies encapsulated to an IP address (vDS "encapsulated remote mirroring")."""
+
+    type: ErspanType = ErspanType.ERSPAN2
+    remote_ip: str
+    source_ip: str | None = None
+    session_id: int = Field(default=1, ge=0, le=1023)
+    index: int = Field(default=0, ge=0, le=(1 << 20) - 1, description="port index (Type II)")
+    hw_id: int = Field(default=0, ge=0, le=63, description="hardware id (Type III)")
+    timestamp_granularity: str = Field(default="100us", pattern="^(100us|100ns|ns)$")
+    platform_subheader: bool = False
+    ttl: int = Field(default=64, ge=1, le=255)
+    dscp: int = Field(default=0, ge=0, le=63)
+    mtu: int | None = Field(default=None, ge=576, le=65535,
+                            description="cap on the path MTU (default: the kernel's)")
+
+    @model_validator(mode="after")
+    def _check_ips(self) -> ErspanDestination:
+        import ipaddress
+
+        try:
+            remote = ipaddress.ip_address(self.remote_ip)
+        except ValueError:
+            raise ValueError(f"remote_ip: {self.remote_ip!r} is not an IP address") from None
+        if self.source_ip is not None:
+            try:
+                src = ipaddress.ip_address(self.source_ip)
+            except ValueError:
+                raise ValueError(f"source_ip: {self.source_ip!r} is not an IP address") from None
+            if src.version != remote.version:
+                raise ValueError("source_ip and remote_ip must be the same IP version")
+        return self
+
+
+class RspanDestination(Strict):
+    """Send copies tagged with a mirror VLAN out of an uplink port (vDS remote mirroring)."""
+
+    port: str
+    vlan: VlanId
+    keep_original_tag: bool = False  # keep the frame's own tag as an inner tag
+
+
+class RspanSource(Strict):
+    """Receive a mirror VLAN from an uplink ("remote mirroring destination" session)."""
+
+    port: str
+    vlan: VlanId
+    strip_tag: bool = True  # deliver untagged (False: as received, with the mirror tag)
+
+
 class MirrorSession(Strict):
-    """A local mirror session: sources copied to destination ports."""
+    """A mirror session: sources copied to local ports, an RSPAN VLAN or an ERSPAN target.
+
+    A "remote mirroring destination" session has ``rspan_source`` instead of
+    ``sources`` and delivers that mirror VLAN to its ``destinations``.
+    """
 
     enabled: bool = True
-    sources: Annotated[tuple[MirrorSource, ...], BeforeValidator(_sources)]
-    destinations: tuple[str, ...]
+    sources: Annotated[tuple[MirrorSource, ...], BeforeValidator(_sources)] = ()
+    destinations: tuple[str, ...] = ()
+    rspan: RspanDestination | None = None
+    erspan: ErspanDestination | None = None
+    rspan_source: RspanSource | None = None
+    filter: str | None = Field(default=None, description="BPF-like: host/net/port/proto/vlan")
     allow_normal_io: bool = False
     mirrored_packet_length: int | None = Field(default=None, ge=60, le=65535)
     sampling_rate: int = Field(default=1, ge=1, le=1_000_000)
@@ -161,10 +227,20 @@ class MirrorSession(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> MirrorSession:
+        if self.rspan_source is not None:
+            if self.sources or self.rspan or self.erspan:
+                raise ValueError("an rspan_source session takes no sources, rspan or erspan")
+            if not self.destinations:
+                raise ValueError("an rspan_source session needs destinations")
+            return self
         if not self.sources:
             raise ValueError("a session needs at least one source")
-        if not self.destinations:
-            raise ValueError("a session needs at least one destination")
+        kinds = [k for k, v in (("destinations", self.destinations), ("rspan", self.rspan),
+                                ("erspan", self.erspan)) if v]
+        if not kinds:
+            raise ValueError("a session needs destinations, rspan or erspan")
+        if len(kinds) > 1:
+            raise ValueError(f"a session has one kind of destination, not {' and '.join(kinds)}")
         src_names = [s.port for s in self.sources]
         dup = {n for n in src_names if src_names.count(n) > 1}
         if dup:
@@ -174,7 +250,20 @@ class MirrorSession(Strict):
             raise ValueError(
                 f"port {both[0]!r} is both a source and a destination of this session"
             )
+        if self.rspan is not None and self.rspan.port in src_names:
+            raise ValueError(f"port {self.rspan.port!r} is both a source and the RSPAN uplink")
+        if self.filter:
+            from vspan.capture.filter import FilterError, compile_filter
+
+            try:
+                compile_filter(self.filter)
+            except FilterError as err:
+                raise ValueError(f"filter: {err}") from None
         return self
+
+    def local_destinations(self) -> tuple[str, ...]:
+        """Ports that receive copies of this session (local or RSPAN-delivered)."""
+        return self.destinations
 
 
 class SwitchConfig(Strict):
@@ -224,14 +313,12 @@ class Config(Strict):
             for i, dst in enumerate(session.destinations):
                 if dst not in self.ports:
                     raise ValueError(f"mirrors.{sname}.destinations.{i}: no port named {dst!r}")
+            for field_name in ("rspan", "rspan_source"):
+                ref = getattr(session, field_name)
+                if ref is not None and ref.port not in self.ports:
+                    raise ValueError(
+                        f"mirrors.{sname}.{field_name}.port: no port named {ref.port!r}")
+            if session.rspan_source is not None and \
+                    session.rspan_source.port in session.destinations:
+                raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
         return self
-
-    def mirror_destination_ports(self) -> dict[str, bool]:
-        """Port name -> allow_normal_io, for ports that are enabled mirror destinations."""
-        out: dict[str, bool] = {}
-        for session in self.mirrors.values():
-            if not session.enabled:
-                continue
-            for dst in session.destinations:
-                out[dst] = out.get(dst, False) or session.allow_normal_io
-        return out

@@ -24,10 +24,12 @@ from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract
 from vspan.datapath.pipeline import Pipeline
 from vspan.datapath.reasons import DropReason
-from vspan.datapath.state import SwitchState
+from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
 from vspan.datapath.trace import Tracer
 from vspan.datapath.vlanops import apply as vlan_apply
+from vspan.mirror.encap import rspan_copy
 from vspan.ports.base import Frame, Port, PortError
+from vspan.ports.vnet import shift as vnet_shift
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ T = TypeVar("T")
 BackendFactory = Callable[[str, PortConfig], Port]
 
 HOUSEKEEPING_SECONDS = 1.0
+_TAG_TPIDS = (b"\x81\x00", b"\x88\xa8", b"\x91\x00")
 
 
 class Engine:
@@ -62,6 +65,7 @@ class Engine:
         self.started_at = time.time()
         self.batches = 0
         self.on_drop: list[Callable[[int, bytes, Drop], None]] = []  # capture hooks (slow)
+        self._senders: list[Any] = []  # open ERSPAN senders
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -75,6 +79,7 @@ class Engine:
             for idx in opened:
                 self._close_backend(idx)
             raise
+        self._sync_senders()
         self._refresh_links()
 
     def _open_backend(self, idx: int, name: str, cfg: PortConfig) -> None:
@@ -107,6 +112,9 @@ class Engine:
         self.stop()
         for idx in list(self.backends):
             self._close_backend(idx)
+        for sender in self._senders:
+            sender.close()
+        self._senders.clear()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -302,17 +310,29 @@ class Engine:
         tx = self._tx
         for c in copies:
             m = mirrors[c.session]
+            if m.filter is not None and not m.filter.match(data):
+                continue
             m.seen += 1
             rate = m.config.sampling_rate
             if rate > 1 and m.seen % rate:
                 m.sampled_out += 1
                 continue
             cdata, cvnet = data, vnet
+            if c.point == "rspan" and c.vlan_op != VLAN_KEEP:
+                cdata, cvnet = vlan_apply(c.vlan_op, c.vid, cdata, cvnet)
+            cut = False
             limit = m.config.mirrored_packet_length
             if limit and len(cdata) > limit:
                 cdata = cdata[:limit]
                 cvnet = b""  # a cut frame carries no offload work
                 m.truncated += 1
+                cut = True
+            if m.kind == MIRROR_ERSPAN:
+                self._mirror_erspan(m, cdata, c.point == "egress", cut)
+                continue
+            if m.kind == MIRROR_RSPAN:
+                self._mirror_rspan(m, cdata, cvnet)
+                continue
             copy = Frame(cdata, cvnet)
             for dp in m.dest_ports:
                 prt = ports.get(dp)
@@ -326,6 +346,62 @@ class Engine:
                     tx[dp] = [copy]
                 else:
                     q.append(copy)
+
+    def _mirror_erspan(self, m: MirrorRuntime, data: bytes, egress: bool, cut: bool) -> None:
+        sender = m.sender
+        if sender is None:
+            m.dropped += 1
+            return
+        if sender.send(data, egress=egress, truncated=cut):
+            m.mirrored += 1
+        else:
+            m.dropped += 1
+
+    def _mirror_rspan(self, m: MirrorRuntime, data: bytes, vnet: bytes) -> None:
+        rs = m.config.rspan
+        uplink = self.state.ports.get(m.uplink)
+        if rs is None or uplink is None or not uplink.enabled or len(data) < 14:
+            m.dropped += 1
+            return
+        tagged = data[12:14] in _TAG_TPIDS
+        copy = rspan_copy(data, rs.vlan, rs.keep_original_tag)
+        if vnet and (not tagged or rs.keep_original_tag):
+            vnet = vnet_shift(vnet, 4)
+        m.mirrored += 1
+        uplink.counters.mirrored_out += 1
+        q = self._tx.get(m.uplink)
+        if q is None:
+            self._tx[m.uplink] = [Frame(copy, vnet)]
+        else:
+            q.append(Frame(copy, vnet))
+
+    def _sync_senders(self) -> None:
+        """Open ERSPAN senders for sessions that need one; close those no longer used."""
+        from vspan.mirror.encap import EncapType, ErspanConfig, Granularity, RawGreSender
+
+        wanted: set[int] = set()
+        for m in self.state.mirrors:
+            e = m.config.erspan
+            if e is None or not m.config.enabled:
+                continue
+            if m.sender is None:
+                cfg = ErspanConfig(
+                    remote_ip=e.remote_ip, type=EncapType(e.type.value),
+                    session_id=e.session_id, index=e.index, hw_id=e.hw_id,
+                    granularity=Granularity(e.timestamp_granularity),
+                    platform_subheader=e.platform_subheader, source_ip=e.source_ip,
+                    ttl=e.ttl, dscp=e.dscp, mtu=e.mtu)
+                sender = RawGreSender(cfg)
+                sender.open()
+                m.sender = sender
+            wanted.add(id(m.sender))
+        for sender in list(self._senders):
+            if id(sender) not in wanted:
+                sender.close()
+                self._senders.remove(sender)
+        for m in self.state.mirrors:
+            if m.sender is not None and m.sender not in self._senders:
+                self._senders.append(m.sender)
 
     def _count_drop(self, drop: Drop, data: bytes) -> None:
         self.state.drops.add(drop.port, drop.reason.value, drop.rule)
@@ -386,6 +462,7 @@ class Engine:
             fd = backend.fileno()
             self._fd_port[fd] = idx
             self._epoll.register(fd, select.EPOLLIN)
+        self._sync_senders()
         self.cache.max_entries = new.switch.flow_cache_size
         self.batch_size = new.switch.batch_size
         self._refresh_links()

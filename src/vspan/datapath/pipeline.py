@@ -43,6 +43,8 @@ class Pipeline:
         if tr.enabled:
             tr.report("port", f"received on port {port.name} ({port.config.type.value} "
                       f"{port.config.ifname(port.name)}), {len(data)} bytes")
+        if port.rspan_in and key is not None and key.vlan in port.rspan_in:
+            return mirror.rspan_delivery(port, key.vlan, state.mirrors, state.port_names, tr)
         taps = mirror.ingress_copies(port, state.mirrors, state.port_names, tr)
         if key is None:
             if tr.enabled:

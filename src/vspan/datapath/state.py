@@ -7,7 +7,9 @@ the FDB refer to ports by index); a removed port's index is never reused.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from vspan.capture.filter import PacketFilter, compile_filter
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.model import Config, Direction, MirrorSession, PortConfig, VlanMode
 from vspan.datapath.counters import DropCounters, SwitchPortCounters
@@ -37,6 +39,7 @@ class PortRuntime:
     allow_normal_io: bool = True
     mirror_ingress: tuple[int, ...] = ()  # sessions copying what this port sends
     mirror_egress: tuple[int, ...] = ()  # sessions copying what this port receives
+    rspan_in: dict[int, int] = field(default_factory=dict)  # mirror VLAN -> session (receiver)
     counters: SwitchPortCounters = field(default_factory=SwitchPortCounters)
 
     @property
@@ -69,6 +72,12 @@ class PortRuntime:
         self.members = frozenset(members)
 
 
+MIRROR_LOCAL = "local"
+MIRROR_RSPAN = "rspan"
+MIRROR_ERSPAN = "erspan"
+MIRROR_RSPAN_IN = "rspan-destination"
+
+
 @dataclass(slots=True)
 class MirrorRuntime:
     """A mirror session as the engine applies it, with its counters."""
@@ -77,6 +86,10 @@ class MirrorRuntime:
     name: str
     config: MirrorSession
     dest_ports: tuple[int, ...] = ()
+    kind: str = MIRROR_LOCAL
+    uplink: int = 0  # RSPAN: the port copies leave by / arrive on
+    filter: PacketFilter | None = None
+    sender: Any = None  # ERSPAN: a vspan.mirror.encap.RawGreSender, managed by the engine
     mirrored: int = 0  # copies delivered
     truncated: int = 0
     dropped: int = 0  # copies lost at the destination (down, tx error)
@@ -90,7 +103,12 @@ class MirrorRuntime:
 
     def counters(self) -> dict[str, int]:
         """Counters as a mapping."""
-        return {
+        extra: dict[str, int] = {}
+        if self.sender is not None:
+            sc = self.sender.counters
+            extra = {"encap_sent": sc.sent, "encap_truncated": sc.truncated,
+                     "encap_errors": sc.errors, "loop_skipped": sc.loop_skipped}
+        return extra | {
             "mirrored": self.mirrored,
             "truncated": self.truncated,
             "dropped": self.dropped,
@@ -166,15 +184,27 @@ class SwitchState:
             rt.allow_normal_io = True
             rt.mirror_ingress = ()
             rt.mirror_egress = ()
+            rt.rspan_in = {}
         for i, (name, sess) in enumerate(new.mirrors.items()):
             prev = old.get(name)
             m = MirrorRuntime(i, name, sess, tuple(self.by_name[d] for d in sess.destinations))
+            if sess.rspan is not None:
+                m.kind, m.uplink = MIRROR_RSPAN, self.by_name[sess.rspan.port]
+            elif sess.erspan is not None:
+                m.kind = MIRROR_ERSPAN
+            elif sess.rspan_source is not None:
+                m.kind, m.uplink = MIRROR_RSPAN_IN, self.by_name[sess.rspan_source.port]
+            if sess.filter:
+                m.filter = compile_filter(sess.filter)
             if prev is not None and prev.config == sess:
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
+                m.sender = prev.sender
             self.mirrors.append(m)
             if not sess.enabled:
                 continue
+            if m.kind == MIRROR_RSPAN_IN:
+                self.ports[m.uplink].rspan_in[sess.rspan_source.vlan] = i  # type: ignore[union-attr]
             for d in m.dest_ports:
                 rt = self.ports[d]
                 if not rt.mirror_dest:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from vspan.datapath.decision import MirrorCopy
-from vspan.datapath.state import MirrorRuntime, PortRuntime
+from vspan.datapath.decision import VLAN_KEEP, VLAN_POP, Decision, MirrorCopy
+from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, PortRuntime
 from vspan.datapath.trace import Tracer
 
 
 def _describe(m: MirrorRuntime, names: dict[int, str]) -> str:
-    dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
+    c = m.config
+    if m.kind == MIRROR_RSPAN and c.rspan is not None:
+        dests = f"RSPAN VLAN {c.rspan.vlan} via {names.get(m.uplink, str(m.uplink))}"
+    elif m.kind == MIRROR_ERSPAN and c.erspan is not None:
+        e = c.erspan
+        dests = f"{e.type.value} session {e.session_id} to {e.remote_ip}"
+    else:
+        dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
     extra = []
+    if c.filter:
+        extra.append(f"filter '{c.filter}'")
     if m.config.mirrored_packet_length:
         extra.append(f"truncate {m.config.mirrored_packet_length}")
     if m.config.sampling_rate > 1:
@@ -51,3 +60,17 @@ def egress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[i
             tr.report("mirror", f"session {m.name}: egress copy {_describe(m, names)}",
                       session=m.name, point="egress")
     return tuple(out)
+
+
+def rspan_delivery(port: PortRuntime, vlan: int, mirrors: list[MirrorRuntime],
+                   names: dict[int, str], tr: Tracer) -> Decision:
+    """A frame of a mirror VLAN on an uplink: hand it to the remote-destination session only."""
+    s = port.rspan_in[vlan]
+    m = mirrors[s]
+    strip = m.config.rspan_source is None or m.config.rspan_source.strip_tag
+    if tr.enabled:
+        dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
+        how = "tag stripped" if strip else "as received"
+        tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session {m.name}: "
+                  f"deliver to {dests} ({how}), never switched")
+    return Decision((MirrorCopy(s, "rspan", VLAN_POP if strip else VLAN_KEEP),))
