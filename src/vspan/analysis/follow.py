@@ -364,9 +364,9 @@ def follow(records: Iterable[PacketRecord], *, index: int | None = None,
         assert stream is not None
         stream.add(seg)
     if stream is None:
-        what = f"stream {target}" if target is not None else (
-            f"a TCP stream between {flow[0]} and {flow[1]}" if flow else "a TCP stream")
-        raise FollowError(f"no {what} in the capture")
+        if flow is not None:
+            raise FollowError(f"no TCP stream between {flow[0]} and {flow[1]} in the capture")
+        raise FollowError(f"no stream {target} in the capture")
     stream.finish()
     return stream
 
@@ -390,7 +390,7 @@ def _hex_lines(data: bytes, offset: int) -> list[str]:
         text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
         if len(text) > 8:
             text = text[:8] + " " + text[8:]
-        lines.append(f"{offset + i:08X}  {hexpart.ljust(50)}{text}")
+        lines.append(f"{offset + i:08X}  {hexpart.ljust(50)}{text}".rstrip())
     return lines
 
 
