@@ -114,8 +114,9 @@ class IpPrefix(NamedTuple):
         )
 
     def __str__(self) -> str:
-        net = ipaddress.ip_network((self.value, self.length))
-        return str(net)
+        if self.family == 4:
+            return str(ipaddress.IPv4Network((self.value, self.length)))
+        return str(ipaddress.IPv6Network((self.value, self.length)))
 
 
 IpSpec = IpPrefix | None
