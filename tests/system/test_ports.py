@@ -13,6 +13,7 @@ veth trunk between two cross-connects.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -412,6 +413,25 @@ def test_tap_port_in_a_namespace(plab: Lab) -> None:
         time.sleep(0.05)
     else:
         pytest.fail("tap device still exists after close")
+
+
+def test_tap_link_state_follows_the_netdev_in_another_namespace(plab: Lab) -> None:
+    ns_t = plab.netns("nt")
+    frame = Frame(bytes.fromhex("ff" * 6 + "027700000042" + "88b5") + MARK + b"l" * 40)
+    with TapPort("t", plab.name("tap")) as tap:
+        assert tap.link_up()
+        sh("ip", "link", "set", tap.ifname, "netns", ns_t)  # a moved device arrives down
+        assert tap.send_batch([frame]) == 0 and tap.last_tx_errno == errno.EIO
+        assert not tap.link_up()
+        plab.exec(ns_t, "ip", "link", "set", tap.ifname, "up")
+        assert tap.send_batch([frame]) == 1
+        assert tap.link_up()
+        plab.exec(ns_t, "ip", "link", "del", tap.ifname)
+        assert not tap.link_up()
+        for _ in range(3):  # the fd now reports POLLERR; reading must stay harmless
+            assert tap.recv_batch() == []
+        assert tap.counters.rx_errors <= 1
+        assert tap.send_batch([frame]) == 0
 
 
 def test_preexisting_persistent_tap_stays(plab: Lab) -> None:

@@ -67,6 +67,8 @@ class TapPort(Port):
         self.preexisting = False
         #: errno of the last failed write (debugging aid)
         self.last_tx_errno: int | None = None
+        self._netdev_down = False  # the last write failed with EIO (netdev down)
+        self._detached = False  # the netdev is gone (EBADFD)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -176,8 +178,13 @@ class TapPort(Port):
                 break
             except InterruptedError:
                 continue
-            except OSError:
-                errors += 1
+            except OSError as exc:
+                if exc.errno == errno.EBADFD:  # the netdev was deleted under us
+                    if not self._detached:
+                        errors += 1
+                    self._detached = True
+                else:
+                    errors += 1
                 break
             if n < hdr + 14:
                 errors += 1
@@ -215,15 +222,22 @@ class TapPort(Port):
                 else:
                     write(fd, vnet + data)
             except OSError as exc:
-                # EIO (netdev down), EINVAL (bad vnet header/too short), EAGAIN
+                # EIO (netdev down), EINVAL (bad vnet header/too short), EAGAIN,
+                # EBADFD (netdev deleted)
                 errors += 1
                 self.last_tx_errno = exc.errno
+                if exc.errno == errno.EIO:
+                    self._netdev_down = True
+                elif exc.errno == errno.EBADFD:
+                    self._detached = True
                 continue
             except (TypeError, ValueError):
                 errors += 1
                 continue
             sent += 1
             nbytes += len(data)
+        if sent:
+            self._netdev_down = False
         counters = self.counters
         counters.tx_frames += sent
         counters.tx_bytes += nbytes
@@ -233,15 +247,23 @@ class TapPort(Port):
     # -- state ---------------------------------------------------------------
 
     def link_up(self) -> bool:
-        """Up while the fd is open and the netdev is up (when it is visible here).
+        """Up while the fd is attached to a netdev that is up.
 
-        Once the netdev lives in another namespace its state cannot be read
-        from here; the port then reports up as long as the fd is open.
+        While the netdev is in this namespace its operstate decides. Once it
+        lives in another namespace its flags cannot be read from here: the
+        port is then up while the device exists (``TUNGETIFF`` works) and the
+        last write did not fail with EIO (which tun returns for a down netdev).
         """
-        if self._fd < 0:
+        fd = self._fd
+        if fd < 0 or self._detached:
+            return False
+        try:
+            fcntl.ioctl(fd, c.TUNGETIFF, bytes(c.IFREQ_SIZE))
+        except OSError:
+            self._detached = True
             return False
         state = netdev.link_state(self.ifname)
-        return True if state is None else state
+        return not self._netdev_down if state is None else state
 
     def info(self) -> PortInfo:
         """Device name, MAC and MTU (as seen at open), accepted offloads."""
