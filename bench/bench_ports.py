@@ -100,7 +100,8 @@ def capacity(lab_: Lab, ns_src: str, ns_dst: str, seconds: int) -> float:
         f.write(cfg)
     gen = lab_.popen(
         ns_src, "taskset", "-c", str(GEN_CPU), "trafgen", "--dev", "eth0", "--conf", f.name,
-        "--cpus", "1", "--notouch-irq", "--no-sock-mem", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        "--cpus", "1", "--notouch-irq", "--no-sock-mem",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         time.sleep(1.0)  # warm-up

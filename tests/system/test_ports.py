@@ -104,7 +104,7 @@ def wait_line(proc: subprocess.Popen[str], want: str, timeout: float = 10) -> st
                 return line
             if not line and proc.poll() is not None:
                 break
-    raise AssertionError(f"no {want!r} from {proc.args}")
+    raise AssertionError(f"no {want!r} from {proc.args!r}")
 
 
 def transfer(lab_: Lab, src_ns: str, dst_ns: str, dst_ip: str, nbytes: int = TRANSFER) -> None:
@@ -168,7 +168,7 @@ def raw_observer(ifname: str) -> socket.socket:
 
 
 def drain_observer(s: socket.socket) -> list[tuple[bytes, int]]:
-    out = []
+    out: list[tuple[bytes, int]] = []
     while True:
         try:
             data, addr = s.recvfrom(65536)
@@ -493,7 +493,7 @@ def test_malformed_frames_never_crash(plab: Lab) -> None:
             assert port.send_batch(weird) <= 4
             assert port.counters.tx_errors >= 5
             assert port.send_batch([Frame(good)]) == 1
-            got = []
+            got: list[bytes] = []
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline and len(got) < 2:
                 try:
