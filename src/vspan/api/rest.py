@@ -76,6 +76,21 @@ def create_app(agent: Agent) -> FastAPI:
             raise AgentError(f"trace needs 'port' and 'frame' (hex): {err}") from err
         return agent.trace(port, frame)
 
+    @app.post("/captures")
+    def capture_start(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        return agent.capture_start(
+            list(body.get("ports", [])), str(body.get("path", "")),
+            str(body.get("direction", "both")), bool(body.get("drops", False)),
+            body.get("filter") or None, int(body.get("max_packets", 0)))
+
+    @app.get("/captures")
+    def captures() -> list[dict[str, Any]]:
+        return agent.captures()
+
+    @app.delete("/captures/{capture_id}")
+    def capture_stop(capture_id: int) -> dict[str, Any]:
+        return agent.capture_stop(capture_id)
+
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry).decode(),

@@ -103,6 +103,46 @@ class Agent:
         current[name]["enabled"] = enabled
         return self.apply(self._with_mirrors(current))
 
+    # ----------------------------------------------------------------- captures
+    def capture_start(self, ports: list[str], path: str, direction: str = "both",
+                      drops: bool = False, filter_expr: str | None = None,
+                      max_packets: int = 0) -> dict[str, Any]:
+        """Start a capture written by the switch to ``path`` (absolute)."""
+        if direction not in ("in", "out", "both"):
+            raise AgentError(f"direction must be in, out or both, not {direction!r}")
+        if not ports:
+            raise AgentError("name at least one port to capture on")
+
+        def start() -> dict[str, Any]:
+            try:
+                cap = self.engine.capture_start(ports, path, direction, drops, filter_expr,
+                                                max_packets)
+            except KeyError as err:
+                raise AgentError(str(err.args[0]), 404) from None
+            except OSError as err:
+                raise AgentError(f"cannot write {path}: {err.strerror}") from None
+            except ValueError as err:
+                raise AgentError(f"filter: {err}") from None
+            return cap.summary()
+
+        return self.engine.call(start)
+
+    def capture_stop(self, capture_id: int) -> dict[str, Any]:
+        """Stop a capture and return its summary."""
+
+        def stop() -> dict[str, Any]:
+            try:
+                return dict(self.engine.capture_stop(capture_id))
+            except KeyError as err:
+                raise AgentError(str(err.args[0]), 404) from None
+
+        return self.engine.call(stop)
+
+    def captures(self) -> list[dict[str, Any]]:
+        """Running captures."""
+        return self.engine.call(lambda: [
+            c.summary() | {"full": c.full} for c in self.engine.captures])
+
     # -------------------------------------------------------------------- views
     def show(self, what: str) -> Any:
         """ports | fdb | mirrors | counters, as JSON-ready data."""

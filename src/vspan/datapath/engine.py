@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from vspan.capture.porttap import PortCapture
 from vspan.config.diff import ChangeSet
 from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
@@ -66,6 +67,9 @@ class Engine:
         self.batches = 0
         self.on_drop: list[Callable[[int, bytes, Drop], None]] = []  # capture hooks (slow)
         self._senders: list[Any] = []  # open ERSPAN senders
+        self.captures: list[PortCapture] = []  # live `vspan capture` sessions
+        self._frame_drops: list[Drop] = []  # drops of the frame in hand (captures only)
+        self._capture_ids = 0
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -115,6 +119,9 @@ class Engine:
         for sender in self._senders:
             sender.close()
         self._senders.clear()
+        for cap in self.captures:
+            cap.close()
+        self.captures = []
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -244,6 +251,7 @@ class Engine:
         counters = rt.counters
         counters.rx_frames += len(frames)
         self.batches += 1
+        caps = self.captures
         for f in frames:
             data = f.data
             counters.rx_bytes += len(data)
@@ -263,7 +271,13 @@ class Engine:
                 cache.hits += 1
                 if d.refresh is not None:
                     d.refresh.last_seen = now
-            self._apply(d, f, key, in_port, now)
+            if caps:
+                self._frame_drops.clear()
+                self._apply(d, f, key, in_port, now)
+                for cap in caps:
+                    cap.rx(in_port, data, self._frame_drops)
+            else:
+                self._apply(d, f, key, in_port, now)
         self.flush()
 
     def _apply(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int,
@@ -275,10 +289,10 @@ class Engine:
             for hook in d.hooks:
                 drop = hook(data, key, now)
                 if drop is not None:
-                    self._count_drop(drop, data)
+                    self._count_drop(drop, data, in_port)
                     return
         for drop in d.drops:
-            self._count_drop(drop, data)
+            self._count_drop(drop, data, in_port)
         tx = self._tx
         for out in d.outputs:
             if out.hooks and key is not None:
@@ -286,7 +300,7 @@ class Engine:
                 for hook in out.hooks:
                     drop = hook(data, key, now)
                     if drop is not None:
-                        self._count_drop(drop, data)
+                        self._count_drop(drop, data, in_port)
                         stopped = True
                         break
                 if stopped:
@@ -403,11 +417,15 @@ class Engine:
             if m.sender is not None and m.sender not in self._senders:
                 self._senders.append(m.sender)
 
-    def _count_drop(self, drop: Drop, data: bytes) -> None:
+    def _count_drop(self, drop: Drop, data: bytes, in_port: int = 0) -> None:
         self.state.drops.add(drop.port, drop.reason.value, drop.rule)
         rt = self.state.ports.get(drop.port)
         if rt is not None:
             rt.counters.dropped += 1
+        if self.captures:
+            self._frame_drops.append(drop)
+            for cap in self.captures:
+                cap.dropped(drop.port, data, drop, in_port)
         for cb in self.on_drop:
             cb(drop.port, data, drop)
 
@@ -416,11 +434,16 @@ class Engine:
         tx = self._tx
         if not tx:
             return
+        caps = self.captures
         for idx, frames in tx.items():
             backend = self.backends.get(idx)
             rt = self.state.ports.get(idx)
             if backend is None or rt is None:
                 continue
+            if caps:
+                for cap in caps:
+                    for fr in frames:
+                        cap.tx(idx, fr.data)
             sent = backend.send_batch(frames)
             rt.counters.tx_frames += sent
             rt.counters.tx_bytes += sum(len(fr.data) for fr in frames[:sent])
@@ -429,6 +452,31 @@ class Engine:
         tx.clear()
 
     # ---------------------------------------------------------------- control
+    def capture_start(self, ports: list[str], path: str, direction: str = "both",
+                      drops: bool = False, filter_expr: str | None = None,
+                      max_packets: int = 0) -> PortCapture:
+        """Start writing what ``ports`` send/receive (and drops) to a pcapng file."""
+        from vspan.capture.filter import compile_filter
+
+        unknown = [p for p in ports if p not in self.state.by_name]
+        if unknown:
+            raise KeyError(f"no port named {unknown[0]!r}")
+        self._capture_ids += 1
+        cap = PortCapture(self._capture_ids, path,
+                          {self.state.by_name[p]: p for p in ports}, direction, drops,
+                          compile_filter(filter_expr) if filter_expr else None, max_packets)
+        self.captures = [*self.captures, cap]
+        return cap
+
+    def capture_stop(self, capture_id: int) -> dict[str, object]:
+        """Stop a capture; return its summary."""
+        for cap in self.captures:
+            if cap.id == capture_id:
+                self.captures = [c for c in self.captures if c.id != capture_id]
+                cap.close()
+                return cap.summary()
+        raise KeyError(f"no capture with id {capture_id}")
+
     def trace(self, port_name: str, data: bytes) -> tuple[Decision, Tracer]:
         """Run the pipeline on ``data`` as if received on ``port_name``, with tracing."""
         idx = self.state.by_name[port_name]
