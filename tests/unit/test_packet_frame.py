@@ -63,9 +63,10 @@ def test_frame_roundtrip(spec: FrameSpec) -> None:
         assert parsed.l3 == spec.l3
     if spec.l4 is not None:
         assert parsed.l4 is not None
-        assert dataclasses.replace(parsed.l4, checksum=0) == \
-            dataclasses.replace(spec.l4, checksum=0, **(
-                {"length": len(spec.payload) + 8} if isinstance(spec.l4, UDP) else {}))
+        expected = dataclasses.replace(spec.l4, checksum=0)
+        if isinstance(expected, UDP):
+            expected = dataclasses.replace(expected, length=len(spec.payload) + 8)
+        assert dataclasses.replace(parsed.l4, checksum=0) == expected
         assert parsed.l4_checksum_ok is (None if parsed.is_fragment else True)
     again = build_frame(parsed.eth, parsed.l3, parsed.l4, parsed.payload,
                         fix_lengths=False, fix_checksums=False, fix_types=False)
@@ -127,6 +128,19 @@ def test_ipv4_fragments_are_flagged() -> None:
     assert later.payload.tobytes() == b"y" * 8
     whole = parse_frame(udp_frame(A_MAC, B_MAC, "10.0.0.1", "10.0.0.2", 1, 2, b"z"))
     assert whole.frag == FRAG_NONE and not whole.is_fragment
+
+
+def test_tiny_first_fragment_keeps_raw_bytes() -> None:
+    """A first fragment that cuts the TCP header is a fragment with raw data, not an error."""
+    eth = ethernet(A_MAC, B_MAC)
+    ip = IPv4(bytes(4), bytes(4), 6, flags=IP_MF)
+    tcp_start = TCP(1, 2, flags=2).pack()[:8]
+    parsed = parse_frame(build_frame(eth, ip, None, tcp_start))
+    assert parsed.frag == FRAG_FIRST and parsed.l4 is None
+    assert parsed.payload.tobytes() == tcp_start and parsed.l4_offset == 34
+    whole = bytearray(build_frame(eth, dataclasses.replace(ip, flags=0), None, tcp_start))
+    with pytest.raises(PacketError, match="tcp"):
+        parse_frame(whole)
 
 
 def test_ipv6_extension_headers_are_walked() -> None:
@@ -289,7 +303,8 @@ def test_icmp_unreachable_quotes_the_packet(src: str, dst: str, itype: int) -> N
     orig_raw = udp_frame(A_MAC, B_MAC, src, dst, 1234, 53, b"x" * 2000)
     orig = parse_frame(orig_raw)
     err = parse_frame(icmp_unreachable_for(orig))
-    assert err.l4 is not None and err.l4.type == itype
+    icmp = err.icmp or err.icmpv6
+    assert icmp is not None and icmp.type == itype
     assert err.ip is not None and orig.ip is not None and err.ip.dst == orig.ip.src
     assert checksum_ok(err)
     limit = 576 if itype == 3 else 1280

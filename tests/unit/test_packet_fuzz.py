@@ -25,7 +25,7 @@ from vspan.packet import (
     udp_frame,
 )
 
-PARSERS: list[Callable[[memoryview, int], object]] = [
+PARSERS: list[Callable[[memoryview, int], tuple[object, int]]] = [
     Ethernet.parse, ARP.parse, IPv4.parse, IPv6.parse, TCP.parse, UDP.parse, ICMP.parse,
     ICMPv6.parse,
 ]
@@ -103,7 +103,7 @@ def test_header_parsers_at_any_offset(raw: bytes, offset: int) -> None:
     """Every header parser, at any offset (even past the end or negative), is clean."""
     for parse in PARSERS:
         try:
-            _, end = parse(memoryview(raw), offset)  # type: ignore[misc]
+            _, end = parse(memoryview(raw), offset)
         except PacketError:
             continue
         assert offset <= end <= len(raw)

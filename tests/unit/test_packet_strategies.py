@@ -156,6 +156,29 @@ tcps = st.builds(TCP, sport=u16, dport=u16, seq=u32, ack=u32, flags=st.integers(
                  window=u16, urgent=u16, options=_words(10), checksum=u16,
                  reserved=st.integers(0, 7))
 udps = st.builds(UDP, sport=u16, dport=u16, length=u16, checksum=u16)
+#: TCP options scapy decodes and re-encodes byte for byte (NOP-padded to a 4-byte multiple).
+VALID_TCP_OPTIONS = [
+    b"",
+    b"\x02\x04\x05\xb4",  # MSS 1460
+    b"\x01\x03\x03\x07",  # NOP, window scale 7
+    b"\x01\x01\x04\x02",  # NOP NOP SACK-permitted
+    b"\x01\x01\x08\x0a\x00\x00\x00\x01\x00\x00\x00\x02",  # timestamps
+    b"\x02\x04\x05\xb4\x01\x03\x03\x07\x01\x01\x04\x02",
+]
+#: Ports scapy binds no application layer to (so it leaves payloads raw).
+high_ports = st.integers(49152, 65535)
+scapy_tcps = st.builds(TCP, sport=high_ports, dport=high_ports, seq=u32, ack=u32,
+                       flags=st.integers(0, 0x1FF), window=u16, urgent=u16,
+                       options=st.sampled_from(VALID_TCP_OPTIONS), checksum=u16,
+                       reserved=st.integers(0, 7))
+#: ICMP types whose body scapy does not dissect into fields (no quoted IP, no timestamps).
+SCAPY_ICMP_TYPES = [0, 8, 42, 253]
+SCAPY_ICMPV6_TYPES = [128, 129, 128, 129, 100, 200]
+scapy_udps = st.builds(UDP, sport=high_ports, dport=high_ports, length=u16, checksum=u16)
+scapy_icmps = st.builds(ICMP, type=st.sampled_from(SCAPY_ICMP_TYPES), code=u8,
+                        rest=st.binary(min_size=4, max_size=4), checksum=u16)
+scapy_icmpv6s = st.builds(ICMPv6, type=st.sampled_from(SCAPY_ICMPV6_TYPES), code=u8,
+                          rest=st.binary(min_size=4, max_size=4), checksum=u16)
 icmps = st.builds(ICMP, type=u8, code=u8, rest=st.binary(min_size=4, max_size=4),
                   checksum=u16)
 icmpv6s = st.builds(ICMPv6, type=u8, code=u8, rest=st.binary(min_size=4, max_size=4),
@@ -182,32 +205,39 @@ def frames(draw: st.DrawFn, *, fragments: bool = True, scapy_safe: bool = False,
     """Well-formed frames of every kind the parser knows, and some it does not.
 
     With ``scapy_safe``, only what scapy decodes the same way: 802.1Q/802.1ad TPIDs,
-    IPv4 options it understands, IPv6 extension headers padded with PadN, no
-    fragments, no AH.
+    IPv4 and TCP options it understands, IPv6 extension headers padded with PadN,
+    ICMP types without dissected bodies, experimental ethertypes/protocols for raw
+    payloads, no fragments, no AH.
     """
     eth = draw(ethernets(scapy_tpids=scapy_safe))
     kind = draw(st.sampled_from(["ipv4", "ipv6", "ipv4", "ipv6", "arp", "raw"]))
     payload = draw(payloads)
     if kind == "raw":
-        etype = draw(u16.filter(lambda t: t not in (0x0800, 0x86DD, 0x0806, 0x8100, 0x88A8,
-                                                    0x9100)))
+        if scapy_safe:
+            etype = draw(st.sampled_from([0x88B5, 0x88B6, 0x1234]))
+        else:
+            etype = draw(u16.filter(lambda t: t not in (0x0800, 0x86DD, 0x0806, 0x8100,
+                                                        0x88A8, 0x9100)))
         return FrameSpec(Ethernet(eth.dst, eth.src, eth.tags, etype), None, None, payload)
     if kind == "arp":
         return FrameSpec(eth, draw(eth_arps), None, b"")
-    l4: L4Header | None = draw(st.one_of(
-        tcps, udps, icmps if kind == "ipv4" else icmpv6s, st.none()))
+    if scapy_safe:
+        l4s = [scapy_tcps, scapy_udps, scapy_icmps if kind == "ipv4" else scapy_icmpv6s]
+    else:
+        l4s = [tcps, udps, icmps if kind == "ipv4" else icmpv6s]
+    l4: L4Header | None = draw(st.one_of(*l4s, st.none()))
     ip: IPv4 | IPv6
     if kind == "ipv4":
         ip = draw(ipv4s(fragments=fragments and not scapy_safe, valid_options=scapy_safe))
         if ip.frag_offset and l4 is not None:
             payload = l4.build(payload, ip=ip)  # later fragment: just data
             l4 = None
-        if l4 is None and ip.proto in (1, 6, 17):
+        if l4 is None and (scapy_safe or ip.proto in (1, 6, 17)):
             ip = IPv4(ip.src, ip.dst, 253, ip.ttl, ip.tos, ip.ident, ip.flags, ip.frag_offset,
                       ip.options)
     else:
         upper = l4.protocol if l4 is not None else draw(
-            st.sampled_from([59, 253, 254, 47]))
+            st.sampled_from([59, 253] if scapy_safe else [59, 253, 254, 47]))
         ip = draw(ipv6s(upper=upper, fragments=fragments and not scapy_safe,
                         ah=ah and not scapy_safe, scapy_safe=scapy_safe))
         if ip.is_later_fragment and l4 is not None:

@@ -157,9 +157,10 @@ def parse_frame(data: Buffer) -> ParsedFrame:
     """Decode an Ethernet frame. Raises :class:`PacketError` for truncated/garbage input.
 
     Unknown ethertypes and IP protocols are kept as raw ``payload``. IPv4
-    fragments and IPv6 fragment headers set ``frag``; first fragments still
-    get their transport header decoded (without a UDP length check), later ones
-    do not.
+    fragments and IPv6 fragment headers set ``frag``. First fragments still get
+    their transport header decoded (without a UDP length check) when it fits;
+    a tiny first fragment that cuts it keeps raw ``payload``. Later fragments
+    are raw.
     """
     mv = view(data)
     n = len(mv)
@@ -200,21 +201,41 @@ def parse_frame(data: Buffer) -> ParsedFrame:
     l4: L4Header | None = None
     end = ip_end
     pay_off = l4_off
-    if frag != FRAG_LATER:
-        if proto == IPPROTO_TCP:
-            tcp, pay_off = TCP.parse(mv[:ip_end], l4_off)
-            l4 = tcp
-        elif proto == IPPROTO_UDP:
-            udp, pay_off = UDP.parse(mv[:ip_end], l4_off)
-            if frag == FRAG_NONE:
-                if udp.length < 8 or l4_off + udp.length > ip_end:
-                    raise PacketError("udp", f"length {udp.length} does not fit the "
-                                      f"{ip_end - l4_off} bytes of the IP payload")
-                end = l4_off + udp.length
-            l4 = udp
-        elif proto == IPPROTO_ICMP and isinstance(ip, IPv4):
-            l4, pay_off = ICMP.parse(mv[:ip_end], l4_off)
-        elif proto == IPPROTO_ICMPV6 and isinstance(ip, IPv6):
-            l4, pay_off = ICMPv6.parse(mv[:ip_end], l4_off)
+    if frag == FRAG_NONE:
+        l4, pay_off, end = _parse_l4(mv[:ip_end], l4_off, proto, ip, check_udp_length=True)
+    elif frag == FRAG_FIRST:
+        try:
+            l4, pay_off, end = _parse_l4(mv[:ip_end], l4_off, proto, ip, check_udp_length=False)
+        except PacketError:  # a tiny first fragment: its transport header continues later
+            l4, pay_off, end = None, l4_off, ip_end
     return ParsedFrame(mv, eth, ip, l4, mv[pay_off:end], mv[end:], l3_off,
                        0 if frag == FRAG_LATER else l4_off, pay_off, frag)
+
+
+def _parse_l4(
+    mv: memoryview, off: int, proto: int, ip: IPv4 | IPv6, *, check_udp_length: bool
+) -> tuple[L4Header | None, int, int]:
+    """Transport header at ``off`` of ``mv`` (which ends with the IP datagram).
+
+    Returns the header (``None`` for protocols not decoded), the payload offset
+    and the payload end.
+    """
+    end = len(mv)
+    if proto == IPPROTO_TCP:
+        tcp, pay_off = TCP.parse(mv, off)
+        return tcp, pay_off, end
+    if proto == IPPROTO_UDP:
+        udp, pay_off = UDP.parse(mv, off)
+        if check_udp_length:
+            if udp.length < 8 or off + udp.length > end:
+                raise PacketError("udp", f"length {udp.length} does not fit the "
+                                  f"{end - off} bytes of the IP payload")
+            end = off + udp.length
+        return udp, pay_off, end
+    if proto == IPPROTO_ICMP and isinstance(ip, IPv4):
+        icmp, pay_off = ICMP.parse(mv, off)
+        return icmp, pay_off, end
+    if proto == IPPROTO_ICMPV6 and isinstance(ip, IPv6):
+        icmp6, pay_off = ICMPv6.parse(mv, off)
+        return icmp6, pay_off, end
+    return None, off, end

@@ -189,9 +189,9 @@ class IPv6:
 
         With a routing header that still has segments left, that is the last
         address of a type 0/2 header or segment 0 of a segment routing header;
-        otherwise :attr:`dst`.
+        otherwise :attr:`dst`. Of several such headers the last one counts.
         """
-        for ext in self.ext_headers:
+        for ext in reversed(self.ext_headers):
             if isinstance(ext, IPv6Ext) and ext.header_type == IPPROTO_ROUTING:
                 rtype, segleft = ext.data[0], ext.data[1]
                 if segleft == 0:
