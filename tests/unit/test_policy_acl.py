@@ -390,7 +390,7 @@ def _entries(draw: st.DrawFn) -> list[AclEntry]:
     out = []
     for i in range(n):
         action = draw(st.sampled_from(["allow", "deny", "meter"]))
-        dirs = draw(st.sampled_from([("in",), ("out",), ("in", "out")]))
+        dirs: tuple[Dir, ...] = draw(st.sampled_from([("in",), ("out",), ("in", "out")]))
         if draw(st.booleans()):
             lm = draw(st.one_of(st.none(), st.sampled_from(_MACS)))
             rm = draw(st.one_of(st.none(), st.sampled_from(_MACS)))

@@ -11,6 +11,7 @@ from tests.helpers.policy_frames import key_of, tcp, udp
 from vspan.config.load import ConfigError
 from vspan.policy.build import SwitchPolicy, build_acl, build_ext_acl, build_ruleset
 from vspan.policy.config import (
+    AclActionName,
     AclEntryConfig,
     ExtendedAclConfig,
     FirewallConfig,
@@ -222,7 +223,7 @@ def test_firewall_errors_have_paths(fw: dict[str, Any], expected: str) -> None:
 def test_models_are_frozen_and_strict() -> None:
     a = AclEntryConfig.model_validate({"action": "deny", "direction": "in", "remote_ip": "any"})
     with pytest.raises(ValueError):
-        a.action = "allow"  # type: ignore[misc]
+        a.action = AclActionName.ALLOW
     assert ExtendedAclConfig.model_validate(
         {"action": "deny", "direction": "out", "weight": 3}).protocol == "any"
     assert ServiceConfig.model_validate({"protocol": 6}).protocol == "tcp"

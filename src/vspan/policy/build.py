@@ -44,6 +44,8 @@ from vspan.policy.firewall import (
 )
 from vspan.policy.guards import PortGuards, StormClass, StormLimiter
 
+MAX_PENDING_REPLIES = 1024
+
 
 def build_acl(cfg: PortPolicyConfig) -> PortAcl:
     """The port ACL of one port."""
@@ -234,6 +236,7 @@ class SwitchPolicy:
     firewall: Firewall | None = None
     firewall_config: FirewallConfig | None = None
     replies: list[Reply] = field(default_factory=list)  # drained by the engine
+    replies_dropped: int = 0  # reject answers not queued because nobody drained the queue
 
     @classmethod
     def from_config(cls, ports: Mapping[str, PortPolicyConfig | None],
@@ -273,6 +276,13 @@ class SwitchPolicy:
             p.sessions.expire(now)
         if self.firewall is not None:
             self.firewall.expire(now)
+
+    def queue_reply(self, reply: Reply) -> None:
+        """Queue a reject answer (bounded: at most MAX_PENDING_REPLIES wait)."""
+        if len(self.replies) < MAX_PENDING_REPLIES:
+            self.replies.append(reply)
+        else:
+            self.replies_dropped += 1
 
     def take_replies(self) -> list[Reply]:
         """Pending reject replies (and forget them)."""

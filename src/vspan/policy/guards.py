@@ -41,6 +41,7 @@ BROADCAST = b"\xff" * 6
 ICMPV6_RA = 134
 ICMPV6_REDIRECT = 137
 ICMP_REDIRECT = 5
+_ONE = 1.0 - 1e-9  # a token, tolerant of float drift in clock differences
 
 
 class GuardVerdict(NamedTuple):
@@ -92,7 +93,7 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         if self.last is None or now > self.last:
             self.last = now
-        if self.tokens >= 1.0:
+        if self.tokens >= _ONE:
             self.tokens -= 1.0
             self.passed += 1
             return True

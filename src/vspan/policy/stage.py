@@ -137,7 +137,7 @@ def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int) -> 
             return None
         if v.reply is not None:
             # the answer goes back to the sender: the VM (out) or the network (in)
-            policy.replies.append(Reply(index, direction == OUT, v.reply))
+            policy.queue_reply(Reply(index, direction == OUT, v.reply))
         assert v.reason is not None
         return Drop(v.reason, index, v.rule_id, v.detail)
     return hook
