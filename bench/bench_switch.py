@@ -1,0 +1,490 @@
+#!/usr/bin/env python3
+"""Benchmark: veth direct vs. vspan vs. vspan with one mirror session (not a test).
+
+Builds two topologies side by side, both with a sender and a receiver
+namespace (10.77.0.1 -> 10.77.0.2, same MACs):
+
+* **veth direct**: one veth pair joins the two namespaces;
+* **vspan**: each namespace's veth has its root end attached to a vspan switch
+  (``vspan up -c CFG`` as a subprocess pinned with ``taskset -c 1``); a third
+  namespace holds the sniffer port;
+* **vspan + mirror**: the same switch with a mirror session copying the sender
+  port (both directions) to the sniffer port.
+
+For each setup: TCP Gbit/s (iperf3, one stream, client and server on CPU0),
+64-byte frames per second (trafgen on CPU0 sending 60-byte UDP frames to the
+receiver's MAC; rate = receiver's rx counter over a window after a warm-up;
+the sender's tx counter is reported as "offered") and ping RTT
+(``ping -c 50 -i 0.01``). Offloads stay at their defaults. Every setup is
+measured in every run (order rotated run to run); medians are reported and
+written to ``bench/RESULTS.md`` between this script's markers.
+
+Run as root from the repository: ``.venv/bin/python bench/bench_switch.py``
+(``--quick`` for a smoke test: 1 run, 2 s each, RESULTS.md left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from common import (
+    RESULTS_MD,
+    BenchError,
+    Host,
+    MeasureError,
+    Switch,
+    Topology,
+    fmt,
+    iperf3_tcp,
+    kill_stale_switch,
+    loadavg,
+    machine_description,
+    median,
+    ping_rtt,
+    require_root,
+    require_tools,
+    trafgen_pps,
+    update_section,
+    workdir,
+)
+
+PREFIX = "vb-"  # every namespace and interface this script makes starts with "vb"
+SECTION = "bench_switch.py"
+GEN_CPU = 0  # iperf3, trafgen, ping
+SWITCH_CPU = 1  # vspan up
+PIDFILE = Path("/run/vspan-bench/vb-switch.pid")
+
+SENDER = ("10.77.0.1/24", "02:76:62:00:00:01")
+RECEIVER = ("10.77.0.2/24", "02:76:62:00:00:02")
+SNIFFER_MAC = "02:76:62:00:00:03"
+
+DIRECT, VSPAN, MIRROR = "veth direct", "vspan", "vspan + mirror"
+SETUPS = (DIRECT, VSPAN, MIRROR)
+
+SWITCH_YAML = """\
+# bench/bench_switch.py: three untagged ports; the sniffer is idle unless mirrored to
+switch:
+  name: vbbench
+  control_socket: {socket}
+ports:
+  sender:   {interface: vb-snd}
+  receiver: {interface: vb-rcv}
+  sniffer:  {interface: vb-mon}
+"""
+MIRROR_YAML = """\
+mirrors:
+  bench:
+    sources: [{port: sender, direction: both}]
+    destinations: [sniffer]
+"""
+
+# /work/shared/PERF-NOTES.md (2026-11-21, a similar 2-core machine; NOT measured here)
+ANCHORS: dict[str, tuple[float, float, float]] = {  # Gbit/s, kpps, ping µs
+    "veth direct, default offloads": (18.7, 671, 14),
+    "OVS 3.1 netdev datapath": (1.03, 248, 140),
+    "OVS netdev + local mirror": (0.87, 185, 113),
+    "Python TPACKET_V2 rx ring + send() cross-connect": (1.58, 384, 64),
+}
+
+
+@dataclass
+class Samples:
+    """Per-run values of one setup (a failed measurement leaves no value, only an error)."""
+
+    tcp_gbps: list[float] = field(default_factory=list)
+    tcp_retransmits: list[int] = field(default_factory=list)
+    offered_kpps: list[float] = field(default_factory=list)
+    delivered_kpps: list[float] = field(default_factory=list)
+    mirror_kpps: list[float] = field(default_factory=list)
+    ping_avg_us: list[float] = field(default_factory=list)
+    ping_min_us: list[float] = field(default_factory=list)
+    switch_cpu_tcp: list[float] = field(default_factory=list)  # switch CPU-seconds per second
+    switch_cpu_pps: list[float] = field(default_factory=list)
+    kpps_per_cpu: list[float] = field(default_factory=list)  # delivered kpps / switch CPU use
+    ping_loss: list[int] = field(default_factory=list)
+    ring_drops: list[int] = field(default_factory=list)  # switch ports' rx_dropped after a run
+    switch_drops: list[dict[str, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    tcp_failed: int = 0
+    pps_failed: int = 0
+    ping_failed: int = 0
+
+
+@dataclass
+class Plan:
+    """How long and how often."""
+
+    runs: int
+    seconds: float
+    warmup: float
+    ping_count: int
+    ping_interval: float
+    load_before: str = "?"
+    load_after: str = "?"
+
+
+@dataclass
+class Lab:
+    """Both topologies."""
+
+    topo: Topology
+    direct: tuple[Host, Host]
+    switched: tuple[Host, Host, Host]  # sender, receiver, sniffer
+
+
+def log(msg: str) -> None:
+    """Progress on stderr."""
+    sys.stderr.write(f"[bench_switch] {msg}\n")
+    sys.stderr.flush()
+
+
+def build(topo: Topology) -> Lab:
+    """Namespaces and veth pairs of both topologies."""
+    dsnd, drcv = topo.netns("dsnd"), topo.netns("drcv")
+    direct = topo.veth_direct("d", (dsnd, SENDER[1], SENDER[0]),
+                              (drcv, RECEIVER[1], RECEIVER[0]))
+    ssnd, srcv, smon = topo.netns("ssnd"), topo.netns("srcv"), topo.netns("smon")
+    snd = topo.veth_to_root("snd", ssnd, SENDER[1], SENDER[0])
+    rcv = topo.veth_to_root("rcv", srcv, RECEIVER[1], RECEIVER[0])
+    mon = topo.veth_to_root("mon", smon, SNIFFER_MAC, None)
+    return Lab(topo, direct, (snd, rcv, mon))
+
+
+def ring_drops(switch: Switch) -> tuple[int, dict[str, int]]:
+    """Sum of the switch ports' rx ring drops, and its drop counters by port/reason."""
+    ports = switch.json("show", "ports")
+    rx_dropped = sum(int(p.get("backend_counters", {}).get("rx_dropped", 0)) for p in ports)
+    counters = switch.json("show", "counters")
+    drops = {f"{d['port']}/{d['reason']}": int(d["frames"]) for d in counters["drops"]}
+    return rx_dropped, drops
+
+
+def measure(setup: str, snd: Host, rcv: Host, mon: Host | None, plan: Plan, wd: str,
+            s: Samples, switch: Switch | None) -> None:
+    """Ping, TCP and pps for one setup in one run; failures are recorded, not raised."""
+    assert rcv.ip is not None
+    # warm-up: ARP, and the switch learns both MACs (so nothing floods later)
+    try:
+        ping_rtt(snd, rcv.ip, 3, 0.2, GEN_CPU)
+    except MeasureError as err:
+        s.errors.append(f"{setup}: warm-up ping failed: {err}")
+    try:
+        p = ping_rtt(snd, rcv.ip, plan.ping_count, plan.ping_interval, GEN_CPU)
+        s.ping_avg_us.append(p.avg_us)
+        s.ping_min_us.append(p.min_us)
+        s.ping_loss.append(p.sent - p.received)
+        log(f"  {setup}: ping avg {p.avg_us:.0f} µs (min {p.min_us:.0f}, max {p.max_us:.0f}, "
+            f"{p.sent - p.received}/{p.sent} lost)")
+    except MeasureError as err:
+        s.ping_failed += 1
+        s.errors.append(f"{setup}: {err}")
+        log(f"  {setup}: ping FAILED: {err}")
+    time.sleep(0.5)
+    try:
+        cpu0, t0 = (switch.cpu_seconds() if switch else 0.0), time.monotonic()
+        t = iperf3_tcp(snd, rcv, plan.seconds, GEN_CPU)
+        s.tcp_gbps.append(t.gbps)
+        s.tcp_retransmits.append(t.retransmits)
+        busy = ""
+        if switch is not None:
+            # iperf3 start-up and teardown are inside this interval too (slight underestimate)
+            use = (switch.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            s.switch_cpu_tcp.append(use)
+            busy = f", switch CPU {100 * use:.0f} %"
+        log(f"  {setup}: TCP {t.gbps:.2f} Gbit/s ({t.retransmits} retransmits{busy})")
+    except MeasureError as err:
+        s.tcp_failed += 1
+        s.errors.append(f"{setup}: TCP: {err}")
+        log(f"  {setup}: TCP FAILED: {err}")
+    time.sleep(0.5)
+    try:
+        r = trafgen_pps(snd, rcv, plan.seconds, GEN_CPU, wd, warmup=plan.warmup,
+                        also_watch=[mon] if mon is not None else [],
+                        probes={"switch": switch.cpu_seconds} if switch else None)
+        s.offered_kpps.append(r.offered_pps / 1e3)
+        s.delivered_kpps.append(r.delivered_pps / 1e3)
+        extra = ""
+        if mon is not None:
+            mirrored = r.extra_pps.get(mon.ns, 0.0) / 1e3
+            if setup == MIRROR:
+                s.mirror_kpps.append(mirrored)
+            extra += f", {mirrored:.0f} kpps at the sniffer"
+        if switch is not None:
+            use = r.probes["switch"]
+            s.switch_cpu_pps.append(use)
+            if use > 0:
+                s.kpps_per_cpu.append(r.delivered_pps / 1e3 / use)
+            extra += f", switch CPU {100 * use:.0f} %"
+        log(f"  {setup}: 64-byte frames: {r.delivered_pps / 1e3:.0f} kpps delivered of "
+            f"{r.offered_pps / 1e3:.0f} kpps offered{extra}")
+    except MeasureError as err:
+        s.pps_failed += 1
+        s.errors.append(f"{setup}: pps: {err}")
+        log(f"  {setup}: pps FAILED: {err}")
+    if switch is not None:
+        time.sleep(0.5)  # let the switch drain before asking it
+        if not switch.alive():
+            s.errors.append(f"{setup}: the switch died: {switch.log_tail()}")
+            return
+        try:
+            dropped, drops = ring_drops(switch)
+            s.ring_drops.append(dropped)
+            s.switch_drops.append(drops)
+        except BenchError as err:
+            s.errors.append(f"{setup}: cannot read switch counters: {err}")
+
+
+def run_all(plan: Plan) -> dict[str, Samples]:
+    """Build, measure every setup in every run, always clean up."""
+    kill_stale_switch(PIDFILE)
+    topo = Topology(PREFIX)
+    samples = {name: Samples() for name in SETUPS}
+    try:
+        with workdir("vb-bench-") as wd:
+            lab = build(topo)
+            snd, rcv, mon = lab.switched
+            for run in range(plan.runs):
+                order = SETUPS[run % 3:] + SETUPS[:run % 3]
+                log(f"run {run + 1}/{plan.runs}: {', '.join(order)}")
+                for setup in order:
+                    if setup == DIRECT:
+                        measure(setup, *lab.direct, None, plan, wd, samples[setup], None)
+                        continue
+                    cfg = SWITCH_YAML + (MIRROR_YAML if setup == MIRROR else "")
+                    tag = "mirror" if setup == MIRROR else "plain"
+                    switch = Switch(cfg, wd, SWITCH_CPU, PIDFILE, name=f"run{run}-{tag}")
+                    try:
+                        switch.start()
+                    except BenchError as err:
+                        samples[setup].errors.append(f"{setup}: switch did not start: {err}")
+                        log(f"  {setup}: switch did not start: {err}")
+                        switch.stop()
+                        continue
+                    try:
+                        measure(setup, snd, rcv, mon, plan, wd, samples[setup], switch)
+                    finally:
+                        switch.stop()
+                    time.sleep(0.5)
+    finally:
+        topo.cleanup()
+        kill_stale_switch(PIDFILE)
+    return samples
+
+
+# ------------------------------------------------------------------ reporting
+def _med(values: list[float]) -> float | None:
+    return median(values)
+
+
+def table(samples: dict[str, Samples], runs: int) -> list[str]:
+    """The markdown results tables (medians): the measurements, then the switch's CPU use."""
+    lines = [
+        "| setup | TCP Gbit/s | 64-byte kpps delivered | kpps offered | "
+        "mirror copies kpps | ping avg µs | ping min µs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in SETUPS:
+        s = samples[name]
+        mirror = fmt(_med(s.mirror_kpps), 0) if name == MIRROR else "-"
+        lines.append(
+            f"| {name} | {fmt(_med(s.tcp_gbps), 2, s.tcp_failed, runs)} "
+            f"| {fmt(_med(s.delivered_kpps), 0, s.pps_failed, runs)} "
+            f"| {fmt(_med(s.offered_kpps), 0)} | {mirror} "
+            f"| {fmt(_med(s.ping_avg_us), 0, s.ping_failed, runs)} "
+            f"| {fmt(_med(s.ping_min_us), 0)} |")
+    lines += [
+        "",
+        "The switch process's CPU use (CPU-seconds per second of wall time, all threads; "
+        "100 % = the whole of its pinned CPU) and the frame rate it delivers per CPU-second "
+        "it got — less sensitive to other load on the machine than the raw rate:",
+        "",
+        "| setup | switch CPU % during TCP | switch CPU % during 64-byte | "
+        "kpps delivered per switch CPU-second |",
+        "|---|---|---|---|",
+    ]
+    for name in (VSPAN, MIRROR):
+        s = samples[name]
+        tcp = _med(s.switch_cpu_tcp)
+        pps = _med(s.switch_cpu_pps)
+        lines.append(
+            f"| {name} | {fmt(None if tcp is None else 100 * tcp, 0)} "
+            f"| {fmt(None if pps is None else 100 * pps, 0)} "
+            f"| {fmt(_med(s.kpps_per_cpu), 0)} |")
+    return lines
+
+
+def _runs(values: list[float], digits: int) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values) or "none"
+
+
+def comparison(samples: dict[str, Samples]) -> list[str]:
+    """Prose: vspan relative to veth direct (this run) and to the PERF-NOTES anchors."""
+    d, v, m = (samples[k] for k in SETUPS)
+    out: list[str] = []
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{100 * a / b:.0f} %" if a is not None and b else "n/a"
+
+    vt, dt, mt = _med(v.tcp_gbps), _med(d.tcp_gbps), _med(m.tcp_gbps)
+    vp, dp, mp = _med(v.delivered_kpps), _med(d.delivered_kpps), _med(m.delivered_kpps)
+    vr, dr, mr = _med(v.ping_avg_us), _med(d.ping_avg_us), _med(m.ping_avg_us)
+    out.append(
+        f"In this run vspan reaches {ratio(vt, dt)} of the direct veth's TCP throughput, "
+        f"{ratio(vp, dp)} of its 64-byte frame rate, and its ping RTT is "
+        f"{fmt(vr, 0)} µs against {fmt(dr, 0)} µs direct. The mirror session costs "
+        f"TCP {fmt(vt)} → {fmt(mt)} Gbit/s, frames {fmt(vp, 0)} → {fmt(mp, 0)} kpps, "
+        f"ping {fmt(vr, 0)} → {fmt(mr, 0)} µs.")
+    out.append("")
+    out.append(
+        "For orientation, the anchors in `/work/shared/PERF-NOTES.md` — measured on "
+        "2026-11-21 on a similar 2-core machine with the same method, **not in this run** "
+        "(the machines drift ~5 % and are shared, so compare shapes, not digits):")
+    out.append("")
+    out.append("| anchor (PERF-NOTES, not this run) | TCP Gbit/s | kpps | ping µs "
+               "| vspan here vs anchor (TCP / kpps) |")
+    out.append("|---|---|---|---|---|")
+    for label, (gb, kp, us) in ANCHORS.items():
+        mine = (mt, mp) if "mirror" in label else (vt, vp)
+        who = "vspan + mirror" if "mirror" in label else "vspan"
+        out.append(f"| {label} | {gb:g} | {kp:g} | {us:g} "
+                   f"| {who}: {ratio(mine[0], gb)} / {ratio(mine[1], kp)} |")
+    out.append("")
+    if dt is not None and dp is not None:
+        out.append(
+            f"The direct veth here: {fmt(dt)} Gbit/s and {fmt(dp, 0)} kpps against the "
+            f"anchor's 18.7 Gbit/s and 671 kpps (a check that the machine is comparable).")
+    return out
+
+
+def render(samples: dict[str, Samples], plan: Plan) -> str:
+    """The whole RESULTS.md section."""
+    lines = [
+        "## Switching: veth direct vs. vspan vs. vspan + one mirror session",
+        "",
+        "Written by `bench/bench_switch.py` (run as root: "
+        "`.venv/bin/python bench/bench_switch.py`).",
+        "",
+        "### Machine",
+        "",
+    ]
+    lines += [f"* {k}: {v}" for k, v in machine_description()]
+    lines.append(f"* load average (1/5/15 min) before / after: {plan.load_before} / "
+                 f"{plan.load_after} (the machine is shared)")
+    lines += [
+        "",
+        "### Method",
+        "",
+        "Sender and receiver namespaces (10.77.0.1 → 10.77.0.2). *veth direct*: one veth "
+        "pair joins them. *vspan*: each namespace's veth has its root end attached to a "
+        f"3-port vspan switch (`vspan up -c CFG`, pinned with `taskset -c {SWITCH_CPU}`; "
+        "AF_PACKET ports with virtio-net headers); the third port is an idle sniffer "
+        "namespace. *vspan + mirror*: the same switch plus a mirror session copying the "
+        "sender port (both directions) to the sniffer port (nobody captures there; the "
+        "copies are counted at the sniffer veth). Offloads at their defaults; generators "
+        f"pinned with `taskset -c {GEN_CPU}`.",
+        "",
+        f"* TCP: `iperf3 -c … -t {plan.seconds:g}`, one stream, client and server on "
+        f"CPU{GEN_CPU}; Gbit/s as received.",
+        "* 64-byte frames: one trafgen process (`-P 1 --no-sock-mem --notouch-irq`) in the "
+        "sender namespace sends 60-byte UDP frames (64 on the wire) to the receiver's "
+        "MAC/IP as fast as it can; "
+        f"after a {plan.warmup:g} s warm-up, rates are taken over {plan.seconds:g} s from "
+        "the interface counters: *delivered* = receiver's rx_packets, *offered* = sender's "
+        "tx_packets, *mirror copies* = sniffer's rx_packets.",
+        f"* Ping: `ping -c {plan.ping_count} -i {plan.ping_interval:g}`, average RTT.",
+        f"* {plan.runs} run(s); every setup is measured in every run (order rotated), the "
+        "switch restarted for each; the table shows medians.",
+        "",
+        "### Results (medians)",
+        "",
+    ]
+    lines += table(samples, plan.runs)
+    lines += ["", "Per run (in run order):", ""]
+    for name in SETUPS:
+        s = samples[name]
+        lines.append(
+            f"* {name}: TCP {_runs(s.tcp_gbps, 2)} Gbit/s "
+            f"(retransmits {' / '.join(map(str, s.tcp_retransmits)) or 'none'}); "
+            f"delivered {_runs(s.delivered_kpps, 0)} kpps of offered "
+            f"{_runs(s.offered_kpps, 0)}"
+            + (f"; mirror copies {_runs(s.mirror_kpps, 0)} kpps" if name == MIRROR else "")
+            + f"; ping avg {_runs(s.ping_avg_us, 0)} µs, min {_runs(s.ping_min_us, 0)} µs"
+            + (f"; switch ring drops {' / '.join(map(str, s.ring_drops))}"
+               if s.ring_drops else ""))
+    lines += ["", "### Comparison", ""]
+    lines += comparison(samples)
+    notes = [e for name in SETUPS for e in samples[name].errors]
+    drops = [(name, d) for name in SETUPS for d in samples[name].switch_drops if d]
+    if notes or drops:
+        lines += ["", "### Problems seen in this run", ""]
+        lines += [f"* {e}" for e in notes]
+        lines += [f"* {name}: switch drop counters after a run: {d}" for name, d in drops]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 run, 2 s each, 20 pings; RESULTS.md is not written "
+                         "unless --write")
+    ap.add_argument("--runs", type=int, default=None, help="runs (default 3)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="seconds per TCP/pps measurement (default 5)")
+    ap.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
+    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    ap.add_argument("--results", type=Path, default=RESULTS_MD, help="results file")
+    ap.add_argument("--json", type=Path, default=None, help="also dump raw samples as JSON")
+    args = ap.parse_args(argv)
+    interval = 0.01
+    plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
+                warmup=0.5 if args.quick else 1.0, ping_count=20 if args.quick else 50,
+                ping_interval=interval)
+    if args.runs is not None:
+        plan.runs = max(1, args.runs)
+    if args.seconds is not None:
+        plan.seconds = max(0.5, args.seconds)
+    write = not args.no_write and (args.write or not args.quick)
+
+    def on_term(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # so the finally blocks clean up
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        require_root("bench/bench_switch.py")
+        require_tools("ip", "taskset", "ping", "iperf3", "trafgen", "ss")
+        if (n := len(os.sched_getaffinity(0))) < 2:
+            raise BenchError(f"needs 2 CPUs (generator on CPU{GEN_CPU}, switch on "
+                             f"CPU{SWITCH_CPU}); this process may use {n}")
+        plan.load_before = loadavg()
+        samples = run_all(plan)
+        plan.load_after = loadavg()
+    except BenchError as err:
+        sys.stderr.write(f"bench_switch: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("bench_switch: interrupted; namespaces and switch removed\n")
+        return 130
+    section = render(samples, plan)
+    sys.stdout.write(section)
+    if args.json:
+        raw: dict[str, Any] = {k: asdict(v) for k, v in samples.items()}
+        args.json.write_text(json.dumps({"plan": asdict(plan), "samples": raw}, indent=2),
+                             encoding="utf-8")
+    if write:
+        update_section(SECTION, section, args.results)
+        log(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
