@@ -6,10 +6,10 @@ import array
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.test_packet_strategies import FAST, FrameSpec, frames
+from tests.unit.test_packet_strategies import FAST, FrameSpec, examples, frames
 from vspan.packet import (
     ARP,
     ICMP,
@@ -50,7 +50,7 @@ def _check_consistent(parsed: ParsedFrame) -> None:
     assert parsed.l4_offset <= parsed.payload_offset
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(frames())
 def test_every_prefix_is_clean(spec: FrameSpec) -> None:
     """Each strict prefix of a valid frame raises PacketError or parses consistently.
@@ -79,14 +79,14 @@ def test_mutated_frames_are_clean(spec: FrameSpec, data: st.DataObject) -> None:
     parse_or_packet_error(raw)
 
 
-@settings(max_examples=300, deadline=None)
+@examples(300)
 @given(st.binary(max_size=200))
 def test_random_bytes_are_clean(raw: bytes) -> None:
     """Random buffers parse or raise PacketError."""
     parse_or_packet_error(raw)
 
 
-@settings(max_examples=300, deadline=None)
+@examples(300)
 @given(
     st.sampled_from([b"\x08\x00\x45", b"\x08\x00\x46", b"\x86\xdd\x60", b"\x08\x06\x00",
                      b"\x81\x00\x00", b"\x88\xa8\x00"]),
@@ -97,7 +97,7 @@ def test_random_bodies_behind_known_ethertypes_are_clean(start: bytes, body: byt
     parse_or_packet_error(bytes(12) + start + body)
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(st.binary(max_size=80), st.integers(-4, 90))
 def test_header_parsers_at_any_offset(raw: bytes, offset: int) -> None:
     """Every header parser, at any offset (even past the end or negative), is clean."""

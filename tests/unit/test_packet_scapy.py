@@ -14,11 +14,12 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.test_packet_strategies import (
     FrameSpec,
+    examples,
     frames,
     high_ports,
     ip4s,
@@ -70,8 +71,7 @@ from scapy.layers.l2 import ARP as SARP  # noqa: E402
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether  # noqa: E402
 from scapy.packet import NoPayload, Packet, Padding, Raw  # noqa: E402
 
-MANY = settings(max_examples=1500, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+MANY = examples(1000)
 
 _SCAPY_EXT = {0: IPv6ExtHdrHopByHop, 60: IPv6ExtHdrDestOpt, 43: IPv6ExtHdrRouting,
               44: IPv6ExtHdrFragment}
@@ -223,7 +223,7 @@ def test_scapy_reads_our_frames(spec: FrameSpec) -> None:
     assert scapy_recomputed(raw) == raw
 
 
-@settings(max_examples=300, deadline=None)
+@examples(200)
 @given(frames(scapy_safe=True))
 def test_scapy_sees_our_corrupted_checksums(spec: FrameSpec) -> None:
     """A frame whose checksums we leave wrong is one scapy fixes, and we flag."""

@@ -33,7 +33,14 @@ from vspan.packet import (
 )
 from vspan.packet.ipv6 import EXT_HEADERS, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def examples(n: int) -> settings:
+    """Settings for ``n`` examples, without deadlines or speed checks (CI machines are busy)."""
+    return settings(max_examples=n, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+FAST = examples(150)
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
@@ -260,7 +267,7 @@ def test_generated_frames_parse(spec: FrameSpec) -> None:
     assert parsed.payload.tobytes() == spec.payload
 
 
-@settings(max_examples=50, deadline=None)
+@examples(50)
 @given(ipv6s())
 def test_generated_ipv6_chain_is_consistent(ip: IPv6) -> None:
     """The next-header chain runs through every extension header."""
