@@ -76,14 +76,17 @@ from vspan.packet.ipv4 import (
     IPv4,
 )
 from vspan.packet.ipv6 import IPv6, IPv6Ext, IPv6Fragment
-from vspan.packet.tcp import TCP, flags_str, tcp_flags
+from vspan.packet.tcp import ACK, CWR, ECE, FIN, NS, PSH, RST, SYN, TCP, URG, flags_str, tcp_flags
 from vspan.packet.udp import UDP
 
 __all__ = [
+    "ACK",
     "ARP",
     "ARP_REPLY",
     "ARP_REQUEST",
     "BROADCAST_MAC",
+    "CWR",
+    "ECE",
     "ETH_P_8021AD",
     "ETH_P_8021Q",
     "ETH_P_ARP",
@@ -91,6 +94,7 @@ __all__ = [
     "ETH_P_IPV6",
     "ETH_P_QINQ1",
     "ETH_ZLEN",
+    "FIN",
     "FRAG_FIRST",
     "FRAG_LATER",
     "FRAG_NONE",
@@ -102,8 +106,13 @@ __all__ = [
     "IPPROTO_UDP",
     "IP_DF",
     "IP_MF",
+    "NS",
+    "PSH",
+    "RST",
+    "SYN",
     "TCP",
     "UDP",
+    "URG",
     "VLAN_TPIDS",
     "ZERO_MAC",
     "Ethernet",
