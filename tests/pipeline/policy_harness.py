@@ -12,7 +12,7 @@ from tests.pipeline.harness import Switch, make_switch
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
 from vspan.policy.conntrack import Conn
-from vspan.policy.stage import PolicyStage
+from vspan.policy.stage import install
 
 
 @dataclass
@@ -70,10 +70,7 @@ def make_policy_switch(ports: list[str], policy_yaml: str) -> PolicySwitch:
     errors = policy_reference_errors(pols, fw)
     assert not errors, errors
     policy = SwitchPolicy.from_config(pols, fw)
-    stage = PolicyStage(policy)
-    sw.engine.pipeline.ingress_stages.append(stage)
-    sw.engine.pipeline.egress_stages.append(stage)
-    sw.engine.state.bump()
+    install(sw.engine.pipeline, policy)
     return PolicySwitch(sw, policy)
 
 

@@ -117,6 +117,17 @@ def test_extended_acl_stateful_return_traffic(ps: PolicySwitch) -> None:
     assert ps.drops_by_rule("ext-acl-deny") == {"no-tcp-in": 2}
 
 
+def test_counters_for_metrics(ps: PolicySwitch) -> None:
+    learn_both(ps)
+    for _ in range(2):
+        ps.send("vm", udp(VM, PEER, 1, 2))
+    c = ps.policy.counters()
+    vm = c["ports"]["vm"]
+    assert vm["meters"]["meter-all/out"]["packets"] == 2
+    assert vm["storm"]["broadcast"]["passed"] == 1  # the ARP of learn_both
+    assert c["firewall"] == {} and c["replies_dropped"] == 0
+
+
 def test_trace_shows_policy_decisions_inline(ps: PolicySwitch) -> None:
     learn_both(ps)
     decision, tracer = ps.sw.engine.trace("vm", udp(VM, "10.2.2.2", 1, 2))

@@ -122,6 +122,10 @@ def test_switch_policy_update_keeps_state() -> None:
     assert sp.ports["web1"] is web1  # unchanged config: same object, same sessions
     pf2 = sp.firewall.port("web1")
     assert pf2 is not None and len(pf2.conntrack) == 1
+    fewer = {k: v for k, v in ports.items() if k != "web1"}
+    fw_fewer = fw.model_copy(update={"groups": {}, "sections": ()})
+    sp.update(fewer, fw_fewer)
+    assert "web1" not in sp.firewall.ports() and "web1" not in sp.ports
     sp.update(ports, None)
     assert sp.firewall is None
 

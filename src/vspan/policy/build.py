@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vspan.policy.acl import AclAction, AclEntry, PortAcl
 from vspan.policy.common import (
@@ -264,6 +265,8 @@ class SwitchPolicy:
             self.firewall = build_firewall(firewall, ports)
         else:
             self.firewall.replace_rules(build_ruleset(firewall, ports))
+        if self.firewall is not None:
+            self.firewall.prune(ports)
         self.firewall_config = firewall
 
     def port(self, name: str) -> PortPolicy | None:
@@ -283,6 +286,26 @@ class SwitchPolicy:
             self.replies.append(reply)
         else:
             self.replies_dropped += 1
+
+    def counters(self) -> dict[str, Any]:
+        """Policy counters for metrics: per port meters, sessions, storm buckets and
+        connections; firewall rule hits."""
+        ports: dict[str, dict[str, Any]] = {}
+        for name, p in self.ports.items():
+            ports[name] = {
+                "meters": {f"{m.rule_id}/{m.direction}": {"packets": m.packets,
+                                                         "bytes": m.bytes}
+                           for m in p.acl.meters()},
+                "ext_acl_sessions": len(p.sessions),
+                "storm": p.storm.counters() if p.storm is not None else {},
+            }
+        fw: dict[str, Any] = {}
+        if self.firewall is not None:
+            for name, pf in self.firewall.ports().items():
+                ports.setdefault(name, {})["connections"] = {
+                    "active": len(pf.conntrack), **pf.conntrack.counters}
+            fw = {"rule_hits": dict(self.firewall.ruleset.counters.hits)}
+        return {"ports": ports, "firewall": fw, "replies_dropped": self.replies_dropped}
 
     def take_replies(self) -> list[Reply]:
         """Pending reject replies (and forget them)."""

@@ -427,6 +427,12 @@ class Firewall:
         """Port firewalls created so far."""
         return self._ports
 
+    def prune(self, keep: Iterable[str]) -> None:
+        """Forget the state of ports not in ``keep`` (removed ports)."""
+        names = set(keep)
+        for name in [n for n in self._ports if n not in names]:
+            del self._ports[name]
+
     def expire(self, now: float) -> int:
         """Expire idle connections at every port."""
         return sum(pf.conntrack.expire(now) for pf in self._ports.values())

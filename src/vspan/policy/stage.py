@@ -19,6 +19,8 @@ Wire-up::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vspan.datapath.decision import Drop, Hook
 from vspan.datapath.flowkey import FlowKey
 from vspan.datapath.reasons import DropReason
@@ -30,6 +32,9 @@ from vspan.policy.common import IN, OUT, Dir
 from vspan.policy.extacl import ExtAclMatch, ExtAclSessions
 from vspan.policy.firewall import FwMatch, PortFirewall
 from vspan.policy.guards import StormClass, StormLimiter, storm_class
+
+if TYPE_CHECKING:  # the pipeline may import this module: no import cycle at run time
+    from vspan.datapath.pipeline import Pipeline
 
 
 class PolicyStage:
@@ -99,6 +104,15 @@ class PolicyStage:
                     tr.report("conntrack", f"at port {port.name}: {state} (checked per frame)")
                 hooks.append(_fw_hook(self.policy, pf, fm, port.index))
         return None
+
+
+def install(pipeline: Pipeline, policy: SwitchPolicy) -> PolicyStage:
+    """Add the policy stage to a pipeline's ingress and egress stages; return it."""
+    stage = PolicyStage(policy)
+    pipeline.ingress_stages.append(stage)
+    pipeline.egress_stages.append(stage)
+    pipeline.state.bump()
+    return stage
 
 
 def _meter_hook(v: AclVerdict) -> Hook:
