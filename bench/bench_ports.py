@@ -24,6 +24,7 @@ import argparse
 import json
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -109,8 +110,12 @@ def capacity(lab_: Lab, ns_src: str, ns_dst: str, seconds: int) -> float:
         time.sleep(seconds)
         after, t1 = rx_packets(lab_, ns_dst, "eth0"), time.monotonic()
     finally:
-        gen.terminate()
-        gen.wait(10)
+        gen.send_signal(signal.SIGINT)  # trafgen stops cleanly on SIGINT, not on SIGTERM
+        try:
+            gen.wait(10)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            gen.wait()
         Path(f.name).unlink()
     return (after - before) / (t1 - t0)
 

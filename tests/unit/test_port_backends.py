@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import struct
 import threading
+from collections.abc import Iterator
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -66,7 +68,7 @@ MAC_OFF = 82  # any tp_mac past the tpacket2 header + sockaddr_ll + vnet header 
 
 
 def put(
-    buf: bytearray,
+    buf: mmap.mmap,
     off: int,
     data: bytes,
     *,
@@ -97,24 +99,31 @@ def put(
     buf[off + mac : off + mac + len(data)] = data
 
 
-def status_of(buf: bytearray, off: int) -> int:
+def status_of(buf: mmap.mmap, off: int) -> int:
     value: int = struct.unpack_from("=I", buf, off)[0]
     return value
 
 
+Ring = tuple[mmap.mmap, RingGeometry, RxRing]
+
+
 @pytest.fixture
-def ring() -> tuple[bytearray, RingGeometry, RxRing]:
-    g = RingGeometry(8, 512)
-    assert (g.block_size, g.frames_per_block, g.frame_nr) == (4096, 8, 8)
-    buf = bytearray(g.size)
-    return buf, g, RxRing(buf, g)
+def ring() -> Iterator[Ring]:
+    """An 8-slot ring in an anonymous mapping (the kernel's side is played by put())."""
+    g = RingGeometry(8, 4096)
+    assert (g.block_size, g.frames_per_block, g.frame_nr) == (4096, 1, 8)
+    buf = mmap.mmap(-1, g.size)
+    rx = RxRing(buf, g)
+    yield buf, g, rx
+    rx.release()
+    buf.close()
 
 
 ETH_HDR = bytes.fromhex("0200000000020200000000010800")
 
 
 def test_ring_restores_vlan_tag_and_shifts_vnet(
-    ring: tuple[bytearray, RingGeometry, RxRing],
+    ring: Ring,
 ) -> None:
     buf, g, rx = ring
     offs = g.offsets()
@@ -138,23 +147,27 @@ def test_ring_restores_vlan_tag_and_shifts_vnet(
         status=c.TP_STATUS_USER | c.TP_STATUS_VLAN_VALID | c.TP_STATUS_VLAN_TPID_VALID,
     )
     put(buf, offs[3], ETH_HDR, tci=0, status=c.TP_STATUS_USER | c.TP_STATUS_VLAN_VALID)
+    big = ETH_HDR + os.urandom(3000)  # long frames take the one-copy join path
+    put(buf, offs[4], big, vnet=vn, tci=100, status=c.TP_STATUS_USER | c.TP_STATUS_VLAN_VALID)
     counters = PortCounters()
     frames = rx.drain(64, counters)
-    assert len(frames) == 4
+    assert len(frames) == 5
+    assert frames[4].data == big[:12] + b"\x81\x00\x00\x64" + big[12:]
+    assert frames[4].vnet == frames[1].vnet
     assert frames[0].data == plain and frames[0].vnet == b""
     assert frames[0].ts_ns == 5_000_000_007
     assert frames[1].data == ETH_HDR[:12] + b"\x81\x00\x20\x42" + ETH_HDR[12:] + b"t" * 60
     assert VNET_STRUCT.unpack(frames[1].vnet) == (F_NEEDS_CSUM, GSO_TCPV4, 58, 1448, 38, 16)
     assert frames[2].data[12:16] == b"\x88\xa8\x00\x07"
     assert frames[3].data[12:16] == b"\x81\x00\x00\x00"  # priority tag (VID 0) kept
-    assert all(status_of(buf, o) == c.TP_STATUS_KERNEL for o in offs[:4])
-    assert counters.rx_frames == 4
+    assert all(status_of(buf, o) == c.TP_STATUS_KERNEL for o in offs[:5])
+    assert counters.rx_frames == 5
     assert counters.rx_bytes == sum(len(f.data) for f in frames)
     assert rx.drain(64, counters) == []
 
 
 def test_ring_release_touches_only_the_status_word(
-    ring: tuple[bytearray, RingGeometry, RxRing],
+    ring: Ring,
 ) -> None:
     buf, g, rx = ring
     off = g.offsets()[0]
@@ -167,13 +180,13 @@ def test_ring_release_touches_only_the_status_word(
 
 
 def test_ring_drops_truncated_and_corrupt_slots(
-    ring: tuple[bytearray, RingGeometry, RxRing],
+    ring: Ring,
 ) -> None:
     buf, g, rx = ring
     offs = g.offsets()
     put(buf, offs[0], ETH_HDR + b"a" * 40, tp_len=9000)  # cut to fit the slot
     put(buf, offs[1], ETH_HDR + b"b" * 4, mac=20)  # tp_mac inside the header: corrupt
-    c.TPACKET2_HDR.pack_into(buf, offs[2], c.TP_STATUS_USER, 600, 600, 82, 96, 0, 0, 0, 0)
+    c.TPACKET2_HDR.pack_into(buf, offs[2], c.TP_STATUS_USER, 4050, 4050, 82, 96, 0, 0, 0, 0)
     put(buf, offs[3], b"\x01\x02\x03")  # runt: passed on for the pipeline to judge
     put(buf, offs[4], b"", status=c.TP_STATUS_USER | c.TP_STATUS_VLAN_VALID, tci=5)
     counters = PortCounters()
@@ -183,7 +196,7 @@ def test_ring_drops_truncated_and_corrupt_slots(
     assert all(status_of(buf, o) == 0 for o in offs[:5])
 
 
-def test_ring_wraps_and_respects_max_frames(ring: tuple[bytearray, RingGeometry, RxRing]) -> None:
+def test_ring_wraps_and_respects_max_frames(ring: Ring) -> None:
     buf, g, rx = ring
     offs = g.offsets()
     counters = PortCounters()
@@ -198,7 +211,7 @@ def test_ring_wraps_and_respects_max_frames(ring: tuple[bytearray, RingGeometry,
     assert counters.rx_frames == 24
 
 
-def test_ring_stops_at_kernel_owned_slot(ring: tuple[bytearray, RingGeometry, RxRing]) -> None:
+def test_ring_stops_at_kernel_owned_slot(ring: Ring) -> None:
     buf, g, rx = ring
     offs = g.offsets()
     put(buf, offs[0], ETH_HDR + b"1")
@@ -207,7 +220,6 @@ def test_ring_stops_at_kernel_owned_slot(ring: tuple[bytearray, RingGeometry, Rx
     put(buf, offs[1], ETH_HDR + b"2", status=c.TP_STATUS_USER | c.TP_STATUS_LOSING)
     assert [f.data[-1:] for f in rx.drain(64, PortCounters())] == [b"2", b"3"]
     assert rx.losing
-    rx.release()
 
 
 # ------------------------------------------------------------------ memory port

@@ -97,19 +97,22 @@ class RingGeometry:
 
 
 class RxRing:
-    """Reader of a TPACKET_V2 rx ring laid out in any writable buffer.
+    """Reader of a TPACKET_V2 rx ring laid out in a shared mapping.
 
     The kernel fills slots and sets ``TP_STATUS_USER``; :meth:`drain` copies
     frames out, restores the stripped VLAN tag, attaches the vnet header and
-    hands each slot back with one 32-bit store. Works on an ``mmap`` of a
-    packet socket or, for tests, on a ``bytearray`` with hand-written slots.
+    hands each slot back with one 32-bit store. Works on the ``mmap`` of a
+    packet socket or, for tests, on an anonymous ``mmap`` with hand-written
+    slots. (Slicing the mmap object copies straight into ``bytes``, several
+    times cheaper than ``bytes(memoryview[a:b])``.)
     """
 
-    __slots__ = ("_frame_size", "_head", "_mv", "_offsets", "_status", "losing")
+    __slots__ = ("_frame_size", "_head", "_map", "_mv", "_offsets", "_status", "losing")
 
-    def __init__(self, buf: mmap.mmap | bytearray, geometry: RingGeometry) -> None:
+    def __init__(self, buf: mmap.mmap, geometry: RingGeometry) -> None:
         if len(buf) < geometry.size:
             raise PortError(f"ring buffer of {len(buf)} bytes is smaller than {geometry.size}")
+        self._map = buf
         self._mv = memoryview(buf)
         self._status = self._mv.cast("I")  # item assignment = one aligned 32-bit store
         self._offsets = geometry.offsets()
@@ -125,6 +128,7 @@ class RxRing:
 
     def drain(self, max_frames: int, counters: PortCounters) -> list[Frame]:
         """Take up to ``max_frames`` ready frames out of the ring."""
+        m = self._map
         mv = self._mv
         status_words = self._status
         offsets = self._offsets
@@ -132,53 +136,64 @@ class RxRing:
         frame_size = self._frame_size
         head = self._head
         unpack = _HDR.unpack_from
+        tag = _TAG.pack
         out: list[Frame] = []
         append = out.append
         nbytes = 0
         errors = 0
-        min_mac = c.TPACKET2_HDRLEN + VNET_HDR_LEN
-        while len(out) < max_frames:
+        count = 0
+        while count < max_frames:
             off = offsets[head]
             word = off >> 2
             status = status_words[word]
-            if not status & c.TP_STATUS_USER:
+            if not status & _USER:
                 break
             _, tp_len, snaplen, mac, _, sec, nsec, tci, tpid = unpack(mv, off)
-            if status & c.TP_STATUS_LOSING:
+            if status & _LOSING:
                 self.losing = True
             start = off + mac
             end = start + snaplen
-            if snaplen != tp_len or mac < min_mac or mac + snaplen > frame_size:
+            if snaplen != tp_len or mac < _MIN_MAC or mac + snaplen > frame_size:
                 # cut to fit the slot (or a corrupt header): forwarding a piece is wrong
                 errors += 1
             else:
-                if mv[start - 10] & F_NEEDS_CSUM or mv[start - 9]:
-                    vnet = bytes(mv[start - VNET_HDR_LEN : start])
-                else:
-                    vnet = b""
-                if (status & c.TP_STATUS_VLAN_VALID or tci) and snaplen >= 12:
-                    if not status & c.TP_STATUS_VLAN_TPID_VALID or not tpid:
+                vnet = (
+                    m[start - 10 : start] if m[start - 10] & F_NEEDS_CSUM or m[start - 9] else b""
+                )
+                if (status & _VLAN_VALID or tci) and snaplen >= 12:
+                    if not status & _TPID_VALID or not tpid:
                         tpid = 0x8100
-                    data = b"".join(
-                        (mv[start : start + 12], _TAG.pack(tpid, tci), mv[start + 12 : end])
-                    )
+                    if snaplen > _JOIN_MIN:  # one big copy instead of two
+                        data = b"".join(
+                            (m[start : start + 12], tag(tpid, tci), mv[start + 12 : end])
+                        )
+                    else:
+                        data = m[start : start + 12] + tag(tpid, tci) + m[start + 12 : end]
                     if vnet:
                         vnet = shift(vnet, 4)
+                    nbytes += snaplen + 4
                 else:
-                    data = bytes(mv[start:end])
-                nbytes += len(data)
+                    data = m[start:end]
+                    nbytes += snaplen
                 append(Frame(data, vnet, sec * 1_000_000_000 + nsec))
-            status_words[word] = c.TP_STATUS_KERNEL  # hand the slot back: one store
+                count += 1
+            status_words[word] = 0  # TP_STATUS_KERNEL: hand the slot back, one store
             head += 1
             if head == nslots:
                 head = 0
         self._head = head
-        counters.rx_frames += len(out)
+        counters.rx_frames += count
         counters.rx_bytes += nbytes
         counters.rx_errors += errors
         return out
 
 
+_USER = c.TP_STATUS_USER
+_LOSING = c.TP_STATUS_LOSING
+_VLAN_VALID = c.TP_STATUS_VLAN_VALID
+_TPID_VALID = c.TP_STATUS_VLAN_TPID_VALID
+_MIN_MAC = c.TPACKET2_HDRLEN + VNET_HDR_LEN
+_JOIN_MIN = 2048
 _TAG = struct.Struct(">HH")
 
 
