@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -63,17 +62,9 @@ def test_flowkey_agrees_on_valid_frames(spec: FrameSpec, pad: bool) -> None:
     parsed = parse_frame(raw)
     mine = expected_key(parsed)
     assume(mine is not None)
-    assume(not _third_tag_quirk(parsed))
     assert extract(raw, IN_PORT) == mine
 
 
-def _third_tag_quirk(p: ParsedFrame) -> bool:
-    """flowkey wants 8 bytes, not 4, for each tag after the second (see the xfail below)."""
-    return len(p.eth.tags) > 2 and len(p.data) < p.eth.header_len + 4
-
-
-@pytest.mark.xfail(strict=True, reason="flowkey.extract checks n < off + 8 for a third tag; "
-                   "4 bytes (TCI + ethertype) are enough. Harmless on padded frames.")
 def test_flowkey_third_tag_needs_only_four_bytes() -> None:
     """A 3-tag frame with nothing after the tags is well-formed (and parse_frame accepts it)."""
     raw = bytes(12) + b"\x81\x00\x00\x01" * 3 + b"\x88\xb5"

@@ -87,7 +87,7 @@ def extract(data: bytes, in_port: int) -> FlowKey | None:
             eth_type = (data[20] << 8) | data[21]
             off = 22
             while eth_type in VLAN_TPIDS:  # deeper stacks: skip, key on the two outer tags
-                if n < off + 8:
+                if n < off + 4:
                     return None
                 eth_type = (data[off + 2] << 8) | data[off + 3]
                 off += 4
@@ -147,15 +147,21 @@ def extract(data: bytes, in_port: int) -> FlowKey | None:
         l3_dst = data[off + 24 : off + 28]
     if l4:
         if proto in (IPPROTO_TCP, IPPROTO_UDP) or proto == 132:  # 132 = SCTP
-            if n < l4 + 8 or (proto == IPPROTO_TCP and n < l4 + 20):
+            if n >= l4 + 8 and (proto != IPPROTO_TCP or n >= l4 + 20):
+                sport = (data[l4] << 8) | data[l4 + 1]
+                dport = (data[l4 + 2] << 8) | data[l4 + 3]
+            elif frag == FRAG_FIRST:
+                l4 = 0  # a tiny first fragment: legitimate, but its ports are not all here
+            else:
                 return None
-            sport = (data[l4] << 8) | data[l4 + 1]
-            dport = (data[l4 + 2] << 8) | data[l4 + 3]
         elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-            if n < l4 + 4:
+            if n >= l4 + 4:
+                sport = data[l4]
+                dport = data[l4 + 1]
+            elif frag == FRAG_FIRST:
+                l4 = 0
+            else:
                 return None
-            sport = data[l4]
-            dport = data[l4 + 1]
     return _new(
         FlowKey,
         (in_port, data[0:6], data[6:12], vlan, pcp, inner, eth_type, l3_src, l3_dst,
