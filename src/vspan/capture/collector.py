@@ -22,6 +22,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from vspan.capture.filter import PacketFilter
 from vspan.capture.pcapng import (
@@ -42,22 +43,31 @@ from vspan.capture.pcapng import (
     RotatingPcapngWriter,
     epb_flags,
 )
-from vspan.packet.errors import PacketError
+from vspan.packet.errors import PacketError, need
 from vspan.packet.erspan import (
     DIR_EGRESS,
     EN_8021Q,
+    ERSPAN_VERSION_II,
+    ERSPAN_VERSION_III,
     GRA_100NS,
     GRA_100US,
     GRA_IEEE1588,
     PLATF_PORT_UPPER_TS,
-    ErspanII,
+    PLATF_SWITCH_PORT_SECONDS,
+    PLATF_SWITCH_PORT_SECONDS_6,
     ErspanIII,
 )
 from vspan.packet.gre import (
     GRE,
+    GRE_FLAG_C,
+    GRE_FLAG_K,
+    GRE_FLAG_R,
+    GRE_FLAG_S,
+    GRE_FLAG_SSR,
     GRE_PROTO_ERSPAN2,
     GRE_PROTO_ERSPAN3,
     GRE_PROTO_TEB,
+    GRE_VERSION_MASK,
     IPPROTO_GRE,
 )
 
@@ -73,9 +83,8 @@ _SEQ_MOD = 1 << 32
 _REORDER_WINDOW = 4096  # a sequence number this far behind counts as late, further as a restart
 
 
-@dataclass(frozen=True, slots=True)
-class Decapsulated:
-    """One mirrored frame taken out of its GRE/ERSPAN envelope."""
+class Decapsulated(NamedTuple):
+    """One mirrored frame taken out of its GRE/ERSPAN envelope (a tuple: cheap to build)."""
 
     sender: str
     kind: str
@@ -85,35 +94,33 @@ class Decapsulated:
     truncated: bool = False
     direction: int | None = None  # ERSPAN Type III D bit: 0 ingress, 1 egress
     ts_ns: int | None = None  # original time (Type III); None: use the receive time
-    erspan: ErspanII | ErspanIII | None = None
+    vlan: int = 0  # ERSPAN header VLAN field
+    cos: int = 0
+    en: int | None = None  # Type II encapsulation bits
+    hw_id: int | None = None  # Type III hardware id
+    port_index: int | None = None  # Type II port index
+    timestamp: int | None = None  # Type III raw timestamp field
+    granularity: int | None = None  # Type III Gra bits
 
 
-def erspan3_time(hdr: ErspanIII, ref_ns: int) -> int | None:
-    """The absolute time (ns since the epoch) a Type III header says, or ``None``.
-
-    The 32-bit timestamp wraps (every ~5 days at 100 µs); the epoch is taken
-    from a platform subheader when it carries the seconds (ids 5, 6) or the
-    upper timestamp bits (id 3), else the value nearest ``ref_ns`` (the
-    receive time) is chosen.
-    """
-    plat = hdr.platform
-    gra = hdr.granularity
-    ts = hdr.timestamp
+def _time3(ts: int, gra: int, platf_id: int, plat_low: int, ref_ns: int) -> int | None:
+    """Absolute time of a Type III timestamp (see :func:`erspan3_time`); platf_id -1: none."""
+    has_seconds = platf_id in (PLATF_SWITCH_PORT_SECONDS, PLATF_SWITCH_PORT_SECONDS_6)
     if gra == GRA_IEEE1588:
         if ts >= _NS:
             return None
-        if plat is not None and plat.seconds is not None:
-            return plat.seconds * _NS + ts
+        if has_seconds:
+            return plat_low * _NS + ts
         base = ref_ns // _NS
         best = min((base - 1, base, base + 1), key=lambda s: abs(s * _NS + ts - ref_ns))
         return best * _NS + ts
-    if gra not in (GRA_100US, GRA_100NS):
+    if gra != GRA_100US and gra != GRA_100NS:
         return None
     tick = 100_000 if gra == GRA_100US else 100
-    if plat is not None and plat.platf_id in (PLATF_PORT_UPPER_TS, 7):
-        return ((plat.low << 32) | ts) * tick
-    if plat is not None and plat.seconds is not None:
-        ref_ns = plat.seconds * _NS + _NS // 2
+    if platf_id == PLATF_PORT_UPPER_TS or platf_id == 7:
+        return ((plat_low << 32) | ts) * tick
+    if has_seconds:
+        ref_ns = plat_low * _NS + _NS // 2
     ref = ref_ns // tick
     d = (ts - ref) % _SEQ_MOD
     if d >= _SEQ_MOD // 2:
@@ -121,32 +128,86 @@ def erspan3_time(hdr: ErspanIII, ref_ns: int) -> int | None:
     return (ref + d) * tick
 
 
-def decapsulate_gre(sender: str, data: bytes, offset: int = 0,
+def erspan3_time(hdr: ErspanIII, ref_ns: int) -> int | None:
+    """The absolute time (ns since the epoch) a Type III header says, or ``None``.
+
+    The 32-bit timestamp wraps (every ~5 days at 100 µs); the epoch is taken
+    from a platform subheader when it carries the seconds (ids 5, 6) or the
+    upper timestamp bits (ids 3, 7), else the value nearest ``ref_ns`` (the
+    receive time) is chosen. IEEE 1588 granularity: nanoseconds within the
+    second. User-defined granularity: ``None``.
+    """
+    plat = hdr.platform
+    return _time3(hdr.timestamp, hdr.granularity, -1 if plat is None else plat.platf_id,
+                  0 if plat is None else plat.low, ref_ns)
+
+
+_HH = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
+_E2 = struct.Struct("!HHI")
+_E3 = struct.Struct("!HHIHH")
+_PL = struct.Struct("!II")
+_GRE_BAD = GRE_FLAG_R | GRE_FLAG_SSR | GRE_VERSION_MASK
+
+
+def decapsulate_gre(sender: str, data: bytes | memoryview, offset: int = 0,
                     recv_ts_ns: int = 0) -> Decapsulated | None:
-    """Decode the GRE packet at ``offset`` of ``data``.
+    """Decode the GRE packet at ``offset`` of ``data`` (hand-written: this is the hot path).
 
     ``None`` when it is GRE but carries no mirrored Ethernet frame (another
     protocol); :class:`PacketError` when it is malformed.
     """
-    gre, off = GRE.parse(data, offset)
-    proto = gre.protocol
+    n = len(data)
+    need("gre", n, offset, 4)
+    flags, proto = _HH.unpack_from(data, offset)
+    if flags & _GRE_BAD:
+        GRE.parse(data, offset)  # raises the precise error
+    off = offset + 4 + (4 if flags & GRE_FLAG_C else 0)
+    key = seq = None
+    if flags & GRE_FLAG_K:
+        need("gre", n, off, 4)
+        key = _U32.unpack_from(data, off)[0]
+        off += 4
+    if flags & GRE_FLAG_S:
+        need("gre", n, off, 4)
+        seq = _U32.unpack_from(data, off)[0]
+        off += 4
+    need("gre", n, off, 0)
     if proto == GRE_PROTO_TEB:
-        return Decapsulated(sender, KIND_GRE, gre.key, gre.seq, bytes(data[off:]))
+        return Decapsulated(sender, KIND_GRE, key, seq, bytes(data[off:]))
     if proto == GRE_PROTO_ERSPAN2:
-        if gre.seq is None:  # Type I
+        if seq is None:  # Type I
             return Decapsulated(sender, KIND_ERSPAN1, None, None, bytes(data[off:]))
-        h2, off = ErspanII.parse(data, off)
-        return Decapsulated(sender, KIND_ERSPAN2, h2.session_id, gre.seq, bytes(data[off:]),
-                            truncated=h2.truncated, erspan=h2)
+        need("erspan2", n, off, 8)
+        w0, w1, w2 = _E2.unpack_from(data, off)
+        if w0 >> 12 != ERSPAN_VERSION_II:
+            raise PacketError("erspan2", f"version field is {w0 >> 12}, expected 1 (Type II)")
+        return Decapsulated(sender, KIND_ERSPAN2, w1 & 0x3FF, seq, bytes(data[off + 8:]),
+                            truncated=bool(w1 & 0x400), vlan=w0 & 0xFFF, cos=w1 >> 13,
+                            en=(w1 >> 11) & 3, port_index=w2 & 0xFFFFF)
     if proto == GRE_PROTO_ERSPAN3:
-        h3, off = ErspanIII.parse(data, off)
-        return Decapsulated(sender, KIND_ERSPAN3, h3.session_id, gre.seq, bytes(data[off:]),
-                            truncated=h3.truncated, direction=h3.direction,
-                            ts_ns=erspan3_time(h3, recv_ts_ns), erspan=h3)
+        need("erspan3", n, off, 12)
+        w0, w1, ts, _sgt, w4 = _E3.unpack_from(data, off)
+        if w0 >> 12 != ERSPAN_VERSION_III:
+            raise PacketError("erspan3", f"version field is {w0 >> 12}, expected 2 (Type III)")
+        off += 12
+        platf_id = -1
+        low = 0
+        if w4 & 1:
+            need("erspan3-platform", n, off, 8)
+            p0, low = _PL.unpack_from(data, off)
+            platf_id = p0 >> 26
+            off += 8
+        gra = (w4 >> 1) & 3
+        return Decapsulated(sender, KIND_ERSPAN3, w1 & 0x3FF, seq, bytes(data[off:]),
+                            truncated=bool(w1 & 0x400), direction=(w4 >> 3) & 1,
+                            ts_ns=_time3(ts, gra, platf_id, low, recv_ts_ns),
+                            vlan=w0 & 0xFFF, cos=w1 >> 13, hw_id=(w4 >> 4) & 0x3F,
+                            timestamp=ts, granularity=gra)
     return None
 
 
-def decapsulate_ip(packet: bytes, recv_ts_ns: int = 0) -> Decapsulated | None:
+def decapsulate_ip(packet: bytes | memoryview, recv_ts_ns: int = 0) -> Decapsulated | None:
     """Decode an IPv4 or IPv6 packet carrying GRE (``None``: not GRE / not a mirror)."""
     n = len(packet)
     if n < 1:
@@ -248,7 +309,7 @@ class Collector:
 
     # ---- input -------------------------------------------------------------------------
 
-    def handle_ip(self, packet: bytes, recv_ts_ns: int) -> bool:
+    def handle_ip(self, packet: bytes | memoryview, recv_ts_ns: int) -> bool:
         """Process one received IP packet; ``True`` when a frame was written."""
         self.stats.received += 1
         try:
@@ -259,7 +320,7 @@ class Collector:
             return False
         return self.handle(d, recv_ts_ns)
 
-    def handle_gre(self, sender: str, gre_packet: bytes, recv_ts_ns: int) -> bool:
+    def handle_gre(self, sender: str, gre_packet: bytes | memoryview, recv_ts_ns: int) -> bool:
         """Process one GRE packet (no IP header: IPv6 raw sockets deliver these)."""
         self.stats.received += 1
         try:
@@ -287,12 +348,11 @@ class Collector:
         if d.truncated:
             st.truncated += 1
             comments.append("truncated by the sender (ERSPAN T bit): original length unknown")
-        h = d.erspan
-        if h is not None and h.vlan and vlan_not_in_frame(h, d.frame):
-            comments.append(f"VLAN {h.vlan} (priority {h.cos}) from the ERSPAN header, "
+        if d.vlan and vlan_not_in_frame(d):
+            comments.append(f"VLAN {d.vlan} (priority {d.cos}) from the ERSPAN header, "
                             "not in the frame")
-        if isinstance(h, ErspanIII) and d.ts_ns is None:
-            comments.append(f"ERSPAN timestamp {h.timestamp} (granularity {h.granularity}) "
+        if d.timestamp is not None and d.ts_ns is None:
+            comments.append(f"ERSPAN timestamp {d.timestamp} (granularity {d.granularity}) "
                             "not usable: receive time written")
         ifid = self._interface(d)
         direction = DIR_UNKNOWN
@@ -373,12 +433,12 @@ class Collector:
         self.sink.close()
 
 
-def vlan_not_in_frame(h: ErspanII | ErspanIII, frame: bytes) -> bool:
+def vlan_not_in_frame(d: Decapsulated) -> bool:
     """Whether the header's VLAN is one the frame does not carry (tag removed before mirroring)."""
-    tagged = len(frame) >= 14 and ((frame[12] << 8) | frame[13]) in (0x8100, 0x88A8, 0x9100)
-    if isinstance(h, ErspanII) and h.en == EN_8021Q:
+    if d.en == EN_8021Q:
         return True
-    return not tagged
+    frame = d.frame
+    return not (len(frame) >= 14 and ((frame[12] << 8) | frame[13]) in (0x8100, 0x88A8, 0x9100))
 
 
 # ---- live reception ----------------------------------------------------------------------
@@ -443,6 +503,7 @@ def run_live(sock: socket.socket, collector: Collector, limits: RunLimits,
     buf = bytearray(65536)
     mv = memoryview(buf)
     recv = sock.recvfrom_into
+    recv4 = sock.recv_into
     clock = time.time_ns
     start = time.monotonic()
     next_tick = start + tick_interval
@@ -463,16 +524,19 @@ def run_live(sock: socket.socket, collector: Collector, limits: RunLimits,
         poller.poll(max(int(timeout * 1000), 0) + 1)
         for _ in range(batch):
             try:
-                n, addr = recv(buf)
-            except BlockingIOError:
-                break
-            except InterruptedError:
+                # IPv4 raw sockets deliver the IP header (the sender is in it); IPv6 ones do not
+                if v4:
+                    n = recv4(buf)
+                    addr = None
+                else:
+                    n, addr = recv(buf)
+            except (BlockingIOError, InterruptedError):
                 break
             ts = clock()
-            if v4:
-                collector.handle_ip(bytes(mv[:n]), ts)
+            if addr is None:
+                collector.handle_ip(mv[:n], ts)  # frames are copied out; the buffer is reused
             else:
-                collector.handle_gre(addr[0], bytes(mv[:n]), ts)
+                collector.handle_gre(addr[0], mv[:n], ts)
             if count is not None and st.written >= count:
                 return
         now = time.monotonic()

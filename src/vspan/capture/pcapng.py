@@ -221,9 +221,11 @@ def section_header(application: str = "vspan", hardware: str = "", os_name: str 
     return _block(BT_SHB, body)
 
 
-_EPB_HEAD = struct.Struct("<IIIII")
+_EPB_HEAD = struct.Struct("<IIIIIII")  # block type, total length, interface, ts hi/lo, lengths
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_FLAGS_ONLY = struct.Struct("<HHII")  # epb_flags option + end of options
+_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def packet_block(interface_id: int, ts_ns: int, data: bytes, *, orig_len: int | None = None,
@@ -236,23 +238,29 @@ def packet_block(interface_id: int, ts_ns: int, data: bytes, *, orig_len: int | 
     if len(data) > snaplen:
         data = data[:snaplen]
     cap = len(data)
-    opts: list[bytes] = [_opt_str(OPT_COMMENT, c) for c in comments]
-    if flags is not None:
-        opts.append(_opt(EPB_FLAGS, _U32.pack(flags & 0xFFFFFFFF)))
-    if dropcount is not None:
-        opts.append(_opt(EPB_DROPCOUNT, _U64.pack(dropcount)))
-    if packet_id is not None:
-        opts.append(_opt(EPB_PACKETID, _U64.pack(packet_id)))
-    if queue is not None:
-        opts.append(_opt(EPB_QUEUE, _U32.pack(queue)))
-    opts.extend(_opt(EPB_VERDICT, v) for v in verdicts)
-    total = 32 + cap + ((-cap) & 3)
-    tail = _options(opts)
-    total += len(tail)
+    if comments or dropcount is not None or verdicts or packet_id is not None or (
+            queue is not None):
+        opts: list[bytes] = [_opt_str(OPT_COMMENT, c) for c in comments]
+        if flags is not None:
+            opts.append(_opt(EPB_FLAGS, _U32.pack(flags & 0xFFFFFFFF)))
+        if dropcount is not None:
+            opts.append(_opt(EPB_DROPCOUNT, _U64.pack(dropcount)))
+        if packet_id is not None:
+            opts.append(_opt(EPB_PACKETID, _U64.pack(packet_id)))
+        if queue is not None:
+            opts.append(_opt(EPB_QUEUE, _U32.pack(queue)))
+        opts.extend(_opt(EPB_VERDICT, v) for v in verdicts)
+        tail = _options(opts)
+    elif flags is not None:
+        tail = _FLAGS_ONLY.pack(EPB_FLAGS, 4, flags & 0xFFFFFFFF, 0)
+    else:
+        tail = b""
+    pad = (-cap) & 3
+    total = 32 + cap + pad + len(tail)
     return b"".join((
-        _U32.pack(BT_EPB), _U32.pack(total),
-        _EPB_HEAD.pack(interface_id, (ts_ns >> 32) & 0xFFFFFFFF, ts_ns & 0xFFFFFFFF, cap, wire_len),
-        data, b"\0" * ((-cap) & 3), tail, _U32.pack(total),
+        _EPB_HEAD.pack(BT_EPB, total, interface_id, (ts_ns >> 32) & 0xFFFFFFFF,
+                       ts_ns & 0xFFFFFFFF, cap, wire_len),
+        data, _PAD[pad], tail, _U32.pack(total),
     ))
 
 
