@@ -10,9 +10,8 @@ import yaml
 
 from tests.pipeline.harness import Switch, make_switch
 from vspan.policy.build import SwitchPolicy
-from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
+from vspan.policy.config import PortPolicyConfig
 from vspan.policy.conntrack import Conn
-from vspan.policy.stage import install
 
 
 @dataclass
@@ -60,18 +59,22 @@ class PolicySwitch:
 
 
 def make_policy_switch(ports: list[str], policy_yaml: str) -> PolicySwitch:
-    """Memory ports ``ports`` and policy ``{ports: {name: policy}, firewall: {...}}``."""
-    sw = make_switch("ports: {" + ", ".join(f"{p}: {{type: memory}}" for p in ports) + "}")
+    """Memory ports ``ports`` and policy ``{ports: {name: policy}, firewall: {...}}``.
+
+    The policy goes into the switch configuration itself, so the engine's own
+    policy stage (the production wiring) is what the tests exercise.
+    """
     raw = yaml.safe_load(policy_yaml) or {}
-    pols: dict[str, PortPolicyConfig | None] = {p: None for p in ports}
-    for name, body in (raw.get("ports") or {}).items():
-        pols[name] = PortPolicyConfig.model_validate(body)
-    fw = FirewallConfig.model_validate(raw["firewall"]) if "firewall" in raw else None
-    errors = policy_reference_errors(pols, fw)
-    assert not errors, errors
-    policy = SwitchPolicy.from_config(pols, fw)
-    install(sw.engine.pipeline, policy)
-    return PolicySwitch(sw, policy)
+    pols = raw.get("ports") or {}
+    cfg: dict[str, Any] = {"ports": {}}
+    for p in ports:
+        cfg["ports"][p] = {"type": "memory"}
+        if p in pols:
+            cfg["ports"][p]["policy"] = pols[p]
+    if "firewall" in raw:
+        cfg["firewall"] = raw["firewall"]
+    sw = make_switch(yaml.safe_dump(cfg))
+    return PolicySwitch(sw, sw.engine.policy)
 
 
 def policies(raw: Mapping[str, Any]) -> dict[str, PortPolicyConfig]:

@@ -82,7 +82,7 @@ def _from_capture(path: str, index: int) -> bytes:
 def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
     """Trace against a config file without a running switch (no side effects)."""
     from vspan.datapath.flowkey import extract
-    from vspan.datapath.pipeline import Pipeline
+    from vspan.datapath.pipeline import build_pipeline
     from vspan.datapath.state import SwitchState
     from vspan.datapath.trace import Tracer
 
@@ -92,7 +92,8 @@ def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
         raise ClientError(f"no port named {port!r} in {config_path}")
     idx = state.by_name[port]
     tracer = Tracer()
-    decision = Pipeline(state).run(extract(frame, idx), frame, idx, tracer)
+    pipeline, _policy = build_pipeline(state)
+    decision = pipeline.run(extract(frame, idx), frame, idx, tracer)
     names = state.port_names
     return {
         "port": port,

@@ -32,7 +32,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-_TOP_KEYS = ("ports.", "mirrors.", "switch.")
+_TOP_KEYS = ("ports.", "mirrors.", "switch.", "firewall.")
 
 
 def _messages(err: ValidationError) -> list[str]:
@@ -45,9 +45,9 @@ def _messages(err: ValidationError) -> list[str]:
         if e.get("type") == "extra_forbidden":
             msg = "unknown key"
         path = _format_loc(tuple(e.get("loc", ())))
-        # cross-reference checks already name their own full path
+        # cross-reference checks already name their own full path (several, "; "-joined)
         if not path or msg.startswith(_TOP_KEYS):
-            out.append(msg)
+            out.extend(msg.split("; ") if msg.startswith(_TOP_KEYS) else [msg])
         else:
             out.append(f"{path}: {msg}")
     return out

@@ -8,20 +8,15 @@ mirror naming a port that does not exist, ...) live in :class:`Config`.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-@]{1,15}$")
+from vspan.config.base import IFNAME_RE, PORT_NAME_RE, Strict
+from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
 
-
-class Strict(BaseModel):
-    """Base of every config model: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+__all__ = ["IFNAME_RE", "PORT_NAME_RE", "Strict"]
 
 
 def _vlan_id(value: Any) -> int:
@@ -121,6 +116,7 @@ class PortConfig(Strict):
     mac_limit: int = Field(default=0, ge=0, description="max learned MACs (0 = unlimited)")
     mtu: int | None = Field(default=None, ge=68, le=65535)
     description: str = ""
+    policy: PortPolicyConfig | None = None  # ACLs, extended ACLs, guards (vspan.policy)
 
     def ifname(self, port_name: str) -> str:
         """The interface this port attaches to."""
@@ -287,6 +283,7 @@ class Config(Strict):
     switch: SwitchConfig = SwitchConfig()
     ports: Mapping[str, PortConfig] = Field(default_factory=dict)
     mirrors: Mapping[str, MirrorSession] = Field(default_factory=dict)
+    firewall: FirewallConfig | None = None  # the distributed firewall (vspan.policy)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Config:
@@ -321,4 +318,8 @@ class Config(Strict):
             if session.rspan_source is not None and \
                     session.rspan_source.port in session.destinations:
                 raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
+        errors = policy_reference_errors({n: p.policy for n, p in self.ports.items()},
+                                         self.firewall)
+        if errors:
+            raise ValueError("; ".join(errors))
         return self

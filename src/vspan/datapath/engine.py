@@ -23,7 +23,7 @@ from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract
-from vspan.datapath.pipeline import Pipeline
+from vspan.datapath.pipeline import build_pipeline, policy_parts
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
 from vspan.datapath.trace import Tracer
@@ -48,7 +48,7 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.state = SwitchState(config)
-        self.pipeline = Pipeline(self.state, clock)
+        self.pipeline, self.policy = build_pipeline(self.state, clock)
         self.cache = FlowCache(config.switch.flow_cache_size)
         self.backend_factory = backend_factory
         self.backends: dict[int, Port] = {}
@@ -218,8 +218,9 @@ class Engine:
         return handled
 
     def housekeeping(self, now: float) -> None:
-        """Age the FDB and follow link state (once a second)."""
+        """Age the FDB, expire policy sessions/connections, follow link state (once a second)."""
         self.state.fdb.age(now)
+        self.policy.expire(now)
         self._refresh_links()
 
     def _refresh_links(self) -> None:
@@ -278,7 +279,24 @@ class Engine:
                     cap.rx(in_port, data, self._frame_drops)
             else:
                 self._apply(d, f, key, in_port, now)
+        if self.policy.replies:
+            self._send_replies()
         self.flush()
+
+    def _send_replies(self) -> None:
+        """Reject answers (TCP RST / ICMP unreachable) the firewall asked for."""
+        for reply in self.policy.take_replies():
+            if reply.to_port:
+                q = self._tx.get(reply.port)
+                if q is None:
+                    self._tx[reply.port] = [Frame(reply.data)]
+                else:
+                    q.append(Frame(reply.data))
+            elif reply.port in self.state.ports:
+                # switched as if the port had sent it, but not judged by policy again
+                key = extract(reply.data, reply.port)
+                d = self.pipeline.run(key, reply.data, reply.port, policy=False)
+                self._apply(d, Frame(reply.data), key, reply.port, self.clock())
 
     def _apply(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int,
                now: float) -> None:
@@ -503,6 +521,7 @@ class Engine:
         for name in (*changes.ports_removed, *changes.ports_reopened):
             self._close_backend(self.state.by_name[name])
         self.state.apply(new)
+        self.policy.update(*policy_parts(new))
         for name, backend in opened.items():
             idx = self.state.by_name[name]
             self.backends[idx] = backend

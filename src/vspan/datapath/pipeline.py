@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from vspan.datapath.decision import VLAN_OP_NAMES, Decision, Drop, Output
 from vspan.datapath.flowkey import FlowKey, mac_str
@@ -18,6 +19,10 @@ from vspan.datapath.stages import forward, mirror, vlan
 from vspan.datapath.stages.base import EgressStage, IngressStage, StageContext
 from vspan.datapath.state import PortRuntime, SwitchState
 from vspan.datapath.trace import NULL_TRACER, Tracer
+
+if TYPE_CHECKING:
+    from vspan.config.model import Config
+    from vspan.policy.build import SwitchPolicy
 
 _RESERVED_PREFIX = b"\x01\x80\xc2\x00\x00"
 
@@ -32,8 +37,12 @@ class Pipeline:
         self.egress_stages: list[EgressStage] = []
 
     def run(self, key: FlowKey | None, data: bytes, in_port: int,
-            tracer: Tracer = NULL_TRACER) -> Decision:
-        """Decide for one frame that arrived on port index ``in_port``."""
+            tracer: Tracer = NULL_TRACER, policy: bool = True) -> Decision:
+        """Decide for one frame that arrived on port index ``in_port``.
+
+        ``policy=False`` skips the policy stages: for frames the switch itself
+        originates on a port's behalf (firewall reject answers).
+        """
         state = self.state
         tr = tracer
         port = state.ports.get(in_port)
@@ -67,7 +76,7 @@ class Pipeline:
         drop = vlan.classify(ctx)
         if drop is not None:
             return Decision(taps, drops=(drop,))
-        for stage in self.ingress_stages:
+        for stage in self.ingress_stages if policy else ():
             drop = stage.ingress(ctx)
             if drop is not None:
                 return Decision(taps, tuple(ctx.hooks), drops=(drop,))
@@ -87,7 +96,7 @@ class Pipeline:
             node = tr.report("output", f"port {out.name}") if tr.enabled else None
             if node is not None:
                 tr.push(node)
-            result = self._egress(ctx, out, copied)
+            result = self._egress(ctx, out, copied, policy)
             if node is not None:
                 tr.pop()
             if isinstance(result, Drop):
@@ -99,10 +108,11 @@ class Pipeline:
         return Decision(taps, tuple(ctx.hooks), tuple(outputs), tuple(drops), learn, refresh,
                         cacheable=learn is None)
 
-    def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int]) -> Output | Drop:
+    def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int],
+                policy: bool = True) -> Output | Drop:
         tr = ctx.tracer
         ctx.out_hooks = []
-        for stage in self.egress_stages:
+        for stage in self.egress_stages if policy else ():
             drop = stage.egress(ctx, out)
             if drop is not None:
                 return drop
@@ -113,3 +123,20 @@ class Pipeline:
         copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
                                       op, vid, tr)
         return Output(out.index, op, vid, tuple(ctx.out_hooks), copies)
+
+
+def policy_parts(config: Config) -> tuple[dict[str, Any], Any]:
+    """The per-port policies and the firewall of a configuration."""
+    return {n: p.policy for n, p in config.ports.items()}, config.firewall
+
+
+def build_pipeline(state: SwitchState, clock: Callable[[], float] = time.monotonic
+                   ) -> tuple[Pipeline, SwitchPolicy]:
+    """A pipeline with the policy stage (guards, ACLs, firewall) for ``state.config``."""
+    from vspan.policy.build import SwitchPolicy
+    from vspan.policy.stage import install
+
+    pipeline = Pipeline(state, clock)
+    policy = SwitchPolicy.from_config(*policy_parts(state.config))
+    install(pipeline, policy)
+    return pipeline, policy

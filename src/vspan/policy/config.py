@@ -46,7 +46,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from vspan.config.model import PORT_NAME_RE, Strict
+from vspan.config.base import PORT_NAME_RE, Strict
 from vspan.policy.common import (
     parse_direction,
     parse_ip_spec,
