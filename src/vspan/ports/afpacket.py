@@ -200,9 +200,12 @@ _TAG = struct.Struct(">HH")
 class AfPacketPort(Port):
     """A switch port on an existing interface, through an AF_PACKET socket.
 
-    ``AfPacketPort(name, ifname)`` then :meth:`open`. ``ring_frames`` slots of
-    ``frame_size`` bytes (rounded so whole slots fill 4 KiB-multiple blocks;
-    the default holds 64 KiB GSO frames, ~17 MiB for 256 slots).
+    ``AfPacketPort(name, ifname)`` then :meth:`open`. The rx ring has at least
+    ``ring_frames`` slots of ``frame_size`` bytes (rounded up so whole slots
+    fill power-of-two blocks). The default slot holds a 64 KiB GSO frame; 256
+    slots become 18 blocks of 1 MiB with 15 slots each (270 slots, 18 MiB).
+    Frames larger than a slot (BIG TCP, MTU above ~69 KB) are counted as
+    ``rx_errors`` and dropped.
     """
 
     def __init__(
