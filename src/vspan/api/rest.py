@@ -76,6 +76,32 @@ def create_app(agent: Agent) -> FastAPI:
             raise AgentError(f"trace needs 'port' and 'frame' (hex): {err}") from err
         return agent.trace(port, frame)
 
+    @app.get("/ports/{port}/acls")
+    def acl_show(port: str) -> dict[str, Any]:
+        return agent.acl_show(port)
+
+    @app.post("/ports/{port}/acls")
+    def acl_add(port: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        extended = bool(body.pop("extended", False))
+        return _changes(agent.acl_add(port, body, extended))
+
+    @app.delete("/ports/{port}/acls/{entry_id}")
+    def acl_remove(port: str, entry_id: str) -> dict[str, Any]:
+        return _changes(agent.acl_remove(port, entry_id))
+
+    @app.get("/firewall")
+    def firewall_show() -> dict[str, Any]:
+        return agent.firewall_show()
+
+    @app.post("/firewall/sections/{section}/rules")
+    def fw_rule_add(section: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        position = body.pop("position", None)
+        return _changes(agent.firewall_rule_add(section, body, position))
+
+    @app.delete("/firewall/rules/{rule_id}")
+    def fw_rule_remove(rule_id: str) -> dict[str, Any]:
+        return _changes(agent.firewall_rule_remove(rule_id))
+
     @app.post("/captures")
     def capture_start(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         return agent.capture_start(

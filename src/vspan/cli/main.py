@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "vspan.cli.trace_cmd",
     "vspan.cli.demo_cmd",
     "vspan.cli.policy_cmd",
+    "vspan.cli.acl_cmd",
+    "vspan.cli.firewall_cmd",
     "vspan.cli.capture_cmd",
     "vspan.cli.collect_cmd",
     "vspan.cli.follow_cmd",

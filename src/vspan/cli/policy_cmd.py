@@ -8,13 +8,14 @@ import json
 import sys
 from typing import Any
 
-from vspan.config.load import ConfigError
+from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.config.load import ConfigError, load_file, parse_config
+from vspan.datapath.pipeline import policy_parts
 from vspan.packet.errors import PacketError
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.common import IN, Dir
 from vspan.policy.config import PortPolicyConfig
 from vspan.policy.explain import FlowSpec, explain, synth_frame
-from vspan.policy.load import policy_from_file
 
 DEFAULT_LOCAL_MAC = "02:00:00:00:00:01"
 DEFAULT_REMOTE_MAC = "02:00:00:00:00:02"
@@ -32,7 +33,9 @@ def register(sub: Any) -> None:
                     "other candidate lost. Addresses are given as source/destination or as "
                     "local/remote (the port's side and the other side); the port's own "
                     "address (policy.addresses) fills the local side when omitted.")
-    e.add_argument("-c", "--config", required=True, help="switch configuration file")
+    e.add_argument("-c", "--config", default=None,
+                   help="switch configuration file (default: ask the running switch)")
+    add_socket_arg(e)
     e.add_argument("--port", "-p", required=True, help="port whose policy is explained")
     e.add_argument("--direction", "-d", required=True, choices=["in", "out"],
                    help="in: frame delivered to the port; out: frame the port sends")
@@ -112,14 +115,20 @@ def flow_spec(args: argparse.Namespace, pol: PortPolicyConfig | None) -> FlowSpe
 def run_explain(args: argparse.Namespace) -> int:
     """Load the configuration, build the flow, print the explanation."""
     try:
-        ports, fw = policy_from_file(args.config)
+        if args.config:
+            cfg = load_file(args.config)
+        else:
+            cfg = parse_config(request(args.socket, "GET", "/config"), args.socket)
     except ConfigError as err:
         for line in err.errors:
             sys.stderr.write(f"{err.source}: {line}\n")
         return 1
+    except ClientError as err:
+        return fail(err)
+    ports, fw = policy_parts(cfg)
     if args.port not in ports:
         sys.stderr.write(f"vspan policy explain: no port named {args.port!r} in "
-                         f"{args.config}\n")
+                         f"{args.config or 'the running switch'}\n")
         return 1
     try:
         frame = synth_frame(flow_spec(args, ports[args.port]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,34 +75,142 @@ class Agent:
             self.config_path = str(Path(path).resolve())
         return changes
 
-    def _with_mirrors(self, mirrors: dict[str, Any]) -> Config:
-        data = self.config.model_dump(mode="json")
-        data["mirrors"] = mirrors
-        return parse_config(data, "mirror change")
+    def mutate(self, change: Callable[[dict[str, Any]], None], what: str) -> ChangeSet:
+        """Apply ``change`` to a copy of the running config (as data), validate, apply.
+
+        A change that does not validate raises ConfigError with full paths and
+        leaves the running switch as it was.
+        """
+        with self._lock:
+            data = self.config.model_dump(mode="json", exclude_none=True)
+            change(data)
+            new = parse_config(data, what)
+        return self.apply(new)
 
     def mirror_create(self, name: str, spec: dict[str, Any]) -> ChangeSet:
         """Add a mirror session from a config-shaped mapping."""
-        current = self.config.model_dump(mode="json")["mirrors"]
-        if name in current:
-            raise AgentError(f"mirror session {name!r} already exists", 409)
-        current[name] = spec
-        return self.apply(self._with_mirrors(current))
+
+        def change(data: dict[str, Any]) -> None:
+            if name in data["mirrors"]:
+                raise AgentError(f"mirror session {name!r} already exists", 409)
+            data["mirrors"][name] = spec
+
+        return self.mutate(change, f"mirror {name}")
 
     def mirror_delete(self, name: str) -> ChangeSet:
         """Remove a mirror session."""
-        current = self.config.model_dump(mode="json")["mirrors"]
-        if name not in current:
-            raise AgentError(f"no mirror session named {name!r}", 404)
-        del current[name]
-        return self.apply(self._with_mirrors(current))
+
+        def change(data: dict[str, Any]) -> None:
+            if data["mirrors"].pop(name, None) is None:
+                raise AgentError(f"no mirror session named {name!r}", 404)
+
+        return self.mutate(change, f"mirror {name}")
 
     def mirror_enable(self, name: str, enabled: bool) -> ChangeSet:
         """Enable or disable a mirror session."""
-        current = self.config.model_dump(mode="json")["mirrors"]
-        if name not in current:
-            raise AgentError(f"no mirror session named {name!r}", 404)
-        current[name]["enabled"] = enabled
-        return self.apply(self._with_mirrors(current))
+
+        def change(data: dict[str, Any]) -> None:
+            if name not in data["mirrors"]:
+                raise AgentError(f"no mirror session named {name!r}", 404)
+            data["mirrors"][name]["enabled"] = enabled
+
+        return self.mutate(change, f"mirror {name}")
+
+    # ---------------------------------------------------------- ACLs, firewall
+    def _port_policy(self, data: dict[str, Any], port: str) -> dict[str, Any]:
+        if port not in data["ports"]:
+            raise AgentError(f"no port named {port!r}", 404)
+        pol: dict[str, Any] = data["ports"][port].setdefault("policy", {})
+        return pol
+
+    def acl_add(self, port: str, entry: dict[str, Any], extended: bool = False) -> ChangeSet:
+        """Add a port ACL entry (or, with ``extended``, an extended ACL rule)."""
+        listname = "extended_acls" if extended else "acls"
+
+        def change(data: dict[str, Any]) -> None:
+            entries = self._port_policy(data, port).setdefault(listname, [])
+            ids = {e.get("id") for e in entries}
+            if entry.get("id") is None:
+                n = len(entries) + 1
+                while f"{port}-{listname[:3]}{n}" in ids:
+                    n += 1
+                entry["id"] = f"{port}-{listname[:3]}{n}"
+            elif entry["id"] in ids:
+                raise AgentError(f"port {port} already has an entry {entry['id']!r}", 409)
+            entries.append(entry)
+
+        return self.mutate(change, f"acl on {port}")
+
+    def acl_remove(self, port: str, entry_id: str) -> ChangeSet:
+        """Remove a port ACL or extended ACL entry by id."""
+
+        def change(data: dict[str, Any]) -> None:
+            pol = self._port_policy(data, port)
+            for listname in ("acls", "extended_acls"):
+                entries = pol.get(listname, [])
+                kept = [e for e in entries if e.get("id") != entry_id]
+                if len(kept) != len(entries):
+                    pol[listname] = kept
+                    return
+            raise AgentError(f"port {port} has no ACL entry {entry_id!r}", 404)
+
+        return self.mutate(change, f"acl on {port}")
+
+    def acl_show(self, port: str) -> dict[str, Any]:
+        """The port's ACL entries and extended ACL rules, with policy counters."""
+        if port not in self.config.ports:
+            raise AgentError(f"no port named {port!r}", 404)
+        pol = self.config.ports[port].policy
+        counters = self.engine.call(lambda: self.engine.policy.counters())
+        return {
+            "port": port,
+            "acls": [e.model_dump(mode="json", exclude_none=True) for e in pol.acls] if pol else [],
+            "extended_acls": ([e.model_dump(mode="json", exclude_none=True)
+                               for e in pol.extended_acls] if pol else []),
+            "counters": counters["ports"].get(port, {}),
+        }
+
+    def firewall_rule_add(self, section: str, rule: dict[str, Any],
+                          position: int | None = None) -> ChangeSet:
+        """Add a firewall rule to ``section`` (created at the end when new)."""
+
+        def change(data: dict[str, Any]) -> None:
+            fw = data.setdefault("firewall", {})
+            sections = fw.setdefault("sections", [])
+            sec = next((x for x in sections if x.get("name") == section), None)
+            if sec is None:
+                sec = {"name": section, "rules": []}
+                sections.append(sec)
+            rules = sec.setdefault("rules", [])
+            if position is None:
+                rules.append(rule)
+            else:
+                rules.insert(max(0, position - 1), rule)
+
+        return self.mutate(change, f"firewall section {section}")
+
+    def firewall_rule_remove(self, rule_id: str) -> ChangeSet:
+        """Remove the firewall rule with ``rule_id``."""
+
+        def change(data: dict[str, Any]) -> None:
+            for sec in (data.get("firewall") or {}).get("sections", []):
+                rules = sec.get("rules", [])
+                kept = [r for r in rules if r.get("id") != rule_id]
+                if len(kept) != len(rules):
+                    sec["rules"] = kept
+                    return
+            raise AgentError(f"no firewall rule with id {rule_id!r}", 404)
+
+        return self.mutate(change, "firewall")
+
+    def firewall_show(self) -> dict[str, Any]:
+        """The firewall configuration with rule hit counters."""
+        fw = self.config.firewall
+        counters = self.engine.call(lambda: self.engine.policy.counters())
+        return {"config": fw.model_dump(mode="json", exclude_none=True) if fw else None,
+                "rule_hits": counters.get("firewall", {}).get("rule_hits", {}),
+                "connections": {p: c.get("connections", {})
+                                for p, c in counters["ports"].items() if "connections" in c}}
 
     # ----------------------------------------------------------------- captures
     def capture_start(self, ports: list[str], path: str, direction: str = "both",
