@@ -46,11 +46,12 @@ def render(what: str, data: Any) -> None:
     elif what == "fdb":
         print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("AGE", "age")])
     elif what == "mirrors":
-        print_table(data, [("SESSION", "name"), ("ENABLED", "enabled"), ("SOURCES", "sources"),
-                           ("DESTINATIONS", "destinations"),
+        print_table(data, [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
+                           ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
+                           ("FILTER", "filter"),
                            ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
                            ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "counters.truncated"),
-                           ("DROPPED", "counters.dropped")])
+                           ("DROPPED", "counters.dropped"), ("STATUS", "status")])
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),

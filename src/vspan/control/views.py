@@ -65,11 +65,25 @@ def mirrors_view(engine: Engine) -> list[dict[str, Any]]:
     rows = []
     for m in engine.state.mirrors:
         c = m.config
+        if c.erspan is not None:
+            dests = [f"{c.erspan.type.value}:{c.erspan.remote_ip}#{c.erspan.session_id}"]
+        elif c.rspan is not None:
+            dests = [f"rspan:{c.rspan.port}/vlan{c.rspan.vlan}"]
+        else:
+            dests = list(c.destinations)
+        if c.rspan_source is not None:
+            sources = [f"rspan:{c.rspan_source.port}/vlan{c.rspan_source.vlan}"]
+        else:
+            sources = [f"{s.port}:{s.direction.value}" for s in c.sources]
         rows.append({
             "name": m.name,
             "enabled": c.enabled,
-            "sources": [f"{s.port}:{s.direction.value}" for s in c.sources],
-            "destinations": list(c.destinations),
+            "kind": m.kind,
+            "sources": sources,
+            "destinations": dests,
+            "filter": c.filter,
+            "status": m.dest_error or (f"loop guard: {m.loop_guard_port} not mirrored"
+                                       if m.loop_guard_port else "ok"),
             "allow_normal_io": c.allow_normal_io,
             "mirrored_packet_length": c.mirrored_packet_length,
             "sampling_rate": c.sampling_rate,

@@ -408,10 +408,24 @@ class Engine:
             q.append(Frame(copy, vnet))
 
     def _sync_senders(self) -> None:
-        """Open ERSPAN senders for sessions that need one; close those no longer used."""
-        from vspan.mirror.encap import EncapType, ErspanConfig, Granularity, RawGreSender
+        """Open ERSPAN senders for sessions that need one; close those no longer used.
+
+        A destination that cannot be reached (no route, bad source address) does
+        not fail the configuration: the session's copies are counted as dropped
+        and the reason is shown with the session. The port whose interface
+        carries the encapsulated traffic is taken out of the session's sources
+        (loop guard).
+        """
+        from vspan.mirror.encap import (
+            EncapType,
+            ErspanConfig,
+            Granularity,
+            RawGreSender,
+            route_interface,
+        )
 
         wanted: set[int] = set()
+        changed = False
         for m in self.state.mirrors:
             e = m.config.erspan
             if e is None or not m.config.enabled:
@@ -424,9 +438,16 @@ class Engine:
                     platform_subheader=e.platform_subheader, source_ip=e.source_ip,
                     ttl=e.ttl, dscp=e.dscp, mtu=e.mtu)
                 sender = RawGreSender(cfg)
-                sender.open()
+                try:
+                    sender.open()
+                except OSError as err:
+                    m.dest_error = f"cannot reach {e.remote_ip}: {err.strerror or err}"
+                    log.warning("mirror %s: %s", m.name, m.dest_error)
+                    continue
                 m.sender = sender
+                m.dest_error = ""
             wanted.add(id(m.sender))
+            changed |= self._loop_guard(m, route_interface(e.remote_ip))
         for sender in list(self._senders):
             if id(sender) not in wanted:
                 sender.close()
@@ -434,6 +455,24 @@ class Engine:
         for m in self.state.mirrors:
             if m.sender is not None and m.sender not in self._senders:
                 self._senders.append(m.sender)
+        if changed:
+            self.state.bump()
+
+    def _loop_guard(self, m: MirrorRuntime, ifname: str | None) -> bool:
+        """Keep the port on ``ifname`` (which carries the encapsulated copies) out of ``m``."""
+        if ifname is None:
+            return False
+        for rt in self.state.ports.values():
+            if rt.config.ifname(rt.name) != ifname:
+                continue
+            if m.index in rt.mirror_ingress or m.index in rt.mirror_egress:
+                rt.mirror_ingress = tuple(s for s in rt.mirror_ingress if s != m.index)
+                rt.mirror_egress = tuple(s for s in rt.mirror_egress if s != m.index)
+                m.loop_guard_port = rt.name
+                log.info("mirror %s: port %s carries the encapsulated copies; not mirrored",
+                         m.name, rt.name)
+                return True
+        return False
 
     def _count_drop(self, drop: Drop, data: bytes, in_port: int = 0) -> None:
         self.state.drops.add(drop.port, drop.reason.value, drop.rule)

@@ -90,6 +90,8 @@ class MirrorRuntime:
     uplink: int = 0  # RSPAN: the port copies leave by / arrive on
     filter: PacketFilter | None = None
     sender: Any = None  # ERSPAN: a vspan.mirror.encap.RawGreSender, managed by the engine
+    dest_error: str = ""  # why the destination cannot be used (copies are dropped)
+    loop_guard_port: str = ""  # source port left out: it carries the encapsulated copies
     mirrored: int = 0  # copies delivered
     truncated: int = 0
     dropped: int = 0  # copies lost at the destination (down, tx error)
@@ -200,6 +202,7 @@ class SwitchState:
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
                 m.sender = prev.sender
+                m.dest_error = prev.dest_error
             self.mirrors.append(m)
             if not sess.enabled:
                 continue
