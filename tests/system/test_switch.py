@@ -296,3 +296,20 @@ def test_check_config_cli_reports_path(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "ports.web1.vlan.allowed: 5000 is not a VLAN id (1-4094)" in proc.stderr
     assert "ports.web1.colour: unknown key" in proc.stderr
+
+
+def test_deleted_tap_device_takes_port_down(netlab: Lab, tmp_path: Path) -> None:
+    require_tools("ping")
+    h = hosts(netlab, {"a": "10.13.0.1/24", "b": "10.13.0.2/24"})
+    tap = netlab.name("tap")
+    cfg = ports_yaml(h) + f"  vm: {{type: tap, interface: {tap}}}\n"
+    with running_switch(tmp_path, cfg) as sw:
+        sh("ip", "link", "del", tap)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ports = {p["name"]: p for p in sw.show("ports")}
+            if ports["vm"]["link"] == "down":
+                break
+            time.sleep(0.2)
+        assert ports["vm"]["link"] == "down"
+        ping(netlab, h["a"][0], "10.13.0.2", count=2)  # the rest of the switch carries on

@@ -189,7 +189,7 @@ class Engine:
             events = self._epoll.poll(timeout)
         except InterruptedError:
             events = []
-        for fd, _ev in events:
+        for fd, ev in events:
             if fd == self._wake_r:
                 try:
                     os.read(self._wake_r, 4096)
@@ -202,6 +202,9 @@ class Engine:
                 continue
             backend = self.backends.get(idx)
             if backend is None:
+                continue
+            if ev & (select.EPOLLERR | select.EPOLLHUP) and not ev & select.EPOLLIN:
+                self._port_gone(idx, fd)
                 continue
             try:
                 frames = backend.recv_batch(self.batch_size)
@@ -216,6 +219,21 @@ class Engine:
             self._last_housekeeping = now
             self.housekeeping(now)
         return handled
+
+    def _port_gone(self, idx: int, fd: int) -> None:
+        """The backend's fd reports only errors (e.g. its TAP netdev was deleted): stop
+        polling it and take the port down instead of spinning on the event."""
+        log.warning("port %s: its device is gone; port down", self.state.port_names.get(idx))
+        self._fd_port.pop(fd, None)
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        rt = self.state.ports.get(idx)
+        if rt is not None and rt.link:
+            rt.link = False
+            self.state.fdb.flush_port(idx)
+            self.state.bump()
 
     def housekeeping(self, now: float) -> None:
         """Age the FDB, expire policy sessions/connections, follow link state (once a second)."""
