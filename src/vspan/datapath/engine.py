@@ -22,7 +22,7 @@ from vspan.config.diff import ChangeSet
 from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
 from vspan.datapath.flowcache import FlowCache
-from vspan.datapath.flowkey import FlowKey, extract
+from vspan.datapath.flowkey import FlowKey, extract, fast_key
 from vspan.datapath.pipeline import build_pipeline, policy_parts
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
@@ -271,25 +271,42 @@ class Engine:
         counters.rx_frames += len(frames)
         self.batches += 1
         caps = self.captures
+        key: FlowKey | None
         for f in frames:
             data = f.data
             counters.rx_bytes += len(data)
-            key = extract(data, in_port)
-            d = entries.get(key) if key is not None else None
-            if d is None:
-                cache.misses += 1
-                d = self.pipeline.run(key, data, in_port)
-                if d.learn is not None:
-                    vlan, mac, port = d.learn
-                    state.fdb.learn(vlan, mac, port, now, rt.config.mac_limit)
-                    cache.sync(state.generation)
-                    entries = cache.entries
-                elif key is not None:
-                    cache.put(key, d)
-            else:
+            fk = fast_key(data, in_port)
+            hit = entries.get(fk) if fk is not None else None
+            if hit is not None:
+                d, key = hit
                 cache.hits += 1
                 if d.refresh is not None:
                     d.refresh.last_seen = now
+                if d.simple_port and not caps:  # one output, nothing else: the common case
+                    q = self._tx.get(d.simple_port)
+                    if q is None:
+                        self._tx[d.simple_port] = [f]
+                    else:
+                        q.append(f)
+                    continue
+            else:
+                key = extract(data, in_port)
+                hit = entries.get(key) if key is not None else None
+                if hit is not None:
+                    d = hit[0]
+                    cache.hits += 1
+                    if d.refresh is not None:
+                        d.refresh.last_seen = now
+                else:
+                    cache.misses += 1
+                    d = self.pipeline.run(key, data, in_port)
+                    if d.learn is not None:
+                        vlan, mac, port = d.learn
+                        state.fdb.learn(vlan, mac, port, now, rt.config.mac_limit)
+                        cache.sync(state.generation)
+                        entries = cache.entries
+                    elif key is not None:
+                        cache.put(fk if fk is not None else key, (d, key))
             if caps:
                 self._frame_drops.clear()
                 self._apply(d, f, key, in_port, now)

@@ -1,4 +1,9 @@
-"""The flow cache: FlowKey -> Decision, dropped whole when the generation moves."""
+"""The flow cache: flow key -> (Decision, FlowKey), dropped whole when the generation moves.
+
+Keys are either a :func:`~vspan.datapath.flowkey.fast_key` (common IPv4 frames)
+or the full :class:`~vspan.datapath.flowkey.FlowKey`; the value carries the
+FlowKey so per-frame hooks get it without parsing again.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ class FlowCache:
                  "misses")
 
     def __init__(self, max_entries: int = 65536) -> None:
-        self.entries: dict[FlowKey, Decision] = {}
+        self.entries: dict[object, tuple[Decision, FlowKey]] = {}
         self.max_entries = max_entries
         self.generation = -1
         self.hits = 0
@@ -29,14 +34,14 @@ class FlowCache:
                 self.invalidations += 1
             self.generation = generation
 
-    def put(self, key: FlowKey, decision: Decision) -> None:
+    def put(self, key: object, value: tuple[Decision, FlowKey]) -> None:
         """Remember a decision (when caching is on and the decision is cacheable)."""
-        if not self.max_entries or not decision.cacheable:
+        if not self.max_entries or not value[0].cacheable:
             return
         if len(self.entries) >= self.max_entries:
             self.entries.clear()  # simple and bounded; refills from the pipeline
             self.evictions += 1
-        self.entries[key] = decision
+        self.entries[key] = value
 
     def stats(self) -> dict[str, int]:
         """Counters for show/metrics."""

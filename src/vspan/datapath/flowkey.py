@@ -185,3 +185,41 @@ def parse_mac(text: str) -> bytes:
 def is_multicast(mac: bytes) -> bool:
     """Group bit set (includes broadcast)."""
     return bool(mac[0] & 1)
+
+
+_ET_IPV4 = b"\x08\x00"
+_ET_VLAN = b"\x81\x00"
+
+
+def fast_key(data: bytes, in_port: int) -> tuple[object, ...] | None:
+    """A cheap flow-cache key for the common frames, or ``None`` (use :func:`extract`).
+
+    Unfragmented IPv4 with TCP/UDP/ICMP, untagged or with one 802.1Q tag: the
+    key is made of the raw header bytes every :class:`FlowKey` field comes from
+    (MACs, tag, ethertype, version/IHL, protocol, addresses, ports or ICMP
+    type/code), so two frames with equal fast keys have equal flow keys.
+    """
+    n = len(data)
+    et = data[12:14]
+    off = 14
+    if et == _ET_VLAN:
+        et = data[16:18]
+        off = 18
+    if et != _ET_IPV4 or n < off + 28:
+        return None
+    vihl = data[off]
+    if vihl != 0x45 or data[off + 6] & 0x3F or data[off + 7]:  # options or a fragment
+        return None
+    proto = data[off + 9]
+    l4 = off + 20
+    if proto == IPPROTO_TCP:
+        if n < l4 + 20:
+            return None
+        ports = data[l4 : l4 + 4]
+    elif proto == IPPROTO_UDP:
+        ports = data[l4 : l4 + 4]
+    elif proto == IPPROTO_ICMP:
+        ports = data[l4 : l4 + 2]
+    else:
+        return None
+    return (in_port, data[:off], proto, data[off + 12 : off + 20], ports)
