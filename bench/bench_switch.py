@@ -46,6 +46,7 @@ from common import (
     fmt,
     iperf3_tcp,
     kill_stale_switch,
+    link_stats,
     loadavg,
     machine_description,
     median,
@@ -105,8 +106,10 @@ class Samples:
     offered_kpps: list[float] = field(default_factory=list)
     delivered_kpps: list[float] = field(default_factory=list)
     mirror_kpps: list[float] = field(default_factory=list)
+    mirror_tcp_gbps: list[float] = field(default_factory=list)  # at the sniffer during TCP
     ping_avg_us: list[float] = field(default_factory=list)
     ping_min_us: list[float] = field(default_factory=list)
+    ping_p50_us: list[float] = field(default_factory=list)
     switch_cpu_tcp: list[float] = field(default_factory=list)  # switch CPU-seconds per second
     switch_cpu_pps: list[float] = field(default_factory=list)
     kpps_per_cpu: list[float] = field(default_factory=list)  # delivered kpps / switch CPU use
@@ -181,8 +184,10 @@ def measure(setup: str, snd: Host, rcv: Host, mon: Host | None, plan: Plan, wd: 
         p = ping_rtt(snd, rcv.ip, plan.ping_count, plan.ping_interval, GEN_CPU)
         s.ping_avg_us.append(p.avg_us)
         s.ping_min_us.append(p.min_us)
+        s.ping_p50_us.append(p.p50_us)
         s.ping_loss.append(p.sent - p.received)
-        log(f"  {setup}: ping avg {p.avg_us:.0f} µs (min {p.min_us:.0f}, max {p.max_us:.0f}, "
+        log(f"  {setup}: ping avg {p.avg_us:.0f} µs (min {p.min_us:.0f}, median "
+            f"{p.p50_us:.0f}, max {p.max_us:.0f}, "
             f"{p.sent - p.received}/{p.sent} lost)")
     except MeasureError as err:
         s.ping_failed += 1
@@ -191,10 +196,18 @@ def measure(setup: str, snd: Host, rcv: Host, mon: Host | None, plan: Plan, wd: 
     time.sleep(0.5)
     try:
         cpu0, t0 = (switch.cpu_seconds() if switch else 0.0), time.monotonic()
+        sniffed0 = link_stats(mon.ns, mon.ifname)["rx_bytes"] if mon is not None else 0
         t = iperf3_tcp(snd, rcv, plan.seconds, GEN_CPU)
         s.tcp_gbps.append(t.gbps)
         s.tcp_retransmits.append(t.retransmits)
         busy = ""
+        if mon is not None and setup == MIRROR:
+            # every byte both ways (data and ACKs), over iperf3's whole lifetime: a check
+            # that the copies of offloaded super-frames arrive, not a rate to compare
+            sniffed = link_stats(mon.ns, mon.ifname)["rx_bytes"] - sniffed0
+            gbps = sniffed * 8 / 1e9 / (time.monotonic() - t0)
+            s.mirror_tcp_gbps.append(gbps)
+            busy += f", sniffer got {gbps:.2f} Gbit/s of copies"
         if switch is not None:
             # iperf3 start-up and teardown are inside this interval too (slight underestimate)
             use = (switch.cpu_seconds() - cpu0) / (time.monotonic() - t0)
@@ -289,8 +302,8 @@ def table(samples: dict[str, Samples], runs: int) -> list[str]:
     """The markdown results tables (medians): the measurements, then the switch's CPU use."""
     lines = [
         "| setup | TCP Gbit/s | 64-byte kpps delivered | kpps offered | "
-        "mirror copies kpps | ping avg µs | ping min µs |",
-        "|---|---|---|---|---|---|---|",
+        "mirror copies kpps | ping avg µs | ping median µs | ping min µs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in SETUPS:
         s = samples[name]
@@ -300,7 +313,7 @@ def table(samples: dict[str, Samples], runs: int) -> list[str]:
             f"| {fmt(_med(s.delivered_kpps), 0, s.pps_failed, runs)} "
             f"| {fmt(_med(s.offered_kpps), 0)} | {mirror} "
             f"| {fmt(_med(s.ping_avg_us), 0, s.ping_failed, runs)} "
-            f"| {fmt(_med(s.ping_min_us), 0)} |")
+            f"| {fmt(_med(s.ping_p50_us), 0)} | {fmt(_med(s.ping_min_us), 0)} |")
     lines += [
         "",
         "The switch process's CPU use (CPU-seconds per second of wall time, all threads; "
@@ -337,31 +350,41 @@ def comparison(samples: dict[str, Samples]) -> list[str]:
     vt, dt, mt = _med(v.tcp_gbps), _med(d.tcp_gbps), _med(m.tcp_gbps)
     vp, dp, mp = _med(v.delivered_kpps), _med(d.delivered_kpps), _med(m.delivered_kpps)
     vr, dr, mr = _med(v.ping_avg_us), _med(d.ping_avg_us), _med(m.ping_avg_us)
+    vq, dq, mq = _med(v.ping_p50_us), _med(d.ping_p50_us), _med(m.ping_p50_us)
+    ve, me = _med(v.kpps_per_cpu), _med(m.kpps_per_cpu)
     out.append(
-        f"In this run vspan reaches {ratio(vt, dt)} of the direct veth's TCP throughput, "
-        f"{ratio(vp, dp)} of its 64-byte frame rate, and its ping RTT is "
-        f"{fmt(vr, 0)} µs against {fmt(dr, 0)} µs direct. The mirror session costs "
-        f"TCP {fmt(vt)} → {fmt(mt)} Gbit/s, frames {fmt(vp, 0)} → {fmt(mp, 0)} kpps, "
-        f"ping {fmt(vr, 0)} → {fmt(mr, 0)} µs.")
+        f"In this run vspan reaches {ratio(vt, dt)} of the direct veth's TCP throughput "
+        f"and {ratio(vp, dp)} of its 64-byte frame rate; its ping RTT is {fmt(vr, 0)} µs "
+        f"on average (median {fmt(vq, 0)} µs) against {fmt(dr, 0)} µs (median "
+        f"{fmt(dq, 0)} µs) direct. The mirror session changes TCP {fmt(vt)} → {fmt(mt)} "
+        f"Gbit/s, frames {fmt(vp, 0)} → {fmt(mp, 0)} kpps ({fmt(ve, 0)} → {fmt(me, 0)} kpps "
+        f"per switch CPU-second), ping {fmt(vr, 0)} → {fmt(mr, 0)} µs (median "
+        f"{fmt(vq, 0)} → {fmt(mq, 0)} µs).")
     out.append("")
     out.append(
         "For orientation, the anchors in `/work/shared/PERF-NOTES.md` — measured on "
         "2026-11-21 on a similar 2-core machine with the same method, **not in this run** "
-        "(the machines drift ~5 % and are shared, so compare shapes, not digits):")
+        "(the machines drift and are shared, so compare shapes, not digits). The anchors' "
+        "forwarders had their CPU to themselves, so their kpps are also roughly their kpps "
+        "per CPU-second:")
     out.append("")
-    out.append("| anchor (PERF-NOTES, not this run) | TCP Gbit/s | kpps | ping µs "
-               "| vspan here vs anchor (TCP / kpps) |")
+    out.append("| anchor (PERF-NOTES, not this run) | TCP Gbit/s | kpps | ping avg µs "
+               "| vspan here: TCP / kpps / kpps per CPU-s, as % of the anchor |")
     out.append("|---|---|---|---|---|")
     for label, (gb, kp, us) in ANCHORS.items():
-        mine = (mt, mp) if "mirror" in label else (vt, vp)
-        who = "vspan + mirror" if "mirror" in label else "vspan"
+        if "mirror" in label:
+            who, mine = "vspan + mirror", (mt, mp, me)
+        else:
+            who, mine = "vspan", (vt, vp, ve)
         out.append(f"| {label} | {gb:g} | {kp:g} | {us:g} "
-                   f"| {who}: {ratio(mine[0], gb)} / {ratio(mine[1], kp)} |")
+                   f"| {who}: {ratio(mine[0], gb)} / {ratio(mine[1], kp)} / "
+                   f"{ratio(mine[2], kp)} |")
     out.append("")
     if dt is not None and dp is not None:
         out.append(
-            f"The direct veth here: {fmt(dt)} Gbit/s and {fmt(dp, 0)} kpps against the "
-            f"anchor's 18.7 Gbit/s and 671 kpps (a check that the machine is comparable).")
+            f"The direct veth here: {fmt(dt)} Gbit/s, {fmt(dp, 0)} kpps and {fmt(dr, 0)} µs "
+            f"against the anchor's 18.7 Gbit/s, 671 kpps and 14 µs — how far this run's "
+            f"machine was from the anchors' conditions.")
     return out
 
 
@@ -399,8 +422,16 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
         "MAC/IP as fast as it can; "
         f"after a {plan.warmup:g} s warm-up, rates are taken over {plan.seconds:g} s from "
         "the interface counters: *delivered* = receiver's rx_packets, *offered* = sender's "
-        "tx_packets, *mirror copies* = sniffer's rx_packets.",
-        f"* Ping: `ping -c {plan.ping_count} -i {plan.ping_interval:g}`, average RTT.",
+        "tx_packets, *mirror copies* = sniffer's rx_packets. (During TCP the sniffer's "
+        "received bytes are reported per run too, as a check that copies of offloaded "
+        "super-frames arrive whole.)",
+        f"* Ping: `ping -c {plan.ping_count} -i {plan.ping_interval:g}` from the sender "
+        f"(CPU{GEN_CPU}); average, median and minimum RTT. The average is sensitive to "
+        "other load: when the switch's CPU is busy with someone else's work, a woken switch "
+        "can wait a whole scheduler tick (4 ms at HZ=250) — the direct veth needs no process "
+        "to run and does not see this.",
+        "* In *veth direct* the receiver's stack runs on the sender's CPU (veth delivers in "
+        "the sender's softirq), so trafgen offers less there than towards the switch.",
         f"* {plan.runs} run(s); every setup is measured in every run (order rotated), the "
         "switch restarted for each; the table shows medians.",
         "",
@@ -416,8 +447,10 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
             f"(retransmits {' / '.join(map(str, s.tcp_retransmits)) or 'none'}); "
             f"delivered {_runs(s.delivered_kpps, 0)} kpps of offered "
             f"{_runs(s.offered_kpps, 0)}"
-            + (f"; mirror copies {_runs(s.mirror_kpps, 0)} kpps" if name == MIRROR else "")
-            + f"; ping avg {_runs(s.ping_avg_us, 0)} µs, min {_runs(s.ping_min_us, 0)} µs"
+            + (f"; mirror copies {_runs(s.mirror_kpps, 0)} kpps (during TCP "
+               f"{_runs(s.mirror_tcp_gbps, 2)} Gbit/s)" if name == MIRROR else "")
+            + f"; ping avg {_runs(s.ping_avg_us, 0)} µs, median {_runs(s.ping_p50_us, 0)} µs, "
+            f"min {_runs(s.ping_min_us, 0)} µs"
             + (f"; switch ring drops {' / '.join(map(str, s.ring_drops))}"
                if s.ring_drops else ""))
     lines += ["", "### Comparison", ""]

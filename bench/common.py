@@ -233,11 +233,12 @@ def delete_netns(ns: str) -> None:
 
 
 def link_stats(ns: str, ifname: str) -> dict[str, int]:
-    """The kernel's counters of ``ifname`` inside ``ns`` (rx/tx packets, bytes, dropped)."""
+    """The kernel's counters of ``ifname`` inside ``ns`` (rx/tx packets, rx bytes, drops)."""
     out = sh("ip", "-n", ns, "-s", "-j", "link", "show", "dev", ifname).stdout
     data = json.loads(out)[0]["stats64"]
     return {
         "rx_packets": int(data["rx"]["packets"]),
+        "rx_bytes": int(data["rx"]["bytes"]),
         "rx_dropped": int(data["rx"]["dropped"]),
         "tx_packets": int(data["tx"]["packets"]),
         "tx_dropped": int(data["tx"]["dropped"]),
@@ -420,17 +421,19 @@ class PingResult:
     avg_us: float
     min_us: float
     max_us: float
+    p50_us: float
     sent: int
     received: int
 
 
 _RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _PING_COUNT_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_PING_TIME_RE = re.compile(r"time=([\d.]+) ms")
 
 
 def ping_rtt(src: Host, dst_ip: str, count: int, interval: float, cpu: int | None) -> PingResult:
-    """ICMP echo RTT (avg/min/max in µs) from ``src`` to ``dst_ip``."""
-    argv = in_ns(src.ns, "ping", "-q", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1",
+    """ICMP echo RTT (avg/min/max/median in µs) from ``src`` to ``dst_ip``."""
+    argv = in_ns(src.ns, "ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1",
                  dst_ip, cpu=cpu)
     proc = sh(*argv, check=False, timeout=count * (interval + 1) + 10)
     counts = _PING_COUNT_RE.search(proc.stdout)
@@ -438,9 +441,11 @@ def ping_rtt(src: Host, dst_ip: str, count: int, interval: float, cpu: int | Non
     if counts is None or rtt is None:
         raise MeasureError(f"ping {dst_ip} from {src.ns}: no replies "
                            f"({oneline(proc.stdout + proc.stderr)[-200:]})")
+    times = [float(t) * 1000 for t in _PING_TIME_RE.findall(proc.stdout)]
     return PingResult(avg_us=float(rtt.group(2)) * 1000, min_us=float(rtt.group(1)) * 1000,
-                      max_us=float(rtt.group(3)) * 1000, sent=int(counts.group(1)),
-                      received=int(counts.group(2)))
+                      max_us=float(rtt.group(3)) * 1000,
+                      p50_us=statistics.median(times) if times else float(rtt.group(2)) * 1000,
+                      sent=int(counts.group(1)), received=int(counts.group(2)))
 
 
 def trafgen_udp_config(src: Host, dst: Host, frame_len: int = 60, dport: int = 9) -> str:
