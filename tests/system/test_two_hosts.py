@@ -400,11 +400,6 @@ def test_vm_mirrored_over_erspan_and_rspan_to_second_host(
     assert ports2["trk"]["tx_frames"] == 0 and ports2["vm3"]["tx_frames"] == 0, ports2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Engine._mirror_erspan sends the frame without its virtio-net header: a GSO "
-    "super-frame (TSO on the veth) is cut to the path MTU (T bit) instead of being "
-    "segmented (vspan.ports.offload.finalize), so most of a large response never "
-    "reaches the collector; its partial TCP checksums are not completed either"))
 def test_erspan_copies_of_large_tcp_transfers_are_whole(
         hosts: Hosts, tmp_path: Path, web_server: Pages, collector: Collector) -> None:
     """A 200 KB HTTP response mirrored over ERSPAN can be followed from the collected file."""

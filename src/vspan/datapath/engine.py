@@ -29,7 +29,10 @@ from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, Swi
 from vspan.datapath.trace import Tracer
 from vspan.datapath.vlanops import apply as vlan_apply
 from vspan.mirror.encap import rspan_copy
+from vspan.packet.errors import PacketError
 from vspan.ports.base import Frame, Port, PortError
+from vspan.ports.offload import finalize
+from vspan.ports.vnet import is_plain as vnet_is_plain
 from vspan.ports.vnet import shift as vnet_shift
 
 log = logging.getLogger(__name__)
@@ -387,15 +390,22 @@ class Engine:
             cdata, cvnet = data, vnet
             if c.point == "rspan" and c.vlan_op != VLAN_KEEP:
                 cdata, cvnet = vlan_apply(c.vlan_op, c.vid, cdata, cvnet)
-            cut = False
             limit = m.config.mirrored_packet_length
+            if cvnet and not vnet_is_plain(cvnet) and (
+                    m.kind == MIRROR_ERSPAN or (limit and len(cdata) > limit)):
+                # an offloaded frame (partial checksum / GSO super-frame) cannot be cut or
+                # encapsulated as it is: make the wire frames first (software GSO/checksum)
+                self._mirror_pieces(m, c, self._finalize(cdata, cvnet), limit)
+                continue
             if limit and len(cdata) > limit:
                 cdata = cdata[:limit]
                 cvnet = b""  # a cut frame carries no offload work
                 m.truncated += 1
-                cut = True
+                if m.kind == MIRROR_ERSPAN:
+                    self._mirror_erspan(m, cdata, c.point == "egress", True)
+                    continue
             if m.kind == MIRROR_ERSPAN:
-                self._mirror_erspan(m, cdata, c.point == "egress", cut)
+                self._mirror_erspan(m, cdata, c.point == "egress", False)
                 continue
             if m.kind == MIRROR_RSPAN:
                 self._mirror_rspan(m, cdata, cvnet)
@@ -413,6 +423,36 @@ class Engine:
                     tx[dp] = [copy]
                 else:
                     q.append(copy)
+
+    @staticmethod
+    def _finalize(data: bytes, vnet: bytes) -> list[bytes]:
+        try:
+            return finalize(Frame(data, vnet))
+        except PacketError:
+            return [data]  # a header we cannot segment: mirror it as it came
+
+    def _mirror_pieces(self, m: MirrorRuntime, c: MirrorCopy, pieces: list[bytes],
+                       limit: int | None) -> None:
+        """Mirror the wire frames of one offloaded frame (slow path, offloads only)."""
+        tx = self._tx
+        for piece in pieces:
+            cut = limit is not None and len(piece) > limit
+            if cut:
+                piece = piece[:limit]
+                m.truncated += 1
+            if m.kind == MIRROR_ERSPAN:
+                self._mirror_erspan(m, piece, c.point == "egress", cut)
+            elif m.kind == MIRROR_RSPAN:
+                self._mirror_rspan(m, piece, b"")
+            else:
+                for dp in m.dest_ports:
+                    prt = self.state.ports.get(dp)
+                    if prt is None or not prt.enabled:
+                        m.dropped += 1
+                        continue
+                    m.mirrored += 1
+                    prt.counters.mirrored_out += 1
+                    tx.setdefault(dp, []).append(Frame(piece))
 
     def _mirror_erspan(self, m: MirrorRuntime, data: bytes, egress: bool, cut: bool) -> None:
         sender = m.sender
