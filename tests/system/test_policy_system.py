@@ -128,10 +128,10 @@ def probe(lb: Lab, ns: str, probe_py: str, host: str, port: int, payload: str,
     return result
 
 
-def ping_ok(lb: Lab, ns: str, dst: str, count: int = 2) -> bool:
-    proc = lb.exec(ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1", dst,
+def ping(lb: Lab, ns: str, dst: str, count: int = 2) -> subprocess.CompletedProcess[str]:
+    """``ping -c COUNT`` from ``ns``; the finished process (check its returncode)."""
+    return lb.exec(ns, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1", dst,
                    check=False, timeout=30)
-    return proc.returncode == 0
 
 
 def drop_table(sw: SwitchProcess) -> dict[tuple[str, str, str], int]:
@@ -263,12 +263,17 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
                 try:
                     outcomes = [probe(vlab, h["bad"][0], probe_py, TIER["db"][0], DB_PORT,
                                       "drop table") for _ in range(3)]
-                    db_ping = ping_ok(vlab, h["bad"][0], TIER["db"][0])
-                    web_ping = ping_ok(vlab, h["bad"][0], TIER["web"][0])
+                    db_ping = ping(vlab, h["bad"][0], TIER["db"][0])
+                    web_ping = ping(vlab, h["bad"][0], TIER["web"][0])
                 finally:
                     cap.stop()
             assert outcomes == [{"stage": "connect", "error": "refused"}] * 3, outcomes
-            assert not db_ping and not web_ping
+            # rejected: ICMP 3/13 "administratively prohibited" comes back (from db's address)
+            assert db_ping.returncode != 0
+            assert db_ping.stdout.count(f"From {TIER['db'][0]} icmp_seq=") == 2, db_ping.stdout
+            assert "Packet filtered" in db_ping.stdout, db_ping.stdout
+            # dropped by the default rule: silence
+            assert web_ping.returncode != 0 and "From " not in web_ping.stdout, web_ping.stdout
             # web -> db still works after the attack
             r = probe(vlab, h["web"][0], probe_py, TIER["db"][0], DB_PORT, "select 2")
             assert r.get("reply") == f"db:select 2 from {TIER['web'][0]}", r
@@ -286,7 +291,8 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
     # 3 SYNs + 2 echo requests to db rejected by 1003, 2 echo requests to web by default
     assert drops == {("bad", "firewall-reject", "1003"): 5,
                      ("bad", "firewall-deny", "default"): 2}, drops
-    assert "1003" in trace and "reject" in trace, trace
+    assert "firewall out at bad: rule 1003 (section two-tier) -> reject" in trace, trace
+    assert trace.rstrip().endswith("verdict: dropped: firewall-reject (rule 1003) at bad"), trace
 
     bad_ip, db_ip = TIER["bad"][0], TIER["db"][0]
     syns = [p for p in mirror.packets if p.haslayer(TCP) and p[IP].src == bad_ip

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vspan.datapath.decision import Drop, Hook
-from vspan.datapath.flowkey import FlowKey
+from vspan.datapath.flowkey import FRAG_LATER, FlowKey
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages.base import StageContext
 from vspan.datapath.state import PortRuntime
@@ -30,7 +30,7 @@ from vspan.policy.acl import AclVerdict
 from vspan.policy.build import PortPolicy, Reply, SwitchPolicy
 from vspan.policy.common import IN, OUT, Dir
 from vspan.policy.extacl import ExtAclMatch, ExtAclSessions
-from vspan.policy.firewall import FwMatch, PortFirewall
+from vspan.policy.firewall import FwAction, FwMatch, PortFirewall
 from vspan.policy.guards import StormClass, StormLimiter, storm_class
 
 if TYPE_CHECKING:  # the pipeline may import this module: no import cycle at run time
@@ -89,6 +89,11 @@ class PolicyStage:
             if len(pol.ext) or tr.enabled:
                 m = pol.ext.match(key, direction, tr)
                 if m.needs_state:
+                    if tr.enabled and not m.allowed and pol.sessions.lookup(
+                            key, direction, ctx.now) is None:
+                        # a trace runs no hooks: say what the hook would decide
+                        return Drop(DropReason.EXT_ACL_DENY, port.index, m.rule_id or "",
+                                    f"extended ACL rule {m.rule_id} ({direction}; no session)")
                     hooks.append(_ext_hook(pol.sessions, m, port.index))
                 elif not m.allowed:
                     return Drop(DropReason.EXT_ACL_DENY, port.index, m.rule_id or "",
@@ -102,6 +107,13 @@ class PolicyStage:
                     conn = pf.conntrack.lookup(key, ctx.data, direction, ctx.now)
                     state = conn.describe() if conn is not None else "no tracked connection"
                     tr.report("conntrack", f"at port {port.name}: {state} (checked per frame)")
+                    if conn is None and key.frag != FRAG_LATER and fm.action is not FwAction.ALLOW:
+                        # a trace runs no hooks: a NEW frame is decided by the rule
+                        reason = (DropReason.FIREWALL_REJECT if fm.action is FwAction.REJECT
+                                  else DropReason.FIREWALL_DENY)
+                        return Drop(reason, port.index, fm.rule_id,
+                                    f"{fm.action.value} by rule {fm.rule_id} ({direction}; "
+                                    "no tracked connection)")
                 hooks.append(_fw_hook(self.policy, pf, fm, port.index))
         return None
 
