@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,6 +44,7 @@ from common import (
     MeasureError,
     Switch,
     Topology,
+    busy_processes,
     fmt,
     iperf3_tcp,
     kill_stale_switch,
@@ -117,6 +119,7 @@ class Samples:
     ring_drops: list[int] = field(default_factory=list)  # switch ports' rx_dropped after a run
     switch_drops: list[dict[str, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # other busy processes seen, per sample
     tcp_failed: int = 0
     pps_failed: int = 0
     ping_failed: int = 0
@@ -171,10 +174,17 @@ def ring_drops(switch: Switch) -> tuple[int, dict[str, int]]:
     return rx_dropped, drops
 
 
+def _others() -> str:
+    """Who else is loading the machine right now (``-`` for nobody)."""
+    seen = Counter(busy_processes())
+    return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in sorted(seen.items())) or "-"
+
+
 def measure(setup: str, snd: Host, rcv: Host, mon: Host | None, plan: Plan, wd: str,
             s: Samples, switch: Switch | None) -> None:
     """Ping, TCP and pps for one setup in one run; failures are recorded, not raised."""
     assert rcv.ip is not None
+    s.others.append(_others())
     # warm-up: ARP, and the switch learns both MACs (so nothing floods later)
     try:
         ping_rtt(snd, rcv.ip, 3, 0.2, GEN_CPU)
@@ -219,6 +229,7 @@ def measure(setup: str, snd: Host, rcv: Host, mon: Host | None, plan: Plan, wd: 
         s.errors.append(f"{setup}: TCP: {err}")
         log(f"  {setup}: TCP FAILED: {err}")
     time.sleep(0.5)
+    s.others.append(_others())
     try:
         r = trafgen_pps(snd, rcv, plan.seconds, GEN_CPU, wd, warmup=plan.warmup,
                         also_watch=[mon] if mon is not None else [],
@@ -452,7 +463,14 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
             + f"; ping avg {_runs(s.ping_avg_us, 0)} µs, median {_runs(s.ping_p50_us, 0)} µs, "
             f"min {_runs(s.ping_min_us, 0)} µs"
             + (f"; switch ring drops {' / '.join(map(str, s.ring_drops))}"
-               if s.ring_drops else ""))
+               if s.ring_drops else "")
+            + f"; others running: {' / '.join(s.others)}")
+    samples_all = [o for name in SETUPS for o in samples[name].others]
+    busy = [o for o in samples_all if o != "-"]
+    lines += ["", f"Other work on the machine (checked at the start of each setup and before "
+              f"its 64-byte test, {len(samples_all)} checks): "
+              + (f"other tests/benchmarks were running at {len(busy)} checks"
+                 f" ({'; '.join(sorted(set(busy)))})." if busy else "nothing else seen.")]
     lines += ["", "### Comparison", ""]
     lines += comparison(samples)
     notes = [e for name in SETUPS for e in samples[name].errors]

@@ -592,6 +592,40 @@ def loadavg() -> str:
         return "?"
 
 
+BUSY_PATTERNS = {  # substring of a command line -> label
+    "trafgen": "trafgen", "iperf3": "iperf3", "vspan.cli.main up": "vspan up",
+    "bin/vspan up": "vspan up", "pytest": "pytest", "tshark": "tshark", "tcpdump": "tcpdump",
+    "bench/bench_": "bench script",
+}
+
+
+def busy_processes(exclude: Sequence[int] = ()) -> list[str]:
+    """Other traffic generators, switches, test runs and benchmarks running right now.
+
+    Returns a short label per process (e.g. ``trafgen``, ``pytest``), leaving out
+    ``exclude``, this process and its children: a record of who else loaded the
+    machine during a measurement.
+    """
+    me = os.getpid()
+    skip = {me, *exclude}
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            continue
+        for pat, label in BUSY_PATTERNS.items():
+            if pat in cmd:
+                found.append(label)
+                break
+    return sorted(found)
+
+
 def machine_description() -> list[tuple[str, str]]:
     """(label, value) pairs describing this machine and the software measured."""
     flags = _cpuinfo_field("flags").split()
