@@ -167,6 +167,10 @@ class ErspanDestination(Strict):
     dscp: int = Field(default=0, ge=0, le=63)
     mtu: int | None = Field(default=None, ge=576, le=65535,
                             description="cap on the path MTU (default: the kernel's)")
+    # GSO super-frames / partial checksums (TCP with offloads): "segment" sends every
+    # wire segment whole (complete streams; costs CPU on busy flows), "truncate" sends
+    # the super-frame cut to the path MTU with the T bit (cheap; streams have holes)
+    offloaded_frames: str = Field(default="segment", pattern="^(segment|truncate)$")
 
     @model_validator(mode="after")
     def _check_ips(self) -> ErspanDestination:

@@ -243,6 +243,8 @@ class Engine:
         self.state.fdb.age(now)
         self.policy.expire(now)
         self._refresh_links()
+        if any(m.dest_error for m in self.state.mirrors):
+            self._sync_senders()  # retry ERSPAN destinations that could not be reached
 
     def _refresh_links(self) -> None:
         for idx, backend in self.backends.items():
@@ -392,7 +394,9 @@ class Engine:
                 cdata, cvnet = vlan_apply(c.vlan_op, c.vid, cdata, cvnet)
             limit = m.config.mirrored_packet_length
             if cvnet and not vnet_is_plain(cvnet) and (
-                    m.kind == MIRROR_ERSPAN or (limit and len(cdata) > limit)):
+                    (limit and len(cdata) > limit) or (
+                        m.kind == MIRROR_ERSPAN and m.config.erspan is not None
+                        and m.config.erspan.offloaded_frames == "segment")):
                 # an offloaded frame (partial checksum / GSO super-frame) cannot be cut or
                 # encapsulated as it is: make the wire frames first (software GSO/checksum)
                 self._mirror_pieces(m, c, self._finalize(cdata, cvnet), limit)
