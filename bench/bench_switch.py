@@ -90,6 +90,30 @@ mirrors:
     destinations: [sniffer]
 """
 
+# What a closer look found (by hand, not re-measured by each run; keep it true or remove it)
+NOTES = """\
+### Notes (investigated by hand on 2026-11-21; not re-measured by each run)
+
+* **TCP retransmits through vspan with nothing dropped.** In a separate 5 s iperf3 run
+  through the switch (216 retransmits) every counter on the way stayed at zero: switch
+  ring drops and rx errors, veth drops, `/proc/net/softnet_stat` drops; the receiver
+  got every frame the switch sent. The sender's `nstat` shows why: `TcpExtTCPSACKReorder`
+  27, `TcpExtTCPDSACKRecv` 7, `TcpExtTCPFastRetrans` 215, `TcpExtTCPTimeouts` 0, and the
+  receiver `TcpExtTCPOFOQueue` 45 — segments arrive *reordered*, not lost. Probable cause
+  (inferred, not proven): the switch delivers the ACKs on CPU1, so the sender's TCP also
+  transmits from CPU1 while iperf3 transmits from CPU0, and veth queues each CPU's
+  frames separately, so they can reach the switch's ring out of order.
+* **Ping RTT is mostly wake-up latency.** With the machine otherwise idle, through the
+  switch: `-i 0.2` median 365 µs, `-i 0.01` 312 µs, `-i 0.002` 162 µs (min 97 µs): the
+  more often frames come, the faster each one goes, so most of the RTT is waking the
+  sleeping switch thread (two wake-ups per echo, on a virtual CPU), not per-frame work
+  (~8 µs per frame at full load, from the kpps per CPU-second). When other work shares
+  the switch's CPU, RTTs of ~4 ms appear (one scheduler tick at HZ=250).
+* **trafgen forks**: with `-P 1` it still runs a parent and one sending child, and the
+  parent does not pass SIGINT on; stop it by signalling the process group
+  (`common.stop_process` does), or the child keeps sending after the measurement.
+"""
+
 # /work/shared/PERF-NOTES.md (2026-11-21, a similar 2-core machine; NOT measured here)
 ANCHORS: dict[str, tuple[float, float, float]] = {  # Gbit/s, kpps, ping µs
     "veth direct, default offloads": (18.7, 671, 14),
@@ -462,7 +486,8 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
                f"{_runs(s.mirror_tcp_gbps, 2)} Gbit/s)" if name == MIRROR else "")
             + f"; ping avg {_runs(s.ping_avg_us, 0)} µs, median {_runs(s.ping_p50_us, 0)} µs, "
             f"min {_runs(s.ping_min_us, 0)} µs"
-            + (f"; switch ring drops {' / '.join(map(str, s.ring_drops))}"
+            + (f"; switch ring drops (TCP and 64-byte tests) "
+               f"{' / '.join(map(str, s.ring_drops))}"
                if s.ring_drops else "")
             + f"; others running: {' / '.join(s.others)}")
     samples_all = [o for name in SETUPS for o in samples[name].others]
@@ -473,6 +498,7 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
                  f" ({'; '.join(sorted(set(busy)))})." if busy else "nothing else seen.")]
     lines += ["", "### Comparison", ""]
     lines += comparison(samples)
+    lines += ["", NOTES.rstrip()]
     notes = [e for name in SETUPS for e in samples[name].errors]
     drops = [(name, d) for name in SETUPS for d in samples[name].switch_drops if d]
     if notes or drops:
