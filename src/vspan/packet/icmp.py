@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from vspan.packet._buf import Buffer, as_bytes, view
 from vspan.packet._l4 import IPHeader, fill_checksum, pseudo
@@ -57,20 +58,21 @@ def echo_rest(ident: int, seq: int) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class ICMP:
-    """ICMP (for IPv4) header: type, code, checksum and the 4 type-specific bytes."""
+class _IcmpHeader:
+    """What ICMP and ICMPv6 share: type, code, checksum and the 4 type-specific bytes."""
 
     type: int
     code: int = 0
     rest: bytes = b"\x00\x00\x00\x00"
     checksum: int = 0
 
-    def __post_init__(self) -> None:
-        _check("icmp", self.type, self.code, self.checksum, self.rest)
-        object.__setattr__(self, "rest", as_bytes(self.rest))
+    header_len: ClassVar[int] = ICMP_HLEN
+    protocol: ClassVar[int] = IPPROTO_ICMP
+    _name: ClassVar[str] = "icmp"
 
-    header_len = ICMP_HLEN
-    protocol = IPPROTO_ICMP
+    def __post_init__(self) -> None:
+        _check(self._name, self.type, self.code, self.checksum, self.rest)
+        object.__setattr__(self, "rest", as_bytes(self.rest))
 
     @property
     def ident(self) -> int:
@@ -83,10 +85,10 @@ class ICMP:
         return int.from_bytes(self.rest[2:], "big")
 
     @classmethod
-    def parse(cls, buf: Buffer, offset: int = 0) -> tuple[ICMP, int]:
+    def parse(cls, buf: Buffer, offset: int = 0) -> tuple[Self, int]:
         """Parse the 8-byte header at ``offset``; return it and the body offset."""
         mv = view(buf)
-        need("icmp", len(mv), offset, ICMP_HLEN)
+        need(cls._name, len(mv), offset, ICMP_HLEN)
         t, c, csum, rest = _HDR.unpack_from(mv, offset)
         return cls(t, c, rest, csum), offset + ICMP_HLEN
 
@@ -94,6 +96,11 @@ class ICMP:
         """Header bytes with the given (or the stored) checksum."""
         return _HDR.pack(self.type, self.code,
                          self.checksum if checksum is None else checksum, self.rest)
+
+    def _pseudo(self, ip: IPHeader | None, length: int) -> bytes:
+        """The pseudo-header the checksum covers (none for ICMP over IPv4)."""
+        del ip, length
+        return b""
 
     def build(
         self,
@@ -103,81 +110,36 @@ class ICMP:
         fix_lengths: bool = True,
         fix_checksums: bool = True,
     ) -> bytes:
-        """Header + ``payload``; computes the checksum by default (``ip`` is not needed)."""
-        del ip, fix_lengths
+        """Header + ``payload``; computes the checksum by default (ICMPv6 needs ``ip``)."""
+        del fix_lengths
         msg = self.pack(0 if fix_checksums else None) + bytes(payload)
         if fix_checksums:
-            msg = fill_checksum(msg, 2, internet_checksum(msg))
+            msg = fill_checksum(msg, 2, internet_checksum(self._pseudo(ip, len(msg)), msg))
         return msg
 
     def checksum_ok(self, payload: Buffer, ip: IPHeader | None = None) -> bool:
-        """True when the stored checksum matches header and ``payload``."""
-        del ip
-        return internet_checksum(self.pack(), payload) == 0
+        """True when the stored checksum matches header, ``payload`` (and pseudo-header)."""
+        msg = self.pack() + bytes(payload)
+        return internet_checksum(self._pseudo(ip, len(msg)), msg) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class ICMP(_IcmpHeader):
+    """ICMP (for IPv4) header."""
 
     def __str__(self) -> str:
         return f"ICMP type {self.type} code {self.code}"
 
 
 @dataclass(frozen=True, slots=True)
-class ICMPv6:
-    """ICMPv6 header: type, code, checksum and the 4 type-specific bytes."""
+class ICMPv6(_IcmpHeader):
+    """ICMPv6 header (its checksum covers the IPv6 pseudo-header)."""
 
-    type: int
-    code: int = 0
-    rest: bytes = b"\x00\x00\x00\x00"
-    checksum: int = 0
+    protocol: ClassVar[int] = IPPROTO_ICMPV6
+    _name: ClassVar[str] = "icmpv6"
 
-    def __post_init__(self) -> None:
-        _check("icmpv6", self.type, self.code, self.checksum, self.rest)
-        object.__setattr__(self, "rest", as_bytes(self.rest))
-
-    header_len = ICMP_HLEN
-    protocol = IPPROTO_ICMPV6
-
-    @property
-    def ident(self) -> int:
-        """Echo identifier (first two rest bytes)."""
-        return int.from_bytes(self.rest[:2], "big")
-
-    @property
-    def seq(self) -> int:
-        """Echo sequence number (last two rest bytes)."""
-        return int.from_bytes(self.rest[2:], "big")
-
-    @classmethod
-    def parse(cls, buf: Buffer, offset: int = 0) -> tuple[ICMPv6, int]:
-        """Parse the 8-byte header at ``offset``; return it and the body offset."""
-        mv = view(buf)
-        need("icmpv6", len(mv), offset, ICMP_HLEN)
-        t, c, csum, rest = _HDR.unpack_from(mv, offset)
-        return cls(t, c, rest, csum), offset + ICMP_HLEN
-
-    def pack(self, checksum: int | None = None) -> bytes:
-        """Header bytes with the given (or the stored) checksum."""
-        return _HDR.pack(self.type, self.code,
-                         self.checksum if checksum is None else checksum, self.rest)
-
-    def build(
-        self,
-        payload: Buffer = b"",
-        *,
-        ip: IPHeader | None = None,
-        fix_lengths: bool = True,
-        fix_checksums: bool = True,
-    ) -> bytes:
-        """Header + ``payload``; computes the checksum (which needs ``ip``) by default."""
-        del fix_lengths
-        msg = self.pack(0 if fix_checksums else None) + bytes(payload)
-        if fix_checksums:
-            csum = internet_checksum(pseudo("icmpv6", ip, IPPROTO_ICMPV6, len(msg)), msg)
-            msg = fill_checksum(msg, 2, csum)
-        return msg
-
-    def checksum_ok(self, payload: Buffer, ip: IPHeader) -> bool:
-        """True when the stored checksum matches header, ``payload`` and pseudo-header."""
-        msg = self.pack() + bytes(payload)
-        return internet_checksum(pseudo("icmpv6", ip, IPPROTO_ICMPV6, len(msg)), msg) == 0
+    def _pseudo(self, ip: IPHeader | None, length: int) -> bytes:
+        return pseudo("icmpv6", ip, IPPROTO_ICMPV6, length)
 
     def __str__(self) -> str:
         return f"ICMP6 type {self.type} code {self.code}"
