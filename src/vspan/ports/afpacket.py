@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from vspan.ports import constants as c
 from vspan.ports import netdev
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.vnet import EMPTY_VNET, F_NEEDS_CSUM, VNET_HDR_LEN, shift
+from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, send_frames, shift
 
 #: Default slot size: a 64 KiB GSO super-frame (plus Ethernet, a restored VLAN
 #: tag, the vnet header and the tpacket header) fits; 15 slots fill a 1 MiB block
@@ -38,7 +38,6 @@ MIN_FRAME_SIZE = 256
 MAX_BLOCK_SIZE = 4 << 20
 #: Frames longer than this are sent with sendmsg([vnet, data]) (saves a copy);
 #: shorter ones with send(vnet + data) (cheaper call).
-GATHER_MIN = 4096
 
 _HDR = c.TPACKET2_HDR
 _PAGE = mmap.PAGESIZE
@@ -369,38 +368,12 @@ class AfPacketPort(Port):
         if sock is None:
             self.counters.tx_errors += len(frames)
             return 0
-        send = sock.send
-        sendmsg = sock.sendmsg
-        sent = 0
-        nbytes = 0
-        errors = 0
-        for frame in frames:
-            data = frame.data
-            vnet = frame.vnet or EMPTY_VNET
-            if len(vnet) != VNET_HDR_LEN or len(data) < 14:
-                errors += 1
-                continue
-            try:
-                if len(data) > GATHER_MIN:
-                    sendmsg((vnet, data))  # no copy of a big frame to prepend the header
-                else:
-                    send(vnet + data)
-            except OSError as exc:
-                # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),
-                # EINVAL (bad vnet header), ENETDOWN/ENXIO (link gone)
-                errors += 1
-                self.last_tx_errno = exc.errno
-                continue
-            except (TypeError, ValueError):
-                errors += 1
-                continue
-            sent += 1
-            nbytes += len(data)
-        counters = self.counters
-        counters.tx_frames += sent
-        counters.tx_bytes += nbytes
-        counters.tx_errors += errors
-        return sent
+        return send_frames(frames, sock.send, sock.sendmsg, self.counters, self._tx_error)
+
+    def _tx_error(self, exc: OSError) -> None:
+        # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),
+        # EINVAL (bad vnet header), ENETDOWN/ENXIO (link gone)
+        self.last_tx_errno = exc.errno
 
     # -- state ---------------------------------------------------------------
 

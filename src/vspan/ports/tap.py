@@ -19,11 +19,12 @@ import fcntl
 import os
 import struct
 from collections.abc import Sequence
+from functools import partial
 
 from vspan.ports import constants as c
 from vspan.ports import netdev
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.vnet import EMPTY_VNET, F_NEEDS_CSUM, VNET_HDR_LEN
+from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, send_frames
 
 #: Offloads asked for, best first; the first set the kernel accepts is used.
 OFFLOAD_CHOICES: tuple[int, ...] = (
@@ -36,7 +37,6 @@ OFFLOAD_CHOICES: tuple[int, ...] = (
 #: Read buffer: a 64 KiB GSO frame plus Ethernet, VLAN tags and the vnet header.
 READ_BUFFER = 128 * 1024
 #: Frames longer than this are written with writev([vnet, data]) (saves a copy).
-GATHER_MIN = 4096
 _INT = struct.Struct("=i")
 
 
@@ -205,44 +205,20 @@ class TapPort(Port):
         if fd < 0:
             self.counters.tx_errors += len(frames)
             return 0
-        write = os.write
-        writev = os.writev
-        sent = 0
-        nbytes = 0
-        errors = 0
-        for frame in frames:
-            data = frame.data
-            vnet = frame.vnet or EMPTY_VNET
-            if len(vnet) != VNET_HDR_LEN or len(data) < 14:
-                errors += 1
-                continue
-            try:
-                if len(data) > GATHER_MIN:
-                    writev(fd, (vnet, data))  # no copy of a big frame to prepend the header
-                else:
-                    write(fd, vnet + data)
-            except OSError as exc:
-                # EIO (netdev down), EINVAL (bad vnet header/too short), EAGAIN,
-                # EBADFD (netdev deleted)
-                errors += 1
-                self.last_tx_errno = exc.errno
-                if exc.errno == errno.EIO:
-                    self._netdev_down = True
-                elif exc.errno == errno.EBADFD:
-                    self._detached = True
-                continue
-            except (TypeError, ValueError):
-                errors += 1
-                continue
-            sent += 1
-            nbytes += len(data)
+        sent = send_frames(frames, partial(os.write, fd), partial(os.writev, fd),
+                           self.counters, self._tx_error)
         if sent:
             self._netdev_down = False
-        counters = self.counters
-        counters.tx_frames += sent
-        counters.tx_bytes += nbytes
-        counters.tx_errors += errors
         return sent
+
+    def _tx_error(self, exc: OSError) -> None:
+        # EIO (netdev down), EINVAL (bad vnet header/too short), EAGAIN,
+        # EBADFD (netdev deleted)
+        self.last_tx_errno = exc.errno
+        if exc.errno == errno.EIO:
+            self._netdev_down = True
+        elif exc.errno == errno.EBADFD:
+            self._detached = True
 
     # -- state ---------------------------------------------------------------
 
