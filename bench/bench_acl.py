@@ -31,8 +31,6 @@ Run as root from the repository: ``.venv/bin/python bench/bench_acl.py``
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -41,8 +39,6 @@ import time
 import timeit
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import yaml  # the config loader's own dependency
 from common import (
@@ -52,7 +48,11 @@ from common import (
     MeasureError,
     Switch,
     Topology,
+    apply_plan_options,
+    bench_arguments,
+    dump_json,
     fmt,
+    guarded_measure,
     in_ns,
     iperf3_tcp,
     kill_stale_switch,
@@ -61,8 +61,6 @@ from common import (
     machine_description,
     median,
     ping_rtt,
-    require_root,
-    require_tools,
     stop_process,
     trafgen_pps,
     workdir,
@@ -487,56 +485,33 @@ def write_section(body: str, path: Path = RESULTS_MD) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 1 run, 2 s each; RESULTS.md not written unless --write")
-    ap.add_argument("--runs", type=int, default=None, help="runs (default 3)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="seconds per measurement (default 5)")
-    ap.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
-    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
-    ap.add_argument("--results", type=Path, default=RESULTS_MD, help="results file")
-    ap.add_argument("--json", type=Path, default=None, help="also dump raw samples as JSON")
-    args = ap.parse_args(argv)
+    args = bench_arguments(
+        __doc__.splitlines()[0] if __doc__ else None,
+        "smoke test: 1 run, 2 s each; RESULTS.md not written unless --write",
+    ).parse_args(argv)
     plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
                 warmup=0.5 if args.quick else 1.0)
-    if args.runs is not None:
-        plan.runs = max(1, args.runs)
-    if args.seconds is not None:
-        plan.seconds = max(0.5, args.seconds)
-    write = not args.no_write and (args.write or not args.quick)
+    write = apply_plan_options(plan, args)
+    lookups: list[Lookup] = []
 
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # so the finally blocks clean up
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        require_root("bench/bench_acl.py")
-        require_tools("ip", "taskset", "ping", "iperf3", "trafgen", "ss")
-        if (cpus := len(os.sched_getaffinity(0))) < 2:
-            raise BenchError(f"needs 2 CPUs (generators on CPU{GEN_CPU}, switch on "
-                             f"CPU{SWITCH_CPU}); this process may use {cpus}")
+    def measure() -> dict[int, Samples]:
         plan.load_before = loadavg()
-        lookups = []
         for n in (10, 10_000):
             lookups.append(measure_lookup(n))
             log(f"lookup with {n} entries: {lookups[-1].lookup_us:.2f} µs, "
                 f"{lookups[-1].probes} probes (build {lookups[-1].build_s:.2f} s)")
         samples = run_all(plan)
         plan.load_after = loadavg()
-    except BenchError as err:
-        sys.stderr.write(f"bench_acl: {err}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("bench_acl: interrupted; namespaces and switch removed\n")
-        return 130
+        return samples
+
+    samples, rc = guarded_measure(__file__, measure)
+    if samples is None:
+        return rc
     section = render(samples, lookups, plan)
     sys.stdout.write(section)
-    if args.json:
-        raw: dict[str, Any] = {str(k): asdict(v) for k, v in samples.items()}
-        args.json.write_text(json.dumps({"plan": asdict(plan), "samples": raw,
-                                         "lookups": [asdict(lk) for lk in lookups]}, indent=2),
-                             encoding="utf-8")
+    dump_json(args.json, {"plan": asdict(plan),
+                          "samples": {str(k): asdict(v) for k, v in samples.items()},
+                          "lookups": [asdict(lk) for lk in lookups]})
     if write:
         write_section(section, args.results)
         log(f"wrote {args.results}")

@@ -31,7 +31,6 @@ Run as root from the repository: ``.venv/bin/python bench/bench_erspan.py``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -43,8 +42,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from bench_collector import decode_rate, live_rate
 from common import (
@@ -55,7 +52,11 @@ from common import (
     MeasureError,
     Switch,
     Topology,
+    apply_plan_options,
+    bench_arguments,
+    dump_json,
     fmt,
+    guarded_measure,
     in_ns,
     iperf3_tcp,
     kill_stale_switch,
@@ -63,8 +64,6 @@ from common import (
     machine_description,
     median,
     ping_rtt,
-    require_root,
-    require_tools,
     sh,
     stop_process,
     trafgen_pps,
@@ -572,14 +571,8 @@ def update_results(body: str, path: Path = RESULTS_MD) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 run, 2 s windows, no RESULTS.md")
-    ap.add_argument("--runs", type=int, default=None, help="runs (default 3)")
-    ap.add_argument("--seconds", type=float, default=None, help="window length (default 5)")
-    ap.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
-    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
-    ap.add_argument("--results", type=Path, default=RESULTS_MD)
-    ap.add_argument("--json", type=Path, default=None, help="also dump raw samples as JSON")
+    ap = bench_arguments((__doc__ or "").splitlines()[0],
+                         "1 run, 2 s windows, no RESULTS.md")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
                     help="do not measure: render the section from an earlier --json dump")
     args = ap.parse_args(argv)
@@ -595,37 +588,22 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
                 warmup=0.5 if args.quick else 1.0, ping_count=20 if args.quick else 50,
                 decode_packets=20_000 if args.quick else 100_000)
-    if args.runs is not None:
-        plan.runs = max(1, args.runs)
-    if args.seconds is not None:
-        plan.seconds = max(0.5, args.seconds)
-    write = not args.no_write and (args.write or not args.quick)
+    write = apply_plan_options(plan, args)
 
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        require_root("bench/bench_erspan.py")
-        require_tools("ip", "taskset", "ping", "iperf3", "trafgen", "ss")
-        if (n := len(os.sched_getaffinity(0))) < 2:
-            raise BenchError(f"needs 2 CPUs; this process may use {n}")
+    def measure() -> dict[str, Samples]:
         plan.load_before = loadavg()
         plan.machine = machine_description()
         samples = run_all(plan)
         plan.load_after = loadavg()
-    except BenchError as err:
-        sys.stderr.write(f"bench_erspan: {err}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("bench_erspan: interrupted; namespaces and switch removed\n")
-        return 130
+        return samples
+
+    samples, rc = guarded_measure(__file__, measure)
+    if samples is None:
+        return rc
     section = render(samples, plan)
     sys.stdout.write(section)
-    if args.json:
-        raw: dict[str, Any] = {k: asdict(v) for k, v in samples.items()}
-        args.json.write_text(json.dumps({"plan": asdict(plan), "samples": raw}, indent=2),
-                             encoding="utf-8")
+    dump_json(args.json, {"plan": asdict(plan),
+                          "samples": {k: asdict(v) for k, v in samples.items()}})
     if write:
         update_results(section, args.results)
         log(f"wrote {args.results}")

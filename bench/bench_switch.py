@@ -25,27 +25,24 @@ Run as root from the repository: ``.venv/bin/python bench/bench_switch.py``
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import signal
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from common import (
-    RESULTS_MD,
     BenchError,
     Host,
     MeasureError,
     Switch,
     Topology,
+    apply_plan_options,
+    bench_arguments,
     busy_processes,
+    dump_json,
     fmt,
+    guarded_measure,
     iperf3_tcp,
     kill_stale_switch,
     link_stats,
@@ -53,8 +50,6 @@ from common import (
     machine_description,
     median,
     ping_rtt,
-    require_root,
-    require_tools,
     trafgen_pps,
     update_section,
     workdir,
@@ -510,53 +505,28 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 1 run, 2 s each, 20 pings; RESULTS.md is not written "
-                         "unless --write")
-    ap.add_argument("--runs", type=int, default=None, help="runs (default 3)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="seconds per TCP/pps measurement (default 5)")
-    ap.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
-    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
-    ap.add_argument("--results", type=Path, default=RESULTS_MD, help="results file")
-    ap.add_argument("--json", type=Path, default=None, help="also dump raw samples as JSON")
-    args = ap.parse_args(argv)
-    interval = 0.01
+    args = bench_arguments(
+        __doc__.splitlines()[0] if __doc__ else None,
+        "smoke test: 1 run, 2 s each, 20 pings; RESULTS.md is not written unless --write",
+    ).parse_args(argv)
     plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
                 warmup=0.5 if args.quick else 1.0, ping_count=20 if args.quick else 50,
-                ping_interval=interval)
-    if args.runs is not None:
-        plan.runs = max(1, args.runs)
-    if args.seconds is not None:
-        plan.seconds = max(0.5, args.seconds)
-    write = not args.no_write and (args.write or not args.quick)
+                ping_interval=0.01)
+    write = apply_plan_options(plan, args)
 
-    def on_term(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # so the finally blocks clean up
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        require_root("bench/bench_switch.py")
-        require_tools("ip", "taskset", "ping", "iperf3", "trafgen", "ss")
-        if (n := len(os.sched_getaffinity(0))) < 2:
-            raise BenchError(f"needs 2 CPUs (generator on CPU{GEN_CPU}, switch on "
-                             f"CPU{SWITCH_CPU}); this process may use {n}")
+    def measure() -> dict[str, Samples]:
         plan.load_before = loadavg()
         samples = run_all(plan)
         plan.load_after = loadavg()
-    except BenchError as err:
-        sys.stderr.write(f"bench_switch: {err}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("bench_switch: interrupted; namespaces and switch removed\n")
-        return 130
+        return samples
+
+    samples, rc = guarded_measure(__file__, measure)
+    if samples is None:
+        return rc
     section = render(samples, plan)
     sys.stdout.write(section)
-    if args.json:
-        raw: dict[str, Any] = {k: asdict(v) for k, v in samples.items()}
-        args.json.write_text(json.dumps({"plan": asdict(plan), "samples": raw}, indent=2),
-                             encoding="utf-8")
+    dump_json(args.json, {"plan": asdict(plan),
+                          "samples": {k: asdict(v) for k, v in samples.items()}})
     if write:
         update_section(SECTION, section, args.results)
         log(f"wrote {args.results}")

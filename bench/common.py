@@ -13,6 +13,7 @@ earlier, interrupted run with the same names before building.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -29,7 +30,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
@@ -670,3 +674,64 @@ def update_section(key: str, body: str, path: Path = RESULTS_MD) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text, encoding="utf-8")
+
+
+# ---- the shared shape of a benchmark's main() -------------------------------------
+
+BENCH_TOOLS = ("ip", "taskset", "ping", "iperf3", "trafgen", "ss")
+
+
+def bench_arguments(description: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options every switch benchmark takes (a script may add its own)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--runs", type=int, default=None, help="runs (default 3)")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="seconds per measurement window (default 5)")
+    ap.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
+    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    ap.add_argument("--results", type=Path, default=RESULTS_MD, help="results file")
+    ap.add_argument("--json", type=Path, default=None, help="also dump raw samples as JSON")
+    return ap
+
+
+def apply_plan_options(plan: Any, args: argparse.Namespace) -> bool:
+    """Apply ``--runs``/``--seconds`` to ``plan``; return whether RESULTS.md is written."""
+    if args.runs is not None:
+        plan.runs = max(1, args.runs)
+    if args.seconds is not None:
+        plan.seconds = max(0.5, args.seconds)
+    return bool(not args.no_write and (args.write or not args.quick))
+
+
+def guarded_measure(script: str, measure: Callable[[], T]) -> tuple[T | None, int]:
+    """Check root, tools and two CPUs, then run ``measure``.
+
+    SIGTERM becomes KeyboardInterrupt so the measurement's ``finally`` blocks
+    remove namespaces and switches. Returns ``(result, 0)``, or ``(None, exit
+    status)`` after saying why on stderr.
+    """
+    def on_term(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    name = Path(script).stem
+    try:
+        require_root(f"bench/{name}.py")
+        require_tools(*BENCH_TOOLS)
+        if (n := len(os.sched_getaffinity(0))) < 2:
+            raise BenchError(f"needs 2 CPUs (generators on CPU0, switch on CPU1); "
+                             f"this process may use {n}")
+        return measure(), 0
+    except BenchError as err:
+        sys.stderr.write(f"{name}: {err}\n")
+        return None, 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{name}: interrupted; namespaces and switch removed\n")
+        return None, 130
+
+
+def dump_json(path: Path | None, payload: dict[str, Any]) -> None:
+    """Write raw samples as JSON when ``--json`` asked for it."""
+    if path is not None:
+        path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
