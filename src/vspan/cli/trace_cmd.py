@@ -81,6 +81,7 @@ def _from_capture(path: str, index: int) -> bytes:
 
 def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
     """Trace against a config file without a running switch (no side effects)."""
+    from vspan.control.views import trace_view
     from vspan.datapath.flowkey import extract
     from vspan.datapath.pipeline import build_pipeline
     from vspan.datapath.state import SwitchState
@@ -94,18 +95,7 @@ def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
     tracer = Tracer()
     pipeline, _policy = build_pipeline(state)
     decision = pipeline.run(extract(frame, idx), frame, idx, tracer)
-    names = state.port_names
-    return {
-        "port": port,
-        "frame_len": len(frame),
-        "decision": {
-            "outputs": [{"port": names[o.port]} for o in decision.outputs],
-            "drops": [{"reason": d.reason.value, "port": names.get(d.port, str(d.port)),
-                       "rule": d.rule} for d in decision.drops],
-        },
-        "trace": [c.as_dict() for c in tracer.root.children],
-        "text": tracer.render(),
-    }
+    return trace_view(state, port, frame, decision, tracer)
 
 
 def run(args: argparse.Namespace) -> int:

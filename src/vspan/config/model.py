@@ -261,10 +261,6 @@ class MirrorSession(Strict):
                 raise ValueError(f"filter: {err}") from None
         return self
 
-    def local_destinations(self) -> tuple[str, ...]:
-        """Ports that receive copies of this session (local or RSPAN-delivered)."""
-        return self.destinations
-
 
 class SwitchConfig(Strict):
     """Switch-wide settings."""

@@ -272,12 +272,6 @@ class Agent:
 
         def run() -> dict[str, Any]:
             decision, tracer = self.engine.trace(port, frame)
-            return {
-                "port": port,
-                "frame_len": len(frame),
-                "decision": views.decision_view(self.engine, decision),
-                "trace": [c.as_dict() for c in tracer.root.children],
-                "text": tracer.render(),
-            }
+            return views.trace_view(self.engine.state, port, frame, decision, tracer)
 
         return self.engine.call(run)

@@ -7,6 +7,8 @@ from typing import Any
 from vspan.datapath.decision import VLAN_OP_NAMES, Decision
 from vspan.datapath.engine import Engine
 from vspan.datapath.flowkey import mac_str
+from vspan.datapath.state import SwitchState
+from vspan.datapath.trace import Tracer
 
 
 def ports_view(engine: Engine) -> list[dict[str, Any]]:
@@ -109,10 +111,10 @@ def counters_view(engine: Engine) -> dict[str, Any]:
     }
 
 
-def decision_view(engine: Engine, d: Decision) -> dict[str, Any]:
+def decision_view(state: SwitchState, d: Decision) -> dict[str, Any]:
     """A decision with port and session names instead of indexes."""
-    names = engine.state.port_names
-    mirrors = engine.state.mirrors
+    names = state.port_names
+    mirrors = state.mirrors
 
     def copy(c: Any) -> dict[str, Any]:
         m = mirrors[c.session]
@@ -136,4 +138,16 @@ def decision_view(engine: Engine, d: Decision) -> dict[str, Any]:
              "port": names.get(d.learn[2], str(d.learn[2]))}
             if d.learn else None
         ),
+    }
+
+
+def trace_view(state: SwitchState, port: str, frame: bytes, d: Decision,
+               tracer: Tracer) -> dict[str, Any]:
+    """What ``vspan trace`` prints: the decision, the trace tree and its text."""
+    return {
+        "port": port,
+        "frame_len": len(frame),
+        "decision": decision_view(state, d),
+        "trace": [c.as_dict() for c in tracer.root.children],
+        "text": tracer.render(),
     }

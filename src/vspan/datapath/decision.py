@@ -65,7 +65,6 @@ class Decision:
     learn: tuple[int, bytes, int] | None = None  # (vlan, mac, port) to learn
     refresh: FdbEntry | None = None  # entry whose age is refreshed per frame
     cacheable: bool = True
-    notes: tuple[str, ...] = field(default=())
     simple_port: int = field(default=0, init=False)  # set when the frame just goes to one port
 
     def __post_init__(self) -> None:
@@ -74,8 +73,3 @@ class Decision:
             o = self.outputs[0]
             if o.vlan_op == VLAN_KEEP and not o.hooks and not o.mirrors:
                 object.__setattr__(self, "simple_port", o.port)
-
-    @property
-    def delivered(self) -> bool:
-        """Whether the frame goes to at least one port."""
-        return bool(self.outputs)

@@ -68,7 +68,6 @@ class Engine:
         self._last_housekeeping = 0.0
         self.started_at = time.time()
         self.batches = 0
-        self.on_drop: list[Callable[[int, bytes, Drop], None]] = []  # capture hooks (slow)
         self._senders: list[Any] = []  # open ERSPAN senders
         self.captures: list[PortCapture] = []  # live `vspan capture` sessions
         self._frame_drops: list[Drop] = []  # drops of the frame in hand (captures only)
@@ -378,8 +377,6 @@ class Engine:
 
     def _mirror(self, copies: tuple[MirrorCopy, ...], data: bytes, vnet: bytes) -> None:
         mirrors = self.state.mirrors
-        ports = self.state.ports
-        tx = self._tx
         for c in copies:
             m = mirrors[c.session]
             if m.filter is not None and not m.filter.match(data):
@@ -399,34 +396,10 @@ class Engine:
                         and m.config.erspan.offloaded_frames == "segment")):
                 # an offloaded frame (partial checksum / GSO super-frame) cannot be cut or
                 # encapsulated as it is: make the wire frames first (software GSO/checksum)
-                self._mirror_pieces(m, c, self._finalize(cdata, cvnet), limit)
-                continue
-            if limit and len(cdata) > limit:
-                cdata = cdata[:limit]
-                cvnet = b""  # a cut frame carries no offload work
-                m.truncated += 1
-                if m.kind == MIRROR_ERSPAN:
-                    self._mirror_erspan(m, cdata, c.point == "egress", True)
-                    continue
-            if m.kind == MIRROR_ERSPAN:
-                self._mirror_erspan(m, cdata, c.point == "egress", False)
-                continue
-            if m.kind == MIRROR_RSPAN:
-                self._mirror_rspan(m, cdata, cvnet)
-                continue
-            copy = Frame(cdata, cvnet)
-            for dp in m.dest_ports:
-                prt = ports.get(dp)
-                if prt is None or not prt.enabled:
-                    m.dropped += 1
-                    continue
-                m.mirrored += 1
-                prt.counters.mirrored_out += 1
-                q = tx.get(dp)
-                if q is None:
-                    tx[dp] = [copy]
-                else:
-                    q.append(copy)
+                for piece in self._finalize(cdata, cvnet):
+                    self._emit(m, c, piece, b"", limit)
+            else:
+                self._emit(m, c, cdata, cvnet, limit)
 
     @staticmethod
     def _finalize(data: bytes, vnet: bytes) -> list[bytes]:
@@ -435,28 +408,37 @@ class Engine:
         except PacketError:
             return [data]  # a header we cannot segment: mirror it as it came
 
-    def _mirror_pieces(self, m: MirrorRuntime, c: MirrorCopy, pieces: list[bytes],
-                       limit: int | None) -> None:
-        """Mirror the wire frames of one offloaded frame (slow path, offloads only)."""
+    def _emit(self, m: MirrorRuntime, c: MirrorCopy, data: bytes, vnet: bytes,
+              limit: int | None) -> None:
+        """Cut one copy to the session's length and send it the session's way."""
+        cut = limit is not None and len(data) > limit
+        if cut:
+            data = data[:limit]
+            vnet = b""  # a cut frame carries no offload work
+            m.truncated += 1
+        if m.kind == MIRROR_ERSPAN:
+            self._mirror_erspan(m, data, c.point == "egress", cut)
+        elif m.kind == MIRROR_RSPAN:
+            self._mirror_rspan(m, data, vnet)
+        else:
+            self._to_destinations(m, Frame(data, vnet))
+
+    def _to_destinations(self, m: MirrorRuntime, copy: Frame) -> None:
+        """Queue one mirror copy to every local destination port of ``m``."""
+        ports = self.state.ports
         tx = self._tx
-        for piece in pieces:
-            cut = limit is not None and len(piece) > limit
-            if cut:
-                piece = piece[:limit]
-                m.truncated += 1
-            if m.kind == MIRROR_ERSPAN:
-                self._mirror_erspan(m, piece, c.point == "egress", cut)
-            elif m.kind == MIRROR_RSPAN:
-                self._mirror_rspan(m, piece, b"")
+        for dp in m.dest_ports:
+            prt = ports.get(dp)
+            if prt is None or not prt.enabled:
+                m.dropped += 1
+                continue
+            m.mirrored += 1
+            prt.counters.mirrored_out += 1
+            q = tx.get(dp)
+            if q is None:
+                tx[dp] = [copy]
             else:
-                for dp in m.dest_ports:
-                    prt = self.state.ports.get(dp)
-                    if prt is None or not prt.enabled:
-                        m.dropped += 1
-                        continue
-                    m.mirrored += 1
-                    prt.counters.mirrored_out += 1
-                    tx.setdefault(dp, []).append(Frame(piece))
+                q.append(copy)
 
     def _mirror_erspan(self, m: MirrorRuntime, data: bytes, egress: bool, cut: bool) -> None:
         sender = m.sender
@@ -562,8 +544,6 @@ class Engine:
             self._frame_drops.append(drop)
             for cap in self.captures:
                 cap.dropped(drop.port, data, drop, in_port)
-        for cb in self.on_drop:
-            cb(drop.port, data, drop)
 
     def flush(self) -> None:
         """Send every queued frame (one send_batch per port)."""

@@ -84,13 +84,6 @@ class Fdb:
         self.learned += 1
         return LearnResult.NEW
 
-    def add_static(self, vlan: int, mac: bytes, port: int) -> None:
-        """Pin ``mac`` to ``port`` (never aged, never moved)."""
-        self.remove(vlan, mac)
-        self.entries[(vlan, mac)] = FdbEntry(port, 0.0, static=True)
-        self.per_port[port] = self.per_port.get(port, 0) + 1
-        self.version += 1
-
     def remove(self, vlan: int, mac: bytes) -> bool:
         """Forget one entry."""
         entry = self.entries.pop((vlan, mac), None)

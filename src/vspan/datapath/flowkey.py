@@ -174,19 +174,6 @@ def mac_str(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
-def parse_mac(text: str) -> bytes:
-    """Parse ``aa:bb:cc:dd:ee:ff`` (or with ``-``) into 6 bytes; ValueError if bad."""
-    parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
-        raise ValueError(f"{text!r} is not a MAC address")
-    return bytes(int(p, 16) for p in parts)
-
-
-def is_multicast(mac: bytes) -> bool:
-    """Group bit set (includes broadcast)."""
-    return bool(mac[0] & 1)
-
-
 _ET_IPV4 = b"\x08\x00"
 _ET_VLAN = b"\x81\x00"
 

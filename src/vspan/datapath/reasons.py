@@ -29,9 +29,3 @@ class DropReason(enum.StrEnum):
     ROUTER_GUARD = "router-guard"
     STORM_LIMIT = "storm-limit"
     TX_ERROR = "tx-error"  # the port backend refused the frame
-    MIRROR_SAMPLED_OUT = "mirror-sampled-out"  # not a loss: a mirror copy skipped by sampling
-    MIRROR_LOOP = "mirror-loop"  # copy would re-enter its own encapsulating port
-    MIRROR_DEST_DOWN = "mirror-dest-down"  # mirror destination unreachable
-
-
-ALL_REASONS: tuple[str, ...] = tuple(r.value for r in DropReason)
