@@ -56,6 +56,19 @@ def test_offline_trace_json_drop(tmp_path: Path) -> None:
     assert data["trace"][-1]["stage"] == "vlan"
 
 
+def test_offline_trace_qinq_to_untagged_ports(tmp_path: Path) -> None:
+    """``--vlan 10 --vlan 20`` is 802.1Q over 802.1Q; the access ports of VLAN 10 would
+    see the inner tag once the outer one is popped, so those copies are dropped."""
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(CFG)
+    proc = run("trace", "-c", str(cfg), "-i", "up", "--vlan", "10", "--vlan", "20", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    drops = {(d["reason"], d["port"]) for d in data["decision"]["drops"]}
+    assert drops == {("vlan-inner-tag", "web"), ("vlan-inner-tag", "db")}
+    assert "expose the inner tag VID 20" in proc.stdout
+
+
 def test_trace_without_switch_says_so(tmp_path: Path) -> None:
     proc = run("trace", "-i", "web", "--socket", str(tmp_path / "none.sock"))
     assert proc.returncode == 1 and "no switch is running" in proc.stderr

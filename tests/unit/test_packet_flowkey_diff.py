@@ -50,7 +50,7 @@ def expected_key(p: ParsedFrame) -> FlowKey | None:
         tags[0].vid if tags else -1, tags[0].pcp if tags else 0,
         tags[1].vid if len(tags) > 1 else -1,
         p.eth.ethertype, l3_src, l3_dst, proto, sport, dport, p.frag,
-        p.l3_offset, p.l4_offset,
+        p.l3_offset, p.l4_offset, tags[0].tpid if tags else 0,
     )
 
 

@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     p.add_argument("--src-ip", default=None)
     p.add_argument("--dst-ip", default=None)
     p.add_argument("--vlan", type=int, action="append", default=None,
-                   help="802.1Q tag VID (repeat for QinQ, outer first)")
+                   help="802.1Q tag VID (repeat for QinQ, outer first; every tag 0x8100 — "
+                        "give other TPIDs with --frame)")
     p.add_argument("--proto", choices=["icmp", "tcp", "udp", "arp", "raw"], default=None,
                    help="default: icmp when IPs are given, else raw Ethernet")
     p.add_argument("--sport", type=int, default=12345)
@@ -45,12 +46,13 @@ def register(sub: Any) -> None:
 def build_frame(args: argparse.Namespace) -> bytes:
     """The frame the options describe."""
     from vspan.packet import build
+    from vspan.packet.ethernet import VlanTag
 
     if args.frame:
         return bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
     if args.pcap:
         return _from_capture(args.pcap, args.index)
-    vlan = args.vlan if args.vlan else None
+    vlan = [VlanTag(vid=v) for v in args.vlan] if args.vlan else None
     proto = args.proto or ("icmp" if args.src_ip and args.dst_ip else "raw")
     if proto == "arp":
         return build.arp_request(args.src_mac, args.src_ip or "0.0.0.0",

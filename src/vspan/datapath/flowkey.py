@@ -55,6 +55,7 @@ class FlowKey(NamedTuple):
     frag: int
     l3_off: int  # offset of the network header in the frame
     l4_off: int  # offset of the transport header (0 when none)
+    tpid: int = 0  # TPID of the outer tag (0x8100, 0x88a8 or 0x9100); 0 untagged
 
 
 _new = tuple.__new__
@@ -72,7 +73,9 @@ def extract(data: bytes, in_port: int) -> FlowKey | None:
     vlan = UNTAGGED
     pcp = 0
     inner = UNTAGGED
+    tpid = 0
     if eth_type in VLAN_TPIDS:
+        tpid = eth_type
         if n < 18:
             return None
         tci = (data[14] << 8) | data[15]
@@ -165,7 +168,7 @@ def extract(data: bytes, in_port: int) -> FlowKey | None:
     return _new(
         FlowKey,
         (in_port, data[0:6], data[6:12], vlan, pcp, inner, eth_type, l3_src, l3_dst,
-         proto, sport, dport, frag, off, l4),
+         proto, sport, dport, frag, off, l4, tpid),
     )
 
 

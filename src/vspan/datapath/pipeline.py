@@ -1,7 +1,7 @@
 """The pipeline: runs the stages on one frame and returns a :class:`Decision`.
 
 port rx -> ingress tap -> guards -> VLAN classify -> policy (in) -> L2 forward
--> per output: policy (out) -> VLAN egress -> egress tap -> port tx
+-> per output: VLAN egress -> policy (out) -> egress tap -> port tx
 
 The same code serves the datapath (tracer disabled) and ``vspan trace``.
 """
@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vspan.datapath.decision import VLAN_OP_NAMES, Decision, Drop, Output
-from vspan.datapath.flowkey import FlowKey, mac_str
+from vspan.datapath.decision import Decision, Drop, Output
+from vspan.datapath.flowkey import ETH_P_8021Q, FlowKey, mac_str
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages import forward, mirror, vlan
 from vspan.datapath.stages.base import EgressStage, IngressStage, StageContext
@@ -52,7 +52,8 @@ class Pipeline:
         if tr.enabled:
             tr.report("port", f"received on port {port.name} ({port.config.type.value} "
                       f"{port.config.ifname(port.name)}), {len(data)} bytes")
-        if port.rspan_in and key is not None and key.vlan in port.rspan_in:
+        if port.rspan_in and key is not None and key.vlan in port.rspan_in \
+                and key.tpid == ETH_P_8021Q:
             return mirror.rspan_delivery(port, key.vlan, state.mirrors, state.port_names, tr)
         taps = mirror.ingress_copies(port, state.mirrors, state.port_names, tr)
         if key is None:
@@ -110,18 +111,17 @@ class Pipeline:
 
     def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int],
                 policy: bool = True) -> Output | Drop:
-        tr = ctx.tracer
         ctx.out_hooks = []
+        op_vid = vlan.egress(ctx, out)  # structural: before policy keeps state for a copy
+        if isinstance(op_vid, Drop):
+            return op_vid
+        op, vid = ctx.out_vlan = op_vid
         for stage in self.egress_stages if policy else ():
             drop = stage.egress(ctx, out)
             if drop is not None:
                 return drop
-        op, vid = vlan.egress_op(ctx.key.vlan, ctx.vlan, out)
-        if tr.enabled:
-            how = "untagged" if ctx.vlan == out.egress_untagged else f"tagged VID {ctx.vlan}"
-            tr.report("vlan-out", f"leaves {how} (tag op: {VLAN_OP_NAMES[op]})")
         copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
-                                      op, vid, tr)
+                                      op, vid, ctx.tracer)
         return Output(out.index, op, vid, tuple(ctx.out_hooks), copies)
 
 

@@ -10,8 +10,10 @@ class DropReason(enum.StrEnum):
 
     MALFORMED = "malformed"  # could not be parsed as Ethernet/802.1Q/IP
     PORT_DOWN = "port-down"  # ingress or egress port administratively or link down
-    VLAN_NOT_ALLOWED = "vlan-not-allowed"  # tag not in the port's allowed set
+    VLAN_NOT_ALLOWED = "vlan-not-allowed"  # tag not in the port's allowed set (access: none)
     VLAN_UNTAGGED_NOT_ALLOWED = "vlan-untagged-not-allowed"  # trunk without native VLAN
+    VLAN_INNER_TAG = "vlan-inner-tag"  # an inner tag would pass for the frame's VLAN
+    VLAN_TPID = "vlan-tpid"  # outer tag is 802.1ad/0x9100, not 802.1Q
     NO_DESTINATION = "no-destination"  # nowhere to send (e.g. learned on in-port)
     SAME_PORT = "same-port"  # destination MAC lives on the ingress port
     MAC_LIMIT = "mac-limit"  # port exceeded its learned-MAC limit

@@ -57,7 +57,7 @@ class PortRuntime:
         elif v.mode is VlanMode.ACCESS:
             assert v.id is not None
             self.untagged_vlan = v.id
-            self.tagged_vlans = frozenset((v.id,))  # a tag of its own VLAN is accepted
+            self.tagged_vlans = frozenset()  # untagged on the wire: no tag, not even its own
             self.egress_untagged = v.id
         else:
             native = v.native if v.native is not None else NO_VLAN

@@ -16,6 +16,7 @@ def apply(op: int, vid: int, data: bytes, vnet: bytes) -> tuple[bytes, bytes]:
         tag = bytes((0x81, 0x00, (vid >> 8) & 0x0F, vid & 0xFF))
         return data[:12] + tag + data[12:], vnetmod.shift(vnet, 4)
     if op == VLAN_SET:
-        tci = ((data[14] & 0xF0) << 8) | vid  # keep PCP/DEI
-        return data[:14] + bytes((tci >> 8, tci & 0xFF)) + data[16:], vnet
+        # an 802.1Q tag whatever TPID came (the pipeline only sets 802.1Q tags); keep PCP/DEI
+        tci = ((data[14] & 0xF0) << 8) | vid
+        return data[:12] + bytes((0x81, 0x00, tci >> 8, tci & 0xFF)) + data[16:], vnet
     raise ValueError(f"unknown VLAN operation {op}")

@@ -24,6 +24,7 @@ class StageContext:
     vlan: int = -1  # classified VLAN (-1 until the VLAN stage ran)
     hooks: list[Hook] = field(default_factory=list)  # per-frame ingress checks
     out_hooks: list[Hook] = field(default_factory=list)  # per-frame checks for one output
+    out_vlan: tuple[int, int] = (0, 0)  # (VLAN op, VID) delivering to the output being judged
 
 
 class IngressStage(Protocol):
