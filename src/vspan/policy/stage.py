@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vspan.datapath.decision import Drop, Hook
+from vspan.datapath.decision import VLAN_KEEP, Drop, Hook
 from vspan.datapath.flowkey import FRAG_LATER, FlowKey
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages.base import StageContext
 from vspan.datapath.state import PortRuntime
+from vspan.datapath.vlanops import apply as vlan_apply
 from vspan.policy.acl import AclVerdict
 from vspan.policy.build import PortPolicy, Reply, SwitchPolicy
 from vspan.policy.common import IN, OUT, Dir
@@ -71,11 +72,14 @@ class PolicyStage:
     # ------------------------------------------------------------------- egress
     def egress(self, ctx: StageContext, out: PortRuntime) -> Drop | None:
         """Judge the copy of a frame delivered to ``out``."""
-        return self._policy(ctx, out, IN, self.policy.port(out.name), ctx.out_hooks)
+        return self._policy(ctx, out, IN, self.policy.port(out.name), ctx.out_hooks,
+                            ctx.out_vlan)
 
     # ------------------------------------------------------------------- shared
     def _policy(self, ctx: StageContext, port: PortRuntime, direction: Dir,
-                pol: PortPolicy | None, hooks: list[Hook]) -> Drop | None:
+                pol: PortPolicy | None, hooks: list[Hook],
+                wire: tuple[int, int] = (VLAN_KEEP, 0)) -> Drop | None:
+        """``wire``: the VLAN operation that puts the frame in ``port``'s wire format."""
         key = ctx.key
         tr = ctx.tracer
         if pol is not None:
@@ -114,7 +118,7 @@ class PolicyStage:
                         return Drop(reason, port.index, fm.rule_id,
                                     f"{fm.action.value} by rule {fm.rule_id} ({direction}; "
                                     "no tracked connection)")
-                hooks.append(_fw_hook(self.policy, pf, fm, port.index))
+                hooks.append(_fw_hook(self.policy, pf, fm, port.index, wire))
         return None
 
 
@@ -154,16 +158,23 @@ def _ext_hook(sessions: ExtAclSessions, m: ExtAclMatch, index: int) -> Hook:
     return hook
 
 
-def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int) -> Hook:
+def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int,
+             wire: tuple[int, int]) -> Hook:
+    """Per-frame firewall check at port ``index``; ``wire`` is the VLAN operation that puts
+    the judged frame in that port's wire format (KEEP for its own frames)."""
     direction = m.direction
+    op, vid = wire
 
     def hook(data: bytes, key: FlowKey, now: float) -> Drop | None:
         v = pf.process(key, data, direction, m, now)
         if v.allowed:
             return None
         if v.reply is not None:
-            # the answer goes back to the sender: the VM (out) or the network (in)
-            policy.queue_reply(Reply(index, direction == OUT, v.reply))
+            # the answer goes back to the sender: the VM (out) or the network (in). It is
+            # built from the frame as it arrived; the VM's answer would carry the tags of
+            # the VM's own port, so give it those before it enters the switch from there
+            reply = v.reply if op == VLAN_KEEP else vlan_apply(op, vid, v.reply, b"")[0]
+            policy.queue_reply(Reply(index, direction == OUT, reply))
         assert v.reason is not None
         return Drop(v.reason, index, v.rule_id, v.detail)
     return hook
