@@ -10,6 +10,9 @@ from prometheus_client.registry import Collector
 from vspan.control import views
 from vspan.control.agent import Agent
 
+FLOODED_HELP = ("frames received on the port that the switch flooded in their VLAN (broadcast, "
+                "multicast, unknown unicast); one per frame, whatever the number of copies")
+
 
 class SwitchCollector(Collector):
     """Reads counters from the engine thread and exposes them."""
@@ -24,7 +27,9 @@ class SwitchCollector(Collector):
                                     views.mirrors_view(engine)))
         ports, counters, mirrors = snap
         port_fams = {
-            k: CounterMetricFamily(f"vspan_port_{k}", f"switch-level {k} per port", labels=["port"])
+            k: CounterMetricFamily(
+                f"vspan_port_{k}", FLOODED_HELP if k == "flooded" else f"switch-level {k} per port",
+                labels=["port"])
             for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "flooded",
                       "mirrored_out", "dropped")
         }

@@ -13,7 +13,7 @@ class SwitchPortCounters:
     rx_bytes: int = 0
     tx_frames: int = 0
     tx_bytes: int = 0
-    flooded: int = 0
+    flooded: int = 0  # frames from this port flooded in their VLAN (once per frame)
     mirrored_out: int = 0  # mirror copies delivered to this port (as destination)
     dropped: int = 0
 

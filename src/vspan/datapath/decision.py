@@ -65,11 +65,12 @@ class Decision:
     learn: tuple[int, bytes, int] | None = None  # (vlan, mac, port) to learn
     refresh: FdbEntry | None = None  # entry whose age is refreshed per frame
     cacheable: bool = True
+    flooded: bool = False  # sent to every other port of the VLAN (counted per frame)
     simple_port: int = field(default=0, init=False)  # set when the frame just goes to one port
 
     def __post_init__(self) -> None:
         if (len(self.outputs) == 1 and not self.ingress_mirrors and not self.hooks
-                and not self.drops):
+                and not self.drops and not self.flooded):
             o = self.outputs[0]
             if o.vlan_op == VLAN_KEEP and not o.hooks and not o.mirrors:
                 object.__setattr__(self, "simple_port", o.port)

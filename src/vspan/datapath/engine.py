@@ -350,6 +350,10 @@ class Engine:
                     return
         for drop in d.drops:
             self._count_drop(drop, data, in_port)
+        if d.flooded:  # per frame that passed the ingress checks, cache hit or not
+            rt = self.state.ports.get(in_port)
+            if rt is not None:
+                rt.counters.flooded += 1
         tx = self._tx
         for out in d.outputs:
             if out.hooks and key is not None:

@@ -89,7 +89,7 @@ class Pipeline:
         drop, learn, refresh = forward.learn(ctx)
         if drop is not None:
             return Decision(taps, tuple(ctx.hooks), drops=(drop,))
-        outs, drop, _flooded = forward.lookup(ctx)
+        outs, drop, flooded = forward.lookup(ctx)
         outputs: list[Output] = []
         drops: list[Drop] = [drop] if drop is not None else []
         copied = {c.session for c in taps}
@@ -107,7 +107,7 @@ class Pipeline:
         if tr.enabled and not outputs and not drops:
             tr.report("drop", "no output")
         return Decision(taps, tuple(ctx.hooks), tuple(outputs), tuple(drops), learn, refresh,
-                        cacheable=learn is None)
+                        cacheable=learn is None, flooded=flooded and bool(outs))
 
     def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int],
                 policy: bool = True) -> Output | Drop:
