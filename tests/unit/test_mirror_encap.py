@@ -190,6 +190,33 @@ def test_rspan_tagged_keep_and_replace() -> None:
     assert frame_vlan(bytes(replaced)) == (900, 1)
 
 
+def test_rspan_keep_original_tag_with_the_frames_vlan() -> None:
+    """An untagged frame of VLAN 10 (access port) keeps VLAN 10 as its inner tag; a
+    priority tag gets VID 10; a real tag stays; without keep the VLAN is not added."""
+    kept = rspan_copy(UNTAGGED, 900, keep_original_tag=True, original_vlan=10)
+    e = Ether(kept)
+    assert e[Dot1Q].vlan == 900 and e[Dot1Q].payload[Dot1Q].vlan == 10
+    assert bytes(e[Dot1Q].payload[Dot1Q].payload) == UNTAGGED[14:]
+    assert rspan_strip(kept, 900) == UNTAGGED[:12] + b"\x81\x00\x00\x0a" + UNTAGGED[12:]
+    prio = bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=0, prio=5) / IP() / b"p")
+    e = Ether(rspan_copy(prio, 900, keep_original_tag=True, original_vlan=10))
+    assert (e[Dot1Q].vlan, e[Dot1Q].prio) == (900, 5)
+    assert (e[Dot1Q].payload[Dot1Q].vlan, e[Dot1Q].payload[Dot1Q].prio) == (10, 5)
+    assert rspan_copy(TAGGED, 900, True, original_vlan=42) == rspan_copy(TAGGED, 900, True)
+    assert rspan_copy(UNTAGGED, 900, False, original_vlan=10) == rspan_copy(UNTAGGED, 900, False)
+    with pytest.raises(PacketError, match="original_vlan"):
+        rspan_copy(UNTAGGED, 900, True, original_vlan=4095)
+
+
+def test_erspan_priority_tagged_frame_carries_its_vlan() -> None:
+    prio = bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=0, prio=5) / IP() / b"p")
+    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", "erspan2", session_id=1))
+    e = decode(enc.encapsulate(prio, vlan=10))[ERSPAN_II]
+    assert (e.vlan, e.cos, e.en) == (10, 5, 3)
+    e = decode(enc.encapsulate(TAGGED, vlan=10))[ERSPAN_II]  # a real tag wins
+    assert (e.vlan, e.cos, e.en) == (42, 6, 3)
+
+
 def test_rspan_errors() -> None:
     with pytest.raises(PacketError, match="VLAN id"):
         rspan_copy(UNTAGGED, 4095, False)

@@ -41,6 +41,7 @@ class MirrorCopy:
     point: str  # "ingress" or "egress"
     vlan_op: int = VLAN_KEEP  # egress copies: the frame as delivered to the source port
     vid: int = 0
+    vlan: int = 0  # the VLAN the frame is switched in (0: untagged network / not classified)
 
 
 @dataclass(frozen=True, slots=True)

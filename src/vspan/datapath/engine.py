@@ -41,7 +41,6 @@ T = TypeVar("T")
 BackendFactory = Callable[[str, PortConfig], Port]
 
 HOUSEKEEPING_SECONDS = 1.0
-_TAG_TPIDS = (b"\x81\x00", b"\x88\xa8", b"\x91\x00")
 
 
 class Engine:
@@ -421,9 +420,9 @@ class Engine:
             vnet = b""  # a cut frame carries no offload work
             m.truncated += 1
         if m.kind == MIRROR_ERSPAN:
-            self._mirror_erspan(m, data, c.point == "egress", cut)
+            self._mirror_erspan(m, data, c.point == "egress", cut, c.vlan)
         elif m.kind == MIRROR_RSPAN:
-            self._mirror_rspan(m, data, vnet)
+            self._mirror_rspan(m, data, vnet, c.vlan)
         else:
             self._to_destinations(m, Frame(data, vnet))
 
@@ -444,26 +443,27 @@ class Engine:
             else:
                 q.append(copy)
 
-    def _mirror_erspan(self, m: MirrorRuntime, data: bytes, egress: bool, cut: bool) -> None:
+    def _mirror_erspan(self, m: MirrorRuntime, data: bytes, egress: bool, cut: bool,
+                       vlan: int) -> None:
         sender = m.sender
         if sender is None:
             m.dropped += 1
             return
-        if sender.send(data, egress=egress, truncated=cut):
+        # the ERSPAN VLAN field: the frame's tag when it has one, else the VLAN it is in
+        if sender.send(data, egress=egress, truncated=cut, vlan=vlan or None):
             m.mirrored += 1
         else:
             m.dropped += 1
 
-    def _mirror_rspan(self, m: MirrorRuntime, data: bytes, vnet: bytes) -> None:
+    def _mirror_rspan(self, m: MirrorRuntime, data: bytes, vnet: bytes, vlan: int) -> None:
         rs = m.config.rspan
         uplink = self.state.ports.get(m.uplink)
         if rs is None or uplink is None or not uplink.enabled or len(data) < 14:
             m.dropped += 1
             return
-        tagged = data[12:14] in _TAG_TPIDS
-        copy = rspan_copy(data, rs.vlan, rs.keep_original_tag)
-        if vnet and (not tagged or rs.keep_original_tag):
-            vnet = vnet_shift(vnet, 4)
+        copy = rspan_copy(data, rs.vlan, rs.keep_original_tag, original_vlan=vlan)
+        if vnet and len(copy) != len(data):
+            vnet = vnet_shift(vnet, len(copy) - len(data))
         m.mirrored += 1
         uplink.counters.mirrored_out += 1
         q = self._tx.get(m.uplink)

@@ -77,6 +77,7 @@ class Pipeline:
         drop = vlan.classify(ctx)
         if drop is not None:
             return Decision(taps, drops=(drop,))
+        taps = mirror.with_vlan(taps, ctx.vlan)  # copies carry the VLAN (ERSPAN, RSPAN)
         for stage in self.ingress_stages if policy else ():
             drop = stage.ingress(ctx)
             if drop is not None:
@@ -121,7 +122,7 @@ class Pipeline:
             if drop is not None:
                 return drop
         copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
-                                      op, vid, ctx.tracer)
+                                      op, vid, ctx.tracer, ctx.vlan)
         return Output(out.index, op, vid, tuple(ctx.out_hooks), copies)
 
 

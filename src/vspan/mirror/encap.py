@@ -202,7 +202,8 @@ class ErspanEncapsulator:
         was already cut (session truncation length); ``max_frame`` cuts it here.
         Either sets the ERSPAN ``T`` bit. VLAN/COS come from the frame's outer
         tag (``En`` = 3, tag kept in the frame); for an untagged frame that
-        belongs to an access VLAN, pass ``vlan``/``cos`` (``En`` = 0).
+        belongs to an access VLAN, pass ``vlan``/``cos`` (``En`` = 0). A
+        priority tag (VID 0) carries the VLAN given in ``vlan`` and its own COS.
         ``ts_ns`` is the wall-clock time the frame was seen (default: now).
         """
         if max_frame is not None and len(frame) > max_frame:
@@ -221,6 +222,8 @@ class ErspanEncapsulator:
         if tag is not None:
             vid, pcp = tag
             en = 3
+            if vid == 0 and vlan is not None:  # priority-tagged: the VLAN it was switched in
+                vid = vlan
         else:
             vid = vlan if vlan is not None else 0
             pcp = cos
@@ -541,20 +544,35 @@ def route_interface(remote_ip: str) -> str | None:
 # ---- RSPAN ------------------------------------------------------------------------------
 
 
-def rspan_copy(frame: bytes, vlan: int, keep_original_tag: bool, pcp: int | None = None) -> bytes:
+def rspan_copy(frame: bytes, vlan: int, keep_original_tag: bool, pcp: int | None = None,
+               original_vlan: int = 0) -> bytes:
     """The RSPAN copy of ``frame``: carried in VLAN ``vlan``.
 
     An untagged frame gets an 802.1Q tag. A tagged frame keeps its tag under a
     new outer RSPAN tag when ``keep_original_tag``, otherwise its outer tag's
     VID is replaced. ``pcp`` defaults to the frame's own priority (0 untagged).
+
+    ``original_vlan`` is the VLAN the switch carried the frame in (0: the
+    untagged network). With ``keep_original_tag`` the copy keeps that VLAN as
+    its inner tag even where the frame was untagged on the wire (an access
+    port, a trunk's native VLAN) or priority-tagged, as a trunk would carry it.
     """
     if not 1 <= vlan <= 4094:
         raise PacketError("rspan", f"vlan {vlan} is not a VLAN id (1-4094)")
     if pcp is not None and not 0 <= pcp <= 7:
         raise PacketError("rspan", f"pcp {pcp} is not a priority (0-7)")
+    if not 0 <= original_vlan <= 4094:
+        raise PacketError("rspan", f"original_vlan {original_vlan} is not a VLAN id (0-4094)")
     if len(frame) < 14:
         raise PacketError("rspan", f"frame of {len(frame)} bytes is too short for Ethernet")
     tag = frame_vlan(frame)
+    if keep_original_tag and original_vlan:
+        if tag is None:
+            frame = frame[:12] + struct.pack("!HH", 0x8100, original_vlan) + frame[12:]
+            tag = (original_vlan, 0)
+        elif tag[0] == 0:
+            tci = ((frame[14] & 0xF0) << 8) | original_vlan
+            frame = frame[:12] + struct.pack("!HH", 0x8100, tci) + frame[16:]
     if tag is None or keep_original_tag:
         prio = pcp if pcp is not None else (tag[1] if tag else 0)
         return frame[:12] + struct.pack("!HH", 0x8100, (prio << 13) | vlan) + frame[12:]
@@ -568,7 +586,8 @@ def rspan_strip(frame: bytes, vlan: int) -> bytes | None:
     """The mirrored frame inside an RSPAN copy on VLAN ``vlan`` (``None`` if not one).
 
     Removes the outer tag; a copy made with ``keep_original_tag`` gets its
-    original tag back, one made without it comes out untagged.
+    original tag back (the tag of its VLAN, if it was untagged in a VLAN),
+    one made without it comes out untagged.
     """
     tag = frame_vlan(frame)
     if tag is None or tag[0] != vlan:

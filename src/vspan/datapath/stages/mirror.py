@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from vspan.datapath.decision import VLAN_KEEP, VLAN_POP, Decision, MirrorCopy
 from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, PortRuntime
 from vspan.datapath.trace import Tracer
@@ -41,10 +43,16 @@ def ingress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[
     return tuple(out)
 
 
+def with_vlan(copies: tuple[MirrorCopy, ...], vlan: int) -> tuple[MirrorCopy, ...]:
+    """``copies`` marked with the VLAN the frame was classified in (once it is known)."""
+    return tuple(replace(c, vlan=vlan) for c in copies) if vlan > 0 else copies
+
+
 def egress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[int, str],
-                  already: set[int], vlan_op: int, vid: int, tr: Tracer
+                  already: set[int], vlan_op: int, vid: int, tr: Tracer, vlan: int = 0
                   ) -> tuple[MirrorCopy, ...]:
-    """Copies of the frame as delivered to ``port``, skipping sessions that have one."""
+    """Copies of the frame (of ``vlan``) as delivered to ``port``, skipping sessions that
+    have one."""
     out: list[MirrorCopy] = []
     for s in port.mirror_egress:
         m = mirrors[s]
@@ -55,7 +63,7 @@ def egress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[i
                 tr.report("mirror", f"session {m.name}: already copied this frame, no second copy")
             continue
         already.add(s)
-        out.append(MirrorCopy(s, "egress", vlan_op, vid))
+        out.append(MirrorCopy(s, "egress", vlan_op, vid, max(vlan, 0)))
         if tr.enabled:
             tr.report("mirror", f"session {m.name}: egress copy {_describe(m, names)}",
                       session=m.name, point="egress")
