@@ -201,7 +201,7 @@ firewall:
            action: reject}}
 mirrors:
   watch-bad:
-    sources: [{{port: bad, direction: ingress}}]
+    sources: [{{port: bad, direction: both}}]
     destinations: [snf]
 """
 
@@ -216,9 +216,10 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
     refused (TCP RST from the switch) and its pings are answered "administratively
     prohibited" - both counted as firewall-reject with rule 1003 at its port; its
     ping to web falls through to the default rule (firewall-deny, rule "default").
-    A mirror session copies what the compromised port sends to a sniffer: the
-    refused SYNs show up there, never at the db. ``vspan capture --drops`` marks
-    each dropped frame with reason and rule.
+    A mirror session copies what the compromised port sends and receives to a
+    sniffer: the refused SYNs show up there, never at the db, and so do the
+    switch's own answers the port receives (RSTs, ICMP unreachables). ``vspan
+    capture --drops`` marks each dropped frame with reason and rule.
     """
     require_tools("ping", "tcpdump", "tshark", "ss")
     h = {n: node(vlab, n, f"{ip}/24", mac) for n, (ip, mac) in TIER.items()}
@@ -299,8 +300,14 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
             and p[IP].dst == db_ip and p[TCP].dport == DB_PORT and p[TCP].flags == "S"]
     assert len(syns) == 3, [p.summary() for p in mirror.packets]
     assert all(p[Ether].src == TIER["bad"][1] for p in syns)
+    # the switch's answers delivered to bad are in the mirror too (egress)
+    rsts = [p for p in mirror.packets if p.haslayer(TCP) and p[IP].src == db_ip
+            and p[IP].dst == bad_ip and p[TCP].sport == DB_PORT and p[TCP].flags.R]
+    assert len(rsts) == 3, [p.summary() for p in mirror.packets]
+    assert all(p[Ether].dst == TIER["bad"][1] for p in rsts)
     echo = [(p[IP].dst, p[ICMP].type) for p in mirror.packets if p.haslayer(ICMP)]
-    assert sorted(echo) == sorted([(db_ip, 8)] * 2 + [(TIER["web"][0], 8)] * 2), echo
+    assert sorted(echo) == sorted([(db_ip, 8)] * 2 + [(TIER["web"][0], 8)] * 2
+                                  + [(bad_ip, 3)] * 2), echo
     assert at_db.packets == [], [p.summary() for p in at_db.packets]
 
     rows = tshark_rows(tmp_path / "bad.pcapng", "frame.comment", "tcp.flags.syn", "icmp.type",

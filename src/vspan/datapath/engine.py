@@ -325,13 +325,11 @@ class Engine:
         """Reject answers (TCP RST / ICMP unreachable) the firewall asked for."""
         for reply in self.policy.take_replies():
             if reply.to_port:
-                q = self._tx.get(reply.port)
-                if q is None:
-                    self._tx[reply.port] = [Frame(reply.data)]
-                else:
-                    q.append(Frame(reply.data))
+                # delivered to the port's VM: through the port's egress taps
+                d = self.pipeline.deliver(reply.port, reply.vlan)
+                self._apply(d, Frame(reply.data), None, reply.port, self.clock())
             elif reply.port in self.state.ports:
-                # switched as if the port had sent it, but not judged by policy again
+                # switched as if the port had sent it (its ingress taps), not judged again
                 key = extract(reply.data, reply.port)
                 d = self.pipeline.run(key, reply.data, reply.port, policy=False)
                 self._apply(d, Frame(reply.data), key, reply.port, self.clock())

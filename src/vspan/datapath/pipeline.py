@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vspan.datapath.decision import Decision, Drop, Output
+from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, Output
 from vspan.datapath.flowkey import ETH_P_8021Q, FlowKey, mac_str
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages import forward, mirror, vlan
@@ -109,6 +109,22 @@ class Pipeline:
             tr.report("drop", "no output")
         return Decision(taps, tuple(ctx.hooks), tuple(outputs), tuple(drops), learn, refresh,
                         cacheable=learn is None, flooded=flooded and bool(outs))
+
+    def deliver(self, port: int, vlan: int, tracer: Tracer = NULL_TRACER) -> Decision:
+        """Deliver a frame the switch itself made (a reject answer) to port ``port``.
+
+        The frame is already in the port's wire format and is not judged by
+        policy; it passes the port's egress taps like any frame the port
+        receives (its copies carry ``vlan``).
+        """
+        out = self.state.ports.get(port)
+        if out is None or not out.enabled:
+            if tracer.enabled:
+                tracer.report("drop", f"port {port} is gone or down")
+            return Decision(drops=(Drop(DropReason.PORT_DOWN, port),), cacheable=False)
+        copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, set(),
+                                      VLAN_KEEP, 0, tracer, vlan)
+        return Decision(outputs=(Output(port, mirrors=copies),), cacheable=False)
 
     def _egress(self, ctx: StageContext, out: PortRuntime, copied: set[int],
                 policy: bool = True) -> Output | Drop:

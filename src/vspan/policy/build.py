@@ -221,12 +221,14 @@ class Reply:
     """A frame a policy stage wants sent (a reject answer).
 
     ``to_port`` True: deliver out of ``port`` (to its VM); False: inject into the
-    switch as if ``port`` had sent it.
+    switch as if ``port`` had sent it. ``vlan``: the VLAN the answered frame was
+    switched in (the answer's mirror copies carry it).
     """
 
     port: int
     to_port: bool
     data: bytes
+    vlan: int = 0
 
 
 @dataclass(slots=True)

@@ -118,7 +118,7 @@ class PolicyStage:
                         return Drop(reason, port.index, fm.rule_id,
                                     f"{fm.action.value} by rule {fm.rule_id} ({direction}; "
                                     "no tracked connection)")
-                hooks.append(_fw_hook(self.policy, pf, fm, port.index, wire))
+                hooks.append(_fw_hook(self.policy, pf, fm, port.index, wire, ctx.vlan))
         return None
 
 
@@ -159,9 +159,10 @@ def _ext_hook(sessions: ExtAclSessions, m: ExtAclMatch, index: int) -> Hook:
 
 
 def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int,
-             wire: tuple[int, int]) -> Hook:
+             wire: tuple[int, int], vlan: int) -> Hook:
     """Per-frame firewall check at port ``index``; ``wire`` is the VLAN operation that puts
-    the judged frame in that port's wire format (KEEP for its own frames)."""
+    the judged frame in that port's wire format (KEEP for its own frames), ``vlan`` the
+    VLAN it is switched in."""
     direction = m.direction
     op, vid = wire
 
@@ -174,7 +175,7 @@ def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int,
             # built from the frame as it arrived; the VM's answer would carry the tags of
             # the VM's own port, so give it those before it enters the switch from there
             reply = v.reply if op == VLAN_KEEP else vlan_apply(op, vid, v.reply, b"")[0]
-            policy.queue_reply(Reply(index, direction == OUT, reply))
+            policy.queue_reply(Reply(index, direction == OUT, reply, vlan))
         assert v.reason is not None
         return Drop(v.reason, index, v.rule_id, v.detail)
     return hook
