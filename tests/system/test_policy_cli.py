@@ -21,7 +21,7 @@ def test_acl_add_show_remove_live(netlab: Lab, tmp_path: Path) -> None:
         ping(netlab, h["a"][0], "10.11.0.2", count=1)
         out = sw.cli("acl", "add", "b", "--action", "deny", "--direction", "in",
                      "--remote-ip", "10.11.0.1/32", "--id", "no-a").stdout
-        assert "port changed: b" in out
+        assert "acl added: b/no-a" in out
         assert not ping(netlab, h["a"][0], "10.11.0.2", count=2, check=False)
         assert sw.drops("acl-deny") >= 2
         rules = {d["rule"] for d in sw.show("counters")["drops"] if d["reason"] == "acl-deny"}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vspan.capture.porttap import PortCapture
-from vspan.config.diff import ChangeSet
+from vspan.config.diff import ChangeSet, diff
 from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
 from vspan.datapath.flowcache import FlowCache
@@ -603,11 +603,14 @@ class Engine:
         decision = self.pipeline.run(key, data, idx, tracer)
         return decision, tracer
 
-    def reload(self, new: Config) -> ChangeSet:
-        """Apply ``new`` live. New backends open first: if one fails nothing changes."""
-        from vspan.config.diff import diff
+    def reload(self, new: Config, changes: ChangeSet | None = None) -> ChangeSet:
+        """Apply ``new`` live. New backends open first: if one fails nothing changes.
 
-        changes = diff(self.state.config, new)
+        ``changes`` is the change set from the running config to ``new`` when the caller
+        already computed it; it drives every part (backends, state, policy).
+        """
+        if changes is None:
+            changes = diff(self.state.config, new)
         opened: dict[str, Port] = {}
         try:
             for name in (*changes.ports_added, *changes.ports_reopened):
@@ -620,8 +623,8 @@ class Engine:
             raise PortError(f"reload aborted, nothing changed: {err}") from err
         for name in (*changes.ports_removed, *changes.ports_reopened):
             self._close_backend(self.state.by_name[name])
-        self.state.apply(new)
-        self.policy.update(*policy_parts(new))
+        self.state.apply(new, changes)
+        self.policy.apply(*policy_parts(new), changes)
         for name, backend in opened.items():
             idx = self.state.by_name[name]
             self.backends[idx] = backend

@@ -132,7 +132,7 @@ class SwitchState:
         self.drops = DropCounters()
         self._next_index = 1
         self._config_generation = 0
-        self.apply(config)
+        self.apply(config, diff(self.config, config))
 
     @property
     def generation(self) -> int:
@@ -147,12 +147,10 @@ class SwitchState:
         """The runtime port called ``name`` (KeyError if none)."""
         return self.ports[self.by_name[name]]
 
-    def apply(self, new: Config) -> ChangeSet:
-        """Bring the runtime in line with ``new``; backends are not touched here.
-
-        Returns the change set so the caller can open/close backends.
-        """
-        changes = diff(self.config, new)
+    def apply(self, new: Config, changes: ChangeSet) -> None:
+        """Bring the runtime in line with ``new``, as ``changes`` (the change set from the
+        running config to ``new``, computed once by the caller) says; backends and policy
+        are not touched here."""
         for name in changes.ports_removed:
             idx = self.by_name.pop(name)
             del self.ports[idx]
@@ -170,13 +168,13 @@ class SwitchState:
             if rt.config.vlan != old_vlan or not rt.config.enabled:
                 self.fdb.flush_port(rt.index)
         for rt in self.ports.values():
+            rt.config = new.ports[rt.name]  # also policy-only changes (the port keeps its MACs)
             rt.compile_vlan()
         self.fdb.aging_seconds = new.switch.fdb_aging_seconds
         self.fdb.max_entries = new.switch.fdb_max_entries
         self._compile_mirrors(new)
         self.config = new
         self._config_generation += 1
-        return changes
 
     def _compile_mirrors(self, new: Config) -> None:
         old = {m.name: m for m in self.mirrors}

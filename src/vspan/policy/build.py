@@ -3,16 +3,17 @@
 :class:`SwitchPolicy` is what the pipeline stage (:mod:`vspan.policy.stage`)
 consults: per port a :class:`PortPolicy` (ACL, extended ACL and its
 sessions, guards, storm limiter) and the switch-wide :class:`Firewall`
-(whose per-port connection tables live at the ports). :meth:`SwitchPolicy.update`
-installs a new configuration while keeping state (sessions, connections,
-meters) of ports whose policy did not change.
+(whose per-port connection tables live at the ports). :meth:`SwitchPolicy.apply`
+installs a new configuration as a change set (:mod:`vspan.config.diff`) says:
+only the parts it names are rebuilt, everything else keeps its state
+(extended-ACL sessions, storm buckets, meters, connections, rule hit counters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vspan.policy.acl import AclAction, AclEntry, PortAcl
 from vspan.policy.common import (
@@ -35,6 +36,7 @@ from vspan.policy.config import (
 )
 from vspan.policy.extacl import ExtAclRule, ExtAclSessions, ExtAclTable, ExtAction
 from vspan.policy.firewall import (
+    DEFAULT_RULE_ID,
     AddressSet,
     Firewall,
     FwAction,
@@ -44,6 +46,9 @@ from vspan.policy.firewall import (
     Service,
 )
 from vspan.policy.guards import PortGuards, StormClass, StormLimiter
+
+if TYPE_CHECKING:
+    from vspan.config.diff import ChangeSet, FirewallChanges, PortPolicyChanges
 
 MAX_PENDING_REPLIES = 1024
 
@@ -215,6 +220,15 @@ class PortPolicy:
         guards, storm = build_guards(cfg)
         return cls(name, cfg, build_acl(cfg), build_ext_acl(cfg), ExtAclSessions(), guards, storm)
 
+    def rebuilt(self, cfg: PortPolicyConfig, changes: PortPolicyChanges) -> PortPolicy:
+        """This port's policy with the parts ``changes`` names rebuilt from ``cfg``; the
+        others keep their state (meters, extended-ACL sessions, storm buckets)."""
+        acl = build_acl(cfg) if changes.acls else self.acl
+        ext, sessions = ((build_ext_acl(cfg), ExtAclSessions()) if changes.extended_acls
+                         else (self.ext, self.sessions))
+        guards, storm = build_guards(cfg) if changes.guards else (self.guards, self.storm)
+        return PortPolicy(self.name, cfg, acl, ext, sessions, guards, storm)
+
 
 @dataclass(slots=True)
 class Reply:
@@ -251,25 +265,62 @@ class SwitchPolicy:
 
     def update(self, ports: Mapping[str, PortPolicyConfig | None],
                firewall: FirewallConfig | None) -> None:
-        """Install a new configuration; unchanged ports keep sessions, meters and storm buckets,
-        and every covered port keeps its connection table."""
-        new: dict[str, PortPolicy] = {}
-        for name, cfg in ports.items():
-            if cfg is None:
-                continue
+        """Install a new configuration given as its parts (diffs against the installed one
+        and calls :meth:`apply`; the switch itself hands :meth:`apply` its change set)."""
+        from vspan.config.diff import ChangeSet, diff_firewall, diff_port_policy
+
+        old = {n: p.config for n, p in self.ports.items()}
+        pcs = tuple(pc for n in ports if n in old
+                    if (pc := diff_port_policy(n, old[n], ports[n])))
+        added = tuple(n for n in ports if n not in old and ports[n] is not None)
+        removed = tuple(n for n in old if n not in ports or ports[n] is None)
+        self.apply(ports, firewall, ChangeSet(
+            ports_added=added, ports_removed=removed, policy=pcs,
+            firewall=diff_firewall(self.firewall_config, firewall, old, ports)))
+
+    def apply(self, ports: Mapping[str, PortPolicyConfig | None],
+              firewall: FirewallConfig | None, changes: ChangeSet) -> None:
+        """Install ``ports`` and ``firewall`` (the new configuration's policy parts) as
+        ``changes`` says: ports it does not name keep their :class:`PortPolicy` (sessions,
+        meters, storm buckets); a port whose ACLs alone changed keeps its sessions and
+        buckets; every covered port keeps its connection table; firewall rules that did not
+        change keep their hit counters."""
+        for name in changes.ports_removed:
+            self.ports.pop(name, None)
+        touched = {pc.port: pc for pc in changes.policy}
+        for name in (*changes.ports_added, *touched):
+            cfg = ports.get(name)
             old = self.ports.get(name)
-            new[name] = old if old is not None and old.config == cfg else PortPolicy.build(name,
-                                                                                            cfg)
-        self.ports = new
-        if firewall is None or not firewall.enabled:
-            self.firewall = None
-        elif self.firewall is None or self.firewall.timeouts != firewall.timeouts.runtime():
-            self.firewall = build_firewall(firewall, ports)
-        else:
-            self.firewall.replace_rules(build_ruleset(firewall, ports))
-        if self.firewall is not None:
+            if cfg is None:
+                self.ports.pop(name, None)
+            elif old is None or name not in touched:
+                self.ports[name] = PortPolicy.build(name, cfg)
+            else:
+                self.ports[name] = old.rebuilt(cfg, touched[name])
+        self._apply_firewall(ports, firewall, changes.firewall)
+        if self.firewall is not None and changes.ports_removed:
             self.firewall.prune(ports)
         self.firewall_config = firewall
+
+    def _apply_firewall(self, ports: Mapping[str, PortPolicyConfig | None],
+                        firewall: FirewallConfig | None, fc: FirewallChanges) -> None:
+        if firewall is None or not firewall.enabled:
+            self.firewall = None
+            return
+        if self.firewall is None:
+            self.firewall = build_firewall(firewall, ports)
+            return
+        if not fc:
+            return
+        fw = self.firewall
+        old_rules = fw.ruleset
+        fw.set_limits(firewall.timeouts.runtime(), firewall.max_connections)
+        fw.replace_rules(build_ruleset(firewall, ports))
+        keep = {r.id for r in old_rules.all_rules()} - fc.rules.touched
+        if not fc.default_changed:
+            keep.add(DEFAULT_RULE_ID)
+        fw.ruleset.counters.hits = {rid: n for rid, n in old_rules.counters.hits.items()
+                                    if rid in keep}
 
     def port(self, name: str) -> PortPolicy | None:
         """Policy of port ``name`` (``None`` when it has none)."""

@@ -437,6 +437,15 @@ class Firewall:
         """Expire idle connections at every port."""
         return sum(pf.conntrack.expire(now) for pf in self._ports.values())
 
+    def set_limits(self, timeouts: Timeouts, max_conns: int) -> None:
+        """New idle timeouts and connection limit, for tracked connections too (they keep
+        their state; the new timeouts apply from their next frame)."""
+        self.timeouts = timeouts
+        self.max_conns = max_conns
+        for pf in self._ports.values():
+            pf.conntrack.timeouts = timeouts
+            pf.conntrack.max_conns = max_conns
+
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Install new rules, keeping each port's connection table (flows survive)."""
         self.ruleset = ruleset
