@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from vspan.api.metrics import SwitchCollector
 from vspan.config.diff import ChangeSet
 from vspan.config.load import ConfigError
-from vspan.control.agent import Agent, AgentError
+from vspan.control.agent import Agent, AgentError, LiveChangesError
 
 
 def _changes(cs: ChangeSet) -> dict[str, Any]:
@@ -34,6 +34,11 @@ def create_app(agent: Agent) -> FastAPI:
     async def agent_error(_req: Request, err: AgentError) -> JSONResponse:
         return JSONResponse(status_code=err.status, content={"error": str(err)})
 
+    @app.exception_handler(LiveChangesError)
+    async def live_error(_req: Request, err: LiveChangesError) -> JSONResponse:
+        return JSONResponse(status_code=err.status,
+                            content={"error": str(err), "live_changes": err.lines})
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "switch": agent.config.switch.name,
@@ -49,7 +54,14 @@ def create_app(agent: Agent) -> FastAPI:
 
     @app.post("/reload")
     def reload(body: dict[str, Any] = Body(default_factory=dict)) -> dict[str, Any]:  # noqa: B008
-        return _changes(agent.reload(body.get("path")))
+        """``{"path": FILE, "live": "refuse"|"keep"|"drop"}`` (both optional)."""
+        result = agent.reload(body.get("path"), str(body.get("live", "refuse")))
+        return _changes(result.changes) | {"live_kept": list(result.live_kept),
+                                            "live_dropped": list(result.live_dropped)}
+
+    @app.get("/live")
+    def live() -> dict[str, Any]:
+        return agent.live_changes()
 
     @app.post("/mirrors/{name}")
     def mirror_create(name: str, spec: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008

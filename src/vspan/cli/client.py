@@ -14,7 +14,11 @@ DEFAULT_SOCKET = "/run/vspan/vspan0.sock"
 
 
 class ClientError(Exception):
-    """The switch could not be reached or refused the request."""
+    """The switch could not be reached or refused the request (``data``: its JSON answer)."""
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.data = data
 
 
 def add_socket_arg(p: argparse.ArgumentParser) -> None:
@@ -42,10 +46,10 @@ def request(socket: str, method: str, path: str, body: Any = None,
         if isinstance(data, dict) and "details" in data:
             lines = [f"{data.get('source', '')}: {d}" if data.get("source") else d
                      for d in data["details"]]
-            raise ClientError(f"{data['error']}:\n  " + "\n  ".join(lines))
+            raise ClientError(f"{data['error']}:\n  " + "\n  ".join(lines), data)
         if isinstance(data, dict) and "error" in data:
-            raise ClientError(str(data["error"]))
-        raise ClientError(f"HTTP {resp.status_code}: {data}")
+            raise ClientError(str(data["error"]), data)
+        raise ClientError(f"HTTP {resp.status_code}: {data}", data)
     return data
 
 

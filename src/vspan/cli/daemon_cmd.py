@@ -25,8 +25,19 @@ def register(sub: Any) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_up)
     r: argparse.ArgumentParser = sub.add_parser(
-        "reload", help="apply a changed configuration file to the running switch")
+        "reload", help="apply a changed configuration file to the running switch",
+        description="Apply a configuration file live. Changes made on the running switch "
+                    "with commands (vspan acl add/remove, vspan firewall rule add/remove, "
+                    "vspan mirror create/delete/enable/disable) are not in the file: when "
+                    "the file would undo any of them, reload lists them and changes "
+                    "nothing unless told what to do with them.")
     r.add_argument("file", nargs="?", help="configuration file (default: the one it runs)")
+    keep = r.add_mutually_exclusive_group()
+    keep.add_argument("--keep-live", action="store_true",
+                      help="put the live changes back on top of the file")
+    keep.add_argument("--force", action="store_true",
+                      help="apply the file as it is: the live changes it does not carry "
+                           "are undone (and listed)")
     add_socket_arg(r)
     r.set_defaults(func=run_reload)
 
@@ -102,13 +113,27 @@ def _serve(servers: list[Any]) -> None:
 
 def run_reload(args: argparse.Namespace) -> int:
     """Ask the running switch to apply a (changed) file."""
-    body = {"path": os.path.abspath(args.file)} if args.file else {}
+    body: dict[str, Any] = {"path": os.path.abspath(args.file)} if args.file else {}
+    body["live"] = "keep" if args.keep_live else "drop" if args.force else "refuse"
     try:
         data = request(args.socket, "POST", "/reload", body)
     except ClientError as err:
-        return fail(err)
+        live = err.data.get("live_changes") if isinstance(err.data, dict) else None
+        if not live:
+            return fail(err)
+        sys.stderr.write(f"vspan: {err}; nothing was changed:\n")
+        for line in live:
+            sys.stderr.write(f"  {line}\n")
+        sys.stderr.write("keep them on top of the file with `vspan reload --keep-live`, undo "
+                         "them with `vspan reload --force`, or first save the running "
+                         "configuration into the file (`vspan show config > FILE`)\n")
+        return 1
     if data["empty"]:
         sys.stdout.write("no changes\n")
     for line in data["changes"]:
         sys.stdout.write(line + "\n")
+    for line in data.get("live_kept", []):
+        sys.stdout.write(f"kept live change: {line}\n")
+    for line in data.get("live_dropped", []):
+        sys.stdout.write(f"live change undone: {line}\n")
     return 0

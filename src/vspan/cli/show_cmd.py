@@ -1,4 +1,4 @@
-"""``vspan show ports|fdb|mirrors|counters``."""
+"""``vspan show ports|fdb|mirrors|counters|config|live|metrics``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import sys
 from typing import Any
 
 from vspan.cli.client import ClientError, add_socket_arg, fail, print_json, print_table, request
+from vspan.config.load import ConfigError, dump_text, parse_config
 
 
 def register(sub: Any) -> None:
     """Add ``show``."""
     p: argparse.ArgumentParser = sub.add_parser("show", help="show the running switch's state")
-    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "config", "metrics"])
+    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "config", "live",
+                                    "metrics"],
+                   help="config: the running configuration as YAML (save it to keep live "
+                        "changes); live: changes made with commands that the file lacks")
     p.add_argument("--json", action="store_true", help="JSON output")
     add_socket_arg(p)
     p.set_defaults(func=run)
@@ -24,14 +28,38 @@ def run(args: argparse.Namespace) -> int:
         if args.what == "metrics":
             sys.stdout.write(request(args.socket, "GET", "/metrics"))
             return 0
-        path = "/config" if args.what == "config" else f"/show/{args.what}"
+        path = {"config": "/config", "live": "/live"}.get(args.what, f"/show/{args.what}")
         data = request(args.socket, "GET", path)
+        if args.what == "config" and not args.json:
+            return _print_config(args.socket, data)
     except ClientError as err:
         return fail(err)
-    if args.json or args.what == "config":
+    if args.json:
         print_json(data)
         return 0
     render(args.what, data)
+    return 0
+
+
+def _print_config(socket: str, data: Any) -> int:
+    """The running configuration as YAML (``vspan check-config`` accepts it), headed by
+    comments naming the live changes its file lacks."""
+    try:
+        cfg = parse_config(data, socket)
+    except ConfigError as err:
+        return fail(err)
+    live = request(socket, "GET", "/live")
+    head = [f"# running configuration of switch {cfg.switch.name} (vspan show config)"]
+    path = live.get("config_path")
+    if path:
+        head.append(f"# started from {path}")
+    pending = [c for c in live["changes"] if not c.get("in_file")]
+    if pending:
+        where = f"not in {path}" if path else "made with commands"
+        head.append(f"# live changes {where} (a plain `vspan reload` would refuse to undo "
+                    "them):")
+        head.extend(f"#   {c['text']}" for c in pending)
+    sys.stdout.write("\n".join(head) + "\n" + dump_text(cfg))
     return 0
 
 
@@ -52,6 +80,15 @@ def render(what: str, data: Any) -> None:
                            ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
                            ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "counters.truncated"),
                            ("DROPPED", "counters.dropped"), ("STATUS", "status")])
+    elif what == "live":
+        rows = [{**c, "state": "in file" if c.get("in_file") else "not in file"
+                 if c.get("in_file") is False else "-"} for c in data["changes"]]
+        if not rows:
+            sys.stdout.write("no live changes: the switch runs its configuration file\n")
+            return
+        print_table(rows, [("ITEM", "item"), ("FILE", "state"), ("HOW", "history")])
+        if data.get("file_problem"):
+            sys.stdout.write(f"(cannot read the configuration file: {data['file_problem']})\n")
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),

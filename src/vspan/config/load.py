@@ -88,3 +88,13 @@ def load_file(path: str | Path) -> Config:
     except OSError as err:
         raise ConfigError([f"cannot read: {err.strerror}"], str(p)) from None
     return load_text(text, str(p))
+
+
+def dump_text(cfg: Config) -> str:
+    """The configuration as YAML that :func:`load_text` reads back to an equal config.
+
+    Values equal to their defaults are left out, so the text is what an admin
+    would have written.
+    """
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -5,13 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vspan.config.diff import ChangeSet
+from vspan.config.diff import ChangeSet, diff
 from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.model import Config
 from vspan.control import views
+from vspan.control.live import (
+    AclItem,
+    FirewallRuleItem,
+    LiveChanges,
+    LiveConflict,
+    LiveItem,
+    MirrorItem,
+    config_data,
+)
 from vspan.datapath.engine import BackendFactory, Engine
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,26 @@ class AgentError(Exception):
         self.status = status
 
 
+class LiveChangesError(AgentError):
+    """A reload would undo live changes; ``lines`` says which (nothing was changed)."""
+
+    def __init__(self, message: str, lines: list[str]) -> None:
+        super().__init__(message, 409)
+        self.lines = lines
+
+
+LIVE_MODES = ("refuse", "keep", "drop")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload changed, and what became of the live changes it met."""
+
+    changes: ChangeSet
+    live_kept: tuple[str, ...] = ()  # live changes put back on top of the file
+    live_dropped: tuple[str, ...] = ()  # live changes the reload undid (--force)
+
+
 class Agent:
     """Runs one switch: its engine, its config file, its control operations."""
 
@@ -32,6 +62,7 @@ class Agent:
                  config_path: str | None = None) -> None:
         self.config_path = config_path
         self.engine = Engine(config, backend_factory)
+        self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
 
     @classmethod
@@ -57,35 +88,89 @@ class Agent:
     def apply(self, new: Config) -> ChangeSet:
         """Apply a validated config live (backends opened first; failure changes nothing)."""
         with self._lock:
-            try:
-                return self.engine.call(lambda: self.engine.reload(new))
-            except ConfigError:
-                raise
-            except Exception as err:
-                raise AgentError(str(err)) from err
+            return self._apply(new)
 
-    def reload(self, path: str | None = None) -> ChangeSet:
-        """Re-read the config file (or ``path``) and apply the difference."""
+    def _apply(self, new: Config) -> ChangeSet:
+        """Apply ``new`` (the caller holds the lock): the change set is computed here, once,
+        and handed to the engine."""
+        changes = diff(self.config, new)
+        try:
+            return self.engine.call(lambda: self.engine.reload(new, changes))
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise AgentError(str(err)) from err
+
+    def reload(self, path: str | None = None, live: str = "refuse") -> ReloadResult:
+        """Re-read the config file (or ``path``) and apply the difference.
+
+        Live changes the file does not carry (rules and ACLs added with the CLI, ...)
+        would be undone: ``live="refuse"`` raises :class:`LiveChangesError` listing them
+        and changes nothing; ``"keep"`` puts them back on top of the file; ``"drop"``
+        applies the file as it is and reports what it undid.
+        """
+        if live not in LIVE_MODES:
+            raise AgentError(f"live must be one of {', '.join(LIVE_MODES)}, not {live!r}")
         target = path or self.config_path
         if not target:
             raise AgentError("no configuration file to reload from (give a path)")
-        new = load_file(target)
-        changes = self.apply(new)
-        if path:
-            self.config_path = str(Path(path).resolve())
-        return changes
+        from_file = load_file(target)
+        with self._lock:
+            data = config_data(from_file)
+            undone = self.live.undone_by(data)
+            lines = [ch.undo_text(data) for ch in undone]
+            new = from_file
+            if undone and live == "refuse":
+                n = len(undone)
+                raise LiveChangesError(
+                    f"reload would undo {n} live change{'s' if n > 1 else ''} that "
+                    f"{'are' if n > 1 else 'is'} not in {target}", lines)
+            if undone and live == "keep":
+                try:
+                    merged = self.live.put_on(data, undone)
+                except LiveConflict as err:
+                    raise AgentError(f"cannot keep the live changes: {err}", 409) from None
+                new = parse_config(merged, f"{target} with the live changes kept")
+            changes = self._apply(new)
+            kept = undone if live == "keep" else []
+            self.live.keep_only(kept)
+            if path:
+                self.config_path = str(Path(path).resolve())
+        return ReloadResult(changes, tuple(f"{c.item.label} ({c.history})" for c in kept),
+                            tuple(lines) if live == "drop" else ())
 
-    def mutate(self, change: Callable[[dict[str, Any]], None], what: str) -> ChangeSet:
+    def mutate(self, change: Callable[[dict[str, Any]], None], what: str,
+               item: Callable[[], LiveItem] | None = None, verb: str = "changed",
+               command: str = "") -> ChangeSet:
         """Apply ``change`` to a copy of the running config (as data), validate, apply.
 
         A change that does not validate raises ConfigError with full paths and
-        leaves the running switch as it was.
+        leaves the running switch as it was. ``item`` (called after ``change``) names
+        what the command changed, remembered as a live change (``verb`` by ``command``).
         """
         with self._lock:
-            data = self.config.model_dump(mode="json", exclude_none=True)
+            data = config_data(self.config)
             change(data)
             new = parse_config(data, what)
-        return self.apply(new)
+            changes = self._apply(new)
+            if item is not None and not changes.empty:
+                self.live.record(item(), config_data(self.config), verb, command)
+            return changes
+
+    def live_changes(self) -> dict[str, Any]:
+        """The live changes, each with whether the configuration file now carries it."""
+        data: dict[str, Any] | None = None
+        problem = ""
+        if self.config_path:
+            try:
+                data = config_data(load_file(self.config_path))
+            except ConfigError as err:
+                problem = str(err)
+        with self._lock:
+            rows = [ch.as_dict() | {
+                "in_file": None if data is None else ch.item.value_in(data) == ch.item.value,
+                "undo": None if data is None else ch.undo_text(data)} for ch in self.live]
+        return {"config_path": self.config_path, "file_problem": problem, "changes": rows}
 
     def mirror_create(self, name: str, spec: dict[str, Any]) -> ChangeSet:
         """Add a mirror session from a config-shaped mapping."""
@@ -95,7 +180,8 @@ class Agent:
                 raise AgentError(f"mirror session {name!r} already exists", 409)
             data["mirrors"][name] = spec
 
-        return self.mutate(change, f"mirror {name}")
+        return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "added",
+                           "vspan mirror create")
 
     def mirror_delete(self, name: str) -> ChangeSet:
         """Remove a mirror session."""
@@ -104,7 +190,8 @@ class Agent:
             if data["mirrors"].pop(name, None) is None:
                 raise AgentError(f"no mirror session named {name!r}", 404)
 
-        return self.mutate(change, f"mirror {name}")
+        return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "removed",
+                           "vspan mirror delete")
 
     def mirror_enable(self, name: str, enabled: bool) -> ChangeSet:
         """Enable or disable a mirror session."""
@@ -114,7 +201,9 @@ class Agent:
                 raise AgentError(f"no mirror session named {name!r}", 404)
             data["mirrors"][name]["enabled"] = enabled
 
-        return self.mutate(change, f"mirror {name}")
+        action = "enable" if enabled else "disable"
+        return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), f"{action}d",
+                           f"vspan mirror {action}")
 
     # ---------------------------------------------------------- ACLs, firewall
     def _port_policy(self, data: dict[str, Any], port: str) -> dict[str, Any]:
@@ -139,10 +228,13 @@ class Agent:
                 raise AgentError(f"port {port} already has an entry {entry['id']!r}", 409)
             entries.append(entry)
 
-        return self.mutate(change, f"acl on {port}")
+        return self.mutate(change, f"acl on {port}",
+                           lambda: AclItem(port, str(entry["id"]), extended), "added",
+                           "vspan acl add")
 
     def acl_remove(self, port: str, entry_id: str) -> ChangeSet:
         """Remove a port ACL or extended ACL entry by id."""
+        found: list[str] = []
 
         def change(data: dict[str, Any]) -> None:
             pol = self._port_policy(data, port)
@@ -151,10 +243,13 @@ class Agent:
                 kept = [e for e in entries if e.get("id") != entry_id]
                 if len(kept) != len(entries):
                     pol[listname] = kept
+                    found.append(listname)
                     return
             raise AgentError(f"port {port} has no ACL entry {entry_id!r}", 404)
 
-        return self.mutate(change, f"acl on {port}")
+        return self.mutate(change, f"acl on {port}",
+                           lambda: AclItem(port, entry_id, found == ["extended_acls"]),
+                           "removed", "vspan acl remove")
 
     def acl_show(self, port: str) -> dict[str, Any]:
         """The port's ACL entries and extended ACL rules, with policy counters."""
@@ -173,6 +268,9 @@ class Agent:
     def firewall_rule_add(self, section: str, rule: dict[str, Any],
                           position: int | None = None) -> ChangeSet:
         """Add a firewall rule to ``section`` (created at the end when new)."""
+        if rule.get("id") is None:
+            raise AgentError("a rule added to the running switch needs an id")
+        rid = str(rule["id"])
 
         def change(data: dict[str, Any]) -> None:
             fw = data.setdefault("firewall", {})
@@ -187,7 +285,8 @@ class Agent:
             else:
                 rules.insert(max(0, position - 1), rule)
 
-        return self.mutate(change, f"firewall section {section}")
+        return self.mutate(change, f"firewall section {section}",
+                           lambda: FirewallRuleItem(rid), "added", "vspan firewall rule add")
 
     def firewall_rule_remove(self, rule_id: str) -> ChangeSet:
         """Remove the firewall rule with ``rule_id``."""
@@ -201,7 +300,8 @@ class Agent:
                     return
             raise AgentError(f"no firewall rule with id {rule_id!r}", 404)
 
-        return self.mutate(change, "firewall")
+        return self.mutate(change, "firewall", lambda: FirewallRuleItem(rule_id), "removed",
+                           "vspan firewall rule remove")
 
     def firewall_show(self) -> dict[str, Any]:
         """The firewall configuration with rule hit counters."""
