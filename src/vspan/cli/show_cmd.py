@@ -63,6 +63,15 @@ def _print_config(socket: str, data: Any) -> int:
     return 0
 
 
+def truncated_text(counters: dict[str, Any]) -> str:
+    """Copies cut to the session's length, and (encapsulating sessions) those cut to the
+    path MTU: ``"12 (+3 mtu)"``."""
+    text = str(counters.get("truncated", 0))
+    if "encap_truncated" in counters:
+        text += f" (+{counters['encap_truncated']} mtu)"
+    return text
+
+
 def render(what: str, data: Any) -> None:
     """Tables for humans."""
     if what == "ports":
@@ -74,12 +83,13 @@ def render(what: str, data: Any) -> None:
     elif what == "fdb":
         print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("AGE", "age")])
     elif what == "mirrors":
-        print_table(data, [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
-                           ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
-                           ("FILTER", "filter"),
-                           ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
-                           ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "counters.truncated"),
-                           ("DROPPED", "counters.dropped"), ("STATUS", "status")])
+        print_table([{**m, "cut": truncated_text(m["counters"])} for m in data],
+                    [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
+                     ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
+                     ("FILTER", "filter"),
+                     ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
+                     ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "cut"),
+                     ("DROPPED", "counters.dropped"), ("STATUS", "status")])
     elif what == "live":
         rows = [{**c, "state": "in file" if c.get("in_file") else "not in file"
                  if c.get("in_file") is False else "-"} for c in data["changes"]]
