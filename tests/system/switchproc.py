@@ -18,8 +18,9 @@ VSPAN = [sys.executable, "-m", "vspan.cli.main"]
 class SwitchProcess:
     """A switch daemon started from a YAML text; stopped by :meth:`stop`."""
 
-    def __init__(self, workdir: Path, yaml_text: str) -> None:
+    def __init__(self, workdir: Path, yaml_text: str, up_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.up_args = up_args  # extra `vspan up` options
         self.socket = str(workdir / "switch.sock")
         self.config = workdir / "switch.yaml"
         self.config.write_text(
@@ -31,8 +32,8 @@ class SwitchProcess:
     def start(self) -> None:
         """Start and wait until the control socket answers."""
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([*VSPAN, "up", "-c", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*VSPAN, "up", "-c", str(self.config), *self.up_args],
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -18,11 +18,43 @@ def _changes(cs: ChangeSet) -> dict[str, Any]:
     return {"changes": cs.summary(), "empty": cs.empty}
 
 
-def create_app(agent: Agent) -> FastAPI:
-    """Build the API for ``agent``."""
-    app = FastAPI(title="vspan", version="0.1.0")
+def _registry(agent: Agent) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SwitchCollector(agent))
+    return registry
+
+
+def _metrics_text(registry: CollectorRegistry) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(registry).decode(),
+                             media_type="text/plain; version=0.0.4")
+
+
+def create_metrics_app(agent: Agent) -> FastAPI:
+    """The read-only part for TCP (``vspan up --metrics``): ``/metrics`` and ``/health``.
+
+    Everything that changes or reveals traffic stays on the control socket, whose
+    file mode decides who may use it.
+    """
+    app = FastAPI(title="vspan metrics", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    registry = _registry(agent)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "switch": agent.config.switch.name,
+                "running": agent.engine.running}
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return _metrics_text(registry)
+
+    return app
+
+
+def create_app(agent: Agent) -> FastAPI:
+    """Build the API for ``agent`` (served on the control socket)."""
+    app = FastAPI(title="vspan", version="0.1.0")
+    registry = _registry(agent)
 
     @app.exception_handler(ConfigError)
     async def config_error(_req: Request, err: ConfigError) -> JSONResponse:
@@ -131,7 +163,6 @@ def create_app(agent: Agent) -> FastAPI:
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(registry).decode(),
-                                 media_type="text/plain; version=0.0.4")
+        return _metrics_text(registry)
 
     return app

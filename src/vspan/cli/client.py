@@ -27,16 +27,34 @@ def add_socket_arg(p: argparse.ArgumentParser) -> None:
                    help="control socket of the running switch (default: %(default)s)")
 
 
+_NO_ACCESS = ("permission denied on the control socket {0}: only its owner (and the group "
+              "given with `vspan up --socket-group`) may use it")
+
+
+def _check_socket(socket: str) -> None:
+    """Say plainly when there is no switch, or when this user may not use its socket."""
+    try:
+        os.stat(socket)
+    except FileNotFoundError:
+        raise ClientError(f"no switch is running at {socket} (start one with "
+                          "`vspan up -c FILE`)") from None
+    except PermissionError:
+        raise ClientError(_NO_ACCESS.format(socket)) from None
+    if not os.access(socket, os.R_OK | os.W_OK):
+        raise ClientError(_NO_ACCESS.format(socket))
+
+
 def request(socket: str, method: str, path: str, body: Any = None,
             timeout: float = 15.0) -> Any:
     """One request; returns the decoded JSON (or text for /metrics)."""
-    if not os.path.exists(socket):
-        raise ClientError(f"no switch is running at {socket} (start one with `vspan up -c FILE`)")
+    _check_socket(socket)
     transport = httpx.HTTPTransport(uds=socket)
     try:
         with httpx.Client(transport=transport, base_url="http://vspan", timeout=timeout) as c:
             resp = c.request(method, path, json=body)
     except httpx.HTTPError as err:
+        if isinstance(err.__cause__, PermissionError) or "Permission denied" in str(err):
+            raise ClientError(_NO_ACCESS.format(socket)) from err
         raise ClientError(f"cannot talk to the switch at {socket}: {err}") from err
     if resp.headers.get("content-type", "").startswith("application/json"):
         data = resp.json()

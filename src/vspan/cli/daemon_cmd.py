@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -20,8 +21,12 @@ def register(sub: Any) -> None:
     p.add_argument("--socket", "-S", default=None,
                    help="control socket path (default: switch.control_socket or "
                         "/run/vspan/<name>.sock)")
+    p.add_argument("--socket-group", metavar="GROUP", default=None,
+                   help="let members of GROUP use the control socket (mode 0660; default: "
+                        "switch.control_socket_group, else owner only, 0600)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
-                   help="also serve the REST API and /metrics over TCP (e.g. 127.0.0.1:9477)")
+                   help="also serve /metrics and /health (read only) over TCP "
+                        "(e.g. 127.0.0.1:9477)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_up)
     r: argparse.ArgumentParser = sub.add_parser(
@@ -46,8 +51,9 @@ def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
     import uvicorn
 
-    from vspan.api.rest import create_app
+    from vspan.api.rest import create_app, create_metrics_app
     from vspan.control.agent import Agent
+    from vspan.control.ctlsock import SocketSetupError, bind_control_socket, resolve_group
     from vspan.ports.base import PortError
     from vspan.ports.factory import open_backend
 
@@ -60,7 +66,7 @@ def run_up(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{err.source}: {line}\n")
         return 1
     sock = args.socket or agent.config.switch.socket_path()
-    os.makedirs(os.path.dirname(sock) or ".", exist_ok=True)
+    group = args.socket_group or agent.config.switch.control_socket_group
     if os.path.exists(sock):
         try:
             request(sock, "GET", "/health", timeout=2)
@@ -70,43 +76,53 @@ def run_up(args: argparse.Namespace) -> int:
             sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
             return 1
     try:
+        listener = bind_control_socket(sock, resolve_group(group) if group else None)
+    except SocketSetupError as err:
+        sys.stderr.write(f"vspan: control socket: {err}\n")
+        return 1
+    try:
         agent.start()
     except (PortError, OSError) as err:
         sys.stderr.write(f"vspan: cannot open ports: {err}\n")
         agent.stop()
+        listener.close()
+        os.unlink(sock)
         return 1
-    app = create_app(agent)
-    servers = [uvicorn.Server(uvicorn.Config(app, uds=sock, log_level="warning"))]
+    servers: list[tuple[Any, list[socket.socket] | None]] = [
+        (uvicorn.Server(uvicorn.Config(create_app(agent), log_level="warning")), [listener])]
     if args.metrics:
         host, _, port = args.metrics.rpartition(":")
-        servers.append(uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1",
-                                                     port=int(port), log_level="warning")))
+        servers.append((uvicorn.Server(uvicorn.Config(
+            create_metrics_app(agent), host=host or "127.0.0.1", port=int(port),
+            log_level="warning")), None))
+    who = f"owner and group {group}" if group else "owner only"
     sys.stderr.write(
         f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
-        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock}\n")
+        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})\n")
     try:
         _serve(servers)
     finally:
         agent.stop()
+        listener.close()
         if os.path.exists(sock):
             os.unlink(sock)
         sys.stderr.write("vspan: switch stopped\n")
     return 0
 
 
-def _serve(servers: list[Any]) -> None:
+def _serve(servers: list[tuple[Any, list[socket.socket] | None]]) -> None:
     import asyncio
 
     async def main() -> None:
-        await asyncio.gather(*(s.serve() for s in servers))
+        await asyncio.gather(*(s.serve(sockets=socks) for s, socks in servers))
 
     def stop(_sig: int, _frame: Any) -> None:
-        for s in servers:
+        for s, _ in servers:
             s.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    for s in servers:  # we handle signals ourselves (all servers stop together)
+    for s, _ in servers:  # we handle signals ourselves (all servers stop together)
         s.install_signal_handlers = lambda: None
     asyncio.run(main())
 

@@ -271,6 +271,8 @@ class SwitchConfig(Strict):
     flow_cache_size: int = Field(default=65536, ge=0)
     batch_size: int = Field(default=64, ge=1, le=4096)
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
+    # members of this group may use the control socket (0660); default: owner only (0600)
+    control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)
 
     def socket_path(self) -> str:
         """Where the daemon's control socket lives."""
