@@ -120,6 +120,16 @@ def create_app(agent: Agent) -> FastAPI:
             raise AgentError(f"trace needs 'port' and 'frame' (hex): {err}") from err
         return agent.trace(port, frame)
 
+    @app.post("/policy/explain")
+    def policy_explain(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            frame = bytes.fromhex(str(body["frame"]))
+            port, direction = str(body["port"]), str(body["direction"])
+        except (KeyError, ValueError) as err:
+            raise AgentError(f"explain needs 'port', 'direction' and 'frame' (hex): {err}") \
+                from err
+        return agent.policy_explain(port, direction, frame)
+
     @app.get("/ports/{port}/acls")
     def acl_show(port: str) -> dict[str, Any]:
         return agent.acl_show(port)

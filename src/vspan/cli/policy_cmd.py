@@ -15,7 +15,7 @@ from vspan.packet.errors import PacketError
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.common import IN, Dir
 from vspan.policy.config import PortPolicyConfig
-from vspan.policy.explain import FlowSpec, explain, synth_frame
+from vspan.policy.explain import FlowSpec, explain, state_report, synth_frame
 
 DEFAULT_LOCAL_MAC = "02:00:00:00:00:01"
 DEFAULT_REMOTE_MAC = "02:00:00:00:00:02"
@@ -34,7 +34,9 @@ def register(sub: Any) -> None:
                     "local/remote (the port's side and the other side); the port's own "
                     "address (policy.addresses) fills the local side when omitted.")
     e.add_argument("-c", "--config", default=None,
-                   help="switch configuration file (default: ask the running switch)")
+                   help="switch configuration file, explained offline (default: the running "
+                        "switch, which also consults its connections and extended-ACL "
+                        "sessions)")
     add_socket_arg(e)
     e.add_argument("--port", "-p", required=True, help="port whose policy is explained")
     e.add_argument("--direction", "-d", required=True, choices=["in", "out"],
@@ -113,7 +115,7 @@ def flow_spec(args: argparse.Namespace, pol: PortPolicyConfig | None) -> FlowSpe
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """Load the configuration, build the flow, print the explanation."""
+    """Explain against a configuration file (offline) or the running switch (live state)."""
     try:
         if args.config:
             cfg = load_file(args.config)
@@ -132,14 +134,31 @@ def run_explain(args: argparse.Namespace) -> int:
         return 1
     try:
         frame = synth_frame(flow_spec(args, ports[args.port]))
+        if not args.config:
+            return _explain_live(args, frame)
         result = explain(SwitchPolicy.from_config(ports, fw), args.port, args.direction, frame)
     except (ValueError, PacketError) as err:
         sys.stderr.write(f"vspan policy explain: {err}\n")
         return 2
+    state = state_report(None, args.port)
     if args.json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.as_dict() | {"state": state.as_dict()}, indent=2)
+                         + "\n")
     else:
-        sys.stdout.write(result.render() + "\n")
-        sys.stdout.write("(offline: no session or connection state; a running switch may "
-                         "admit return traffic by state)\n")
+        sys.stdout.write(result.render() + "\n" + state.render() + "\n")
     return 0 if result.allowed else 3
+
+
+def _explain_live(args: argparse.Namespace, frame: bytes) -> int:
+    """Let the running switch explain: it consults its connections and sessions."""
+    try:
+        data = request(args.socket, "POST", "/policy/explain",
+                       {"port": args.port, "direction": args.direction, "frame": frame.hex()})
+    except ClientError as err:
+        return fail(err)
+    text = data.pop("text")
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0 if data["allowed"] else 3

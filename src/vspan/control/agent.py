@@ -365,6 +365,29 @@ class Agent:
             raise AgentError(f"nothing to show called {what!r}", 404)
         return self.engine.call(lambda: fn(self.engine))
 
+    def policy_explain(self, port: str, direction: str, frame: bytes) -> dict[str, Any]:
+        """Explain ``frame`` at ``port`` against the running policy and its live state
+        (connections, extended-ACL sessions); nothing is changed."""
+        from vspan.policy.explain import explain, state_report
+
+        if port not in self.config.ports:
+            raise AgentError(f"no port named {port!r}", 404)
+        if direction not in ("in", "out"):
+            raise AgentError(f"direction must be in or out, not {direction!r}")
+
+        def run() -> dict[str, Any]:
+            policy = self.engine.policy
+            try:
+                result = explain(policy, port, "in" if direction == "in" else "out", frame,
+                                 self.engine.clock())
+            except ValueError as err:
+                raise AgentError(str(err)) from None
+            state = state_report(policy, port)
+            return result.as_dict() | {"state": state.as_dict(),
+                                       "text": result.render() + "\n" + state.render()}
+
+        return self.engine.call(run)
+
     def trace(self, port: str, frame: bytes) -> dict[str, Any]:
         """Trace ``frame`` as if received on ``port``; no side effects."""
         if port not in self.engine.state.by_name:

@@ -317,3 +317,56 @@ def _firewall(pf: PortFirewall, key: FlowKey, frame: bytes, direction: Dir, now:
     else:
         notes.append(f"rule {rid} is in a stateless section: return traffic needs its own rule")
     return StageResult("firewall", True, rid, summary, None, lines)
+
+
+NOT_CONSULTED = (
+    "storm-limit buckets and ACL meters (they limit or count a flow's frames, they do not "
+    "decide it)",
+    "VLANs and the MAC table (`vspan trace` shows the forwarding path)",
+)
+OFFLINE_STATE = ("connection tracking and extended-ACL sessions: explained from the "
+                 "configuration alone, so a frame a running switch admits by state (the return "
+                 "traffic of an established connection) shows as a new flow; run it against "
+                 "the running switch (without -c) to consult them")
+
+
+@dataclass(slots=True)
+class StateReport:
+    """Which runtime state an explanation consulted, and which it did not."""
+
+    live: bool
+    consulted: list[str]
+    not_consulted: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"live": self.live, "consulted": list(self.consulted),
+                "not_consulted": list(self.not_consulted)}
+
+    def render(self) -> str:
+        """Text lines after the explanation."""
+        out = [f"consulted: {c}" for c in self.consulted]
+        out += [f"not consulted: {c}" for c in self.not_consulted]
+        return "\n".join(out)
+
+
+def state_report(policy: SwitchPolicy | None, port: str) -> StateReport:
+    """What :func:`explain` consults at ``port``: the live sessions and connections of
+    ``policy`` (a running switch's), or, offline (``None``), nothing stateful."""
+    if policy is None:
+        return StateReport(False, [], [OFFLINE_STATE, *NOT_CONSULTED])
+    consulted: list[str] = []
+    pol = policy.port(port)
+    if pol is not None and len(pol.ext):
+        n = len(pol.sessions)
+        consulted.append(f"the extended-ACL sessions of port {port} ({n} live)")
+    fw = policy.firewall
+    if fw is not None and fw.ruleset.covers(port):
+        pf = fw.ports().get(port)
+        n = len(pf.conntrack) if pf is not None else 0
+        consulted.append(f"the connection table of port {port} ({n} tracked "
+                         f"connection{'' if n == 1 else 's'})")
+    if not consulted:
+        consulted.append(f"no session or connection state exists for port {port} (no "
+                         "stateful extended ACL, not covered by the firewall)")
+    return StateReport(True, consulted, list(NOT_CONSULTED))
