@@ -36,6 +36,12 @@ BAD = [
      "ports.b.interface: 'x' is already used by port 'a'"),
     ("ports: {a: {interface: this-name-is-too-long}}",
      "ports.a.interface: 'this-name-is-too-long' is not an interface name"),
+    ("ports: {a: {}}\nmirrors: {m: {sources: [a], erspan: {type: erspan3, remote_ip: 10.0.0.1, "
+     "platform_subheader: true, index: 70000}}}",
+     "mirrors.m.erspan: index: 70000 does not fit the Type III platform subheader"),
+    ("ports: {a: {}}\nmirrors: {m: {sources: [a], erspan: {remote_ip: '2001:db8::1', "
+     "mtu: 600}}}", "mirrors.m.erspan: mtu: 600 is below the IPv6 minimum of 1280"),
+    ("switch: {control_socket_group: ''}", "switch.control_socket_group: String should have"),
     ("ports: [1, 2]", "ports: Input should be a valid dictionary"),
     ("ports: {a: {]", "invalid YAML"),
 ]

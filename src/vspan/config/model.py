@@ -187,6 +187,11 @@ class ErspanDestination(Strict):
                 raise ValueError(f"source_ip: {self.source_ip!r} is not an IP address") from None
             if src.version != remote.version:
                 raise ValueError("source_ip and remote_ip must be the same IP version")
+        if self.type is ErspanType.ERSPAN3 and self.platform_subheader and self.index > 0xFFFF:
+            raise ValueError(f"index: {self.index} does not fit the Type III platform "
+                             "subheader (at most 65535)")
+        if self.mtu is not None and remote.version == 6 and self.mtu < 1280:
+            raise ValueError(f"mtu: {self.mtu} is below the IPv6 minimum of 1280")
         return self
 
 
