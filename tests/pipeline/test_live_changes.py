@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vspan.config import diff as diff_mod
+from tests.helpers.diffcount import count_diffs
 from vspan.config.load import dump_text, load_file
 from vspan.config.model import PortConfig
 from vspan.control import agent as agent_mod
@@ -160,14 +160,6 @@ def test_keep_live_fails_cleanly_when_the_port_is_gone(agent: Agent) -> None:
 
 def test_agent_reload_computes_the_change_set_once(agent: Agent,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = diff_mod.diff
-
-    def counting(old: object, new: object) -> object:
-        calls.append("diff")
-        return real(old, new)  # type: ignore[arg-type]
-
-    for module in (diff_mod, agent_mod, engine_mod, state_mod):
-        monkeypatch.setattr(module, "diff", counting, raising=False)
+    calls = count_diffs(monkeypatch, agent_mod, engine_mod, state_mod)
     agent.firewall_rule_add("lab", {"id": "icmp-ok", "action": "allow", "services": ["icmp"]})
     assert calls == ["diff"]

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.diffcount import count_diffs
 from tests.helpers.policy_frames import PEER_MAC, VM_MAC, arp, tcp, udp
 from tests.pipeline.harness import Switch, make_switch
-from vspan.config import diff as diff_mod
 from vspan.config.load import load_text
 from vspan.datapath import engine as engine_mod
 from vspan.datapath import state as state_mod
@@ -153,14 +153,6 @@ def test_acl_change_keeps_sessions_storm_and_other_ports(sw: Switch) -> None:
 
 def test_reload_computes_the_change_set_once(sw: Switch,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = diff_mod.diff
-
-    def counting(old: object, new: object) -> object:
-        calls.append("diff")
-        return real(old, new)  # type: ignore[arg-type]
-
-    for module in (diff_mod, engine_mod, state_mod):
-        monkeypatch.setattr(module, "diff", counting, raising=False)
+    calls = count_diffs(monkeypatch, engine_mod, state_mod)
     sw.engine.reload(load_text(CONFIG.replace("default_action: drop", "default_action: allow")))
     assert calls == ["diff"]

@@ -40,23 +40,24 @@ class LiveItem(ABC):
     """One addressable part of a configuration that a live command changed."""
 
     label: str  # e.g. "acl web1/no-ten"
+    _value: Any = None
 
     @abstractmethod
     def value_in(self, data: Data) -> Any:
         """The item as ``data`` has it (``None``: absent); compared for equality."""
 
     @abstractmethod
-    def record(self, data: Data) -> None:
-        """Remember the item as ``data`` (the running config after the command) has it."""
-
-    @abstractmethod
     def put(self, data: Data) -> None:
         """Make ``data`` carry the remembered item (LiveConflict when it cannot)."""
 
+    def record(self, data: Data) -> None:
+        """Remember the item as ``data`` (the running config after the command) has it."""
+        self._value = copy.deepcopy(self.value_in(data))
+
     @property
-    @abstractmethod
     def value(self) -> Any:
         """The remembered value (``None``: the command removed the item)."""
+        return self._value
 
 
 def _port_policy(data: Data, port: str, what: str) -> Data:
@@ -74,19 +75,11 @@ class AclItem(LiveItem):
         self.port, self.entry_id = port, entry_id
         self.listname = "extended_acls" if extended else "acls"
         self.label = f"{'extended acl' if extended else 'acl'} {port}/{entry_id}"
-        self._value: list[Data] | None = None
 
     def value_in(self, data: Data) -> Any:
         pol = (data.get("ports", {}).get(self.port) or {}).get("policy") or {}
         found = [e for e in pol.get(self.listname, []) if e.get("id") == self.entry_id]
         return found or None
-
-    def record(self, data: Data) -> None:
-        self._value = copy.deepcopy(self.value_in(data))
-
-    @property
-    def value(self) -> Any:
-        return self._value
 
     def put(self, data: Data) -> None:
         if self.value_in(data) == self._value:
@@ -106,7 +99,6 @@ class FirewallRuleItem(LiveItem):
     def __init__(self, rule_id: str) -> None:
         self.rule_id = rule_id
         self.label = f"firewall rule {rule_id}"
-        self._value: tuple[str, Data] | None = None
         self._section: Data = {}  # the section's options, to create it when missing
         self._after: str | None = None  # the rule before it in its section
 
@@ -132,10 +124,6 @@ class FirewallRuleItem(LiveItem):
             self._value = (sec["name"], copy.deepcopy(sec["rules"][i]))
             self._section = {k: copy.deepcopy(v) for k, v in sec.items() if k != "rules"}
             self._after = _rule_id(sec, sec["rules"][i - 1], i - 1) if i else None
-
-    @property
-    def value(self) -> Any:
-        return self._value
 
     def put(self, data: Data) -> None:
         if self.value_in(data) == self._value:
@@ -164,17 +152,9 @@ class MirrorItem(LiveItem):
     def __init__(self, name: str) -> None:
         self.name = name
         self.label = f"mirror {name}"
-        self._value: Data | None = None
 
     def value_in(self, data: Data) -> Any:
         return data.get("mirrors", {}).get(self.name)
-
-    def record(self, data: Data) -> None:
-        self._value = copy.deepcopy(self.value_in(data))
-
-    @property
-    def value(self) -> Any:
-        return self._value
 
     def put(self, data: Data) -> None:
         mirrors = data.setdefault("mirrors", {})
