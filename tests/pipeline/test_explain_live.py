@@ -4,6 +4,7 @@ offline it says precisely what it did not consult."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from tests.helpers.policy_frames import PEER_MAC, VM_MAC, arp, tcp, udp
 from vspan.cli.main import main
 from vspan.config.model import PortConfig
-from vspan.control.agent import Agent
+from vspan.control.agent import Agent, AgentError
 from vspan.policy.explain import FlowSpec, synth_frame
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
@@ -108,3 +109,23 @@ def test_offline_explain_says_what_it_did_not_consult(
                "--remote-ip", PEER, "--json"])
     data = json.loads(capsys.readouterr().out)
     assert data["state"]["live"] is False and data["state"]["consulted"] == []
+
+
+def test_live_explain_refuses_bad_input_cleanly(agent: Agent) -> None:
+    with pytest.raises(AgentError, match="malformed"):
+        agent.policy_explain("vm", "in", b"\x00" * 5)
+    with pytest.raises(AgentError, match="no port named"):
+        agent.policy_explain("nope", "in", reply_at_vm())
+    with pytest.raises(AgentError, match="direction"):
+        agent.policy_explain("vm", "sideways", reply_at_vm())
+    rng = random.Random(7)
+    good = reply_at_vm()
+    for _ in range(300):  # cut and scribbled frames: an answer or a clean refusal
+        frame = bytearray(good[:rng.randrange(len(good) + 1)])
+        for _ in range(rng.randrange(4)):
+            if frame:
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        try:
+            agent.policy_explain("vm", "out", bytes(frame))
+        except AgentError:
+            pass
