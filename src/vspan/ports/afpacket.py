@@ -22,12 +22,14 @@ from __future__ import annotations
 import mmap
 import socket
 import struct
+import time
 from collections.abc import Sequence
 
 from vspan.ports import constants as c
-from vspan.ports import netdev
+from vspan.ports import ethtool, netdev
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, send_frames, shift
+from vspan.ports.tx import DEFAULT_GSO_MAX_SIZE, NO_GSO, GsoSupport, send_frames
+from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, shift
 
 #: Default slot size: a 64 KiB GSO super-frame (plus Ethernet, a restored VLAN
 #: tag, the vnet header and the tpacket header) fits; 15 slots fill a 1 MiB block
@@ -36,6 +38,8 @@ DEFAULT_FRAME_SIZE = 69904
 DEFAULT_RING_FRAMES = 256
 MIN_FRAME_SIZE = 256
 MAX_BLOCK_SIZE = 4 << 20
+#: Seconds between two reads of an interface's offload features (see ``link_up``).
+FEATURES_INTERVAL = 1.0
 #: Frames longer than this are sent with sendmsg([vnet, data]) (saves a copy);
 #: shorter ones with send(vnet + data) (cheaper call).
 
@@ -205,6 +209,15 @@ class AfPacketPort(Port):
     slots become 18 blocks of 1 MiB with 15 slots each (270 slots, 18 MiB).
     Frames larger than a slot (BIG TCP, MTU above ~69 KB) are counted as
     ``rx_errors`` and dropped.
+
+    GSO super-frames go out whole on the bypass path only while the interface
+    segments TCP itself (its offload features, read at open and again by
+    :meth:`link_up`); otherwise the port sends through the qdisc, where the
+    kernel segments and checksums them in software (see :mod:`vspan.ports.tx`;
+    counted in ``tx_segmented``). When the interface disappears and comes
+    back (a VM or container restarted), :meth:`link_up` binds the socket to the
+    new device; with ``wait_for_interface`` the port also opens while the
+    interface does not exist yet (link down until it appears).
     """
 
     def __init__(
@@ -218,6 +231,8 @@ class AfPacketPort(Port):
         qdisc_bypass: bool = True,
         ignore_outgoing: bool = True,
         bring_up: bool = True,
+        wait_for_interface: bool = False,
+        kind: str = "afpacket",
     ) -> None:
         self.name = name
         self.ifname = ifname or name
@@ -225,12 +240,20 @@ class AfPacketPort(Port):
         self.geometry = RingGeometry(ring_frames, frame_size)
         self._promisc = promisc
         self._qdisc_bypass = qdisc_bypass
+        self._bypass_now = False  # PACKET_QDISC_BYPASS as set on the socket now
         self._ignore_outgoing = ignore_outgoing
         self._bring_up = bring_up
+        self._wait = wait_for_interface
+        self._kind = kind
         self._sock: socket.socket | None = None
         self._map: mmap.mmap | None = None
         self._ring: RxRing | None = None
         self._info: PortInfo | None = None
+        self._index = 0  # ifindex the socket is bound to (0: not bound)
+        self._feature_names: tuple[str, ...] | None = None
+        self._features_read = 0.0
+        #: GSO frames the interface takes whole (the rest are cut in software)
+        self.gso: GsoSupport = NO_GSO
         #: errno of the last failed send (debugging aid)
         self.last_tx_errno: int | None = None
 
@@ -240,50 +263,42 @@ class AfPacketPort(Port):
         """Create the socket and the ring and attach to the interface."""
         if self._sock is not None:
             return
-        index = netdev.ifindex(self.ifname)
-        if self._bring_up:
-            netdev.set_up(self.ifname)
+        try:
+            index = netdev.ifindex(self.ifname)
+        except PortError:
+            if not self._wait:
+                raise
+            index = 0
         # protocol 0: nothing is queued before the ring exists and bind() says ETH_P_ALL
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except OSError as exc:
             raise PortError(f"port {self.name}: cannot open AF_PACKET socket: {exc}") from exc
         try:
-            self._setup(sock, index)
+            self._setup(sock)
+            if index:
+                self._attach(sock, index)
         except BaseException:
+            self._sock = None
             self._teardown(sock)
             raise
         self._sock = sock
-        self._info = PortInfo(
-            kind="afpacket",
-            interface=self.ifname,
-            mac=netdev.hwaddr(self.ifname),
-            mtu=netdev.mtu(self.ifname),
-            vnet_hdr=True,
-            extra={
-                "ifindex": str(index),
-                "ring_frames": str(self.geometry.frame_nr),
-                "frame_size": str(self.geometry.frame_size),
-                "qdisc_bypass": str(self._qdisc_bypass).lower(),
-            },
-        )
 
-    def _setup(self, sock: socket.socket, index: int) -> None:
-        def opt(option: int, value: int | bytes, what: str) -> None:
-            try:
-                sock.setsockopt(c.SOL_PACKET, option, value)
-            except OSError as exc:
-                raise PortError(
-                    f"port {self.name} ({self.ifname}): cannot set {what}: {exc.strerror}"
-                ) from exc
+    def _opt(self, sock: socket.socket, option: int, value: int | bytes, what: str) -> None:
+        try:
+            sock.setsockopt(c.SOL_PACKET, option, value)
+        except OSError as exc:
+            raise PortError(
+                f"port {self.name} ({self.ifname}): cannot set {what}: {exc.strerror}"
+            ) from exc
 
-        opt(c.PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")  # must precede the ring
-        opt(c.PACKET_VERSION, c.TPACKET_V2, "TPACKET_V2")
-        opt(c.PACKET_RX_RING, self.geometry.request(), "a TPACKET_V2 rx ring")
+    def _setup(self, sock: socket.socket) -> None:
+        opt = self._opt
+        opt(sock, c.PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")  # must precede the ring
+        opt(sock, c.PACKET_VERSION, c.TPACKET_V2, "TPACKET_V2")
+        opt(sock, c.PACKET_RX_RING, self.geometry.request(), "a TPACKET_V2 rx ring")
         if self._ignore_outgoing:
-            opt(c.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")
-        if self._qdisc_bypass:
-            opt(c.PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")
+            opt(sock, c.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")
         try:
             self._map = mmap.mmap(
                 sock.fileno(),
@@ -294,16 +309,69 @@ class AfPacketPort(Port):
         except OSError as exc:
             raise PortError(f"port {self.name}: cannot map the rx ring: {exc}") from exc
         self._ring = RxRing(self._map, self.geometry)
+        sock.setblocking(False)
+
+    def _attach(self, sock: socket.socket, index: int) -> None:
+        """Bind to interface ``index`` (again, after it was re-created): up, promisc, features."""
+        if self._bring_up:
+            netdev.set_up(self.ifname)
         if self._promisc:
             mreq = c.PACKET_MREQ.pack(index, c.PACKET_MR_PROMISC, 0, b"")
-            opt(c.PACKET_ADD_MEMBERSHIP, mreq, "promiscuous mode")
-        sock.setblocking(False)
+            self._opt(sock, c.PACKET_ADD_MEMBERSHIP, mreq, "promiscuous mode")
         try:
             sock.bind((self.ifname, c.ETH_P_ALL))
         except OSError as exc:
             raise PortError(
                 f"port {self.name}: cannot bind to interface {self.ifname!r}: {exc.strerror}"
             ) from exc
+        self._index = index
+        self._feature_names = None  # a new device may be of another kind
+        self._sock = sock
+        self.refresh_offloads()
+        self._info = PortInfo(
+            kind=self._kind,
+            interface=self.ifname,
+            mac=netdev.hwaddr(self.ifname),
+            mtu=netdev.mtu(self.ifname),
+            vnet_hdr=True,
+            extra={
+                "ifindex": str(index),
+                "ring_frames": str(self.geometry.frame_nr),
+                "frame_size": str(self.geometry.frame_size),
+            },
+        )
+
+    def refresh_offloads(self) -> GsoSupport:
+        """Read which GSO frames the interface takes whole (``ethtool -k``); keep and return it.
+
+        Turns ``PACKET_QDISC_BYPASS`` on (when asked for) while the interface
+        takes TCP GSO frames, off otherwise. An interface whose features cannot
+        be read is treated as taking none.
+        """
+        try:
+            if self._feature_names is None:
+                self._feature_names = ethtool.feature_names(self.ifname)
+            active = ethtool.active_features(self.ifname, self._feature_names)
+        except (OSError, PortError):
+            self._feature_names = None
+            self.gso = NO_GSO
+        else:
+            size = netdev.read_sysfs(self.ifname, "gso_max_size")
+            self.gso = GsoSupport.from_features(
+                active, int(size) if size and size.isdigit() else DEFAULT_GSO_MAX_SIZE)
+        self._features_read = time.monotonic()
+        self._set_bypass(self._qdisc_bypass and self.gso.takes_tcp())
+        return self.gso
+
+    def _set_bypass(self, on: bool) -> None:
+        sock = self._sock
+        if sock is None or on == self._bypass_now:
+            return
+        try:
+            sock.setsockopt(c.SOL_PACKET, c.PACKET_QDISC_BYPASS, int(on))
+        except OSError:
+            return  # keep what is set; frames the device refuses are cut in software
+        self._bypass_now = on
 
     def _teardown(self, sock: socket.socket | None) -> None:
         if self._ring is not None:
@@ -314,6 +382,8 @@ class AfPacketPort(Port):
             self._map = None
         if sock is not None:
             sock.close()
+        self._index = 0
+        self._bypass_now = False
 
     def close(self) -> None:
         """Unmap the ring and close the socket; safe to call twice."""
@@ -363,12 +433,20 @@ class AfPacketPort(Port):
         return int(drops)
 
     def send_batch(self, frames: Sequence[Frame]) -> int:
-        """Send each frame with its vnet header (zeros when plain); count failures."""
+        """Send each frame with its vnet header (zeros when plain); count failures.
+
+        GSO frames the interface cannot segment are segmented in software (by
+        the kernel on the qdisc path, else here); on the bypass path a GSO
+        frame the kernel refuses (``ENOBUFS``: the features changed since they
+        were read) is cut here and sent again.
+        """
         sock = self._sock
-        if sock is None:
+        if sock is None or not self._index:
             self.counters.tx_errors += len(frames)
             return 0
-        return send_frames(frames, sock.send, sock.sendmsg, self.counters, self._tx_error)
+        bypass = self._bypass_now
+        return send_frames(frames, sock.send, sock.sendmsg, self.counters, self._tx_error,
+                           self.gso, kernel_gso=not bypass, retry_in_software=bypass)
 
     def _tx_error(self, exc: OSError) -> None:
         # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),
@@ -378,12 +456,37 @@ class AfPacketPort(Port):
     # -- state ---------------------------------------------------------------
 
     def link_up(self) -> bool:
-        """Whether the interface is up with carrier (``operstate``)."""
-        state = netdev.link_state(self.ifname)
-        return bool(state) and self._sock is not None
+        """Whether the interface is up with carrier (``operstate``).
+
+        Also follows the device: binds to it again when it was re-created
+        (or appears for the first time) and re-reads its offload features
+        (at most once every :data:`FEATURES_INTERVAL` seconds); the engine
+        calls this once a second.
+        """
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            index = socket.if_nametoindex(self.ifname)
+        except OSError:
+            index = 0
+        if index != self._index:
+            self._index = 0
+            if not index:
+                return False
+            try:
+                self._attach(sock, index)
+            except PortError:
+                self._index = 0
+                return False
+        elif time.monotonic() - self._features_read >= FEATURES_INTERVAL:
+            self.refresh_offloads()
+        return bool(netdev.link_state(self.ifname))
 
     def info(self) -> PortInfo:
-        """Interface name, MAC, MTU and ring geometry."""
+        """Interface name, MAC, MTU, ring geometry and the GSO frames it takes whole."""
         if self._info is None:
-            return PortInfo(kind="afpacket", interface=self.ifname, vnet_hdr=True)
+            return PortInfo(kind=self._kind, interface=self.ifname, vnet_hdr=True)
+        self._info.extra["gso"] = self.gso.describe()
+        self._info.extra["qdisc_bypass"] = str(self._bypass_now).lower()
         return self._info

@@ -38,6 +38,8 @@ class PortCounters:
     rx_errors: int = 0
     tx_errors: int = 0
     rx_dropped: int = 0  # the kernel ring reported drops or the ring was full
+    tx_segmented: int = 0  # GSO super-frames the device could not take (software GSO)
+    tx_segments: int = 0  # pieces vspan cut itself (in tx_frames; the kernel's are not)
 
     def as_dict(self) -> dict[str, int]:
         """Counters as a plain mapping (for JSON and metrics)."""
@@ -49,6 +51,8 @@ class PortCounters:
             "rx_errors": self.rx_errors,
             "tx_errors": self.tx_errors,
             "rx_dropped": self.rx_dropped,
+            "tx_segmented": self.tx_segmented,
+            "tx_segments": self.tx_segments,
         }
 
 

@@ -117,3 +117,19 @@ IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit Linux
 # struct ifreq with a short (ifr_flags) or an int (ifr_mtu, ifr_ifindex) payload
 IFREQ_FLAGS = struct.Struct("=16sh22x")
 IFREQ_INT = struct.Struct("=16si20x")
+
+# --- TUN/TAP ownership (linux/if_tun.h) --------------------------------------
+
+TUNSETOWNER = 0x400454CC
+TUNSETGROUP = 0x400454CE
+#: TUN/TAP flags a persistent device keeps (``/sys/class/net/<if>/tun_flags``)
+TUN_TYPE_MASK = IFF_TUN | IFF_TAP
+
+# --- ethtool ioctl (linux/ethtool.h, linux/sockios.h) -------------------------
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GSTRINGS = 0x1B
+ETHTOOL_GSSET_INFO = 0x37
+ETHTOOL_GFEATURES = 0x3A
+ETH_SS_FEATURES = 4
+ETH_GSTRING_LEN = 32

@@ -1,148 +1,176 @@
-"""TAP port: vspan holds the ``/dev/net/tun`` fd, the tap netdev is the VM's NIC.
+"""TAP port: a QEMU/libvirt VM's vNIC, with the TAP's queue left to QEMU.
 
-The device is opened with ``IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`` and a
-10-byte virtio-net header, and ``TUNSETOFFLOAD`` tells the kernel that we
-accept partial checksums and TSO (and USO where the kernel knows it), so the
-netdev side sends 64 KiB GSO frames and the switch passes them on whole.
-Frames read from the fd carry their VLAN tags inline (tun inserts them).
+A TAP device has two sides: the ``/dev/net/tun`` queue fd, which QEMU holds
+for the VM's virtio-net (``-netdev tap,ifname=...``), and the netdev, which
+the host sees. A single-queue TAP admits one queue holder, so vspan must not
+take it: the port attaches to the netdev side with an AF_PACKET socket
+(:class:`~vspan.ports.afpacket.AfPacketPort`, with virtio-net headers, so the
+VM's TSO/checksum offloads pass whole), and the frames QEMU writes arrive
+there, while what the port sends reaches QEMU and the guest.
 
-The netdev may be moved into another network namespace after :meth:`open`
-(that namespace plays the VM); the fd keeps working. A device this port
-created disappears when the port closes; a pre-existing persistent device
-(``ip tuntap add ...``) stays.
+* ``create=True`` (default): vspan creates a persistent TAP (``TUNSETPERSIST``)
+  owned by ``owner``/``group`` (``TUNSETOWNER``/``TUNSETGROUP``) with
+  ``IFF_VNET_HDR`` and, when asked, ``IFF_MULTI_QUEUE``, before QEMU starts;
+  QEMU or libvirt (``managed='no'``) attach to it. A device vspan created is
+  removed when the port closes (persist cleared: it disappears now, or when
+  the VM lets go of it; a running single-queue VM keeps it, and a later vspan
+  adopts it by its mark). An existing TAP is used as it is when it matches
+  the configuration, and never removed unless vspan made it.
+* ``create=False``: the TAP belongs to QEMU or libvirt (made by
+  ``-netdev tap`` or libvirt's managed ``<interface type='ethernet'>``); the
+  port waits for it (link down while it is absent) and follows it when the
+  VM restarts and the device is made again.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import os
-import struct
+import grp
+import logging
+import pwd
+import secrets
 from collections.abc import Sequence
-from functools import partial
 
-from vspan.ports import constants as c
-from vspan.ports import netdev
+from vspan.ports import tundev
+from vspan.ports.afpacket import AfPacketPort
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, send_frames
+from vspan.ports.tundev import TapSpec
 
-#: Offloads asked for, best first; the first set the kernel accepts is used.
-OFFLOAD_CHOICES: tuple[int, ...] = (
-    c.TUN_F_CSUM | c.TUN_F_TSO4 | c.TUN_F_TSO6 | c.TUN_F_TSO_ECN | c.TUN_F_USO4 | c.TUN_F_USO6,
-    c.TUN_F_CSUM | c.TUN_F_TSO4 | c.TUN_F_TSO6 | c.TUN_F_TSO_ECN,
-    c.TUN_F_CSUM,
-    0,
-)
+log = logging.getLogger(__name__)
 
-#: Read buffer: a 64 KiB GSO frame plus Ethernet, VLAN tags and the vnet header.
-READ_BUFFER = 128 * 1024
-#: Frames longer than this are written with writev([vnet, data]) (saves a copy).
-_INT = struct.Struct("=i")
+
+def resolve_user(value: str | int | None, what: str = "owner") -> int | None:
+    """A uid for a user name or number (None stays None); :class:`PortError` if unknown."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise PortError(f"tap.{what}: no user named {value!r}") from None
+
+
+def resolve_group(value: str | int | None) -> int | None:
+    """A gid for a group name or number (None stays None); :class:`PortError` if unknown."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise PortError(f"tap.group: no group named {value!r}") from None
 
 
 class TapPort(Port):
-    """A switch port on a TAP device (created when missing)."""
+    """A switch port on a TAP device that QEMU (or libvirt) attaches to."""
 
     def __init__(
         self,
         name: str,
         ifname: str | None = None,
         *,
-        offloads: Sequence[int] = OFFLOAD_CHOICES,
-        bring_up: bool = True,
+        create: bool = True,
+        owner: str | int | None = None,
+        group: str | int | None = None,
+        vnet_hdr: bool = True,
+        multi_queue: bool = False,
+        qdisc_bypass: bool = True,
     ) -> None:
         self.name = name
         self.ifname = ifname or name
-        self.counters = PortCounters()
-        self._offload_choices = tuple(offloads)
-        self._bring_up = bring_up
-        self._fd = -1
-        self._buf = bytearray(READ_BUFFER)
-        self._bufs = [self._buf]
-        self._mv = memoryview(self._buf)
-        self._info: PortInfo | None = None
-        #: the TUN_F_* set the kernel accepted (after :meth:`open`)
-        self.offloads = 0
-        #: whether the device existed before this port opened it
-        self.preexisting = False
-        #: errno of the last failed write (debugging aid)
-        self.last_tx_errno: int | None = None
-        self._netdev_down = False  # the last write failed with EIO (netdev down)
-        self._detached = False  # the netdev is gone (EBADFD)
+        self.create = create
+        self._owner = owner
+        self._group = group
+        self._vnet_hdr = vnet_hdr
+        self._multi_queue = multi_queue
+        self._port = AfPacketPort(name, self.ifname, wait_for_interface=not create,
+                                  qdisc_bypass=qdisc_bypass, kind="tap")
+        self.counters: PortCounters = self._port.counters
+        self._spec: TapSpec | None = None
+        self._mark = ""  # the ifalias this port wrote (when it owns the device)
+        #: whether this port made the device (or adopted one vspan made) and removes it
+        self.owned = False
+        #: set by :meth:`close` when an owned device stayed because a VM still holds it
+        self.left_in_use = False
 
     # -- lifecycle -----------------------------------------------------------
 
     def open(self) -> None:
-        """Open ``/dev/net/tun`` and attach to (or create) the tap device."""
-        if self._fd >= 0:
+        """Create (or check) the TAP device, then attach to its netdev."""
+        if self._spec is not None:
             return
-        raw_name = self.ifname.encode()
-        if not raw_name or len(raw_name) >= c.IFNAMSIZ or "/" in self.ifname:
-            raise PortError(f"{self.ifname!r} is not a valid interface name (1-15 characters)")
         try:
-            fd = os.open(c.TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            raise PortError(f"port {self.name}: cannot open {c.TUN_DEVICE}: {exc}") from exc
+            spec = TapSpec(resolve_user(self._owner), resolve_group(self._group),
+                           self._vnet_hdr, self._multi_queue)
+        except PortError as exc:
+            raise PortError(f"port {self.name}: {exc}") from exc
+        if self.create:
+            self._prepare(spec)
+        elif tundev.exists(self.ifname) and tundev.inspect(self.ifname) is None:
+            raise PortError(f"port {self.name}: {self.ifname!r} exists and is not a TAP device")
+        self._spec = spec
         try:
-            self._attach(fd, raw_name)
+            self._port.open()
         except BaseException:
-            os.close(fd)
+            self._remove()
+            self._spec = None
             raise
-        self._fd = fd
 
-    def _attach(self, fd: int, raw_name: bytes) -> None:
-        try:
-            netdev.ifindex(self.ifname)
-            self.preexisting = True
-        except PortError:
-            self.preexisting = False
-        flags = c.IFF_TAP | c.IFF_NO_PI | c.IFF_VNET_HDR
-        try:
-            out = fcntl.ioctl(fd, c.TUNSETIFF, c.IFREQ_FLAGS.pack(raw_name, flags))
-        except OSError as exc:
-            hint = ""
-            if exc.errno == errno.EBUSY:
-                hint = " (another process holds it)"
-            elif exc.errno == errno.EINVAL and self.preexisting:
-                hint = " (an interface of that name exists and is not a tap device)"
-            raise PortError(
-                f"port {self.name}: cannot attach tap {self.ifname!r}: {exc.strerror}{hint}"
-            ) from exc
-        actual = c.IFREQ_FLAGS.unpack(out)[0].rstrip(b"\0").decode()
-        self.ifname = actual or self.ifname
-        try:
-            fcntl.ioctl(fd, c.TUNSETVNETHDRSZ, _INT.pack(VNET_HDR_LEN))
-        except OSError as exc:
-            raise PortError(f"port {self.name}: cannot set vnet header size: {exc}") from exc
-        self.offloads = self._set_offloads(fd)
-        if self._bring_up:
-            netdev.set_up(self.ifname)
-        self._info = PortInfo(
-            kind="tap",
-            interface=self.ifname,
-            mac=netdev.hwaddr(self.ifname),
-            mtu=netdev.mtu(self.ifname),
-            vnet_hdr=True,
-            extra={
-                "offloads": f"0x{self.offloads:02x}",
-                "preexisting": str(self.preexisting).lower(),
-            },
-        )
+    def _prepare(self, spec: TapSpec) -> None:
+        """Make the device, or check and adopt an existing one."""
+        ifname = self.ifname
+        state = tundev.inspect(ifname)
+        if state is None and tundev.exists(ifname):
+            raise PortError(f"port {self.name}: {ifname!r} exists and is not a TAP device")
+        if state is not None:
+            if not state.is_tap:
+                raise PortError(f"port {self.name}: {ifname!r} is a TUN (layer 3) device, "
+                                "not a TAP")
+            ours = tundev.mark(ifname).startswith(tundev.MARK_PREFIX)
+            diffs = state.differences(spec)
+            if not diffs:
+                self._own(ours)
+                return
+            if not ours:
+                raise PortError(f"port {self.name}: tap {ifname!r} exists (made outside "
+                                f"vspan) with {', '.join(diffs)}; delete it or change the "
+                                "port's tap settings")
+            if tundev.in_use(ifname) or not tundev.release(ifname, state.multi_queue):
+                raise PortError(f"port {self.name}: tap {ifname!r} is in use by a VM and has "
+                                f"{', '.join(diffs)}; stop the VM to change it")
+        tundev.create(ifname, spec)
+        tundev.disable_ipv6(ifname)
+        self._own(True)
 
-    def _set_offloads(self, fd: int) -> int:
-        for choice in self._offload_choices:
-            try:
-                fcntl.ioctl(fd, c.TUNSETOFFLOAD, choice)  # the value itself, not a pointer
-            except OSError:
-                continue
-            return choice
-        return 0
+    def _own(self, owned: bool) -> None:
+        self.owned = owned
+        if owned:
+            self._mark = f"{tundev.MARK_PREFIX}{self.name}:{secrets.token_hex(4)}"
+            tundev.set_mark(self.ifname, self._mark)
+
+    def _remove(self) -> None:
+        """Release an owned device whose mark is still ours (another port may have adopted it)."""
+        if not self.owned or self._spec is None:
+            return
+        self.owned = False
+        if tundev.mark(self.ifname) != self._mark:
+            return
+        try:
+            released = tundev.release(self.ifname, self._spec.multi_queue)
+        except PortError as exc:
+            log.warning("port %s: %s", self.name, exc)
+            return
+        if not released:
+            self.left_in_use = True
+            log.warning("port %s: tap %s is held by a VM; left in place (a later vspan "
+                        "adopts it)", self.name, self.ifname)
 
     def close(self) -> None:
-        """Close the fd (the kernel removes a device it created for us); safe twice."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        """Detach; remove the device if this port made it. Safe to call twice."""
+        self._port.close()
+        self._remove()
+        self._spec = None
 
     def __enter__(self) -> TapPort:
         self.open()
@@ -151,98 +179,41 @@ class TapPort(Port):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- datapath ------------------------------------------------------------
+    # -- datapath (the netdev side, through AF_PACKET) ------------------------
 
     def fileno(self) -> int:
-        """The tun fd; readable when the netdev side has sent a frame."""
-        if self._fd < 0:
-            raise PortError(f"port {self.name} is not open")
-        return self._fd
+        """The AF_PACKET socket on the tap netdev."""
+        return self._port.fileno()
 
     def recv_batch(self, max_frames: int = 64) -> list[Frame]:
-        """Read up to ``max_frames`` frames from the fd without blocking."""
-        fd = self._fd
-        if fd < 0:
-            return []
-        readv = os.readv
-        bufs = self._bufs
-        mv = self._mv
-        out: list[Frame] = []
-        nbytes = 0
-        errors = 0
-        hdr = VNET_HDR_LEN
-        while len(out) < max_frames:
-            try:
-                n = readv(fd, bufs)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EBADFD:  # the netdev was deleted under us
-                    if not self._detached:
-                        errors += 1
-                    self._detached = True
-                else:
-                    errors += 1
-                break
-            if n < hdr + 14:
-                errors += 1
-                continue
-            vnet = bytes(mv[:hdr]) if mv[0] & F_NEEDS_CSUM or mv[1] else b""
-            data = bytes(mv[hdr:n])
-            nbytes += n - hdr
-            out.append(Frame(data, vnet))
-        counters = self.counters
-        counters.rx_frames += len(out)
-        counters.rx_bytes += nbytes
-        counters.rx_errors += errors
-        return out
+        """Frames the VM sent (QEMU wrote them into the TAP)."""
+        return self._port.recv_batch(max_frames)
 
     def send_batch(self, frames: Sequence[Frame]) -> int:
-        """Write each frame behind its vnet header; count failures, never raise."""
-        fd = self._fd
-        if fd < 0:
-            self.counters.tx_errors += len(frames)
-            return 0
-        sent = send_frames(frames, partial(os.write, fd), partial(os.writev, fd),
-                           self.counters, self._tx_error)
-        if sent:
-            self._netdev_down = False
-        return sent
-
-    def _tx_error(self, exc: OSError) -> None:
-        # EIO (netdev down), EINVAL (bad vnet header/too short), EAGAIN,
-        # EBADFD (netdev deleted)
-        self.last_tx_errno = exc.errno
-        if exc.errno == errno.EIO:
-            self._netdev_down = True
-        elif exc.errno == errno.EBADFD:
-            self._detached = True
+        """Frames for the VM (QEMU reads them from the TAP); see AfPacketPort.send_batch."""
+        return self._port.send_batch(frames)
 
     # -- state ---------------------------------------------------------------
 
     def link_up(self) -> bool:
-        """Up while the fd is attached to a netdev that is up.
+        """Up while a VM holds the TAP (the device has carrier exactly then)."""
+        return self._port.link_up()
 
-        While the netdev is in this namespace its operstate decides. Once it
-        lives in another namespace its flags cannot be read from here: the
-        port is then up while the device exists (``TUNGETIFF`` works) and the
-        last write did not fail with EIO (which tun returns for a down netdev).
-        """
-        fd = self._fd
-        if fd < 0 or self._detached:
-            return False
-        try:
-            fcntl.ioctl(fd, c.TUNGETIFF, bytes(c.IFREQ_SIZE))
-        except OSError:
-            self._detached = True
-            return False
-        state = netdev.link_state(self.ifname)
-        return not self._netdev_down if state is None else state
+    @property
+    def port(self) -> AfPacketPort:
+        """The AF_PACKET port on the tap netdev (offload state, last errors)."""
+        return self._port
 
     def info(self) -> PortInfo:
-        """Device name, MAC and MTU (as seen at open), accepted offloads."""
-        if self._info is None:
-            return PortInfo(kind="tap", interface=self.ifname, vnet_hdr=True)
-        return self._info
+        """The netdev's facts plus the TAP settings and whether vspan owns the device."""
+        info = self._port.info()
+        state = tundev.inspect(self.ifname)
+        info.extra.update({
+            "create": str(self.create).lower(),
+            "owned": str(self.owned).lower(),
+        })
+        if state is not None:
+            info.extra["tun_flags"] = f"0x{state.flags:04x}"
+            info.extra["owner"] = "none" if state.owner is None else str(state.owner)
+            info.extra["group"] = "none" if state.group is None else str(state.group)
+        return info

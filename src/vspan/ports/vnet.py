@@ -9,11 +9,6 @@ hdr_len u16, gso_size u16, csum_start u16, csum_offset u16.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from vspan.ports.base import Frame, PortCounters
 
 VNET_HDR_LEN = 10
 VNET_STRUCT = struct.Struct("<BBHHHH")
@@ -50,45 +45,3 @@ def shift(vnet: bytes, delta: int) -> bytes:
     if flags & F_NEEDS_CSUM:
         csum_start += delta
     return VNET_STRUCT.pack(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
-
-
-# frames longer than this are written with a gather call (header and frame apart)
-GATHER_MIN = 4096
-
-
-def send_frames(frames: Sequence[Frame], write: Callable[[bytes], Any],
-                gather: Callable[[tuple[bytes, bytes]], Any], counters: PortCounters,
-                on_error: Callable[[OSError], None]) -> int:
-    """Write each frame behind its vnet header (zeros when plain); return how many went.
-
-    ``write`` takes header+frame as one buffer, ``gather`` the two apart (no copy of
-    a big frame). Failures are counted in ``counters.tx_errors`` and reported to
-    ``on_error``; nothing is raised for one bad frame.
-    """
-    sent = 0
-    nbytes = 0
-    errors = 0
-    for frame in frames:
-        data = frame.data
-        vnet = frame.vnet or EMPTY_VNET
-        if len(vnet) != VNET_HDR_LEN or len(data) < 14:
-            errors += 1
-            continue
-        try:
-            if len(data) > GATHER_MIN:
-                gather((vnet, data))
-            else:
-                write(vnet + data)
-        except OSError as exc:
-            errors += 1
-            on_error(exc)
-            continue
-        except (TypeError, ValueError):
-            errors += 1
-            continue
-        sent += 1
-        nbytes += len(data)
-    counters.tx_frames += sent
-    counters.tx_bytes += nbytes
-    counters.tx_errors += errors
-    return sent
