@@ -7,7 +7,7 @@ thread pinned to CPU1, the traffic tools to CPU0. Setups:
 
 * ``veth-direct``: one veth pair, no switch (the physical limit);
 * ``afpacket``: AfPacketPort <-> AfPacketPort;
-* ``tap``: TapPort (netdev moved into namespace A) <-> AfPacketPort.
+* ``tap``: TapQueuePort (the queue side of a TAP; its netdev moved into namespace A) <-> AfPacketPort.
 
 Per setup: TCP Gbit/s A->B and B->A (iperf3 -t SECONDS, one stream), ping RTT
 (``ping -c 100 -i 0.01``, avg and min) and, for ``afpacket``, forwarding
@@ -42,7 +42,7 @@ from tests.helpers.netns import Lab, is_root, lab, sh  # noqa: E402
 from tests.helpers.xconnect import CrossConnect  # noqa: E402
 from vspan.ports.afpacket import AfPacketPort  # noqa: E402
 from vspan.ports.base import Port  # noqa: E402
-from vspan.ports.tap import TapPort  # noqa: E402
+from vspan.ports.tapqueue import TapQueuePort  # noqa: E402
 
 IP_A, IP_B = "10.77.0.1", "10.77.0.2"
 MAC_B = "02:77:00:00:00:0b"
@@ -146,7 +146,7 @@ def setup(kind: str) -> Iterator[tuple[Lab, str, str, list[Port]]]:
             a = AfPacketPort("a", lab_.veth("a", ns_a, addr=f"{IP_A}/24"))
             a.open()
         else:
-            tap = TapPort("a", lab_.name("tap"))
+            tap = TapQueuePort("a", lab_.name("tap"))
             tap.open()
             sh("ip", "link", "set", tap.ifname, "netns", ns_a)
             lab_.exec(ns_a, "ip", "link", "set", tap.ifname, "name", "eth0")

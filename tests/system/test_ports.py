@@ -36,7 +36,7 @@ from tests.helpers.xconnect import CrossConnect, pop_tag, push_tag
 from vspan.ports.afpacket import AfPacketPort
 from vspan.ports.base import Frame
 from vspan.ports.constants import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6
-from vspan.ports.tap import TapPort
+from vspan.ports.tapqueue import TapQueuePort
 from vspan.ports.vnet import F_NEEDS_CSUM, VNET_STRUCT
 
 pytestmark = [pytest.mark.system, requires_root]
@@ -379,13 +379,13 @@ def test_tap_port_in_a_namespace(plab: Lab) -> None:
     ns_b = plab.netns("nb")
     if_b = plab.veth("b", ns_b, addr=f"{IP_B}/24", mac=MAC_B)
     seen = Seen()
-    tap = TapPort("t", plab.name("tap"))
+    tap = TapQueuePort("t", plab.name("tap"))
     tap.open()
     try:
         assert tap.offloads & (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) == (
             TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
         )
-        assert not tap.preexisting and tap.info().kind == "tap"
+        assert not tap.preexisting and tap.info().kind == "tap-queue"
         sh("ip", "link", "set", tap.ifname, "netns", ns_t)
         plab.exec(ns_t, "ip", "link", "set", tap.ifname, "address", MAC_T)
         plab.exec(ns_t, "ip", "addr", "add", f"{IP_T}/24", "dev", tap.ifname)
@@ -418,7 +418,7 @@ def test_tap_port_in_a_namespace(plab: Lab) -> None:
 def test_tap_link_state_follows_the_netdev_in_another_namespace(plab: Lab) -> None:
     ns_t = plab.netns("nt")
     frame = Frame(bytes.fromhex("ff" * 6 + "027700000042" + "88b5") + MARK + b"l" * 40)
-    with TapPort("t", plab.name("tap")) as tap:
+    with TapQueuePort("t", plab.name("tap")) as tap:
         assert tap.link_up()
         sh("ip", "link", "set", tap.ifname, "netns", ns_t)  # a moved device arrives down
         assert tap.send_batch([frame]) == 0 and tap.last_tx_errno == errno.EIO
@@ -437,7 +437,7 @@ def test_tap_link_state_follows_the_netdev_in_another_namespace(plab: Lab) -> No
 def test_preexisting_persistent_tap_stays(plab: Lab) -> None:
     name = plab.name("ptap")
     sh("ip", "tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr")
-    with TapPort("p", name) as tap:
+    with TapQueuePort("p", name) as tap:
         assert tap.preexisting
         assert tap.link_up()
     assert sh("ip", "link", "show", name, check=False).returncode == 0
@@ -455,7 +455,7 @@ def test_malformed_frames_never_crash(plab: Lab) -> None:
     peer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
     peer.bind((xp, 3))
     peer.settimeout(0.2)
-    tap = TapPort("t", plab.name("tap"))
+    tap = TapQueuePort("t", plab.name("tap"))
     try:
         with AfPacketPort("x", x) as port:
             # runts and broken tags from the wire (the kernel itself refuses or drops
@@ -528,7 +528,7 @@ def test_close_releases_sockets_maps_and_fds(plab: Lab) -> None:
             assert _socket_maps() > maps  # the ring is mapped while open
         port.close()
         port.close()
-        tap = TapPort("t", plab.name("tap"))
+        tap = TapQueuePort("t", plab.name("tap"))
         tap.open()
         tap.close()
         tap.close()

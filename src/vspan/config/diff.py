@@ -9,7 +9,7 @@ sessions, storm buckets, meters and rule hit counters).
 
 Granularity:
 
-* ports: added, removed, reopened (backend changed: type or interface),
+* ports: added, removed, reopened (backend changed: type, interface or TAP settings),
   changed (other settings; policy is reported apart);
 * mirror sessions: added, removed, changed;
 * per-port policy (:class:`PortPolicyChanges`): ACL entries and extended ACL
@@ -141,7 +141,7 @@ class ChangeSet:
 
     ports_added: tuple[str, ...] = ()
     ports_removed: tuple[str, ...] = ()
-    ports_reopened: tuple[str, ...] = ()  # backend changed (type/interface): close + open
+    ports_reopened: tuple[str, ...] = ()  # backend changed (type/interface/tap): reopen
     ports_changed: tuple[str, ...] = ()  # settings other than policy changed, backend kept
     mirrors_added: tuple[str, ...] = ()
     mirrors_removed: tuple[str, ...] = ()
@@ -183,8 +183,8 @@ class ChangeSet:
         return lines
 
 
-def _backend_key(name: str, cfg: PortConfig) -> tuple[str, str]:
-    return (cfg.type.value, cfg.ifname(name))
+def _backend_key(name: str, cfg: PortConfig) -> tuple[object, ...]:
+    return (cfg.type.value, cfg.ifname(name), cfg.tap)
 
 
 def _by_id(items: Sequence[T], ident: Callable[[T, int], str]) -> dict[str, tuple[T, ...]]:

@@ -8,6 +8,7 @@ mirror naming a port that does not exist, ...) live in :class:`Config`.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -102,8 +103,52 @@ class PortType(enum.StrEnum):
     """Port backends."""
 
     AFPACKET = "afpacket"  # an existing interface (veth end, NIC), via AF_PACKET
-    TAP = "tap"  # a TAP device vspan creates (a QEMU VM's vNIC)
+    TAP = "tap"  # a QEMU/libvirt VM's TAP (vspan makes it or attaches to QEMU's)
     MEMORY = "memory"  # tests only
+
+
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+
+
+def _user(value: Any) -> str:
+    """A user/group name or a numeric id (kept as text; resolved when the port opens)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < 2**32 - 1:
+            raise ValueError(f"{value} is not a user or group id")
+        return str(value)
+    if isinstance(value, str) and (_USER_RE.match(value) or
+                                   (value.isdigit() and int(value) < 2**32 - 1)):
+        return value
+    raise ValueError(f"{value!r} is not a user or group (a name or a number)")
+
+
+UserName = Annotated[str, BeforeValidator(_user)]
+
+
+class TapConfig(Strict):
+    """How a ``type: tap`` port gets its TAP device (see docs/qemu.md).
+
+    ``create: true``: vspan creates a persistent TAP before the VM starts
+    (``owner``/``group`` may attach to it without privileges; ``multi_queue``
+    must match QEMU's ``queues=N > 1``) and removes it when the port goes,
+    if it made it. ``create: false``: QEMU or libvirt makes the TAP and vspan
+    attaches to it whenever it exists.
+    """
+
+    create: bool = True
+    owner: UserName | None = Field(default=None, description="user (name or uid) that may attach")
+    group: UserName | None = Field(default=None, description="group (name or gid) that may attach")
+    vnet_hdr: bool = Field(default=True, description="create with IFF_VNET_HDR")
+    multi_queue: bool = Field(default=False, description="create with IFF_MULTI_QUEUE")
+
+    @model_validator(mode="after")
+    def _only_when_created(self) -> TapConfig:
+        if not self.create:
+            for key in ("owner", "group", "vnet_hdr", "multi_queue"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"'{key}' only applies when vspan creates the TAP "
+                                     "(create: true)")
+        return self
 
 
 class PortConfig(Strict):
@@ -117,6 +162,17 @@ class PortConfig(Strict):
     mtu: int | None = Field(default=None, ge=68, le=65535)
     description: str = ""
     policy: PortPolicyConfig | None = None  # ACLs, extended ACLs, guards (vspan.policy)
+    tap: TapConfig | None = Field(default=None, description="TAP settings (type: tap only)")
+
+    @model_validator(mode="after")
+    def _tap_only_for_tap(self) -> PortConfig:
+        if self.tap is not None and self.type is not PortType.TAP:
+            raise ValueError(f"'tap' settings are only for type: tap (type is {self.type.value})")
+        return self
+
+    def tap_settings(self) -> TapConfig:
+        """The TAP settings (defaults when not given)."""
+        return self.tap if self.tap is not None else TapConfig()
 
     def ifname(self, port_name: str) -> str:
         """The interface this port attaches to."""

@@ -252,6 +252,7 @@ class AfPacketPort(Port):
         self._index = 0  # ifindex the socket is bound to (0: not bound)
         self._feature_names: tuple[str, ...] | None = None
         self._features_read = 0.0
+        self._link = False  # link state at the last link_up()
         #: GSO frames the interface takes whole (the rest are cut in software)
         self.gso: GsoSupport = NO_GSO
         #: errno of the last failed send (debugging aid)
@@ -460,8 +461,8 @@ class AfPacketPort(Port):
 
         Also follows the device: binds to it again when it was re-created
         (or appears for the first time) and re-reads its offload features
-        (at most once every :data:`FEATURES_INTERVAL` seconds); the engine
-        calls this once a second.
+        when the link state changes and at most once every
+        :data:`FEATURES_INTERVAL` seconds; the engine calls this once a second.
         """
         sock = self._sock
         if sock is None:
@@ -479,9 +480,11 @@ class AfPacketPort(Port):
             except PortError:
                 self._index = 0
                 return False
-        elif time.monotonic() - self._features_read >= FEATURES_INTERVAL:
-            self.refresh_offloads()
-        return bool(netdev.link_state(self.ifname))
+        up = bool(netdev.link_state(self.ifname))
+        if up != self._link or time.monotonic() - self._features_read >= FEATURES_INTERVAL:
+            self.refresh_offloads()  # a VM attaching to a TAP sets its offloads then
+        self._link = up
+        return up
 
     def info(self) -> PortInfo:
         """Interface name, MAC, MTU, ring geometry and the GSO frames it takes whole."""

@@ -16,7 +16,9 @@ def open_backend(name: str, cfg: PortConfig) -> Port:
     if cfg.type is PortType.TAP:
         from vspan.ports.tap import TapPort
 
-        return TapPort(name, ifname)
+        tap = cfg.tap_settings()
+        return TapPort(name, ifname, create=tap.create, owner=tap.owner, group=tap.group,
+                       vnet_hdr=tap.vnet_hdr, multi_queue=tap.multi_queue)
     from vspan.ports.memory import MemoryPort
 
     return MemoryPort(name)

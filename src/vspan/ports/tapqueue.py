@@ -59,12 +59,14 @@ class TapQueuePort(Port):
         *,
         offloads: Sequence[int] = OFFLOAD_CHOICES,
         bring_up: bool = True,
+        multi_queue: bool = False,
     ) -> None:
         self.name = name
         self.ifname = ifname or name
         self.counters = PortCounters()
         self._offload_choices = tuple(offloads)
         self._bring_up = bring_up
+        self._multi_queue = multi_queue
         self._fd = -1
         self._buf = bytearray(READ_BUFFER)
         self._bufs = [self._buf]
@@ -106,6 +108,8 @@ class TapQueuePort(Port):
         except PortError:
             self.preexisting = False
         flags = c.IFF_TAP | c.IFF_NO_PI | c.IFF_VNET_HDR
+        if self._multi_queue:  # one more queue of a multi-queue device
+            flags |= c.IFF_MULTI_QUEUE
         try:
             out = fcntl.ioctl(fd, c.TUNSETIFF, c.IFREQ_FLAGS.pack(raw_name, flags))
         except OSError as exc:
