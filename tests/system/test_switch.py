@@ -11,6 +11,7 @@ import pytest
 from scapy.layers.inet import ICMP
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
+from tests.helpers.fakevm import QemuStandIn
 from tests.helpers.netns import Lab, require_tools, sh
 from tests.system.capture import tcpdump
 from tests.system.switchproc import running_switch
@@ -217,12 +218,13 @@ def test_tap_port_vm_pings_veth_namespace(netlab: Lab, tmp_path: Path) -> None:
     vm = netlab.netns("vm")
     tap = netlab.name("tap")
     cfg = ports_yaml(h) + f"  vm: {{type: tap, interface: {tap}}}\n"
-    with running_switch(tmp_path, cfg) as sw:
-        # the tap netdev goes into the namespace that plays the VM (as QEMU's guest NIC would)
-        sh("ip", "link", "set", tap, "netns", vm)
-        netlab.exec(vm, "ip", "link", "set", tap, "address", MACS["g"])
-        netlab.exec(vm, "ip", "addr", "add", "10.5.0.7/24", "dev", tap)
-        netlab.exec(vm, "ip", "link", "set", tap, "up")
+    with running_switch(tmp_path, cfg) as sw, \
+            QemuStandIn(netlab, tap, vm, "10.5.0.7/24", MACS["g"]):
+        # vspan made the TAP; the stand-in attaches to its queue as QEMU does
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not ping(netlab, vm, "10.5.0.1", count=1,
+                                                       check=False):
+            time.sleep(0.2)  # the switch notices the link within a second
         ping(netlab, vm, "10.5.0.1", count=3)
         ports = {p["name"]: p for p in sw.show("ports")}
         assert ports["vm"]["counters"]["rx_frames"] >= 3 and ports["vm"]["type"] == "tap"

@@ -6,7 +6,9 @@ injected frames wait, so an event loop (epoll) can wait on a memory port like
 on any other. By default the port behaves like a NIC without offloads: frames
 the switch sends with a vnet header are finalized (checksum completed, GSO
 cut into segments, see :mod:`vspan.ports.offload`), so ``take()`` returns
-wire frames. ``vnet_hdr=True`` keeps frames exactly as sent instead.
+wire frames. ``vnet_hdr=True`` keeps frames exactly as sent instead; with
+``gso`` as well it models a device with those offloads: GSO frames it does not
+take are cut in software by the same send loop the AF_PACKET port uses.
 
 Thread safety: ``inject`` and ``take`` may be called from another thread than
 the one calling ``recv_batch``/``send_batch``.
@@ -21,6 +23,8 @@ from collections.abc import Iterable, Sequence
 
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
 from vspan.ports.offload import OffloadError, finalize
+from vspan.ports.tx import GsoSupport, send_frames
+from vspan.ports.vnet import is_plain
 
 
 class MemoryPort(Port):
@@ -33,12 +37,15 @@ class MemoryPort(Port):
         mac: bytes = b"",
         mtu: int = 1500,
         vnet_hdr: bool = False,
+        gso: GsoSupport | None = None,
     ) -> None:
         self.name = name
         self.counters = PortCounters()
         self.mac = mac
         self.mtu = mtu
         self.vnet_hdr = vnet_hdr
+        #: with ``vnet_hdr``: the GSO frames the modelled device takes whole
+        self.gso = gso
         self._rx: deque[Frame] = deque()
         self._tx: list[Frame] = []
         self._lock = threading.Lock()
@@ -150,6 +157,8 @@ class MemoryPort(Port):
         if not self._link:
             counters.tx_errors += len(frames)
             return 0
+        if self.vnet_hdr and self.gso is not None:
+            return self._send_as_device(frames, self.gso)
         keep: list[Frame] = []
         errors = 0
         for f in frames:
@@ -167,6 +176,22 @@ class MemoryPort(Port):
         counters.tx_bytes += sum(len(f.data) for f in keep)
         counters.tx_errors += errors
         return accepted
+
+    def _send_as_device(self, frames: Sequence[Frame], gso: GsoSupport) -> int:
+        keep: list[Frame] = []
+
+        def write(buf: bytes) -> None:
+            vnet, data = buf[:10], buf[10:]
+            keep.append(Frame(data, b"" if is_plain(vnet) else vnet))
+
+        def gather(parts: tuple[bytes, bytes]) -> None:
+            write(parts[0] + parts[1])
+
+        sent = send_frames(frames, write, gather, counters=self.counters,
+                           on_error=lambda exc: None, gso=gso)
+        with self._lock:
+            self._tx.extend(keep)
+        return sent
 
     # -- state ---------------------------------------------------------------
 
