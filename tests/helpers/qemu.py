@@ -53,7 +53,8 @@ class TestVM:
         self.tap = tap
         self.ip = ip
         self.mac = mac
-        netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr={'on' if vnet_hdr else 'off'}"
+        netdev = (f"tap,id=n0,ifname={tap},script=no,downscript=no,"
+                  f"vnet_hdr={'on' if vnet_hdr else 'off'}")
         device = f"virtio-net-pci,netdev=n0,mac={mac},romfile="
         if queues > 1:
             netdev += f",queues={queues}"
@@ -145,7 +146,7 @@ class TestVM:
         """Run one shell command line in the VM; return (exit status, output)."""
         start = len(self.output)
         self._pos = max(self._pos, start)
-        self._send(f'{command}; echo "{_RC[:3]}""{_RC[3:]}$?__"\n')
+        self._send(f'{command}\necho "{_RC[:3]}""{_RC[3:]}$?__"\n')
         line = self._wait_for(_RC.encode(), timeout)
         text = self.output[start:].decode(errors="replace")
         body = text[: text.find(_RC)]
