@@ -122,8 +122,6 @@ IFREQ_INT = struct.Struct("=16si20x")
 
 TUNSETOWNER = 0x400454CC
 TUNSETGROUP = 0x400454CE
-#: TUN/TAP flags a persistent device keeps (``/sys/class/net/<if>/tun_flags``)
-TUN_TYPE_MASK = IFF_TUN | IFF_TAP
 
 # --- ethtool ioctl (linux/ethtool.h, linux/sockios.h) -------------------------
 

@@ -38,28 +38,22 @@ from vspan.ports.tundev import TapSpec
 log = logging.getLogger(__name__)
 
 
-def resolve_user(value: str | int | None, what: str = "owner") -> int | None:
-    """A uid for a user name or number (None stays None); :class:`PortError` if unknown."""
+def resolve_id(value: str | int | None, what: str) -> int | None:
+    """A uid (``what`` = ``owner``) or gid (``group``) for a name or number; None stays None.
+
+    Raises :class:`PortError` naming the key when the name is unknown here.
+    """
     if value is None or isinstance(value, int):
         return value
     if value.isdigit():
         return int(value)
     try:
-        return pwd.getpwnam(value).pw_uid
-    except KeyError:
-        raise PortError(f"tap.{what}: no user named {value!r}") from None
-
-
-def resolve_group(value: str | int | None) -> int | None:
-    """A gid for a group name or number (None stays None); :class:`PortError` if unknown."""
-    if value is None or isinstance(value, int):
-        return value
-    if value.isdigit():
-        return int(value)
-    try:
+        if what == "owner":
+            return pwd.getpwnam(value).pw_uid
         return grp.getgrnam(value).gr_gid
     except KeyError:
-        raise PortError(f"tap.group: no group named {value!r}") from None
+        kind = "user" if what == "owner" else "group"
+        raise PortError(f"tap.{what}: no {kind} named {value!r}") from None
 
 
 class TapPort(Port):
@@ -101,7 +95,7 @@ class TapPort(Port):
         if self._spec is not None:
             return
         try:
-            spec = TapSpec(resolve_user(self._owner), resolve_group(self._group),
+            spec = TapSpec(resolve_id(self._owner, "owner"), resolve_id(self._group, "group"),
                            self._vnet_hdr, self._multi_queue)
         except PortError as exc:
             raise PortError(f"port {self.name}: {exc}") from exc
