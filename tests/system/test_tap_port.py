@@ -232,3 +232,15 @@ def test_queue_port_still_refuses_a_second_holder(tlab: Lab) -> None:
     with TapQueuePort("q", name), pytest.raises(PortError, match="another process holds it"):
         TapQueuePort("q2", name).open()
     assert os.path.exists("/dev/net/tun")
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "a/b", "x" * 16, "a b"])
+def test_hostile_interface_names_touch_nothing(bad: str) -> None:
+    """A name that would make sysfs or /proc/sys paths escape is refused before any write."""
+    with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", encoding="ascii") as f:
+        before = f.read()
+    for create in (True, False):
+        with pytest.raises(PortError, match="not a valid interface name"):
+            TapPort("vm", bad, create=create).open()
+    with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", encoding="ascii") as f:
+        assert f.read() == before

@@ -95,6 +95,7 @@ class TapPort(Port):
         if self._spec is not None:
             return
         try:
+            tundev.check_name(self.ifname)
             spec = TapSpec(resolve_id(self._owner, "owner"), resolve_id(self._group, "group"),
                            self._vnet_hdr, self._multi_queue)
         except PortError as exc:

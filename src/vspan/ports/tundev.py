@@ -74,6 +74,18 @@ def _id_text(value: int | None) -> str:
     return "none" if value is None else str(value)
 
 
+def check_name(ifname: str) -> str:
+    """``ifname`` if it can name a TAP (1-15 bytes, no '/', not '.' or '..'); else PortError.
+
+    Every path this module builds from a name (sysfs, /proc/sys) relies on it.
+    """
+    raw = ifname.encode()
+    if (not raw or len(raw) >= c.IFNAMSIZ or "/" in ifname or "\0" in ifname
+            or ifname in (".", "..") or any(ch.isspace() for ch in ifname)):
+        raise PortError(f"{ifname!r} is not a valid interface name (1-15 characters)")
+    return ifname
+
+
 def _sysfs_int(ifname: str, attr: str) -> int | None:
     text = netdev.read_sysfs(ifname, attr)
     if text is None:
@@ -86,6 +98,7 @@ def _sysfs_int(ifname: str, attr: str) -> int | None:
 
 def inspect(ifname: str) -> TunState | None:
     """The TUN/TAP state of ``ifname``; None when it is not a TUN/TAP device (or absent)."""
+    check_name(ifname)
     flags = _sysfs_int(ifname, "tun_flags")
     if flags is None:
         return None
@@ -105,9 +118,7 @@ def exists(ifname: str) -> bool:
 
 
 def _open_tun(ifname: str, flags: int) -> int:
-    raw = ifname.encode()
-    if not raw or len(raw) >= c.IFNAMSIZ or "/" in ifname:
-        raise PortError(f"{ifname!r} is not a valid interface name (1-15 characters)")
+    raw = check_name(ifname).encode()
     try:
         fd = os.open(c.TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
@@ -186,6 +197,7 @@ def mark(ifname: str) -> str:
 
 def set_mark(ifname: str, text: str) -> None:
     """Write ``text`` into the device's ``ifalias`` (best effort)."""
+    check_name(ifname)
     try:
         with open(os.path.join(netdev.SYS_CLASS_NET, ifname, "ifalias"), "w",
                   encoding="ascii") as f:
@@ -196,6 +208,7 @@ def set_mark(ifname: str, text: str) -> None:
 
 def disable_ipv6(ifname: str) -> None:
     """Keep the host's IPv6 stack off a switch port (no link-local address, no RS/DAD)."""
+    check_name(ifname)
     try:
         with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w",
                   encoding="ascii") as f:
