@@ -7,7 +7,11 @@ thread pinned to CPU1, the traffic tools to CPU0. Setups:
 
 * ``veth-direct``: one veth pair, no switch (the physical limit);
 * ``afpacket``: AfPacketPort <-> AfPacketPort;
-* ``tap``: TapQueuePort (the queue side of a TAP; its netdev moved into namespace A) <-> AfPacketPort.
+* ``afpacket-tso-off``: as ``afpacket`` with TSO off on both switch-side veth
+  ends, so every GSO frame is segmented in software (the port sends through
+  the qdisc and the kernel cuts it; issue 7 item 10);
+* ``tap``: TapQueuePort (the queue side of a TAP; its netdev moved into
+  namespace A) <-> AfPacketPort.
 
 Per setup: TCP Gbit/s A->B and B->A (iperf3 -t SECONDS, one stream), ping RTT
 (``ping -c 100 -i 0.01``, avg and min) and, for ``afpacket``, forwarding
@@ -142,8 +146,12 @@ def setup(kind: str) -> Iterator[tuple[Lab, str, str, list[Port]]]:
         if_b = lab_.veth("b", ns_b, addr=f"{IP_B}/24", mac=MAC_B)
         b = AfPacketPort("b", if_b)
         a: Port
-        if kind == "afpacket":
-            a = AfPacketPort("a", lab_.veth("a", ns_a, addr=f"{IP_A}/24"))
+        if kind in ("afpacket", "afpacket-tso-off"):
+            if_a = lab_.veth("a", ns_a, addr=f"{IP_A}/24")
+            if kind == "afpacket-tso-off":
+                for ifname in (if_a, if_b):
+                    sh("ethtool", "-K", ifname, "tso", "off")
+            a = AfPacketPort("a", if_a)
             a.open()
         else:
             tap = TapQueuePort("a", lab_.name("tap"))
@@ -173,7 +181,7 @@ def measure(kind: str, seconds: int) -> dict[str, float]:
                 "tcp_ba": iperf3(lab_, ns_b, ns_a, IP_A, seconds),
             }
             res["rtt_avg"], res["rtt_min"] = ping(lab_, ns_a, IP_B)
-            if kind != "tap":
+            if kind not in ("tap", "afpacket-tso-off"):
                 rx, fwd = capacity(
                     lab_, ns_a, ns_b, seconds, lambda: xc.forwarded["a"] if xc else 0
                 )
