@@ -58,3 +58,6 @@ def test_changed_tap_settings_reopen_the_port() -> None:
     same = load_text("ports: {vm: {type: tap, tap: {owner: 1000}}}")
     assert diff(old, new).ports_reopened == ("vm",)
     assert diff(old, same).empty
+    # the defaults written out are the same backend as no tap settings at all
+    assert not diff(load_text("ports: {vm: {type: tap}}"),
+                    load_text("ports: {vm: {type: tap, tap: {create: true}}}")).ports_reopened

@@ -184,7 +184,7 @@ class ChangeSet:
 
 
 def _backend_key(name: str, cfg: PortConfig) -> tuple[object, ...]:
-    return (cfg.type.value, cfg.ifname(name), cfg.tap)
+    return (cfg.type.value, cfg.ifname(name), cfg.tap_settings())
 
 
 def _by_id(items: Sequence[T], ident: Callable[[T, int], str]) -> dict[str, tuple[T, ...]]:
