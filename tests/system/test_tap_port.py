@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.helpers.fakevm import NO_OFFLOADS, QemuStandIn
 from tests.helpers.netns import Lab, lab, requires_root, sh
 from tests.helpers.xconnect import CrossConnect
+from tests.system.switchproc import running_switch
 from tests.system.test_ports import ping, tcp_csum_errors, transfer
 from vspan.ports import constants as c
 from vspan.ports.afpacket import AfPacketPort
@@ -244,3 +246,23 @@ def test_hostile_interface_names_touch_nothing(bad: str) -> None:
             TapPort("vm", bad, create=create).open()
     with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", encoding="ascii") as f:
         assert f.read() == before
+
+
+def test_reload_reopens_changed_tap_and_removes_a_dropped_one(tlab: Lab, tmp_path: Path) -> None:
+    """Through the switch: new settings re-create vspan's TAP, a removed port removes it."""
+    nobody = pwd.getpwnam("nobody")
+    name = tlab.name("tap")
+    head = f"switch: {{name: t, control_socket: {tmp_path / 'switch.sock'}}}\n"
+    with running_switch(tmp_path, f"ports:\n  vm: {{type: tap, interface: {name}}}\n") as sw:
+        state = inspect(name)
+        assert state is not None and state.owner is None
+        changed = tmp_path / "owner.yaml"
+        changed.write_text(head + f"ports:\n  vm: {{type: tap, interface: {name}, "
+                           f"tap: {{owner: nobody}}}}\n", encoding="utf-8")
+        assert "port reopened: vm" in sw.cli("reload", str(changed)).stdout
+        state = inspect(name)  # the new backend opened first, then the old one closed
+        assert state is not None and state.owner == nobody.pw_uid
+        dropped = tmp_path / "none.yaml"
+        dropped.write_text(head + "ports: {}\n", encoding="utf-8")
+        assert "port removed: vm" in sw.cli("reload", str(dropped)).stdout
+        assert not exists(name)
