@@ -271,3 +271,64 @@ def test_collect_cli_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2
     proc = run("-w", str(tmp_path / "o.pcapng"))
     assert proc.returncode == 2 and "--listen" in proc.stderr
+
+
+# ---- frames the sender cut (ERSPAN T bit): issue 7 item 6 --------------------------------
+
+def _cut_frames() -> list[tuple[bytes, int]]:
+    """Whole frames (IPv4 behind one or two VLAN tags, IPv6, and one whose headers are shorter
+    than the cut) and the wire length their own headers give."""
+    v4 = bytes(Ether() / Dot1Q(vlan=10) / IP(src="192.0.2.1", dst="192.0.2.2")
+               / TCP(sport=1, dport=2) / Raw(b"a" * 1460))
+    qinq = bytes(Ether() / Dot1Q(vlan=10, type=0x8100) / Dot1Q(vlan=20)
+                 / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=1000, dport=2000)
+                 / Raw(b"b" * 1000))
+    v6 = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP() / Raw(b"c" * 900))
+    return [(v4, 18 + 1500), (qinq, 22 + 20 + 8 + 1000), (v6, 14 + 40 + 20 + 900)]
+
+
+def _collect_cut(path: Path) -> Collector:
+    ts = (NOW // 100_000) & 0xFFFFFFFF
+    with PcapngWriter(str(path)) as w:
+        c = Collector(w)
+        for i, (frame, _) in enumerate(_cut_frames()):
+            c.handle_ip(bytes(e2(i, 400, frame[:200], t=1)), NOW + i)
+            c.handle_ip(bytes(e3(i, 401, frame[:160], t=1, timestamp=ts)), NOW + i)
+        # headers shorter than what arrived: the original length stays unknown
+        c.handle_ip(bytes(e3(3, 401, inner(14, size=100)[:80], t=1, timestamp=ts)), NOW + 9)
+    return c
+
+
+def test_collector_writes_cut_frames_with_their_real_length(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcapng"
+    c = _collect_cut(path)
+    assert c.stats.truncated == 7
+    recs = list(CaptureReader(str(path)))
+    want = [n for _, n in _cut_frames() for _ in (0, 1)]
+    assert [r.orig_len for r in recs[:6]] == want
+    assert [len(r.data) for r in recs[:6]] == [200, 160] * 3
+    for r, n in zip(recs[:6], want, strict=True):
+        assert r.comments == (f"truncated by the sender (ERSPAN T bit): original length {n} "
+                              "from the frame's IP header",)
+    assert recs[6].orig_len == 80
+    assert recs[6].comments == ("truncated by the sender (ERSPAN T bit): original length "
+                                "unknown",)
+
+
+def test_collector_cut_frames_have_no_tshark_length_errors(tmp_path: Path) -> None:
+    require_tools("tshark")
+    path = tmp_path / "cut.pcapng"
+    _collect_cut(path)
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-e", "frame.len",
+         "-e", "frame.cap_len", "-e", "_ws.expert.message"],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [line.split("|") for line in out]
+    want = [n for _, n in _cut_frames() for _ in (0, 1)]
+    assert [int(r[0]) for r in rows[:6]] == want
+    assert [int(r[1]) for r in rows[:6]] == [200, 160] * 3
+    assert not [r for r in rows if "exceeds" in r[2] or "Malformed" in r[2]], rows
+    expert = subprocess.run(["tshark", "-r", str(path), "-q", "-z", "expert"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "exceeds packet length" not in expert and "exceeds framing length" not in expert
+    assert "Errors" not in expert, expert

@@ -273,6 +273,27 @@ def ip_payload_of(linktype: int, data: bytes) -> bytes | None:
     return None
 
 
+def header_length(frame: bytes) -> int | None:
+    """The length of a cut Ethernet frame as its own IP header states it (behind VLAN tags).
+
+    IPv4 total length or IPv6 payload length, plus the link and IPv6 headers.
+    ``None`` when the frame is not IP, the header is cut, an IPv6 jumbogram says
+    0, or the headers claim no more than what arrived (the rest is unknown).
+    """
+    ip = ip_payload_of(LINKTYPE_ETHERNET, frame)
+    if ip is None or len(ip) < 20:
+        return None
+    l2 = len(frame) - len(ip)
+    version = ip[0] >> 4
+    if version == 4:
+        total = l2 + ((ip[2] << 8) | ip[3])
+    elif version == 6 and len(ip) >= 40 and (ip[4] or ip[5]):
+        total = l2 + 40 + ((ip[4] << 8) | ip[5])
+    else:
+        return None
+    return total if total > len(frame) else None
+
+
 @dataclass(slots=True)
 class CollectorStats:
     """What the collector received and wrote."""
@@ -345,9 +366,15 @@ class Collector:
         if self.packet_filter is not None and not self.packet_filter.match(d.frame):
             st.filtered += 1
             return False
+        orig_len = None
         if d.truncated:
             st.truncated += 1
-            comments.append("truncated by the sender (ERSPAN T bit): original length unknown")
+            orig_len = header_length(d.frame)
+            if orig_len is None:
+                comments.append("truncated by the sender (ERSPAN T bit): original length unknown")
+            else:
+                comments.append(f"truncated by the sender (ERSPAN T bit): original length "
+                                f"{orig_len} from the frame's IP header")
         if d.vlan and vlan_not_in_frame(d):
             comments.append(f"VLAN {d.vlan} (priority {d.cos}) from the ERSPAN header, "
                             "not in the frame")
@@ -360,7 +387,8 @@ class Collector:
             direction = DIR_OUTBOUND if d.direction == DIR_EGRESS else DIR_INBOUND
         self.sink.write_packet(
             ifid, d.frame, d.ts_ns if d.ts_ns is not None else recv_ts_ns,
-            comments=comments, flags=epb_flags(direction) if d.direction is not None else None,
+            orig_len=orig_len, comments=comments,
+            flags=epb_flags(direction) if d.direction is not None else None,
             dropcount=dropcount,
         )
         st.written += 1
