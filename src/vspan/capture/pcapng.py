@@ -26,7 +26,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 # link types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0
@@ -284,6 +284,41 @@ def statistics_block(interface_id: int, ts_ns: int, *, comment: str = "",
     return _block(BT_ISB, body + _options(opts))
 
 
+def with_comments(block: bytes, opt_off: int, byte_order: str, comments: Sequence[str]) -> bytes:
+    """A block as read (options from ``opt_off``) with more ``opt_comment`` options added.
+
+    The existing options are kept in their order and byte order; works for
+    section headers (``opt_off`` 24) and packet blocks.
+    """
+    if len(block) < opt_off + 4:
+        raise CaptureFormatError("block too short for its options")
+    opts = bytearray()
+    values = [(c, v) for c, v in _parse_options(byte_order, block[:-4], opt_off)]
+    values.extend((OPT_COMMENT, text.encode("utf-8")) for text in comments)
+    for code, value in values:
+        opts += struct.pack(byte_order + "HH", code, len(value)) + value
+        opts += _PAD[(-len(value)) & 3]
+    if opts:
+        opts += b"\0\0\0\0"
+    total = opt_off + len(opts) + 4
+    u32 = byte_order + "I"
+    return block[:4] + struct.pack(u32, total) + block[8:opt_off] + bytes(opts) + (
+        struct.pack(u32, total))
+
+
+def copied_section_header(block: bytes, byte_order: str, comment: str = "") -> bytes:
+    """A Section Header Block as read, made fit to start a filtered copy of its section.
+
+    The section length becomes -1 (unknown: the copy has other blocks), the
+    options stay as they were (in the section's byte order) and ``comment``
+    is added as one more ``opt_comment``.
+    """
+    if len(block) < 28:
+        raise CaptureFormatError("section header block too short")
+    block = block[:16] + b"\xff" * 8 + block[24:]
+    return with_comments(block, 24, byte_order, [comment] if comment else [])
+
+
 def _default_hardware() -> str:
     return platform.machine()
 
@@ -518,6 +553,310 @@ class PacketRecord:
         return (self.flags or 0) & 3
 
 
+class RawPacket(NamedTuple):
+    """One packet as :class:`CaptureScanner` found it (a tuple: cheap to make).
+
+    ``block`` is the whole packet block exactly as read, in the byte order of
+    its section (``None`` for classic pcap); its options start at ``opt_off``
+    (``len(block) - 4`` when none). ``ts_ns`` is -1 for a Simple Packet Block,
+    which has no timestamp.
+    """
+
+    interface_id: int
+    ts_ns: int
+    data: bytes
+    orig_len: int
+    packet_id: int | None  # epb_packetid (option 5)
+    block: bytes | None
+    opt_off: int
+
+
+class RawBlock(NamedTuple):
+    """A block that is not a packet (section header, interface, statistics...), as read."""
+
+    btype: int
+    block: bytes
+
+
+_CHUNK = 1 << 20
+_SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+_MAX_RECORD = 0x4000000
+
+
+def _tsresol(value: bytes) -> int:
+    r = value[0]
+    return int(2 ** (r & 0x7F) if r & 0x80 else 10 ** r)
+
+
+def _ts_converter(iface: InterfaceInfo) -> tuple[int, int, int]:
+    """(multiplier, divisor, offset ns) turning ticks into ns: ticks * m // d + o."""
+    units = iface.units_per_s
+    off = iface.tsoffset_s * 1_000_000_000
+    if units <= 1_000_000_000 and 1_000_000_000 % units == 0:
+        return 1_000_000_000 // units, 1, off
+    return 1_000_000_000, units, off
+
+
+class CaptureScanner:
+    """Fast sequential reader of a pcap or pcapng file (the hot path of the analysis tools).
+
+    Yields :class:`RawPacket` for every packet and, with ``blocks=True``,
+    :class:`RawBlock` for every other pcapng block in file order (a section
+    header, then its interface blocks, ...), so a filter can copy a file
+    block by block. ``interfaces`` always describes the current section (the
+    list is updated in place), ``byte_order`` is its ``struct`` prefix, and
+    ``position`` counts the bytes consumed so far (for progress). The file is
+    read in large chunks and parsed with ``struct.unpack_from``; a cut last
+    block ends the iteration quietly with ``truncated`` set.
+    """
+
+    def __init__(self, path: str, *, blocks: bool = False, chunk: int = _CHUNK) -> None:
+        self.path = path
+        self.blocks = blocks
+        self.chunk = max(chunk, 64)
+        self.format = ""
+        self.byte_order = "<"
+        self.interfaces: list[InterfaceInfo] = []
+        self.section_comments: list[str] = []
+        self.truncated = False
+        self.position = 0
+        self.sections = 0
+        self.pcap_nanoseconds = False
+        self._conv: list[tuple[int, int, int]] = []
+
+    def _error(self, text: str) -> CaptureFormatError:
+        return CaptureFormatError(f"{self.path}: {text}")
+
+    def __iter__(self) -> Iterator[RawPacket | RawBlock]:
+        with open(self.path, "rb", buffering=0) as fh:
+            head = fh.read(self.chunk)
+            if len(head) < 4:
+                raise self._error("too short for a capture file")
+            if head[:4] == _SHB_MAGIC:
+                self.format = "pcapng"
+                yield from self._pcapng(fh, head)
+            else:
+                self.format = "pcap"
+                yield from self._pcap(fh, head)
+
+    # classic pcap
+    def _pcap(self, fh: BinaryIO, buf: bytes) -> Iterator[RawPacket | RawBlock]:
+        magic = buf[:4]
+        m_le = struct.unpack("<I", magic)[0]
+        m_be = struct.unpack(">I", magic)[0]
+        known = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}
+        if m_le in known:
+            end, unit = "<", known[m_le]
+        elif m_be in known:
+            end, unit = ">", known[m_be]
+        else:
+            raise self._error(f"not a pcap or pcapng file (magic {magic.hex()})")
+        if len(buf) < 24:
+            raise self._error("pcap header cut short")
+        self.byte_order = end
+        self.pcap_nanoseconds = unit == 1
+        _vmaj, _vmin, _tz, _sig, snaplen, linktype = struct.unpack_from(end + "HHiIII", buf, 4)
+        linktype &= 0x0FFFFFFF
+        self.interfaces[:] = [InterfaceInfo(linktype, snaplen,
+                                            units_per_s=1_000_000_000 // unit)]
+        rec = struct.Struct(end + "IIII")
+        unpack = rec.unpack_from
+        read = fh.read
+        chunk = self.chunk
+        pos = 24
+        consumed = 0
+        while True:
+            avail = len(buf) - pos
+            if avail < 16:
+                more = read(chunk)
+                if more:
+                    consumed += pos
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                self.position = consumed + len(buf)
+                self.truncated = avail > 0
+                return
+            sec, frac, incl, orig = unpack(buf, pos)
+            if incl > _MAX_RECORD:
+                raise self._error(f"record of {incl} bytes is not plausible")
+            if avail < 16 + incl:
+                more = read(max(chunk, 16 + incl - avail))
+                if more:
+                    consumed += pos
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                self.position = consumed + len(buf)
+                self.truncated = True
+                return
+            start = pos + 16
+            pos = start + incl
+            self.position = consumed + pos
+            yield RawPacket(0, sec * 1_000_000_000 + frac * unit, buf[start:pos], orig, None,
+                            None, 0)
+
+    # pcapng
+    def _pcapng(self, fh: BinaryIO, buf: bytes) -> Iterator[RawPacket | RawBlock]:
+        read = fh.read
+        chunk = self.chunk
+        blocks = self.blocks
+        pos = 0
+        consumed = 0
+        hdr = struct.Struct("<II")
+        epb = struct.Struct("<IIIII")
+        u32 = struct.Struct("<I")
+        while True:
+            avail = len(buf) - pos
+            if avail < 12:
+                more = read(chunk)
+                if more:
+                    consumed += pos
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                self.position = consumed + len(buf)
+                self.truncated = avail > 0
+                return
+            if buf[pos:pos + 4] == _SHB_MAGIC:
+                bom = buf[pos + 8:pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    end = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    end = ">"
+                else:
+                    raise self._error(f"bad byte-order magic {bom.hex()}")
+                self.byte_order = end
+                hdr = struct.Struct(end + "II")
+                epb = struct.Struct(end + "IIIII")
+                u32 = struct.Struct(end + "I")
+                total = hdr.unpack_from(buf, pos)[1]
+                if total < 28 or total % 4:
+                    raise self._error(f"bad section header length {total}")
+            else:
+                total = hdr.unpack_from(buf, pos)[1]
+                if total < 12 or total % 4:
+                    raise self._error(f"block of length {total} is malformed")
+            if avail < total:
+                more = read(max(chunk, total - avail))
+                if more:
+                    consumed += pos
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                self.position = consumed + len(buf)
+                self.truncated = True
+                return
+            start = pos
+            pos += total
+            self.position = consumed + pos
+            if u32.unpack_from(buf, pos - 4)[0] != total:
+                raise self._error(f"block lengths disagree ({total})")
+            btype = hdr.unpack_from(buf, start)[0]
+            if btype == BT_EPB:
+                if total < 32:
+                    raise self._error("packet block too short")
+                ifid, hi, lo, cap, orig = epb.unpack_from(buf, start + 8)
+                data_end = start + 28 + cap
+                if data_end > pos - 4:
+                    raise self._error("packet data overruns its block")
+                if ifid >= len(self._conv):
+                    raise self._error(f"packet refers to unknown interface {ifid}")
+                mul, div, off = self._conv[ifid]
+                ts = (((hi << 32) | lo) * mul) // div + off
+                block = buf[start:pos]
+                opt = 28 + cap + ((-cap) & 3)
+                pid = None
+                if opt < total - 4:
+                    pid = self._packet_id(block, opt)
+                yield RawPacket(ifid, ts, buf[start + 28:data_end], orig, pid, block, opt)
+            elif btype in (BT_PB, BT_SPB):
+                yield self._old_packet(btype, buf[start:pos])
+            else:
+                body = buf[start + 8:pos - 4]
+                if btype == BT_SHB:
+                    self.sections += 1
+                    self.interfaces.clear()
+                    self._conv.clear()
+                    self._shb(body)
+                elif btype == BT_IDB:
+                    self._idb(body)
+                if blocks:
+                    yield RawBlock(btype, buf[start:pos])
+
+    def _packet_id(self, block: bytes, off: int) -> int | None:
+        end = self.byte_order
+        for code, value in _parse_options(end, block[:-4], off):
+            if code == EPB_PACKETID and len(value) >= 8:
+                pid: int = struct.unpack(end + "Q", value[:8])[0]
+                return pid
+        return None
+
+    def _shb(self, body: bytes) -> None:
+        # body: byte-order magic (4) version (4) section length (8) options
+        for code, value in _parse_options(self.byte_order, body, 16):
+            if code == OPT_COMMENT:
+                self.section_comments.append(value.decode("utf-8", "replace"))
+
+    def _idb(self, body: bytes) -> None:
+        end = self.byte_order
+        if len(body) < 8:
+            raise self._error("interface block too short")
+        linktype, _res, snaplen = struct.unpack(end + "HHI", body[:8])
+        name = desc = ""
+        units = 1_000_000
+        offset = 0
+        for code, value in _parse_options(end, body, 8):
+            if code == IF_NAME:
+                name = value.decode("utf-8", "replace")
+            elif code == IF_DESCRIPTION:
+                desc = value.decode("utf-8", "replace")
+            elif code == IF_TSRESOL and value:
+                units = _tsresol(value)
+            elif code == IF_TSOFFSET and len(value) >= 8:
+                offset = struct.unpack(end + "q", value[:8])[0]
+        iface = InterfaceInfo(linktype, snaplen, name, desc, units, offset)
+        self.interfaces.append(iface)
+        self._conv.append(_ts_converter(iface))
+
+    def _old_packet(self, btype: int, block: bytes) -> RawPacket:
+        end = self.byte_order
+        body = block[8:-4]
+        if btype == BT_SPB:
+            if len(body) < 4 or not self.interfaces:
+                raise self._error("simple packet block without interface")
+            orig = struct.unpack(end + "I", body[:4])[0]
+            iface = self.interfaces[0]
+            cap = min(orig, iface.snaplen or orig, len(body) - 4)
+            return RawPacket(0, -1, body[4:4 + cap], orig, None, block, len(block) - 4)
+        if len(body) < 20:
+            raise self._error("packet block too short")
+        ifid, _drops, hi, lo, cap, orig = struct.unpack(end + "HHIIII", body[:20])
+        if ifid >= len(self._conv):
+            raise self._error(f"packet refers to unknown interface {ifid}")
+        if 20 + cap > len(body):
+            raise self._error("packet data overruns its block")
+        mul, div, off = self._conv[ifid]
+        return RawPacket(ifid, (((hi << 32) | lo) * mul) // div + off, body[20:20 + cap], orig,
+                         None, block, 28 + cap + ((-cap) & 3))
+
+
+def block_comments(block: bytes, opt_off: int, byte_order: str) -> list[str]:
+    """The ``opt_comment`` texts of a block as read (options from ``opt_off``)."""
+    if opt_off >= len(block) - 4:
+        return []
+    return [v.decode("utf-8", "replace") for c, v in _parse_options(byte_order, block[:-4], opt_off)
+            if c == OPT_COMMENT]
+
+
+def packet_options(raw: RawPacket, byte_order: str) -> Iterator[tuple[int, bytes]]:
+    """The options (code, value) of a packet read by :class:`CaptureScanner`."""
+    block = raw.block
+    if block is None or raw.opt_off >= len(block) - 4:
+        return iter(())
+    return _parse_options(byte_order, block[:-4], raw.opt_off)
+
+
 @dataclass
 class CaptureReader:
     """Iterates over a pcap or pcapng file. ``truncated`` is set when the last block was cut."""
@@ -529,168 +868,37 @@ class CaptureReader:
     section_comments: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[PacketRecord]:
-        with open(self.path, "rb") as fh:
-            magic = fh.read(4)
-            if len(magic) < 4:
-                raise CaptureFormatError(f"{self.path}: too short for a capture file")
-            if magic == b"\x0a\x0d\x0d\x0a":
-                self.format = "pcapng"
-                yield from self._pcapng(fh, magic)
-            else:
-                self.format = "pcap"
-                yield from self._pcap(fh, magic)
-
-    # classic pcap
-    def _pcap(self, fh: BinaryIO, magic: bytes) -> Iterator[PacketRecord]:
-        m_le = struct.unpack("<I", magic)[0]
-        m_be = struct.unpack(">I", magic)[0]
-        known = {0xA1B2C3D4: 1000, 0xA1B23C4D: 1}
-        if m_le in known:
-            end, unit = "<", known[m_le]
-        elif m_be in known:
-            end, unit = ">", known[m_be]
-        else:
-            raise CaptureFormatError(
-                f"{self.path}: not a pcap or pcapng file (magic {magic.hex()})")
-        rest = fh.read(20)
-        if len(rest) < 20:
-            raise CaptureFormatError(f"{self.path}: pcap header cut short")
-        _vmaj, _vmin, _tz, _sig, snaplen, linktype = struct.unpack(end + "HHiIII", rest)
-        linktype &= 0x0FFFFFFF
-        self.interfaces = [InterfaceInfo(linktype, snaplen, units_per_s=1_000_000_000 // unit)]
-        rec = struct.Struct(end + "IIII")
-        while True:
-            head = fh.read(16)
-            if not head:
-                return
-            if len(head) < 16:
-                self.truncated = True
-                return
-            sec, frac, incl, orig = rec.unpack(head)
-            if incl > 0x4000000:
-                raise CaptureFormatError(f"{self.path}: record of {incl} bytes is not plausible")
-            data = fh.read(incl)
-            if len(data) < incl:
-                self.truncated = True
-                return
-            yield PacketRecord(0, linktype, sec * 1_000_000_000 + frac * unit, data, orig)
-
-    # pcapng
-    def _pcapng(self, fh: BinaryIO, first: bytes) -> Iterator[PacketRecord]:
-        end = "<"
-        pending = first
-        while True:
-            head = pending + fh.read(8 - len(pending))
-            pending = b""
-            if not head:
-                return
-            if len(head) < 8:
-                self.truncated = True
-                return
-            if head[:4] == b"\x0a\x0d\x0d\x0a":
-                bom = fh.read(4)
-                if len(bom) < 4:
-                    self.truncated = True
-                    return
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    end = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    end = ">"
-                else:
-                    raise CaptureFormatError(f"{self.path}: bad byte-order magic {bom.hex()}")
-                btype, total = struct.unpack(end + "II", head)
-                body_len = total - 16
-                if total < 28 or total % 4:
-                    raise CaptureFormatError(f"{self.path}: bad section header length {total}")
-                body = fh.read(body_len)
-                tail = fh.read(4)
-                if len(body) < body_len or len(tail) < 4:
-                    self.truncated = True
-                    return
-                self.interfaces = []
-                self._shb(end, body)
+        scan = CaptureScanner(self.path)
+        self.interfaces = scan.interfaces  # the scanner keeps it current
+        self.section_comments = scan.section_comments
+        for raw in scan:
+            assert isinstance(raw, RawPacket)
+            self.format = scan.format
+            iface = scan.interfaces[raw.interface_id]
+            if raw.block is None or raw.opt_off >= len(raw.block) - 4:
+                yield PacketRecord(raw.interface_id, iface.linktype, max(raw.ts_ns, 0), raw.data,
+                                   raw.orig_len, interface_name=iface.name)
                 continue
-            btype, total = struct.unpack(end + "II", head)
-            if total < 12 or total % 4:
-                raise CaptureFormatError(f"{self.path}: block of length {total} is malformed")
-            body = fh.read(total - 12)
-            tail = fh.read(4)
-            if len(body) < total - 12 or len(tail) < 4:
-                self.truncated = True
-                return
-            if struct.unpack(end + "I", tail)[0] != total:
-                raise CaptureFormatError(f"{self.path}: block lengths disagree ({total})")
-            if btype == BT_IDB:
-                self._idb(end, body)
-            elif btype in (BT_EPB, BT_PB, BT_SPB):
-                rec = self._packet(end, btype, body)
-                if rec is not None:
-                    yield rec
+            yield _record_with_options(raw, iface, scan.byte_order)
+        self.format = scan.format
+        self.truncated = scan.truncated
 
-    def _shb(self, end: str, body: bytes) -> None:
-        # body: version (4) section length (8) options
-        for code, value in _parse_options(end, body, 12):
-            if code == OPT_COMMENT:
-                self.section_comments.append(value.decode("utf-8", "replace"))
 
-    def _idb(self, end: str, body: bytes) -> None:
-        if len(body) < 8:
-            raise CaptureFormatError(f"{self.path}: interface block too short")
-        linktype, _res, snaplen = struct.unpack(end + "HHI", body[:8])
-        name = desc = ""
-        units = 1_000_000
-        offset = 0
-        for code, value in _parse_options(end, body, 8):
-            if code == IF_NAME:
-                name = value.decode("utf-8", "replace")
-            elif code == IF_DESCRIPTION:
-                desc = value.decode("utf-8", "replace")
-            elif code == IF_TSRESOL and value:
-                r = value[0]
-                units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
-            elif code == IF_TSOFFSET and len(value) >= 8:
-                offset = struct.unpack(end + "q", value[:8])[0]
-        self.interfaces.append(InterfaceInfo(linktype, snaplen, name, desc, units, offset))
-
-    def _packet(self, end: str, btype: int, body: bytes) -> PacketRecord | None:
-        if btype == BT_SPB:
-            if len(body) < 4 or not self.interfaces:
-                raise CaptureFormatError(f"{self.path}: simple packet block without interface")
-            orig = struct.unpack(end + "I", body[:4])[0]
-            iface = self.interfaces[0]
-            cap = min(orig, iface.snaplen or orig, len(body) - 4)
-            return PacketRecord(0, iface.linktype, 0, body[4:4 + cap], orig,
-                                interface_name=iface.name)
-        if len(body) < 20:
-            raise CaptureFormatError(f"{self.path}: packet block too short")
-        if btype == BT_EPB:
-            ifid, hi, lo, cap, orig = struct.unpack(end + "IIIII", body[:20])
-        else:
-            ifid, _drops, hi, lo, cap, orig = struct.unpack(end + "HHIIII", body[:20])
-        if ifid >= len(self.interfaces):
-            raise CaptureFormatError(f"{self.path}: packet refers to unknown interface {ifid}")
-        if 20 + cap > len(body):
-            raise CaptureFormatError(f"{self.path}: packet data overruns its block")
-        iface = self.interfaces[ifid]
-        data = body[20:20 + cap]
-        ticks = (hi << 32) | lo
-        ts = ticks * 1_000_000_000 // iface.units_per_s + iface.tsoffset_s * 1_000_000_000
-        comments: list[str] = []
-        verdicts: list[bytes] = []
-        flags = drops = pid = None
-        for code, value in _parse_options(end, body, 20 + cap + ((-cap) & 3)):
-            if code == OPT_COMMENT:
-                comments.append(value.decode("utf-8", "replace"))
-            elif code == EPB_FLAGS and len(value) >= 4:
-                flags = struct.unpack(end + "I", value[:4])[0]
-            elif code == EPB_DROPCOUNT and len(value) >= 8:
-                drops = struct.unpack(end + "Q", value[:8])[0]
-            elif code == EPB_PACKETID and len(value) >= 8:
-                pid = struct.unpack(end + "Q", value[:8])[0]
-            elif code == EPB_VERDICT:
-                verdicts.append(value)
-        return PacketRecord(ifid, iface.linktype, ts, data, orig, tuple(comments), flags, drops,
-                            tuple(verdicts), pid, iface.name)
+def _record_with_options(raw: RawPacket, iface: InterfaceInfo, end: str) -> PacketRecord:
+    comments: list[str] = []
+    verdicts: list[bytes] = []
+    flags = drops = None
+    for code, value in packet_options(raw, end):
+        if code == OPT_COMMENT:
+            comments.append(value.decode("utf-8", "replace"))
+        elif code == EPB_FLAGS and len(value) >= 4:
+            flags = struct.unpack(end + "I", value[:4])[0]
+        elif code == EPB_DROPCOUNT and len(value) >= 8:
+            drops = struct.unpack(end + "Q", value[:8])[0]
+        elif code == EPB_VERDICT:
+            verdicts.append(value)
+    return PacketRecord(raw.interface_id, iface.linktype, raw.ts_ns, raw.data, raw.orig_len,
+                        tuple(comments), flags, drops, tuple(verdicts), raw.packet_id, iface.name)
 
 
 def _parse_options(end: str, body: bytes, off: int) -> Iterator[tuple[int, bytes]]:

@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "vspan.cli.capture_cmd",
     "vspan.cli.collect_cmd",
     "vspan.cli.follow_cmd",
+    "vspan.cli.dedup_cmd",
+    "vspan.cli.flows_cmd",
 )
 
 
