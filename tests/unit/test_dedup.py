@@ -317,13 +317,21 @@ def test_big_endian_pcapng_and_two_sections(tmp_path: Path) -> None:
 
 # ---- bounded memory, bad input -----------------------------------------------------------
 
-def test_byte_cap_forces_writes_but_copies_still_go(tmp_path: Path) -> None:
+def test_byte_cap_forces_writes_and_says_when_copies_may_remain(tmp_path: Path) -> None:
     src = tmp_path / "blocks.pcapng"
-    two_points_in_blocks(src, n=50)
+    two_points_in_blocks(src, n=50)  # copies 50 packets apart
+    # a buffer too small for 50 packets, an index still big enough
     stats = dedup_file(str(src), str(tmp_path / "o.pcapng"),
-                       DedupOptions(max_held_bytes=2000, keep_points=("team",)))
-    assert stats.packets_out == 50 and stats.forced > 0
+                       DedupOptions(max_held_bytes=40_000, keep_points=("team",)))
+    assert stats.packets_out == 50 and stats.forced > 0 and stats.forgotten == 0
     assert stats.preference_missed > 0  # the cap cost some preferences, never a copy
+    # too small for the index as well: some copies stay, and the report says so
+    proc = subprocess.run([sys.executable, "-m", "vspan.cli.main", "dedup", str(src), "-w",
+                           str(tmp_path / "p.pcapng"), "--max-buffer", "1", "--json"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout)["forgotten"] == 0  # 1 MB is plenty here
+    stats = dedup_file(str(src), str(tmp_path / "q.pcapng"), DedupOptions(max_held_bytes=8000))
+    assert stats.forgotten > 0 and stats.packets_out == 100 - stats.removed > 50
 
 
 def test_untimed_simple_packet_blocks_are_kept(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ class DedupOptions:
     ignore: frozenset[str] = frozenset()
     keep_points: tuple[str, ...] = ()  # interface names or ids, most preferred first
     reorder_ns: int | None = None  # how far file order may lag time order (default: window)
-    max_held_bytes: int = 256 << 20
+    max_held_bytes: int = 256 << 20  # delay buffer and index of recent frames together
     comment: bool = True  # add a comment to each section header
     annotate: bool = False  # comment on each kept packet which copies were removed
 
@@ -105,6 +105,7 @@ class DedupStats:
     replaced_by_keep_point: int = 0  # a preferred copy replaced one read before it
     preference_missed: int = 0  # the preferred copy came after the first was written
     forced: int = 0  # written before their hold time was over (byte cap reached)
+    forgotten: int = 0  # frames dropped from the index early (byte cap): copies may remain
     untimed: int = 0  # packets without a timestamp (simple packet blocks): never removed
     blocks: int = 0  # other blocks copied
     sections: int = 0
@@ -123,6 +124,7 @@ class DedupStats:
             "packets_by_interface": dict(sorted(self.packets_by_interface.items())),
             "replaced_by_keep_point": self.replaced_by_keep_point,
             "preference_missed": self.preference_missed, "forced": self.forced,
+            "forgotten": self.forgotten,
             "untimed": self.untimed, "blocks": self.blocks, "sections": self.sections,
             "peak_held": self.peak_held, "truncated": self.truncated,
             "input_format": self.input_format,
@@ -153,6 +155,11 @@ class Held:
         self.notes: list[str] | None = None  # comments to add when written (annotate)
 
 
+def _held_cost(held: Held) -> int:
+    """Bytes a waiting packet costs (its block, its data, the object)."""
+    return (len(held.out) if held.out is not None else 0) + len(held.data) + 200
+
+
 class CopyGroup:
     """The copies of one frame seen so far: when the first came, and the one kept."""
 
@@ -165,19 +172,29 @@ class CopyGroup:
         self.pid = pid
 
 
+_GROUP_COST = 400  # bytes a group costs besides its key (objects, dict and deque slots)
+
+
+def _key_size(key: Key) -> int:
+    return len(key) if isinstance(key, bytes) else len(key[1]) + 64
+
+
 class CopyIndex:
     """Recent frames by comparison key and packet id, forgotten after ``horizon_ns``.
 
     :meth:`match` answers whether a packet is a copy of one seen at most
     ``window_ns`` from the first copy; :meth:`expire` forgets groups whose
-    first copy is older than the newest time minus the horizon (or beyond
-    ``max_groups``), which bounds memory by time, not by file size.
+    first copy is older than the newest time minus the horizon, and the
+    oldest ones while the index holds more than ``max_bytes``: memory is
+    bounded by time and by that cap, never by the file size.
     """
 
-    def __init__(self, window_ns: int, horizon_ns: int, max_groups: int) -> None:
+    def __init__(self, window_ns: int, horizon_ns: int, max_bytes: int) -> None:
         self.window = window_ns
         self.horizon = horizon_ns
-        self.max_groups = max_groups
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.forgotten = 0  # groups dropped for the byte cap before their time was over
         self._index: dict[Key, CopyGroup] = {}
         self._by_pid: dict[int, CopyGroup] = {}
         self._ages: deque[CopyGroup] = deque()
@@ -205,14 +222,24 @@ class CopyIndex:
         if pid is not None:
             self._by_pid[pid] = g
         self._ages.append(g)
+        self.bytes += _key_size(key) + _GROUP_COST
         return g
+
+    def due(self, frontier: int) -> bool:
+        """Whether :meth:`expire` has anything to do (cheap: looks at the oldest group)."""
+        ages = self._ages
+        return bool(ages) and (ages[0].t0 < frontier - self.horizon
+                               or self.bytes > self.max_bytes)
 
     def expire(self, frontier: int) -> None:
         """Forget groups that can no longer gain copies."""
         ages = self._ages
         limit = frontier - self.horizon
-        while ages and (ages[0].t0 < limit or len(ages) > self.max_groups):
+        while ages and (ages[0].t0 < limit or self.bytes > self.max_bytes):
             g = ages.popleft()
+            self.bytes -= _key_size(g.key) + _GROUP_COST
+            if g.t0 >= limit:
+                self.forgotten += 1
             if self._index.get(g.key) is g:
                 del self._index[g.key]
             if g.pid is not None and self._by_pid.get(g.pid) is g:
@@ -223,6 +250,7 @@ class CopyIndex:
         self._index.clear()
         self._by_pid.clear()
         self._ages.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._ages)
@@ -245,8 +273,11 @@ class Deduplicator:
         self._fifo: deque[Held] = deque()
         self._held_bytes = 0
         self._held_packets = 0
+        # a quarter for the delay buffer (when full, only the keep-point preference
+        # suffers), the rest for the index of recent frames (which finds the copies)
+        self._max_buffer = opts.max_held_bytes // 4
         self.copies = CopyIndex(opts.window_ns, opts.hold_ns,
-                                max(opts.max_held_bytes // 128, 1024))
+                                opts.max_held_bytes - self._max_buffer)
         self._frontier = -1
 
     # ---- input -------------------------------------------------------------------------
@@ -326,7 +357,7 @@ class Deduplicator:
 
     def _push(self, held: Held) -> None:
         self._fifo.append(held)
-        self._held_bytes += len(held.out) if held.out is not None else len(held.data) + 32
+        self._held_bytes += _held_cost(held)
         if held.iface >= 0:
             self._held_packets += 1
             if self._held_packets > self.stats.peak_held:
@@ -335,7 +366,7 @@ class Deduplicator:
 
     def _pop(self) -> None:
         held = self._fifo.popleft()
-        self._held_bytes -= len(held.out) if held.out is not None else len(held.data) + 32
+        self._held_bytes -= _held_cost(held)
         if held.iface >= 0:
             self._held_packets -= 1
         if held.removed:
@@ -346,13 +377,15 @@ class Deduplicator:
         else:
             self.stats.blocks += 1
         self._emit(held)
+        held.out = None  # written: the group needs only its data (for reasons)
+        held.notes = None
 
     def _expire(self) -> None:
         fifo = self._fifo
         limit = self._frontier - self._hold
         while fifo and fifo[0].ts < limit:
             self._pop()
-        cap = self.opts.max_held_bytes
+        cap = self._max_buffer
         while fifo and self._held_bytes > cap:
             if fifo[0].iface >= 0 and not fifo[0].removed:
                 self.stats.forced += 1
@@ -461,6 +494,7 @@ def dedup_file(src: str, dst: str, opts: DedupOptions,
                 seen_names.add(str(ifid))
             dd.block(Held(0, item.block))
         dd.flush()
+        stats.forgotten = dd.copies.forgotten
         stats.truncated = scan.truncated
         stats.input_format = scan.format
         if scan.format == "pcap" and not names:  # an empty pcap still gives a valid pcapng

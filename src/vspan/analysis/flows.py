@@ -38,12 +38,16 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vspan.analysis.dedup import DEFAULT_WINDOW_NS, CopyIndex
 from vspan.analysis.normalize import IGNORABLE, Normalizer, as_ethernet
 from vspan.analysis.tcpstate import (
     CLOSED,
+    GAP,
+    OUT_OF_WINDOW,
     RESET,
+    RETRANSMISSION,
     TH_ACK,
     TH_SYN,
     TcpConnection,
@@ -206,7 +210,7 @@ class Flow:
             out.append(FLAG_GAP)
         return out
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         """One JSON object (Zeek conn.log names where they exist)."""
         ob, rb = self.bytes
         return {
@@ -264,13 +268,14 @@ class FlowTable:
         self.opts = opts if opts is not None else FlowOptions()
         self.stats = FlowStats()
         self._norm = Normalizer(self.opts.ignore)
-        self._copies = CopyIndex(self.opts.window_ns, self.opts.window_ns, 1 << 22)
+        self._copies = CopyIndex(self.opts.window_ns, self.opts.window_ns, 256 << 20)
         self._active: dict[FlowKeyT, Flow] = {}
         self._done: list[Flow] = []
         self._frags: dict[tuple[bytes, bytes, int, int], FlowKeyT] = {}
         self._frag_ages: deque[tuple[int, tuple[bytes, bytes, int, int]]] = deque()
         self._uid = 0
         self._frontier = 0
+        self._min_timeout = min(self.opts.tcp_timeout_ns, self.opts.other_timeout_ns)
 
     def add(self, ts: int, linktype: int, data: bytes, orig_len: int, point: str,
             packet_id: int | None = None) -> Flow | None:
@@ -320,30 +325,36 @@ class FlowTable:
                     dp = code
             elif proto != IPPROTO_TCP and proto != IPPROTO_UDP and proto != 132:
                 sp = dp = 0
-            fkey = (proto, src, sp, dst, dp) if (src, sp) <= (dst, dp) else (
-                proto, dst, dp, src, sp)
+            if src < dst or (src == dst and sp <= dp):
+                fkey = (proto, src, sp, dst, dp)
+            else:
+                fkey = (proto, dst, dp, src, sp)
             if k.frag == FRAG_FIRST and et == ETH_P_IPV4:
                 self._remember_fragment(ts, frame, l3, src, dst, proto, fkey)
         # a capture copy? (decided first: a copy never ends or starts a conversation)
         key = self._norm.frame_key(frame, k)
         copies = self._copies
         group, _ = copies.match(key, packet_id, ts)
-        copies.expire(self._frontier)
+        if copies.due(self._frontier):
+            copies.expire(self._frontier)
         if group is None:
             copies.add(key, packet_id, ts)
         # the flow
         l4 = k.l4_off
         tcp_flags = frame[l4 + 13] if proto == IPPROTO_TCP and l4 else 0
         flow = self._active.get(fkey)
-        if flow is not None and group is None and self._ended(flow, ts, tcp_flags):
+        if flow is not None and group is None and (
+                tcp_flags & TH_SYN or ts - flow.last_ns > self._min_timeout) and (
+                self._ended(flow, ts, tcp_flags)):
             self._finish(fkey, flow)
             flow = None
         if flow is None:
             flow = self._new_flow(fkey, ts, proto, src, sp, dst, dp, tcp_flags, reply)
+        orig = flow.orig
         if k.frag == FRAG_LATER:  # no ports: the direction is in the addresses
-            d = 0 if src == flow.orig[0] else 1
+            d = 0 if src == orig[0] else 1
         else:
-            d = 0 if (src, sp) == flow.orig else 1
+            d = 0 if sp == orig[1] and src == orig[0] else 1
         st.in_flows += 1
         if ts > flow.last_ns:
             flow.last_ns = ts
@@ -388,11 +399,13 @@ class FlowTable:
         window = (frame[l4 + 14] << 8) | frame[l4 + 15]
         wscale = window_scale_option(frame[l4 + 20:l4 + thl]) if flags & TH_SYN else None
         v = tcp.packet(d == 0, flags, seq, ack, payload, window, wscale)
-        if v.retransmission:
-            flow.retransmissions += 1
-        if v.out_of_window:
-            flow.out_of_window += 1
-        flow.missed_bytes += v.gap
+        if v:
+            if v & RETRANSMISSION:
+                flow.retransmissions += 1
+            if v & OUT_OF_WINDOW:
+                flow.out_of_window += 1
+            if v & GAP:
+                flow.missed_bytes += tcp.gap
 
     def _udp_history(self, flow: Flow, d: int) -> None:
         letter = "D" if d == 0 else "d"

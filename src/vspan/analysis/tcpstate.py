@@ -111,15 +111,10 @@ class Endpoint:
         return max(size, 0)
 
 
-class PacketVerdict:
-    """What one packet meant beyond the state (counters of the flow)."""
-
-    __slots__ = ("gap", "out_of_window", "retransmission")
-
-    def __init__(self) -> None:
-        self.retransmission = False
-        self.out_of_window = False
-        self.gap = 0
+# what one packet meant beyond the state: bits of :meth:`TcpConnection.packet`'s result
+RETRANSMISSION = 1  # payload (or a SYN/FIN) sent again
+OUT_OF_WINDOW = 2  # outside what the receiver's window allows
+GAP = 4  # the peer acknowledged bytes never captured (``TcpConnection.gap`` says how many)
 
 
 def window_scale_option(options: bytes) -> int | None:
@@ -147,7 +142,7 @@ def window_scale_option(options: bytes) -> int | None:
 class TcpConnection:
     """Zeek's view of one TCP connection, fed packet by packet."""
 
-    __slots__ = ("handshake_acked", "history", "orig", "resp", "syn_ack_seen")
+    __slots__ = ("gap", "handshake_acked", "history", "orig", "resp", "syn_ack_seen")
 
     def __init__(self) -> None:
         self.orig = Endpoint(True)
@@ -155,6 +150,7 @@ class TcpConnection:
         self.history: list[str] = []
         self.syn_ack_seen = False
         self.handshake_acked = False  # the originator acknowledged a SYN-ACK
+        self.gap = 0  # bytes of the last GAP
 
     # ---- history -------------------------------------------------------------------------
 
@@ -224,9 +220,12 @@ class TcpConnection:
     # ---- packets -------------------------------------------------------------------------
 
     def packet(self, is_orig: bool, flags: int, seq: int, ack: int, length: int, window: int,
-               wscale: int | None) -> PacketVerdict:
-        """One segment: flags, 32-bit seq/ack, payload length, raw window, SYN's window scale."""
-        v = PacketVerdict()
+               wscale: int | None) -> int:
+        """One segment: flags, 32-bit seq/ack, payload length, raw window, SYN's window scale.
+
+        Returns the bits ``RETRANSMISSION``, ``OUT_OF_WINDOW``, ``GAP`` that apply.
+        """
+        v = 0
         ep = self.orig if is_orig else self.resp
         peer = self.resp if is_orig else self.orig
         syn, fin, rst, has_ack = flags & TH_SYN, flags & TH_FIN, flags & TH_RST, flags & TH_ACK
@@ -235,17 +234,16 @@ class TcpConnection:
         self._init_endpoint(ep, flags, seq_u, seg_len)
         rel_seq = seq_u - ep.start_seq
         if self._update_history(ep, flags, rel_seq, length):
-            v.retransmission = True
+            v |= RETRANSMISSION
         if window == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
             self._scaled(ep, "W", "zero_windows", "zero_thresh")
         if syn:
             self._init_window(ep, peer, has_ack != 0, wscale)
             if has_ack:
                 self.syn_ack_seen = True
-        elif not rst:
-            self._check_window(ep, peer, seq_u, seg_len, v)
-        else:
-            self._check_window(ep, peer, seq_u, 0, v)
+        elif peer.win_edge is not None and self._outside_window(ep, peer, seq_u,
+                                                                0 if rst else seg_len):
+            v |= OUT_OF_WINDOW
         if fin:
             ep.fin_cnt += 1
         ack_u = 0
@@ -263,11 +261,11 @@ class TcpConnection:
             if not syn and not rst and ep.state not in (CLOSED, RESET):
                 self._advertise(ep, ack_u, window)
         if self._update_last_seq(ep, seq_u + seg_len, flags, length):
-            v.retransmission = True
+            v |= RETRANSMISSION
             self._scaled(ep, "T", "rxmt", "rxmt_thresh")
         self._state_machine(ep, peer, is_orig, flags, seq_u, length)
-        if has_ack and not (fin or rst):
-            self._ack_received(peer, ack_u, v)
+        if has_ack and not (fin or rst) and self._ack_received(peer, ack_u):
+            v |= GAP
         return v
 
     def _init_endpoint(self, ep: Endpoint, flags: int, seq: int, seg_len: int) -> None:
@@ -307,17 +305,14 @@ class TcpConnection:
         if scaled > ep.max_win:
             ep.max_win = scaled
 
-    def _check_window(self, ep: Endpoint, peer: Endpoint, seq: int, seg_len: int,
-                      v: PacketVerdict) -> None:
+    def _outside_window(self, ep: Endpoint, peer: Endpoint, seq: int, seg_len: int) -> bool:
         """Whether the segment lies outside what the peer's window allows (either way)."""
-        if peer.win_edge is None or not ep.initialized:
-            return
-        if seq > peer.win_edge:
-            v.out_of_window = True
-            return
-        lower = ep.ack_seq - max(peer.max_win, 65535)
-        if seq + seg_len < lower:
-            v.out_of_window = True
+        edge = peer.win_edge
+        if edge is None or not ep.initialized:
+            return False
+        if seq > edge:
+            return True
+        return seq + seg_len < ep.ack_seq - max(peer.max_win, 65535)
 
     def _update_last_seq(self, ep: Endpoint, last: int, flags: int, length: int) -> bool:
         """Advance the endpoint's highest sequence; ``True``: payload sent again."""
@@ -334,15 +329,17 @@ class TcpConnection:
             return False
         return length > 0
 
-    def _ack_received(self, peer: Endpoint, ack: int, v: PacketVerdict) -> None:
+    def _ack_received(self, peer: Endpoint, ack: int) -> bool:
         """Bytes the peer was acknowledged for but never seen sending: a capture gap."""
         if peer.state in (INACTIVE, CLOSED, RESET):
-            return
+            return False
         seen = max(peer.last_seq, peer.gap_mark)
-        if ack > seen:
-            v.gap = ack - seen
-            peer.gap_mark = ack
-            self._scaled(peer, "G", "gaps", "gap_thresh")
+        if ack <= seen:
+            return False
+        self.gap = ack - seen
+        peer.gap_mark = ack
+        self._scaled(peer, "G", "gaps", "gap_thresh")
+        return True
 
     def _state_machine(self, ep: Endpoint, peer: Endpoint, is_orig: bool, flags: int,
                        seq: int, length: int) -> None:

@@ -600,7 +600,8 @@ def _ts_converter(iface: InterfaceInfo) -> tuple[int, int, int]:
 class CaptureScanner:
     """Fast sequential reader of a pcap or pcapng file (the hot path of the analysis tools).
 
-    Yields :class:`RawPacket` for every packet and, with ``blocks=True``,
+    Yields :class:`RawPacket` for every packet (with its whole block unless
+    ``packet_blocks=False``) and, with ``blocks=True``,
     :class:`RawBlock` for every other pcapng block in file order (a section
     header, then its interface blocks, ...), so a filter can copy a file
     block by block. ``interfaces`` always describes the current section (the
@@ -610,9 +611,12 @@ class CaptureScanner:
     block ends the iteration quietly with ``truncated`` set.
     """
 
-    def __init__(self, path: str, *, blocks: bool = False, chunk: int = _CHUNK) -> None:
+    def __init__(self, path: str, *, blocks: bool = False, packet_blocks: bool = True,
+                 chunk: int = _CHUNK) -> None:
         self.path = path
         self.blocks = blocks
+        self.packet_blocks = packet_blocks  # False: RawPacket.block is None (cheaper)
+        self._opt_hdr = struct.Struct("<HH")
         self.chunk = max(chunk, 64)
         self.format = ""
         self.byte_order = "<"
@@ -701,6 +705,8 @@ class CaptureScanner:
         read = fh.read
         chunk = self.chunk
         blocks = self.blocks
+        keep = self.packet_blocks
+        conv = self._conv
         pos = 0
         consumed = 0
         hdr = struct.Struct("<II")
@@ -708,35 +714,17 @@ class CaptureScanner:
         u32 = struct.Struct("<I")
         while True:
             avail = len(buf) - pos
-            if avail < 12:
-                more = read(chunk)
-                if more:
-                    consumed += pos
-                    buf = buf[pos:] + more
-                    pos = 0
-                    continue
-                self.position = consumed + len(buf)
-                self.truncated = avail > 0
-                return
-            if buf[pos:pos + 4] == _SHB_MAGIC:
-                bom = buf[pos + 8:pos + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    end = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    end = ">"
-                else:
-                    raise self._error(f"bad byte-order magic {bom.hex()}")
-                self.byte_order = end
-                hdr = struct.Struct(end + "II")
-                epb = struct.Struct(end + "IIIII")
-                u32 = struct.Struct(end + "I")
-                total = hdr.unpack_from(buf, pos)[1]
-                if total < 28 or total % 4:
-                    raise self._error(f"bad section header length {total}")
-            else:
-                total = hdr.unpack_from(buf, pos)[1]
-                if total < 12 or total % 4:
+            if avail >= 12:
+                btype, total = hdr.unpack_from(buf, pos)
+                if btype == BT_SHB:  # a palindrome: the same in both byte orders
+                    hdr, epb, u32 = self._section_structs(buf[pos + 8:pos + 12])
+                    total = hdr.unpack_from(buf, pos)[1]
+                    if total < 28 or total % 4:
+                        raise self._error(f"bad section header length {total}")
+                elif total < 12 or total % 4:
                     raise self._error(f"block of length {total} is malformed")
+            else:
+                total = 12
             if avail < total:
                 more = read(max(chunk, total - avail))
                 if more:
@@ -745,14 +733,13 @@ class CaptureScanner:
                     pos = 0
                     continue
                 self.position = consumed + len(buf)
-                self.truncated = True
+                self.truncated = avail > 0
                 return
             start = pos
             pos += total
             self.position = consumed + pos
             if u32.unpack_from(buf, pos - 4)[0] != total:
                 raise self._error(f"block lengths disagree ({total})")
-            btype = hdr.unpack_from(buf, start)[0]
             if btype == BT_EPB:
                 if total < 32:
                     raise self._error("packet block too short")
@@ -760,16 +747,16 @@ class CaptureScanner:
                 data_end = start + 28 + cap
                 if data_end > pos - 4:
                     raise self._error("packet data overruns its block")
-                if ifid >= len(self._conv):
+                if ifid >= len(conv):
                     raise self._error(f"packet refers to unknown interface {ifid}")
-                mul, div, off = self._conv[ifid]
+                mul, div, off = conv[ifid]
                 ts = (((hi << 32) | lo) * mul) // div + off
-                block = buf[start:pos]
                 opt = 28 + cap + ((-cap) & 3)
                 pid = None
                 if opt < total - 4:
-                    pid = self._packet_id(block, opt)
-                yield RawPacket(ifid, ts, buf[start + 28:data_end], orig, pid, block, opt)
+                    pid = self._packet_id(buf, start + opt, pos - 4)
+                yield RawPacket(ifid, ts, buf[start + 28:data_end], orig, pid,
+                                buf[start:pos] if keep else None, opt)
             elif btype in (BT_PB, BT_SPB):
                 yield self._old_packet(btype, buf[start:pos])
             else:
@@ -777,19 +764,36 @@ class CaptureScanner:
                 if btype == BT_SHB:
                     self.sections += 1
                     self.interfaces.clear()
-                    self._conv.clear()
+                    conv.clear()
                     self._shb(body)
                 elif btype == BT_IDB:
                     self._idb(body)
                 if blocks:
                     yield RawBlock(btype, buf[start:pos])
 
-    def _packet_id(self, block: bytes, off: int) -> int | None:
-        end = self.byte_order
-        for code, value in _parse_options(end, block[:-4], off):
-            if code == EPB_PACKETID and len(value) >= 8:
-                pid: int = struct.unpack(end + "Q", value[:8])[0]
+    def _section_structs(self, bom: bytes) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
+        """The byte order of a new section, from its byte-order magic."""
+        if bom == b"\x4d\x3c\x2b\x1a":
+            end = "<"
+        elif bom == b"\x1a\x2b\x3c\x4d":
+            end = ">"
+        else:
+            raise self._error(f"bad byte-order magic {bom.hex()}")
+        self.byte_order = end
+        self._opt_hdr = struct.Struct(end + "HH")
+        return struct.Struct(end + "II"), struct.Struct(end + "IIIII"), struct.Struct(end + "I")
+
+    def _packet_id(self, buf: bytes, off: int, end: int) -> int | None:
+        """``epb_packetid`` among the options in ``buf[off:end]`` (``None``: absent)."""
+        unpack = self._opt_hdr.unpack_from
+        while off + 4 <= end:
+            code, length = unpack(buf, off)
+            if code == OPT_ENDOFOPT:
+                return None
+            if code == EPB_PACKETID and length >= 8 and off + 12 <= end:
+                pid: int = struct.unpack_from(self.byte_order + "Q", buf, off + 4)[0]
                 return pid
+            off += 4 + length + ((-length) & 3)
         return None
 
     def _shb(self, body: bytes) -> None:

@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
                    help="how far file order may lag capture time (default: the window); "
                         "memory grows with window + reorder")
     p.add_argument("--max-buffer", type=int, default=256, metavar="MB",
-                   help="most megabytes held in the delay buffer (default 256)")
+                   help="most megabytes for the delay buffer and the index of recent "
+                        "frames together (default 256)")
     p.add_argument("--annotate", action="store_true",
                    help="add a comment to each kept packet naming the copies removed (and "
                         "carrying their comments)")
@@ -120,6 +121,10 @@ def report(st: DedupStats, opts: DedupOptions, output: str) -> str:
         lines.append(f"  {st.forced} packets were written before their window closed: the "
                      "delay buffer was full (--max-buffer); later copies of them were still "
                      "removed")
+    if st.forgotten:
+        lines.append(f"  warning: {st.forgotten} frames were forgotten before their window "
+                     "closed (--max-buffer too small for this packet rate): copies of them "
+                     "may remain")
     if st.untimed:
         lines.append(f"  {st.untimed} packets without timestamps were kept as they are")
     if st.unknown_keep_points:
