@@ -28,7 +28,7 @@ def _ipv4_checksum(hdr: bytes) -> int:
     s = sum(struct.unpack("!10H", hdr))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def generate(path: str, unique: int, *, flows: int = 1000, block: int = 32,
