@@ -665,35 +665,23 @@ class CaptureScanner:
                                             units_per_s=1_000_000_000 // unit)]
         rec = struct.Struct(end + "IIII")
         unpack = rec.unpack_from
-        read = fh.read
-        chunk = self.chunk
         pos = 24
         consumed = 0
         while True:
             avail = len(buf) - pos
-            if avail < 16:
-                more = read(chunk)
-                if more:
-                    consumed += pos
-                    buf = buf[pos:] + more
-                    pos = 0
-                    continue
-                self.position = consumed + len(buf)
-                self.truncated = avail > 0
-                return
-            sec, frac, incl, orig = unpack(buf, pos)
-            if incl > _MAX_RECORD:
-                raise self._error(f"record of {incl} bytes is not plausible")
-            if avail < 16 + incl:
-                more = read(max(chunk, 16 + incl - avail))
-                if more:
-                    consumed += pos
-                    buf = buf[pos:] + more
-                    pos = 0
-                    continue
-                self.position = consumed + len(buf)
-                self.truncated = True
-                return
+            need = 16
+            if avail >= 16:
+                sec, frac, incl, orig = unpack(buf, pos)
+                if incl > _MAX_RECORD:
+                    raise self._error(f"record of {incl} bytes is not plausible")
+                need = 16 + incl
+            if avail < need:
+                grown = self._grow(fh, buf, pos, consumed, need - avail)
+                if grown is None:
+                    return
+                consumed += pos
+                buf, pos = grown, 0
+                continue
             start = pos + 16
             pos = start + incl
             self.position = consumed + pos
@@ -701,9 +689,18 @@ class CaptureScanner:
                             None, 0)
 
     # pcapng
+    def _grow(self, fh: BinaryIO, buf: bytes, pos: int, consumed: int,
+              missing: int) -> bytes | None:
+        """``buf[pos:]`` and at least ``missing`` more bytes; ``None`` at the end of the file
+        (then ``position`` and ``truncated`` say where and whether a record was cut)."""
+        more = fh.read(max(self.chunk, missing))
+        if more:
+            return buf[pos:] + more
+        self.position = consumed + len(buf)
+        self.truncated = len(buf) > pos
+        return None
+
     def _pcapng(self, fh: BinaryIO, buf: bytes) -> Iterator[RawPacket | RawBlock]:
-        read = fh.read
-        chunk = self.chunk
         blocks = self.blocks
         keep = self.packet_blocks
         conv = self._conv
@@ -726,15 +723,12 @@ class CaptureScanner:
             else:
                 total = 12
             if avail < total:
-                more = read(max(chunk, total - avail))
-                if more:
-                    consumed += pos
-                    buf = buf[pos:] + more
-                    pos = 0
-                    continue
-                self.position = consumed + len(buf)
-                self.truncated = avail > 0
-                return
+                grown = self._grow(fh, buf, pos, consumed, total - avail)
+                if grown is None:
+                    return
+                consumed += pos
+                buf, pos = grown, 0
+                continue
             start = pos
             pos += total
             self.position = consumed + pos

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from vspan.analysis.dedup import DEFAULT_WINDOW_NS, DedupError, DedupOptions, DedupStats, dedup_file
 from vspan.analysis.normalize import IGNORABLE, NormalizeError, parse_ignore
 from vspan.capture.pcapng import CaptureFormatError
-from vspan.cli.progress import Progress, parse_duration_ns
+from vspan.cli.progress import file_progress, parse_duration_ns
 
 
 def register(sub: Any) -> None:
@@ -76,12 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except DedupError as err:
         sys.stderr.write(f"vspan dedup: {err}\n")
         return 2
-    try:
-        size = os.path.getsize(args.input)
-    except OSError as err:
-        sys.stderr.write(f"vspan dedup: cannot read {args.input}: {err.strerror}\n")
+    bar = file_progress("vspan dedup", args.input, args.quiet)
+    if bar is None:
         return 1
-    bar = Progress("vspan dedup", size, force=False if args.quiet else None)
     try:
         stats = dedup_file(args.input, args.output, opts, progress=bar)
     except DedupError as err:

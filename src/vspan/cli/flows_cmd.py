@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -12,7 +11,7 @@ from vspan.analysis.dedup import DEFAULT_WINDOW_NS
 from vspan.analysis.flows import Flow, FlowOptions, FlowStats, analyze_file
 from vspan.analysis.normalize import NormalizeError, parse_ignore
 from vspan.capture.pcapng import CaptureFormatError
-from vspan.cli.progress import Progress, parse_duration_ns
+from vspan.cli.progress import file_progress, parse_duration_ns
 
 STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR",
           "OTH")
@@ -64,12 +63,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"vspan flows: unknown conn_state {', '.join(sorted(unknown))} "
                          f"(one of {', '.join(STATES)})\n")
         return 2
-    try:
-        size = os.path.getsize(args.file)
-    except OSError as err:
-        sys.stderr.write(f"vspan flows: cannot read {args.file}: {err.strerror}\n")
+    bar = file_progress("vspan flows", args.file, args.quiet)
+    if bar is None:
         return 1
-    bar = Progress("vspan flows", size, force=False if args.quiet else None)
     try:
         flows, stats = analyze_file(args.file, FlowOptions(window_ns=window, ignore=ignore),
                                     progress=bar)

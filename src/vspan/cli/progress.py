@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -64,3 +65,13 @@ class Progress:
             self.stream.write("\r\033[K")
             self.stream.flush()
             self._drawn = False
+
+
+def file_progress(command: str, path: str, quiet: bool) -> Progress | None:
+    """A bar for reading ``path``; ``None`` (after saying why on stderr) when it is unreadable."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        sys.stderr.write(f"{command}: cannot read {path}: {err.strerror}\n")
+        return None
+    return Progress(command, size, force=False if quiet else None)
