@@ -11,9 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from scapy.contrib.erspan import ERSPAN_III
 from scapy.layers.inet import IP, TCP, fragment
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import CookedLinux, Dot1Q, Ether
+from scapy.layers.l2 import GRE, CookedLinux, Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
@@ -28,7 +29,8 @@ from tests.helpers.conversations import (
 )
 from tests.helpers.netns import require_tools
 from vspan.analysis.flows import Flow, FlowTable, analyze_file
-from vspan.capture.pcapng import LINKTYPE_ETHERNET
+from vspan.capture.collector import Collector
+from vspan.capture.pcapng import LINKTYPE_ETHERNET, PcapngWriter
 
 
 def flows_of(frames: list[tuple[int, bytes]], point: str = "eth0") -> list[Flow]:
@@ -471,3 +473,29 @@ def test_flows_of_ipv6_cooked_v2(tmp_path: Path) -> None:
     table.add(T0, 101, frame, len(frame), "raw")
     (f,) = table.finish()
     assert (f.conn_state, f.as_dict()["resp_p"]) == ("S0", 22)
+
+
+def test_flows_of_collector_output_with_ingress_and_egress_sessions(tmp_path: Path) -> None:
+    """A conversation mirrored over ERSPAN III at the sender's port (ingress) and the
+    receiver's port (egress), decapsulated by the collector: one interface per session and
+    direction; every frame twice, so half are duplicates and none is a retransmission."""
+    c = TcpConv()
+    sf(c)
+    path = tmp_path / "collected.pcapng"
+    with PcapngWriter(str(path)) as w:
+        col = Collector(w)
+        seq = 0
+        for ts, frame in c.frames:
+            for d in (0, 1):  # the copy at the ingress port, then at the egress port
+                pkt = (IP(src="192.0.2.7", dst="192.0.2.1")
+                       / GRE(seqnum_present=1, sequence_number=seq, proto=0x22EB)
+                       / ERSPAN_III(session_id=9, d=d, gra=3, timestamp=0) / Raw(frame))
+                col.handle_ip(bytes(pkt), ts + d * 30_000)
+                seq += 1
+    assert col.stats.written == 2 * len(c.frames)
+    flows, stats = analyze_file(str(path))
+    (f,) = flows
+    d = f.as_dict()
+    assert (d["conn_state"], d["history"]) == ("SF", "ShADadFf")
+    assert d["duplicates"] == len(c.frames) and d["retransmissions"] == 0
+    assert set(d["interfaces"]) == {"erspan3-9-ingress@192.0.2.7", "erspan3-9-egress@192.0.2.7"}
