@@ -486,15 +486,14 @@ def test_flows_of_collector_output_with_ingress_and_egress_sessions(tmp_path: Pa
         col = Collector(w)
         seq = 0
         for ts, frame in c.frames:
-            for d in (0, 1):  # the copy at the ingress port, then at the egress port
+            for egress in (0, 1):  # the copy at the ingress port, then at the egress port
                 pkt = (IP(src="192.0.2.7", dst="192.0.2.1")
                        / GRE(seqnum_present=1, sequence_number=seq, proto=0x22EB)
-                       / ERSPAN_III(session_id=9, d=d, gra=3, timestamp=0) / Raw(frame))
-                col.handle_ip(bytes(pkt), ts + d * 30_000)
+                       / ERSPAN_III(session_id=9, d=egress, gra=3, timestamp=0) / Raw(frame))
+                col.handle_ip(bytes(pkt), ts + egress * 30_000)
                 seq += 1
     assert col.stats.written == 2 * len(c.frames)
-    flows, stats = analyze_file(str(path))
-    (f,) = flows
+    (f,) = analyze_file(str(path))[0]
     d = f.as_dict()
     assert (d["conn_state"], d["history"]) == ("SF", "ShADadFf")
     assert d["duplicates"] == len(c.frames) and d["retransmissions"] == 0
