@@ -126,14 +126,18 @@ def _note(flag: str, f: Flow) -> str:
     return flag
 
 
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}" if count == 1 else f"{count} {what}s"
+
+
 def summary(st: FlowStats, flows: list[Flow]) -> str:
     """Totals: flows by state, duplicates, retransmissions, frames outside flows."""
     states = ", ".join(f"{s} {n}" for s, n in sorted(st.by_state.items(), key=lambda x: -x[1]))
     retx = sum(f.retransmissions for f in flows)
     one_way = sum(1 for f in flows if "unidirectional" in f.flags)
-    text = (f"{st.flows} flows ({states or 'none'}) in {st.frames} frames; "
-            f"{st.duplicates} capture duplicates, {retx} retransmissions, "
-            f"{one_way} one-way flows\n")
+    text = (f"{_n(st.flows, 'flow')} ({states or 'none'}) in {_n(st.frames, 'frame')}; "
+            f"{_n(st.duplicates, 'capture duplicate')}, {_n(retx, 'retransmission')}, "
+            f"{_n(one_way, 'one-way flow')}\n")
     other = [(st.non_ip, "not IP"), (st.malformed, "malformed"),
              (st.fragments_unattributed, "fragments without their first")]
     extra = ", ".join(f"{n} {what}" for n, what in other if n)
