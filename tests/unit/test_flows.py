@@ -448,7 +448,7 @@ def test_flows_cli_table_json_and_errors(tmp_path: Path) -> None:
     assert lines[0].split()[:5] == ["START", "DURATION", "PROTO", "ORIGINATOR", "RESPONDER"]
     assert "S0" in lines[1] and "incomplete-handshake" in lines[1]
     assert "SF" in lines[2] and "ShADadFf" in lines[2]
-    assert "2 flows (S0 1, SF 1) in 8 frames; 0 capture duplicates, 0 retransmissions, " \
+    assert "2 flows (S0 1, SF 1) in 11 frames; 0 capture duplicates, 0 retransmissions, " \
            "1 one-way flow" in proc.stdout
     proc = run(str(path), "--json", "--state", "SF")
     objs = [json.loads(x) for x in proc.stdout.splitlines()]
