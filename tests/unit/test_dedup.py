@@ -28,6 +28,7 @@ from tests.helpers.netns import require_tools
 from vspan.analysis.dedup import DedupError, DedupOptions, dedup_file
 from vspan.analysis.normalize import NormalizeError, Normalizer, parse_ignore
 from vspan.capture.pcapng import (
+    CaptureFormatError,
     CaptureReader,
     CaptureScanner,
     Interface,
@@ -413,3 +414,34 @@ def test_ipv6_hop_limit_is_ttl() -> None:
     b = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=63) / TCP())
     assert Normalizer(parse_ignore("ttl")).key(1, a) == Normalizer(parse_ignore("ttl")).key(1, b)
     assert Normalizer().key(1, a) != Normalizer().key(1, b)
+
+
+def test_hostile_block_lengths_neither_crash_nor_allocate(tmp_path: Path) -> None:
+    """A block claiming gigabytes (at the start or in the middle) is a clear error or a cut
+    file, never a huge read; every prefix of a file is read or refused cleanly."""
+    src = tmp_path / "in.pcapng"
+    two_points_in_blocks(src, n=3)
+    good = src.read_bytes()
+    scan = CaptureScanner(str(src), blocks=True)
+    starts = [0]
+    for _ in scan:
+        starts.append(scan.position)
+    # the first interface block, the first packet block, the last packet block
+    for where in (starts[1], starts[3], starts[-2]):
+        for length in (0xFFFFFFF0, 0x3FFFFF0):
+            bad = bytearray(good)
+            struct.pack_into("<I", bad, where + 4, length)
+            (tmp_path / "h.pcapng").write_bytes(bytes(bad))
+            try:
+                stats = dedup_file(str(tmp_path / "h.pcapng"), str(tmp_path / "o.pcapng"),
+                                   DedupOptions())
+            except CaptureFormatError as err:
+                assert "plausible" in str(err) or "disagree" in str(err)
+            else:
+                assert stats.truncated
+    for cut in range(0, len(good), 7):
+        (tmp_path / "p.pcapng").write_bytes(good[:cut])
+        try:
+            list(CaptureScanner(str(tmp_path / "p.pcapng"), blocks=True))
+        except CaptureFormatError:
+            pass

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_III
 from scapy.layers.inet import IP, TCP, fragment
 from scapy.layers.inet6 import IPv6
@@ -499,3 +501,25 @@ def test_flows_of_collector_output_with_ingress_and_egress_sessions(tmp_path: Pa
     assert (d["conn_state"], d["history"]) == ("SF", "ShADadFf")
     assert d["duplicates"] == len(c.frames) and d["retransmissions"] == 0
     assert set(d["interfaces"]) == {"erspan3-9-ingress@192.0.2.7", "erspan3-9-egress@192.0.2.7"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from([1, 101, 113, 276, 0]))
+def test_hostile_bytes_never_raise(data: bytes, linktype: int) -> None:
+    table = FlowTable()
+    table.add(T0, linktype, data, len(data), "x")
+    table.finish()
+    assert table.stats.frames == 1
+
+
+def test_every_prefix_of_real_frames_is_handled() -> None:
+    c = TcpConv(("2001:db8::1", 40000), ("2001:db8::2", 80), vlan=7)
+    sf(c)
+    v4 = TcpConv()
+    sf(v4)
+    table = FlowTable()
+    for _, frame in c.frames + v4.frames:
+        for n in range(len(frame) + 1):
+            table.add(T0 + n, LINKTYPE_ETHERNET, frame[:n], len(frame), "x")
+    flows = table.finish()
+    assert flows and table.stats.malformed + table.stats.non_ip > 0

@@ -43,6 +43,7 @@ from vspan.capture.pcapng import (
     BT_IDB,
     BT_PB,
     BT_SHB,
+    CaptureFormatError,
     CaptureScanner,
     Interface,
     RawBlock,
@@ -351,8 +352,11 @@ class Deduplicator:
         if removed.notes:
             notes.extend(removed.notes)
         if removed.out is not None:
-            notes.extend(f"{removed.name}: {c}" for c in
-                         block_comments(removed.out, removed.opt_off, self.byte_order))
+            try:
+                comments = block_comments(removed.out, removed.opt_off, self.byte_order)
+            except CaptureFormatError:  # a malformed option: the comments are not carried
+                comments = []
+            notes.extend(f"{removed.name}: {c}" for c in comments)
         kept.notes = notes
 
     def _push(self, held: Held) -> None:

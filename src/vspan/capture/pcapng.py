@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import platform
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -689,11 +690,22 @@ class CaptureScanner:
                             None, 0)
 
     # pcapng
+    @staticmethod
+    def _left(fh: BinaryIO) -> int:
+        """Bytes not read yet (a lying length must not make us read gigabytes)."""
+        try:
+            st = os.fstat(fh.fileno())
+        except OSError:
+            return _MAX_RECORD
+        if not stat.S_ISREG(st.st_mode):
+            return _MAX_RECORD
+        return st.st_size - fh.tell()
+
     def _grow(self, fh: BinaryIO, buf: bytes, pos: int, consumed: int,
               missing: int) -> bytes | None:
         """``buf[pos:]`` and at least ``missing`` more bytes; ``None`` at the end of the file
         (then ``position`` and ``truncated`` say where and whether a record was cut)."""
-        more = fh.read(max(self.chunk, missing))
+        more = fh.read(max(self.chunk, missing)) if missing <= self._left(fh) else b""
         if more:
             return buf[pos:] + more
         self.position = consumed + len(buf)
@@ -720,6 +732,8 @@ class CaptureScanner:
                         raise self._error(f"bad section header length {total}")
                 elif total < 12 or total % 4:
                     raise self._error(f"block of length {total} is malformed")
+                if total > _MAX_RECORD:
+                    raise self._error(f"block of {total} bytes is not plausible")
             else:
                 total = 12
             if avail < total:
