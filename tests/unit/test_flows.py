@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_III
-from scapy.layers.inet import IP, TCP, fragment
+from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import GRE, CookedLinux, Dot1Q, Ether
 from scapy.packet import Raw
@@ -324,6 +324,12 @@ def test_fragments_follow_their_first() -> None:
     flows = flows_of([(T0 + i, f) for i, f in enumerate(frags)])
     (f,) = flows
     assert f.frames[0] == len(frags) == 4 and f.pkts[0] == 4
+    dgram = IP(src="10.0.0.1", dst="10.0.0.2", id=78) / UDP(sport=5000, dport=53) / Raw(
+        b"u" * 3000)
+    frags = [bytes(Ether() / p) for p in
+             fragment(dgram, fragsize=1000)]  # type: ignore[no-untyped-call]
+    (f,) = flows_of([(T0 + i, fr) for i, fr in enumerate(frags)])
+    assert (f.pkts[0], f.bytes, f.conn_state) == (4, (3000, 0), "S0")
 
 
 # ---- files: pcap, pcapng, cooked, tshark --------------------------------------------------

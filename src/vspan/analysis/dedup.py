@@ -470,7 +470,7 @@ def dedup_file(src: str, dst: str, opts: DedupOptions,
         n = 0
         for item in scan:
             if type(item) is RawPacket:
-                if not names:  # classic pcap: one interface, written as pcapng
+                if not names and scan.format == "pcap":  # one interface, written as pcapng
                     names = _pcap_start(scan, out, comment, points)
                     seen_names.add(names[0][0])
                 name, linktype, rank = names[item.interface_id]

@@ -376,11 +376,13 @@ class FlowTable:
         if tcp is not None:
             if l4:  # not a later fragment, nor a first one too short for the header
                 self._tcp(flow, tcp, d, frame, l3, l4, ip_len, tcp_flags)
+        elif proto == IPPROTO_UDP:
+            if l4:  # the UDP length covers the whole datagram, even when fragmented
+                flow.payload[d] += max(((frame[l4 + 4] << 8) | frame[l4 + 5]) - 8, 0)
+            self._udp_history(flow, d)
         elif l4:
-            hdr = 8 if proto in (IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6) else 0
+            hdr = 8 if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) else 0
             flow.payload[d] += max(ip_len - (l4 - l3) - hdr, 0)
-            if proto == IPPROTO_UDP:
-                self._udp_history(flow, d)
         return flow
 
     # ---- helpers -------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class Normalizer:
         self._csum = "checksums" in ignore
         self._pad = "padding" in ignore
         self._l3 = self._ttl or self._csum or self._pad
+        self._without: dict[str, Normalizer] = {}  # one field less (for :meth:`differing`)
 
     def key(self, linktype: int, data: bytes) -> Key:
         """The comparison key of one frame (the frame itself when nothing is ignored)."""
@@ -166,7 +167,9 @@ class Normalizer:
         out = []
         for name in IGNORABLE:
             if name in self.ignore:
-                other = Normalizer(self.ignore - {name})
+                other = self._without.get(name)
+                if other is None:
+                    other = self._without[name] = Normalizer(self.ignore - {name})
                 if other.key(linktype_a, a) != other.key(linktype_b, b):
                     out.append(name)
         return tuple(out) or ("link type",)
