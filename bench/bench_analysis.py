@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def child_rss_kb(*args: str) -> int:
                           "vspan.cli.main", *args], check=True, capture_output=True, text=True,
                          cwd=REPO)
     return int(out.stdout.strip())
+
+
+def _counted(names: list[str]) -> str:
+    """``pytest x3, vspan up x2``."""
+    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(Counter(names).items()))
 
 
 def main() -> int:
@@ -109,7 +115,9 @@ def main() -> int:
             f"`bench/bench_analysis.py` (median of {args.runs} runs, "
             f"{results['packets']:,} packets, {results['file_mb']} MB pcapng; load before "
             f"{results['load_before']}, after {results['load_after']}; other processes: "
-            f"{', '.join(results['busy']) or 'none'})\n\n"  # type: ignore[arg-type]
+            f"{_counted(results['busy']) or 'none'})\n\n"  # type: ignore[arg-type]
+            "Packets read per second; the CPU column is what the code costs (this process's "
+            "CPU time), the wall column also shows how busy the machine was.\n\n"
             "| command | packets/s (wall) | packets/s (CPU) |\n|---|---|---|\n"
             + "".join(f"| {n} | {results[f'{n}_pps_wall']:,} | {results[f'{n}_pps_cpu']:,} |\n"
                       for n in ("dedup", "dedup_ignore_all", "flows"))
