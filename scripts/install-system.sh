@@ -5,7 +5,8 @@ set -euo pipefail
 # qemu-system-x86 and busybox-static: the test VM (scripts/build-test-vm.sh);
 # util-linux (setpriv): unprivileged TAP attach tests
 PKGS=(iproute2 iputils-ping tcpdump tshark iperf3 netsniff-ng ethtool procps psmisc
-      python3-venv nftables qemu-system-x86 busybox-static util-linux)
+      python3-venv nftables qemu-system-x86 busybox-static util-linux
+      etcd-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vspan.config.model import Config
 
@@ -35,7 +35,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-_TOP_KEYS = ("ports.", "mirrors.", "switch.", "firewall.")
+_TOP_KEYS = ("ports.", "mirrors.", "switch.", "firewall.", "hosts.", "port_groups.")
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _messages(err: ValidationError) -> list[str]:
@@ -56,38 +58,51 @@ def _messages(err: ValidationError) -> list[str]:
     return out
 
 
-def parse_config(data: Any, source: str = "") -> Config:
-    """Validate already-parsed YAML/JSON data into a :class:`Config`."""
+def parse_model(model: type[M], data: Any, source: str = "") -> M:
+    """Validate already-parsed YAML/JSON data into ``model`` (a top-level config model)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["top level must be a mapping"], source)
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_messages(err), source) from None
 
 
-def load_text(text: str, source: str = "<string>") -> Config:
-    """Parse YAML text into a :class:`Config`."""
+def parse_config(data: Any, source: str = "") -> Config:
+    """Validate already-parsed YAML/JSON data into a :class:`Config`."""
+    return parse_model(Config, data, source)
+
+
+def read_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text (ConfigError with line and column when it is not YAML)."""
     try:
-        data = yaml.load(text, Loader=_SafeLoader)
+        return yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError([f"{where}invalid YAML: {problem}"], source) from None
-    return parse_config(data, source)
+
+
+def read_text_file(path: str | Path) -> str:
+    """A configuration file's text (ConfigError when it cannot be read)."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"cannot read: {err.strerror}"], str(p)) from None
+
+
+def load_text(text: str, source: str = "<string>") -> Config:
+    """Parse YAML text into a :class:`Config`."""
+    return parse_config(read_yaml(text, source), source)
 
 
 def load_file(path: str | Path) -> Config:
     """Read and validate a YAML file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError([f"cannot read: {err.strerror}"], str(p)) from None
-    return load_text(text, str(p))
+    return load_text(read_text_file(path), str(path))
 
 
 def dump_text(cfg: Config) -> str:
