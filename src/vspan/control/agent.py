@@ -64,6 +64,14 @@ class Agent:
         self.engine = Engine(config, backend_factory)
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
+        # set when a distributed switch's host agent owns the configuration: local
+        # edits would be overwritten by the next reconcile, so they are refused
+        self.managed_by: str | None = None
+
+    def _check_unmanaged(self) -> None:
+        if self.managed_by is not None:
+            raise AgentError(f"this switch is managed by {self.managed_by}: change it with "
+                             "`vspan dvs ...` (local changes would be overwritten)", 409)
 
     @classmethod
     def from_file(cls, path: str, backend_factory: BackendFactory) -> Agent:
@@ -109,6 +117,7 @@ class Agent:
         and changes nothing; ``"keep"`` puts them back on top of the file; ``"drop"``
         applies the file as it is and reports what it undid.
         """
+        self._check_unmanaged()
         if live not in LIVE_MODES:
             raise AgentError(f"live must be one of {', '.join(LIVE_MODES)}, not {live!r}")
         target = path or self.config_path
@@ -148,6 +157,7 @@ class Agent:
         leaves the running switch as it was. ``item`` (called after ``change``) names
         what the command changed, remembered as a live change (``verb`` by ``command``).
         """
+        self._check_unmanaged()
         with self._lock:
             data = config_data(self.config)
             change(data)

@@ -1,0 +1,1 @@
+"""The distributed switch's control plane: store layout, apply, per-host compile, host agent."""

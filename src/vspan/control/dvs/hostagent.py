@@ -1,0 +1,429 @@
+"""The host agent of a distributed switch: keeps this host's switch equal to the store.
+
+Three threads besides the datapath:
+
+* **sync** reads the switch's keys once, then watches them from the last seen
+  revision + 1. Each change recompiles this host's switch configuration and
+  applies the difference to the running engine (no restart). A watch cancelled
+  because its revision was compacted re-reads everything and watches from the
+  read's revision + 1. When the store is unreachable the switch keeps forwarding
+  with its last configuration; the watch resumes from the last revision when
+  the store is back.
+* **lease** registers the host under a lease (``hosts/HOST``) and keeps it alive
+  every TTL/3; a keepalive answered with TTL <= 0 means the lease is gone
+  (expired during an outage): register again.
+* **status** writes this host's port states and counters to ``status/HOST``,
+  at most once per interval and only when something changed, and re-checks
+  ports whose interface was missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vspan.config.dvs import DvsConfig
+from vspan.config.model import Config, PortConfig, PortType
+from vspan.control.agent import Agent, AgentError
+from vspan.control.dvs.compile import HostPlan, compile_host
+from vspan.control.dvs.document import (
+    LiveHost,
+    SchemaError,
+    StoredDataError,
+    decode,
+    dumps,
+)
+from vspan.control.dvs.keys import DvsKeys
+from vspan.control.store.base import (
+    Compare,
+    KeyValue,
+    Put,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchCompacted,
+    WatchStream,
+)
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+def interface_exists(name: str) -> bool:
+    """Whether ``name`` is an interface in this process's network namespace."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+class HostAgent:
+    """Runs one host's part of distributed switch ``dvs``."""
+
+    def __init__(self, store: Store, dvs: str, host: str, underlay: str, agent: Agent,
+                 control_socket: str | None = None, ttl: int = 10,
+                 status_interval: float = 1.0, store_url: str = "",
+                 iface_exists: Callable[[str], bool] = interface_exists,
+                 probe_port: Callable[[str, PortConfig], str | None] | None = None) -> None:
+        self.store = store
+        self.keys = DvsKeys(dvs)
+        self.dvs = dvs
+        self.host = host
+        self.underlay = underlay
+        self.agent = agent
+        self.control_socket = control_socket
+        self.ttl = ttl
+        self.status_interval = status_interval
+        self.store_url = store_url
+        self.iface_exists = iface_exists
+        self.probe_port = probe_port
+        agent.managed_by = f"distributed switch {dvs!r} (host {host})"
+        self.items: dict[str, KeyValue] = {}
+        self.revision = 0  # the cache is complete up to this revision
+        self.applied_generation = 0
+        self.applied_revision = 0
+        self.applied_at = 0.0
+        self.reconciles = 0
+        self.plan: HostPlan | None = None
+        self.desired: DvsConfig | None = None
+        self.live: dict[str, LiveHost] = {}
+        self.errors: list[str] = []
+        self.refused: str | None = None
+        self.store_state = "connecting"
+        self.store_error = ""
+        self.unreachable_since: float | None = None
+        self.outages = 0
+        self.compactions = 0
+        self.lease = 0
+        self.registrations = 0
+        self.port_failures: dict[str, str] = {}  # port -> why its backend did not open
+        self._watch: WatchStream | None = None
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # one reconcile at a time
+        self._threads: list[threading.Thread] = []
+        self._last_status: dict[str, Any] | None = None
+        self.status_writes = 0
+        self.on_applied: Callable[[HostAgent], None] | None = None  # benchmarks, tests
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the sync, lease and status threads."""
+        for name, fn in (("sync", self._sync_loop), ("lease", self._lease_loop),
+                         ("status", self._status_loop)):
+            t = threading.Thread(target=fn, name=f"dvs-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, deregister: bool = True) -> None:
+        """Stop the threads; with ``deregister`` revoke the lease (host shows down now)."""
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        if deregister and self.lease:
+            try:
+                self.store.revoke(self.lease)
+            except StoreError as err:
+                log.warning("could not revoke the lease: %s", err)
+
+    def wait_synced(self, timeout: float = 10.0) -> bool:
+        """Wait until the first reconcile ran (tests, start-up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.reconciles:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # ------------------------------------------------------------ store state
+    def _connected(self) -> None:
+        if self.store_state != "connected":
+            if self.unreachable_since is not None:
+                log.warning("store reachable again after %.1f s",
+                            time.time() - self.unreachable_since)
+            self.store_state, self.store_error, self.unreachable_since = "connected", "", None
+
+    def _unreachable(self, err: Exception) -> None:
+        if self.store_state != "unreachable":
+            self.outages += 1
+            self.unreachable_since = time.time()
+            log.warning("store unreachable, forwarding with the last configuration: %s", err)
+        self.store_state, self.store_error = "unreachable", str(err)
+
+    # ------------------------------------------------------------------- sync
+    def _sync_loop(self) -> None:
+        start, end = self.keys.watch_range()
+        full_read = True
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                if full_read:
+                    snap = self.store.get_range(start, end)
+                    self.items = snap.as_dict()
+                    self.revision = snap.revision
+                    self._connected()
+                    self.reconcile("read")
+                    full_read = False
+                watch = self.store.watch(start, end, self.revision + 1)
+                self._watch = watch
+                if self._stop.is_set():
+                    watch.close()
+                    break
+                self._connected()
+                backoff = 0.2
+                for batch in watch:
+                    for ev in batch.events:
+                        if ev.type == "put":
+                            self.items[ev.kv.key] = ev.kv
+                        else:
+                            self.items.pop(ev.kv.key, None)
+                        self.revision = max(self.revision, ev.kv.mod_revision)
+                    if not batch.events:  # progress notification
+                        self.revision = max(self.revision, batch.revision)
+                    self._connected()
+                    if batch.events:
+                        self.reconcile("watch")
+            except WatchCompacted as err:
+                self.compactions += 1
+                log.warning("watch from revision %d was compacted (oldest kept %d): "
+                            "re-reading the switch", self.revision + 1, err.compact_revision)
+                full_read = True
+            except StoreUnavailable as err:
+                self._unreachable(err)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except StoreError as err:
+                log.error("store error: %s", err)
+                self.errors = [str(err)]
+                self._stop.wait(1.0)
+            finally:
+                self._watch = None
+
+    def reconcile(self, reason: str = "") -> None:
+        """Compile this host's switch from the cached keys and apply the difference."""
+        with self._lock:
+            self.reconciles += 1
+            try:
+                state = decode(self.dvs, self.revision, self.items)
+            except SchemaError as err:
+                if self.refused != str(err):
+                    log.error("%s", err)
+                self.refused = str(err)
+                return
+            except StoredDataError as err:
+                self.errors = [str(err)]
+                return
+            self.refused = None
+            self.live = state.live
+            if not state.exists:
+                self.errors = [f"distributed switch {self.dvs!r} is not in the store "
+                               "(create it with `vspan dvs create` or `vspan dvs apply`)"]
+                return
+            try:
+                dvs = state.config()
+            except StoredDataError as err:
+                self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
+                log.error("%s", self.errors[0])
+                return
+            errors: list[str] = []
+            if self.host not in dvs.hosts:
+                errors.append(f"host {self.host!r} is not declared in the switch's 'hosts'")
+            for _ in range(len(dvs.ports) + 1):
+                unavailable = self._unavailable(dvs.ports)
+                plan = compile_host(dvs, self.host, state.live, self.control_socket,
+                                    unavailable)
+                failed = self._apply(plan.config)
+                if not failed:
+                    break
+                if "" in failed:  # not a port's fault: keep the last configuration
+                    errors.append(failed[""])
+                    break
+                self.port_failures.update(failed)
+            else:
+                errors.append("could not apply the configuration (see the log)")
+            self.errors = errors
+            self.plan = plan
+            self.desired = dvs
+            self.applied_generation = state.meta.generation
+            self.applied_revision = self.revision
+            self.applied_at = time.time()
+            log.debug("reconciled (%s) at revision %d, generation %d", reason, self.revision,
+                      self.applied_generation)
+        if self.on_applied is not None:
+            self.on_applied(self)
+
+    def _unavailable(self, ports: Any) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, port in ports.items():
+            if port.host != self.host:
+                continue
+            ifname = port.ifname(name)
+            if port.type is PortType.AFPACKET and not self.iface_exists(ifname):
+                out[name] = f"interface {ifname} does not exist"
+            elif name in self.port_failures:
+                out[name] = self.port_failures[name]
+        return out
+
+    def _apply(self, config: Config) -> dict[str, str]:
+        """Apply; on failure find the ports whose backend does not open ({} = applied)."""
+        if config == self.agent.config:
+            return {}
+        try:
+            changes = self.agent.apply(config)
+        except AgentError as err:
+            failed: dict[str, str] = {}
+            if self.probe_port is not None:
+                running = self.agent.config.ports
+                for name, cfg in config.ports.items():
+                    if running.get(name) == cfg:
+                        continue
+                    why = self.probe_port(name, cfg)
+                    if why:
+                        failed[name] = why
+            if not failed:
+                self.errors = [f"apply failed, keeping the last configuration: {err}"]
+                log.error("%s", self.errors[0])
+                return {"": str(err)}
+            log.warning("ports that cannot be attached: %s", failed)
+            return failed
+        for line in changes.summary():
+            log.info("%s", line)
+        return {}
+
+    def recheck_ports(self) -> None:
+        """Reconcile when a port left out (missing interface, failed open) may attach now."""
+        plan = self.plan
+        if plan is None or not plan.skipped:
+            return
+        desired = self.desired
+        if desired is None:
+            return
+        ready = sorted(n for n in plan.skipped if n in desired.ports
+                       and self.iface_exists(desired.ports[n].ifname(n)))
+        if ready:
+            log.info("interfaces appeared for %s", ", ".join(ready))
+            for name in ready:
+                self.port_failures.pop(name, None)
+            self.reconcile("interfaces appeared")
+
+    # ------------------------------------------------------------------ lease
+    def _register(self) -> None:
+        lease = self.store.grant(self.ttl)
+        record = {"underlay": self.underlay, "started": time.time(), "pid": os.getpid(),
+                  "version": VERSION, "socket": self.control_socket or ""}
+        self.store.txn([], [Put(self.keys.live(self.host), dumps(record), lease)])
+        self.lease = lease
+        self.registrations += 1
+        log.info("registered host %s (lease %x, TTL %d s)", self.host, lease, self.ttl)
+
+    def _lease_loop(self) -> None:
+        period = max(self.ttl / 3.0, 0.2)
+        while not self._stop.is_set():
+            try:
+                if not self.lease:
+                    self._register()
+                else:
+                    left = self.store.keepalive(self.lease)
+                    if left <= 0:
+                        log.warning("lease %x is gone (expired); registering again", self.lease)
+                        self.lease = 0
+                        continue
+                    if self.host not in self.live and self.store_state == "connected" \
+                            and self.reconciles:
+                        # our registration was deleted while the lease lives: put it back
+                        self.store.txn([Compare(self.keys.live(self.host), 0)], [Put(
+                            self.keys.live(self.host), dumps({
+                                "underlay": self.underlay, "started": time.time(),
+                                "pid": os.getpid(), "version": VERSION,
+                                "socket": self.control_socket or ""}), self.lease)])
+                self._connected()
+            except StoreUnavailable as err:
+                self._unreachable(err)
+                watch = self._watch
+                if watch is not None:  # a half-open watch would never notice
+                    watch.close()
+                self._stop.wait(min(period, 1.0))
+                continue
+            except StoreError as err:
+                log.error("lease: %s", err)
+                self.lease = 0
+            self._stop.wait(period)
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        """This host's status (what ``status/HOST`` holds, plus local-only details)."""
+        plan = self.plan
+        ports: dict[str, Any] = {}
+        rows = {r["name"]: r for r in self._show("ports")}
+        mirrors = {r["name"]: r for r in self._show("mirrors")}
+        if plan is not None:
+            for name, pid in plan.port_ids.items():
+                row = rows.get(name)
+                if row is None:
+                    ports[name] = {"port_id": pid, "state": "detached",
+                                   "reason": plan.skipped.get(name, "not attached")}
+                    continue
+                c = row["counters"]
+                ports[name] = {"port_id": pid, "interface": row["interface"],
+                               "state": "up" if row["link"] == "up" and row["enabled"]
+                               else "down",
+                               "link": row["link"], "vlan": row["vlan"],
+                               "rx_frames": c.get("rx_frames", 0),
+                               "tx_frames": c.get("tx_frames", 0),
+                               "rx_bytes": c.get("rx_bytes", 0),
+                               "tx_bytes": c.get("tx_bytes", 0),
+                               "dropped": c.get("dropped", 0), "macs": row["macs"]}
+        return {
+            "host": self.host, "underlay": self.underlay, "pid": os.getpid(),
+            "store": {"state": self.store_state, "url": self.store_url,
+                      "error": self.store_error, "unreachable_since": self.unreachable_since,
+                      "outages": self.outages, "compactions": self.compactions},
+            "applied": {"generation": self.applied_generation,
+                        "revision": self.applied_revision},
+            "refused": self.refused,
+            "errors": list(self.errors),
+            "notes": list(plan.notes) if plan else [],
+            "ports": ports,
+            "mirrors": {n: {"counters": m["counters"], "status": m["status"]}
+                        for n, m in mirrors.items()},
+        }
+
+    def _show(self, what: str) -> list[dict[str, Any]]:
+        try:
+            rows: list[dict[str, Any]] = self.agent.show(what)
+        except Exception as err:  # the engine may be restarting a port; report, go on
+            log.debug("show %s: %s", what, err)
+            return []
+        return rows
+
+    def write_status(self) -> bool:
+        """Write ``status/HOST`` if it changed since the last write; True if written."""
+        report = self.status()
+        if report == self._last_status or self.store_state != "connected":
+            return False
+        try:
+            self.store.txn([], [Put(self.keys.status(self.host),
+                                    dumps({**report, "time": time.time()}))])
+        except StoreUnavailable as err:
+            self._unreachable(err)
+            return False
+        self._last_status = report
+        self.status_writes += 1
+        return True
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.status_interval):
+            try:
+                self.recheck_ports()
+                self.write_status()
+            except StoreError as err:
+                log.warning("status: %s", err)
