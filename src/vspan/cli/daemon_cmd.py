@@ -49,11 +49,8 @@ def register(sub: Any) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
-    import uvicorn
-
     from vspan.api.rest import create_app, create_metrics_app
     from vspan.control.agent import Agent
-    from vspan.control.ctlsock import SocketSetupError, bind_control_socket, resolve_group
     from vspan.ports.base import PortError
     from vspan.ports.factory import open_backend
 
@@ -67,18 +64,8 @@ def run_up(args: argparse.Namespace) -> int:
         return 1
     sock = args.socket or agent.config.switch.socket_path()
     group = args.socket_group or agent.config.switch.control_socket_group
-    if os.path.exists(sock):
-        try:
-            request(sock, "GET", "/health", timeout=2)
-        except ClientError:
-            os.unlink(sock)  # stale socket of a dead switch
-        else:
-            sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
-            return 1
-    try:
-        listener = bind_control_socket(sock, resolve_group(group) if group else None)
-    except SocketSetupError as err:
-        sys.stderr.write(f"vspan: control socket: {err}\n")
+    listener = open_control_socket(sock, group)
+    if listener is None:
         return 1
     try:
         agent.start()
@@ -88,19 +75,14 @@ def run_up(args: argparse.Namespace) -> int:
         listener.close()
         os.unlink(sock)
         return 1
-    servers: list[tuple[Any, list[socket.socket] | None]] = [
-        (uvicorn.Server(uvicorn.Config(create_app(agent), log_level="warning")), [listener])]
-    if args.metrics:
-        host, _, port = args.metrics.rpartition(":")
-        servers.append((uvicorn.Server(uvicorn.Config(
-            create_metrics_app(agent), host=host or "127.0.0.1", port=int(port),
-            log_level="warning")), None))
+    servers = api_servers(create_app(agent), listener, args.metrics,
+                          create_metrics_app(agent))
     who = f"owner and group {group}" if group else "owner only"
     sys.stderr.write(
         f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
         f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})\n")
     try:
-        _serve(servers)
+        serve(servers)
     finally:
         agent.stop()
         listener.close()
@@ -110,7 +92,48 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(servers: list[tuple[Any, list[socket.socket] | None]]) -> None:
+def open_control_socket(sock: str, group: str | None) -> socket.socket | None:
+    """Remove a dead switch's stale socket and bind the control socket.
+
+    None (after saying why) when a live switch answers there or binding fails.
+    """
+    from vspan.control.ctlsock import SocketSetupError, bind_control_socket, resolve_group
+
+    if os.path.exists(sock):
+        try:
+            request(sock, "GET", "/health", timeout=2)
+        except ClientError:
+            os.unlink(sock)  # stale socket of a dead switch
+        else:
+            sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
+            return None
+    try:
+        return bind_control_socket(sock, resolve_group(group) if group else None)
+    except SocketSetupError as err:
+        sys.stderr.write(f"vspan: control socket: {err}\n")
+        return None
+
+
+Servers = list[tuple[Any, list[socket.socket] | None]]
+
+
+def api_servers(app: Any, listener: socket.socket, metrics: str | None,
+                metrics_app: Any) -> Servers:
+    """uvicorn servers: the API on the control socket, /metrics on TCP ``HOST:PORT``."""
+    import uvicorn
+
+    servers: Servers = [
+        (uvicorn.Server(uvicorn.Config(app, log_level="warning")), [listener])]
+    if metrics:
+        host, _, port = metrics.rpartition(":")
+        servers.append((uvicorn.Server(uvicorn.Config(
+            metrics_app, host=host or "127.0.0.1", port=int(port),
+            log_level="warning")), None))
+    return servers
+
+
+def serve(servers: Servers) -> None:
+    """Run the servers until SIGINT/SIGTERM."""
     import asyncio
 
     async def main() -> None:

@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "vspan.cli.follow_cmd",
     "vspan.cli.dedup_cmd",
     "vspan.cli.flows_cmd",
+    "vspan.cli.dvs_cmd",
+    "vspan.cli.agent_cmd",
 )
 
 

@@ -46,7 +46,6 @@ from vspan.config.model import (
     Direction,
     MirrorSession,
     PortConfig,
-    PortType,
     SwitchConfig,
     VlanConfig,
 )
@@ -261,8 +260,6 @@ class DvsConfig(Strict):
                     errors.append(f"{base}.port_id: {port.port_id!r} is already the id of port "
                                   f"{ids[key]!r}")
                 ids[key] = name
-            if port.type is PortType.MEMORY:
-                errors.append(f"{base}.type: memory ports are for single-host tests only")
             if port.port_group is None:
                 continue
             group = self.port_groups.get(port.port_group)
