@@ -135,16 +135,18 @@ class DvsAdmin:
                            f"(create it with `vspan dvs create {self.name}` or `dvs apply`)")
         return st
 
-    def apply(self, dvs: DvsConfig, dry_run: bool = False, create: bool = True) -> ApplyResult:
+    def apply(self, dvs: DvsConfig, dry_run: bool = False, create: bool = True,
+              base: ClusterState | None = None) -> ApplyResult:
         """Make the stored configuration equal ``dvs``, in one transaction.
 
         The transaction only commits if nobody changed the switch since it was read
-        (compare on ``config/meta``'s mod revision): no lost updates.
+        (``base``, or a fresh read; compare on ``config/meta``'s mod revision): no
+        lost updates.
         """
         if dvs.switch.name != self.name:
             raise DvsError(f"the file configures switch {dvs.switch.name!r}, not "
                            f"{self.name!r} (switch.name)")
-        st = read_state(self.store, self.name)
+        st = base if base is not None else read_state(self.store, self.name)
         if not st.exists and not create:
             raise DvsError(f"no distributed switch named {self.name!r}")
         current = st.config() if st.exists else None
@@ -196,7 +198,7 @@ class DvsAdmin:
             change(data)
             dvs = parse_model(DvsConfig, data, f"dvs {self.name}")
             try:
-                return self.apply(dvs, create=False)
+                return self.apply(dvs, create=False, base=st)
             except DvsError as err:
                 if "changed by someone else" not in str(err):
                     raise

@@ -211,55 +211,60 @@ class HostAgent:
     def reconcile(self, reason: str = "") -> None:
         """Compile this host's switch from the cached keys and apply the difference."""
         with self._lock:
-            self.reconciles += 1
             try:
-                state = decode(self.dvs, self.revision, self.items)
-            except SchemaError as err:
-                if self.refused != str(err):
-                    log.error("%s", err)
-                self.refused = str(err)
-                return
-            except StoredDataError as err:
-                self.errors = [str(err)]
-                return
-            self.refused = None
-            self.live = state.live
-            if not state.exists:
-                self.errors = [f"distributed switch {self.dvs!r} is not in the store "
-                               "(create it with `vspan dvs create` or `vspan dvs apply`)"]
-                return
-            try:
-                dvs = state.config()
-            except StoredDataError as err:
-                self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
-                log.error("%s", self.errors[0])
-                return
-            errors: list[str] = []
-            if self.host not in dvs.hosts:
-                errors.append(f"host {self.host!r} is not declared in the switch's 'hosts'")
-            for _ in range(len(dvs.ports) + 1):
-                unavailable = self._unavailable(dvs.ports)
-                plan = compile_host(dvs, self.host, state.live, self.control_socket,
-                                    unavailable)
-                failed = self._apply(plan.config)
-                if not failed:
-                    break
-                if "" in failed:  # not a port's fault: keep the last configuration
-                    errors.append(failed[""])
-                    break
-                self.port_failures.update(failed)
-            else:
-                errors.append("could not apply the configuration (see the log)")
-            self.errors = errors
-            self.plan = plan
-            self.desired = dvs
-            self.applied_generation = state.meta.generation
-            self.applied_revision = self.revision
-            self.applied_at = time.time()
-            log.debug("reconciled (%s) at revision %d, generation %d", reason, self.revision,
-                      self.applied_generation)
+                self._reconcile(reason)
+            finally:
+                self.reconciles += 1
         if self.on_applied is not None:
             self.on_applied(self)
+
+    def _reconcile(self, reason: str) -> None:
+        try:
+            state = decode(self.dvs, self.revision, self.items)
+        except SchemaError as err:
+            if self.refused != str(err):
+                log.error("%s", err)
+            self.refused = str(err)
+            return
+        except StoredDataError as err:
+            self.errors = [str(err)]
+            return
+        self.refused = None
+        self.live = state.live
+        if not state.exists:
+            self.errors = [f"distributed switch {self.dvs!r} is not in the store "
+                           "(create it with `vspan dvs create` or `vspan dvs apply`)"]
+            return
+        try:
+            dvs = state.config()
+        except StoredDataError as err:
+            self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
+            log.error("%s", self.errors[0])
+            return
+        errors: list[str] = []
+        if self.host not in dvs.hosts:
+            errors.append(f"host {self.host!r} is not declared in the switch's 'hosts'")
+        for _ in range(len(dvs.ports) + 1):
+            unavailable = self._unavailable(dvs.ports)
+            plan = compile_host(dvs, self.host, state.live, self.control_socket,
+                                unavailable)
+            failed = self._apply(plan.config)
+            if not failed:
+                break
+            if "" in failed:  # not a port's fault: keep the last configuration
+                errors.append(failed[""])
+                break
+            self.port_failures.update(failed)
+        else:
+            errors.append("could not apply the configuration (see the log)")
+        self.errors = errors
+        self.plan = plan
+        self.desired = dvs
+        self.applied_generation = state.meta.generation
+        self.applied_revision = self.revision
+        self.applied_at = time.time()
+        log.debug("reconciled (%s) at revision %d, generation %d", reason, self.revision,
+                  self.applied_generation)
 
     def _unavailable(self, ports: Any) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -1,0 +1,158 @@
+"""The distributed switch's configuration: path-precise errors, port-group merge, port ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from vspan.config.dvs import DvsConfig, effective_port
+from vspan.config.load import ConfigError, parse_model, read_yaml
+from vspan.control.dvs.admin import DvsAdmin, DvsError
+from vspan.control.store.memory import MemoryStore
+
+BASE = """\
+switch: {name: prod}
+hosts: {esx1: {}, esx2: {}}
+port_groups:
+  web:
+    vlan: {mode: access, id: 10}
+    policy:
+      guards: {mac_spoofing: false}
+      acls: [{id: no-mgmt, action: deny, direction: both, remote_ip: 192.168.0.0/16}]
+ports:
+  web1: {host: esx1, mac: "02:00:00:00:00:01", port_group: web, policy: {addresses: [10.0.0.1]}}
+  web2: {host: esx2, mac: "02:00:00:00:00:02", port_group: web}
+  snf: {host: esx2}
+"""
+
+
+def load(text: str) -> DvsConfig:
+    return parse_model(DvsConfig, read_yaml(text, "dvs.yaml"), "dvs.yaml")
+
+
+BAD = [
+    ("hosts: {h: {}}\nports: {a: {host: x}}", "ports.a.host: no host named 'x' (hosts: h)"),
+    ("hosts: {h: {}}\nports: {a: {host: h, port_group: nope}}",
+     "ports.a.port_group: no port group named 'nope'"),
+    ("hosts: {h: {}}\nport_groups: {g: {vlan: {mode: access, id: 5}}}\n"
+     "ports: {a: {host: h, port_group: g, vlan: {mode: access, id: 3}}}",
+     "ports.a.vlan: set by port group 'g'"),
+    ("hosts: {h: {}}\nport_groups: {g: {policy: {guards: {mac_spoofing: false}}}}\n"
+     "ports: {a: {host: h, port_group: g}}",
+     "ports.a.mac: port group 'g' forbids MAC spoofing"),
+    ("hosts: {h: {}}\nports: {a: {host: h}}\nmirrors: {m: {sources: [{port_group: z}], "
+     "destinations: [a]}}", "mirrors.m.sources.0.port_group: no port group named 'z'"),
+    ("hosts: {h: {}}\nport_groups: {g: {}}\nports: {a: {host: h, port_group: g}}\n"
+     "mirrors: {m: {sources: [{port_group: g}], destinations: [a]}}",
+     "mirrors.m: port 'a' is both a source and a destination"),
+    ("hosts: {h: {}}\nports: {a: {host: h, port_id: 1}, b: {host: h, port_id: '1'}}",
+     "ports.b.port_id: '1' is already the id of port 'a'"),
+    ("hosts: {h: {}}\nports: {a: {host: h, port_id: true}}",
+     "ports.a.port_id: True is not a port id"),
+    ("hosts: {h: {}}\nports: {a: {host: h, interface: x}, b: {host: h, interface: x}}",
+     "ports.b.interface: 'x' is already used on host h by port 'a'"),
+    ("hosts: {h: {}}\nports: {a: {host: h, colour: 1}}", "ports.a.colour: unknown key"),
+    ("switch: {control_socket: /x}", "switch: control_socket is per host"),
+    ("hosts: {h: {}}\nports: {a: {host: h}}\nfirewall: {sections: [{name: s, "
+     "applied_to: [nogroup]}]}", "firewall.sections.0.applied_to.0: no port or group named"),
+    ("hosts: {h: {}}\nport_groups: {a: {}}\nports: {a: {host: h}}",
+     "port_groups.a: a port has the same name"),
+    ("hosts: {h: {}}\nport_groups: {g: {vlan: {mode: trunk, allowed: [5000]}}}",
+     "port_groups.g.vlan.allowed: 5000 is not a VLAN id"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_errors_name_their_path(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(text)
+    assert any(expected in e for e in info.value.errors), info.value.errors
+
+
+def test_port_group_policy_is_merged_into_the_port() -> None:
+    dvs = load(BASE)
+    web1 = effective_port(dvs, "web1")
+    assert web1.vlan.id == 10
+    assert web1.policy is not None
+    assert [a.id for a in web1.policy.acls] == ["no-mgmt"]
+    # "MAC address changes: reject": only the port's own MAC may send
+    assert web1.policy.guards.mac_spoofing is False
+    assert web1.policy.guards.macs == ("02:00:00:00:00:01",)
+    assert web1.policy.addresses == ("10.0.0.1/32",)
+    assert effective_port(dvs, "snf").vlan.mode.value == "untagged"
+
+
+def test_apply_assigns_stable_port_ids_and_never_reuses_them() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    first = admin.apply(load(BASE))
+    assert first.written and first.generation == 1
+    ids = first.port_ids
+    assert sorted(ids.values()) == ["1", "2", "3"]
+    # the same file again: nothing written, ids kept
+    again = admin.apply(load(BASE))
+    assert not again.written and again.changes == [] and again.port_ids == ids
+    # web2 removed: its id is retired; a new port never gets it
+    text = BASE.replace('  web2: {host: esx2, mac: "02:00:00:00:00:02", port_group: web}\n', "")
+    admin.apply(load(text))
+    added = admin.apply(load(text + "  web3: {host: esx1, port_group: web, mac: "
+                             "'02:00:00:00:00:03'}\n"))
+    assert added.port_ids["web1"] == ids["web1"]
+    assert added.port_ids["web3"] not in ids.values()
+    with pytest.raises(DvsError, match="belonged to a removed port"):
+        admin.apply(load(text + f"  web4: {{host: esx1, port_id: {ids['web2']}}}\n"))
+    with pytest.raises(DvsError, match="a port's id never changes"):
+        admin.apply(load(text.replace("port_group: web, policy", "port_id: 99, port_group: web,"
+                                      " policy")))
+
+
+def test_apply_is_one_transaction_guarded_against_lost_updates() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    admin.apply(load(BASE))
+    rev = store.revision
+    changed = load(BASE.replace("id: 10", "id: 20").replace("snf: {host: esx2}",
+                                                            "snf: {host: esx1}"))
+    result = admin.apply(changed)
+    assert store.revision == rev + 1  # every key of the change in one revision
+    assert "port group web changed" in result.changes
+    assert any(c.startswith("port snf changed") for c in result.changes)
+
+    # somebody else writes between our read and our transaction: refused, nothing written
+    other = DvsAdmin(store, "prod")
+    real_txn = store.txn
+
+    def racing_txn(compares, ops):  # type: ignore[no-untyped-def]
+        store.txn = real_txn  # type: ignore[method-assign]
+        other.apply(load(BASE))
+        return real_txn(compares, ops)
+
+    store.txn = racing_txn  # type: ignore[method-assign]
+    before = store.revision
+    with pytest.raises(DvsError, match="changed by someone else"):
+        admin.apply(load(BASE.replace("id: 10", "id: 30")))
+    assert store.revision == before + 1  # only the other writer's transaction
+    assert admin.state().config().port_groups["web"].vlan.id == 10
+
+
+def test_edit_retries_on_a_concurrent_write_and_keeps_both() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    admin.apply(load(BASE))
+    other = DvsAdmin(store, "prod")
+    calls: list[int] = []
+
+    def change(data: dict) -> None:  # type: ignore[type-arg]
+        if not calls:  # the first attempt races with another writer
+            other.edit(lambda d: d["ports"]["snf"].update({"description": "sniffer"}))
+        calls.append(1)
+        data["port_groups"]["web"]["vlan"] = {"mode": "access", "id": 30}
+
+    admin.edit(change)
+    cfg = admin.state().config()
+    assert len(calls) == 2
+    assert cfg.port_groups["web"].vlan.id == 30 and cfg.ports["snf"].description == "sniffer"
+
+
+def test_wrong_switch_name_is_refused() -> None:
+    with pytest.raises(DvsError, match="configures switch 'prod', not 'test'"):
+        DvsAdmin(MemoryStore(), "test").apply(load(BASE))

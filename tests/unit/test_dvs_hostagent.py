@@ -1,0 +1,188 @@
+"""The host agent on the in-process store with memory ports: compile, reconcile, watch
+recovery, outages, leases, schema refusal (the same agent runs on etcd in tests/system)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from vspan.config.dvs import DvsConfig
+from vspan.config.load import parse_model, read_yaml
+from vspan.config.model import Config, PortConfig, SwitchConfig
+from vspan.control.agent import Agent, AgentError
+from vspan.control.dvs import views
+from vspan.control.dvs.admin import DvsAdmin
+from vspan.control.dvs.compile import compile_host
+from vspan.control.dvs.document import dumps
+from vspan.control.dvs.hostagent import HostAgent
+from vspan.control.dvs.keys import DvsKeys
+from vspan.control.store.base import Put
+from vspan.control.store.memory import MemoryStore
+from vspan.ports.base import Port
+from vspan.ports.memory import MemoryPort
+
+DVS = """\
+switch: {name: lab}
+hosts: {h1: {}, h2: {}}
+port_groups:
+  web: {vlan: {mode: access, id: 10}}
+ports:
+  a1: {type: memory, host: h1, port_group: web, policy: {addresses: [10.0.0.1]}}
+  a2: {type: memory, host: h1}
+  b1: {type: memory, host: h2, port_group: web, policy: {addresses: [10.0.0.2]}}
+mirrors:
+  local: {sources: [a1], destinations: [a2]}
+  remote: {sources: [{port_group: web}], destinations: [a2]}
+firewall:
+  default_action: allow
+  sections:
+    - name: web-only
+      applied_to: [web]
+      rules: [{id: r1, sources: [web], destinations: [any], action: allow}]
+    - name: b-only
+      applied_to: [b1]
+      rules: [{id: r2, sources: [any], destinations: [any], action: drop}]
+"""
+
+
+def load(text: str) -> DvsConfig:
+    return parse_model(DvsConfig, read_yaml(text), "dvs.yaml")
+
+
+def memory_factory(name: str, cfg: PortConfig) -> Port:
+    return MemoryPort(name)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@contextmanager
+def host_agent(store: MemoryStore, host: str, ttl: int = 10) -> Iterator[HostAgent]:
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha = HostAgent(store, "lab", host, f"192.0.2.{host[-1]}", agent, ttl=ttl,
+                   status_interval=0.05)
+    ha.start()
+    try:
+        assert ha.wait_synced()
+        yield ha
+    finally:
+        ha.stop()
+        agent.stop()
+
+
+def test_compile_restricts_ports_firewall_and_mirrors_to_the_host() -> None:
+    dvs = load(DVS)
+    h1 = compile_host(dvs, "h1", {})
+    assert sorted(h1.config.ports) == ["a1", "a2"]
+    assert h1.config.ports["a1"].vlan.id == 10
+    fw = h1.config.firewall
+    assert fw is not None
+    # the port group is a firewall group: local member by port, remote by address
+    assert fw.groups["web"].ports == ("a1",) and fw.groups["web"].addresses == ("10.0.0.2/32",)
+    assert [s.name for s in fw.sections] == ["web-only"]  # b1's section is not here
+    assert sorted(h1.config.mirrors) == ["local", "remote"]
+    assert [s.port for s in h1.config.mirrors["remote"].sources] == ["a1"]
+    h2 = compile_host(dvs, "h2", {})
+    assert sorted(h2.config.ports) == ["b1"] and not h2.config.mirrors
+    assert any("remote" in n and "not delivered" in n for n in h2.notes)
+    assert any("VLANs 10" in n for n in h2.notes)  # no overlay yet: said, not hidden
+
+
+def test_agent_applies_its_ports_and_follows_changes() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1") as ha:
+        assert sorted(ha.agent.config.ports) == ["a1", "a2"]
+        engine_a1 = ha.agent.engine.state.by_name["a1"]
+        admin.edit(lambda d: d["port_groups"]["web"].update(vlan={"mode": "access", "id": 20}))
+        wait_for(lambda: ha.agent.config.ports["a1"].vlan.id == 20)
+        assert ha.agent.engine.state.by_name["a1"] == engine_a1  # changed live, not reopened
+        assert ha.applied_generation == 2
+        # a port moved to h2 leaves h1
+        admin.edit(lambda d: d["ports"]["a2"].update(host="h2"))
+        wait_for(lambda: "a2" not in ha.agent.config.ports)
+        # local edits are refused: the store owns this switch
+        with pytest.raises(AgentError, match="managed by distributed switch"):
+            ha.agent.mirror_delete("local")
+        wait_for(lambda: ha.status_writes > 0)
+        st = admin.state()
+        rows = {r["host"]: r for r in views.hosts_view(st, st.config(), admin.statuses())}
+        assert rows["h1"]["status"] == "up" and rows["h1"]["underlay"] == "192.0.2.1"
+        assert rows["h2"]["status"] == "down"
+        ports = {r["port"]: r for r in views.ports_view(st, st.config(), admin.statuses())}
+        assert ports["b1"]["state"] == "down" and "h2 is down" in ports["b1"]["reason"]
+        wait_for(lambda: {r["port"]: r for r in views.ports_view(
+            st, st.config(), admin.statuses())}["a1"]["state"] == "up")
+
+
+def test_watch_compaction_recovery() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1") as ha:
+        with ha._lock:  # the agent is busy: its watch falls behind
+            admin.edit(lambda d: d["port_groups"]["web"].update(
+                vlan={"mode": "access", "id": 30}))
+            admin.edit(lambda d: d["ports"].update(a3={"type": "memory", "host": "h1"}))
+            store.compact(store.revision)
+        wait_for(lambda: "a3" in ha.agent.config.ports
+                 and ha.agent.config.ports["a1"].vlan.id == 30)
+        assert ha.compactions >= 1
+
+
+def test_outage_keeps_forwarding_config_and_resumes() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1") as ha:
+        store.set_available(False)
+        wait_for(lambda: ha.store_state == "unreachable")
+        assert sorted(ha.agent.config.ports) == ["a1", "a2"]  # last state kept
+        assert ha.status()["store"]["state"] == "unreachable"
+        store.set_available(True)
+        wait_for(lambda: ha.store_state == "connected")
+        admin.edit(lambda d: d["ports"]["a2"].update(host="h2"))
+        wait_for(lambda: "a2" not in ha.agent.config.ports)
+        assert ha.outages == 1
+
+
+def test_lease_expiry_marks_host_down_and_agent_reregisters() -> None:
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    keys = DvsKeys("lab")
+    with host_agent(store, "h1", ttl=3) as ha:
+        wait_for(lambda: keys.live("h1") in store.get_range(*keys.watch_range()).as_dict())
+        first = ha.lease
+        store.set_available(False)  # the agent cannot keep its lease alive
+        now[0] += 10
+        store.set_available(True)
+        store.expire()
+        # gone: the host shows down until the agent notices and registers again
+        wait_for(lambda: ha.lease not in (0, first), timeout=10)
+        wait_for(lambda: keys.live("h1") in store.get_range(*keys.watch_range()).as_dict())
+        assert ha.registrations == 2
+
+
+def test_newer_schema_is_refused_and_the_last_state_kept() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1") as ha:
+        store.txn([], [Put(DvsKeys("lab").schema, dumps({"schema": 99}))])
+        wait_for(lambda: ha.refused is not None)
+        assert "schema version 99" in (ha.refused or "")
+        assert "upgrade vspan" in (ha.refused or "")
+        assert sorted(ha.agent.config.ports) == ["a1", "a2"]
