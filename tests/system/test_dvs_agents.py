@@ -59,10 +59,6 @@ def dlab(tmp_path: Path) -> Iterator[DvsLab]:
         yield dl
 
 
-def vm(dl: DvsLab, name: str) -> object:
-    return dl.hosts[name[:2]].vms[name]
-
-
 def local_ping(dl: DvsLab, host: str, check: bool = True) -> bool:
     h = dl.hosts[host]
     return dl.ping(h.vms[f"{host}v1"], h.vms[f"{host}v2"], check=check)

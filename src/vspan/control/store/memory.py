@@ -121,7 +121,13 @@ class MemoryStore:
             return Snapshot(self._revision, items)
 
     def txn(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> TxnResult:
-        """Compares on mod revisions, then all ops in one revision."""
+        """Compares on mod revisions, then all ops in one revision (a key changed twice
+        in one transaction is refused, as etcd does)."""
+        puts = [op.key for op in ops if isinstance(op, Put)]
+        ranges = [(op.key, prefix_end(op.key) if op.prefix else op.key + "\0")
+                  for op in ops if isinstance(op, Delete)]
+        if len(set(puts)) != len(puts) or any(lo <= k < hi for k in puts for lo, hi in ranges):
+            raise StoreError("duplicate key given in txn request")
         with self._lock:
             self._check()
             for c in compares:
