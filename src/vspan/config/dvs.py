@@ -62,6 +62,7 @@ from vspan.policy.config import (
 )
 
 DEFAULT_VXLAN_PORT = 4789
+OVERLAY_PORT = "overlay"  # the VXLAN port every host's switch gets; no user port may use it
 
 
 def _port_id(value: Any) -> Any:
@@ -89,6 +90,8 @@ class DvsSwitchConfig(SwitchConfig):
                             description="UDP port of the VXLAN overlay between hosts")
     mtu: int = Field(default=1500, ge=576, le=65535,
                      description="underlay MTU between hosts (inner frames are 50 bytes less)")
+    vni_base: int = Field(default=10000, ge=0, le=(1 << 24) - 4095,
+                          description="VNI of VLAN v is vni_base + v (untagged network: +0)")
 
     @model_validator(mode="after")
     def _no_socket(self) -> DvsSwitchConfig:
@@ -170,8 +173,8 @@ def _dvs_sources(value: Any) -> Any:
 class DvsMirrorSession(MirrorSession):
     """A mirror session of the distributed switch (sources may be port groups)."""
 
-    sources: Annotated[tuple[DvsMirrorSource, ...],  # type: ignore[assignment]
-                       BeforeValidator(_dvs_sources)] = ()
+    sources: Annotated[tuple[DvsMirrorSource, ...],
+                       BeforeValidator(_dvs_sources)] = ()  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _check(self) -> DvsMirrorSession:
@@ -244,6 +247,9 @@ class DvsConfig(Strict):
             if not PORT_NAME_RE.match(name):
                 errors.append(f"{base}: not a valid port name")
                 continue
+            if name == OVERLAY_PORT:
+                errors.append(f"{base}: the name {OVERLAY_PORT!r} is reserved for the VXLAN "
+                              "port between hosts")
             if port.host not in self.hosts:
                 known = ", ".join(sorted(self.hosts)) or "none"
                 errors.append(f"{base}.host: no host named {port.host!r} (hosts: {known})")

@@ -13,13 +13,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vspan.config.dvs import DvsConfig, effective_port, group_members
+from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port, group_members
 from vspan.config.load import parse_config
-from vspan.config.model import Config, PortConfig
+from vspan.config.model import Config, PortConfig, PortType
 from vspan.control.dvs.document import LiveHost
 from vspan.policy.config import FirewallConfig, GroupConfig
-
-OVERLAY_PORT = "overlay"  # name of the VXLAN port on every host
 
 
 @dataclass
@@ -42,32 +40,59 @@ def port_vlans(cfg: PortConfig) -> set[int]:
     return {0}
 
 
-def overlay_ports(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
-                  notes: list[str]) -> dict[str, PortConfig]:
-    """The VXLAN port joining this host to the others that share a VLAN with it.
+def vni_of(dvs: DvsConfig, vlan: int) -> int:
+    """The VNI of a VLAN of the distributed switch (0 = the untagged network)."""
+    return dvs.switch.vni_base + vlan
 
-    The ``vxlan`` port type is being added to the single-host model on another
-    branch; until it is there, no overlay port is made and the compile says which
-    VLANs would need one.
+
+def overlay_supported() -> bool:
+    """Whether this build's single-host model has the ``vxlan`` port type."""
+    return "vxlan" in {t.value for t in PortType}
+
+
+def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
+                  live: Mapping[str, LiveHost], notes: list[str]) -> dict[str, Any]:
+    """The VXLAN port joining this host to the other hosts (as config data).
+
+    ``vnis``: every VLAN that has ports on two hosts or more -> ``vni_base + VLAN``;
+    ``flood``: per VLAN with ports here, the underlay addresses of the other
+    *registered* hosts with ports in it; ``peers``: every other registered host.
+    None when no VLAN of this host is shared (or without an underlay address).
     """
-    local_vlans: set[int] = set()
-    remote: dict[int, set[str]] = {}
+    by_vlan: dict[int, set[str]] = {}
     for name, port in dvs.ports.items():
-        vlans = port_vlans(effective_port(dvs, name))
-        if port.host == host:
-            local_vlans |= vlans
-        else:
-            for v in vlans:
-                remote.setdefault(v, set()).add(port.host)
-    shared = sorted(v for v in local_vlans if remote.get(v))
-    if shared:
-        peers = sorted({h for v in shared for h in remote[v]})
-        up = [h for h in peers if h in live]
+        for v in port_vlans(effective_port(dvs, name)):
+            by_vlan.setdefault(v, set()).add(port.host)
+    shared = sorted(v for v, hosts in by_vlan.items() if len(hosts) > 1)
+    local_shared = [v for v in shared if host in by_vlan[v]]
+    if not local_shared:
+        return {}
+    others = {h: lh.underlay for h, lh in live.items() if h != host and lh.underlay}
+    if not overlay_supported():
         notes.append(
             "no VXLAN overlay in this build: VLANs "
-            f"{', '.join('untagged' if v == 0 else str(v) for v in shared)} also have ports on "
-            f"{', '.join(peers)} ({len(up)} registered), which this host cannot reach yet")
-    return {}
+            f"{', '.join('untagged' if v == 0 else str(v) for v in local_shared)} also have "
+            "ports on other hosts, which this host cannot reach")
+        return {}
+    if not underlay:
+        notes.append("no underlay address: the overlay port is not made")
+        return {}
+    flood = {str(v): sorted({others[h] for h in by_vlan[v] if h in others})
+             for v in local_shared}
+    missing = sorted({h for v in local_shared for h in by_vlan[v]
+                      if h != host and h not in others})
+    if missing:
+        notes.append(f"hosts not registered (not flooded to): {', '.join(missing)}")
+    return {OVERLAY_PORT: {
+        "type": "vxlan",
+        "description": f"VXLAN overlay of distributed switch {dvs.switch.name}",
+        "vxlan": {
+            "local_ip": underlay, "udp_port": dvs.switch.vxlan_port,
+            "vnis": {str(v): vni_of(dvs, v) for v in shared},
+            "flood": {v: ips for v, ips in flood.items() if ips},
+            "peers": sorted(set(others.values())),
+            "underlay_mtu": dvs.switch.mtu,
+        }}}
 
 
 def _firewall(dvs: DvsConfig, local: Collection[str]) -> FirewallConfig | None:
@@ -154,8 +179,9 @@ def _mirrors(dvs: DvsConfig, host: str, local: Collection[str],
 
 def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
                  control_socket: str | None = None,
-                 unavailable: Mapping[str, str] | None = None) -> HostPlan:
-    """Host ``host``'s switch configuration.
+                 unavailable: Mapping[str, str] | None = None,
+                 underlay: str | None = None) -> HostPlan:
+    """Host ``host``'s switch configuration (``underlay``: its VTEP address).
 
     ``unavailable`` maps ports that cannot be attached here (their interface is
     missing) to the reason; they are left out until they can be.
@@ -166,10 +192,9 @@ def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
     local = [n for n in placed if n not in unavailable]
     ports: dict[str, Any] = {
         n: effective_port(dvs, n).model_dump(mode="json", exclude_unset=True) for n in local}
-    for name, cfg in overlay_ports(dvs, host, live, notes).items():
-        ports[name] = cfg.model_dump(mode="json", exclude_unset=True)
+    ports.update(overlay_ports(dvs, host, underlay, live, notes))
     switch = dvs.switch.model_dump(mode="json", exclude_unset=True,
-                                   exclude={"vxlan_port", "mtu"})
+                                   exclude={"vxlan_port", "mtu", "vni_base"})
     if control_socket:
         switch["control_socket"] = control_socket
     data: dict[str, Any] = {"switch": switch, "ports": ports,
