@@ -7,7 +7,7 @@ mirror sessions from the store; a host whose agent dies loses its lease and show
 down (with its ports); with etcd down forwarding goes on, `dvs apply` is refused
 clearly and the agents resume when it is back; an agent whose watch revision was
 compacted re-reads and converges; an agent refuses a newer store schema.
-Cross-host traffic needs the VXLAN overlay (another branch) and is not tested here.
+With the VXLAN overlay in the build, ping and TCP between VMs on different hosts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from tests.helpers.dvslab import VSPAN, DvsLab, dvs_lab, wait_until
 from tests.helpers.etcd import require_etcd
 from tests.helpers.netns import require_tools, requires_root
+from vspan.control.dvs.compile import overlay_supported
 
 pytestmark = [pytest.mark.system, requires_root]
 
@@ -38,7 +40,8 @@ def config(vlan: int = 10, acl: bool = False, extra_ports: str = "") -> str:
         for j in (1, 2):
             ports.append(f"  {h}v{j}: {{host: {h}, interface: {h}v{j}, vm: {h}v{j}, "
                          f"mac: '02:00:00:00:0{i}:0{j}', port_group: web}}")
-    return (f"switch: {{name: lab}}\nhosts: {{{', '.join(f'{h}: {{}}' for h in HOSTS)}}}\n"
+    hosts = ", ".join(f"{h}: {{}}" for h in HOSTS)
+    return (f"switch: {{name: lab, mtu: 1600}}\nhosts: {{{hosts}}}\n"
             f"port_groups:\n  web:\n    vlan: {{mode: access, id: {vlan}}}\n{acl_text}"
             "ports:\n" + "\n".join(ports) + "\n"
             "  h1snf: {host: h1, interface: h1snf}\n" + extra_ports +
@@ -51,7 +54,7 @@ def dlab(tmp_path: Path) -> Iterator[DvsLab]:
     require_tools("ping", "curl")
     with dvs_lab(tmp_path, prefix=f"vd{secrets.token_hex(2)}") as dl:
         for i, h in enumerate(HOSTS, start=1):
-            dl.add_host(h)
+            dl.add_host(h, mtu=1600)  # room for a 1500-byte VM frame plus VXLAN's 50
             for j in (1, 2):
                 dl.add_vm(h, f"{h}v{j}", f"10.0.0.{i}{j}", f"02:00:00:00:0{i}:0{j}")
         dl.add_vm("h1", "h1snf", "10.0.9.9", "02:00:00:00:09:09")
@@ -195,3 +198,37 @@ def test_agent_refuses_a_newer_schema(dlab: DvsLab) -> None:
     assert "schema version 2" in proc.stderr and "upgrade vspan" in proc.stderr
     shown = dlab.dvs_cli("show", "hosts", "--dvs", "lab", check=False)
     assert shown.returncode == 1 and "schema version 2" in shown.stderr
+
+
+@pytest.mark.skipif(not overlay_supported(),
+                    reason="the vxlan port type is not in this build (dvs-overlay branch)")
+def test_ping_and_tcp_between_vms_on_different_hosts(dlab: DvsLab) -> None:
+    for h in ("h1", "h2"):
+        dlab.start_agent(h)
+    wait_until(lambda: dlab.in_sync("h1", "h2"), 20, "h1, h2 in sync")
+    # each overlay floods VLAN 10 to the other registered host
+    wait_until(lambda: "overlay" in dlab.host_ports("h1") and "overlay" in
+               dlab.host_ports("h2"), 20, "overlay ports")
+    a, b = dlab.hosts["h1"].vms["h1v1"], dlab.hosts["h2"].vms["h2v1"]
+    wait_until(lambda: dlab.ping(a, b, count=1, check=False), 20, "first cross-host ping")
+    dlab.ping(a, b, count=3)
+    dlab.ping(b, a, count=3)
+    # TCP: 2 MB over HTTP from h2's VM to h1's VM, full-size segments through VXLAN
+    dlab.lab.exec(b.ns, "sh", "-c", "head -c 2000000 /dev/urandom > /tmp/vd-blob-" + b.name)
+    server = dlab.lab.popen(b.ns, sys.executable, "-m", "http.server", "8080", "--bind", b.ip,
+                            "--directory", "/tmp", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: dlab.lab.exec(a.ns, "curl", "-sf", "-m", "2", "-o", "/dev/null",
+                                         f"http://{b.ip}:8080/", check=False).returncode == 0,
+                   20, "the web server")
+        got = dlab.lab.exec(a.ns, "sh", "-c", f"curl -sf -m 30 http://{b.ip}:8080/vd-blob-"
+                            f"{b.name} | wc -c", timeout=60).stdout.strip()
+        assert got == "2000000"
+    finally:
+        server.kill()
+        server.wait()
+        dlab.lab.exec(b.ns, "rm", "-f", "/tmp/vd-blob-" + b.name, check=False)
+    # h3 has no agent: not flooded to, and said so
+    notes = dlab.status("h1")["notes"]
+    assert any("not registered" in n and "h3" in n for n in notes), notes
