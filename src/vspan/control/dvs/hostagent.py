@@ -247,7 +247,7 @@ class HostAgent:
         for _ in range(len(dvs.ports) + 1):
             unavailable = self._unavailable(dvs.ports)
             plan = compile_host(dvs, self.host, state.live, self.control_socket,
-                                unavailable)
+                                unavailable, self.underlay)
             failed = self._apply(plan.config)
             if not failed:
                 break
