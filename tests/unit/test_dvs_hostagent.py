@@ -186,3 +186,41 @@ def test_newer_schema_is_refused_and_the_last_state_kept() -> None:
         assert "schema version 99" in (ha.refused or "")
         assert "upgrade vspan" in (ha.refused or "")
         assert sorted(ha.agent.config.ports) == ["a1", "a2"]
+
+
+def test_overlay_port_floods_each_vlan_to_registered_hosts_with_ports_in_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from vspan.control.dvs import compile as dvs_compile
+    from vspan.control.dvs.document import LiveHost
+
+    text = DVS.replace("mirrors:\n", "  c1: {type: memory, host: h3, port_group: web}\n"
+                       "  c2: {type: memory, host: h3, vlan: {mode: access, id: 30}}\nmirrors:\n")
+    text = text.replace("hosts: {h1: {}, h2: {}}", "hosts: {h1: {}, h2: {}, h3: {}}")
+    text = text.replace("switch: {name: lab}", "switch: {name: lab, vxlan_port: 4790, mtu: 1600}")
+    dvs = load(text)
+    live = {"h1": LiveHost("h1", "198.18.1.2"), "h2": LiveHost("h2", "198.18.2.2")}
+    notes: list[str] = []
+    monkeypatch.setattr(dvs_compile, "overlay_supported", lambda: False)
+    assert dvs_compile.overlay_ports(dvs, "h1", "198.18.1.2", live, notes) == {}
+    assert "no VXLAN overlay in this build" in notes[0]
+    monkeypatch.setattr(dvs_compile, "overlay_supported", lambda: True)
+    notes = []
+    port = dvs_compile.overlay_ports(dvs, "h1", "198.18.1.2", live, notes)["overlay"]
+    vx = port["vxlan"]
+    assert port["type"] == "vxlan" and vx["local_ip"] == "198.18.1.2"
+    assert vx["udp_port"] == 4790 and vx["underlay_mtu"] == 1600
+    assert vx["vnis"] == {"10": 10010}  # VLAN 30 and untagged a2 are on one host only
+    assert vx["flood"] == {"10": ["198.18.2.2"]}  # h3 has VLAN 10 ports but no agent yet
+    assert vx["peers"] == ["198.18.2.2"]
+    assert any("not registered" in n and "h3" in n for n in notes)
+    # a host with no VLAN shared with another host gets no overlay port
+    solo = load(DVS.replace("b1: {type: memory, host: h2, port_group: web",
+                            "b1: {type: memory, host: h1, port_group: web"))
+    assert dvs_compile.overlay_ports(solo, "h1", "198.18.1.2", live, []) == {}
+
+
+def test_overlay_is_a_reserved_port_name() -> None:
+    from vspan.config.load import ConfigError
+
+    with pytest.raises(ConfigError, match="reserved for the VXLAN port"):
+        load("hosts: {h: {}}\nports: {overlay: {host: h}}")
