@@ -393,7 +393,7 @@ class HostAgent:
                       "error": self.store_error, "unreachable_since": self.unreachable_since,
                       "outages": self.outages, "compactions": self.compactions},
             "applied": {"generation": self.applied_generation,
-                        "revision": self.applied_revision},
+                        "revision": self.applied_revision, "at": self.applied_at},
             "refused": self.refused,
             "errors": list(self.errors),
             "notes": list(plan.notes) if plan else [],
