@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from tests.helpers.dvslab import dvs_lab, wait_until
 
     with tempfile.TemporaryDirectory(prefix="bench-dvs-") as tmp, \
-            dvs_lab(Path(tmp), prefix="bdvs", dvs="bench") as dl:
+            dvs_lab(Path(tmp), prefix="bdvs", dvs="bench", max_txn_ops=4096) as dl:
         real = [f"r{i}" for i in range(args.real)]
         for i, h in enumerate(real):
             dl.add_host(h)

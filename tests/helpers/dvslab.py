@@ -89,14 +89,16 @@ class DvsHost:
 class DvsLab:
     """Hosts, VMs, etcd and agents of one distributed switch ``dvs``."""
 
-    def __init__(self, the_lab: Lab, workdir: Path, dvs: str = "lab") -> None:
+    def __init__(self, the_lab: Lab, workdir: Path, dvs: str = "lab",
+                 max_txn_ops: int = 128) -> None:
         self.lab = the_lab
         self.workdir = workdir
         self.dvs = dvs
         self.router = the_lab.netns("rtr")
         self.lab.exec(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.lab.exec(self.router, "ip", "addr", "add", f"{ETCD_IP}/32", "dev", "lo")
-        self.etcd = EtcdServer(workdir / "etcd-data", host=ETCD_IP, netns=self.router)
+        self.etcd = EtcdServer(workdir / "etcd-data", host=ETCD_IP, netns=self.router,
+                               max_txn_ops=max_txn_ops)
         self.etcd_url = self.etcd.url
         self.hosts: dict[str, DvsHost] = {}
 
@@ -284,10 +286,11 @@ class DvsLab:
 
 
 @contextmanager
-def dvs_lab(workdir: Path, prefix: str | None = None, dvs: str = "lab") -> Iterator[DvsLab]:
+def dvs_lab(workdir: Path, prefix: str | None = None, dvs: str = "lab",
+            max_txn_ops: int = 128) -> Iterator[DvsLab]:
     """A :class:`DvsLab` with etcd started; agents, etcd and namespaces removed after."""
     with lab(prefix) as the_lab:
-        dl = DvsLab(the_lab, workdir, dvs)
+        dl = DvsLab(the_lab, workdir, dvs, max_txn_ops)
         try:
             dl.start_etcd()
             yield dl

@@ -41,7 +41,8 @@ class EtcdServer:
     """One etcd member with a private data dir."""
 
     def __init__(self, datadir: Path, host: str = "127.0.0.1", netns: str | None = None,
-                 client_port: int | None = None, peer_port: int | None = None) -> None:
+                 client_port: int | None = None, peer_port: int | None = None,
+                 max_txn_ops: int = 128) -> None:
         self.binary = require_etcd()
         self.datadir = datadir
         self.host = host
@@ -51,6 +52,7 @@ class EtcdServer:
         self.peer_port = peer_port or (2380 if netns else free_port())
         self.url = f"http://{host}:{self.client_port}"
         self.log = datadir.parent / f"{datadir.name}.log"
+        self.max_txn_ops = max_txn_ops  # etcd's default is 128
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -60,6 +62,8 @@ class EtcdServer:
                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                "--initial-cluster", f"vspan-test={peer}", "--auto-compaction-retention", "0",
+               # a whole switch is one transaction: room for big ones (benchmarks)
+               "--max-txn-ops", str(self.max_txn_ops),
                "--log-level", "warn", "--logger", "zap"]
         return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else cmd
 

@@ -82,6 +82,8 @@ def test_transactions_are_atomic_and_guarded(store: Store) -> None:
     assert store.get_range("/t/", prefix_end("/t/")).items == ()
     with pytest.raises(StoreError, match="duplicate key"):  # etcd refuses it: so does the fake
         store.txn([], [Put("/u/c", b"5"), Delete("/u/", prefix=True)])
+    with pytest.raises(StoreError, match="too many operations"):  # etcd's --max-txn-ops 128
+        store.txn([], [Put(f"/v/{i}", b"") for i in range(129)])
 
 
 def test_watch_replays_from_a_revision_and_compaction_cancels_it(store: Store) -> None:

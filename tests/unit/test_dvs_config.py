@@ -156,3 +156,11 @@ def test_edit_retries_on_a_concurrent_write_and_keeps_both() -> None:
 def test_wrong_switch_name_is_refused() -> None:
     with pytest.raises(DvsError, match="configures switch 'prod', not 'test'"):
         DvsAdmin(MemoryStore(), "test").apply(load(BASE))
+
+
+def test_a_change_too_big_for_one_etcd_transaction_is_refused_with_advice() -> None:
+    store = MemoryStore()  # etcd's default limit: 128 operations per transaction
+    hosts = "".join(f"  h{i}: {{}}\n" for i in range(130))
+    with pytest.raises(DvsError, match="--max-txn-ops"):
+        DvsAdmin(store, "big").apply(load(f"switch: {{name: big}}\nhosts:\n{hosts}"))
+    assert store.revision == 1  # nothing written

@@ -23,7 +23,7 @@ from vspan.control.dvs.document import (
     loads,
 )
 from vspan.control.dvs.keys import ROOT, SCHEMA_VERSION, DvsKeys, list_names
-from vspan.control.store.base import Compare, Delete, Put, Store, prefix_end
+from vspan.control.store.base import Compare, Delete, Put, Store, StoreError, prefix_end
 
 
 class DvsError(Exception):
@@ -171,9 +171,18 @@ class DvsAdmin:
             return result
         meta.generation = st.meta.generation + 1
         ops.append(Put(self.keys.meta, meta.encode(updated=time.time(), by=_who())))
-        res = self.store.txn([Compare(self.keys.meta, st.meta_revision),
-                              Compare(self.keys.schema, 0 if not st.exists else
-                                      self._schema_revision())], ops)
+        try:
+            res = self.store.txn([Compare(self.keys.meta, st.meta_revision),
+                                  Compare(self.keys.schema, 0 if not st.exists else
+                                          self._schema_revision())], ops)
+        except StoreError as err:
+            if "too many operations" in str(err):
+                raise DvsError(
+                    f"this change writes {len(ops)} keys in one transaction and etcd allows "
+                    "fewer (etcd --max-txn-ops, default 128): start etcd with a larger "
+                    "--max-txn-ops, or apply the change in smaller steps; nothing was "
+                    "written") from None
+            raise
         if not res.succeeded:
             raise DvsError(f"distributed switch {self.name!r} was changed by someone else "
                            "while this change was prepared; nothing was written (run it again)")

@@ -41,8 +41,10 @@ class _Lease:
 class MemoryStore:
     """:class:`vspan.control.store.base.Store` in memory (thread-safe)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 max_txn_ops: int = 128) -> None:
         self.clock = clock
+        self.max_txn_ops = max_txn_ops  # etcd's --max-txn-ops default
         self._lock = threading.Condition()
         self._revision = 1
         self._compacted = 0
@@ -128,6 +130,8 @@ class MemoryStore:
                   for op in ops if isinstance(op, Delete)]
         if len(set(puts)) != len(puts) or any(lo <= k < hi for k in puts for lo, hi in ranges):
             raise StoreError("duplicate key given in txn request")
+        if len(ops) > self.max_txn_ops:
+            raise StoreError("too many operations in txn request")
         with self._lock:
             self._check()
             for c in compares:
