@@ -22,11 +22,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -90,8 +92,11 @@ def driver(args: argparse.Namespace) -> int:
     samples: list[float] = []
     per_round: list[dict[str, float]] = []
     try:
+        t_start = time.monotonic()
         for ha in agents:
             ha.wait_synced(60)
+        sys.stderr.write(f"{len(agents)} simulated agents synced in "
+                         f"{time.monotonic() - t_start:.1f} s\n")
         for r in range(args.rounds):
             vlan = 10 + (r % 2) + 1
             dvs = parse_model(DvsConfig, read_yaml(dvs_yaml(list(real), sims, vlan)), "bench")
@@ -117,6 +122,8 @@ def driver(args: argparse.Namespace) -> int:
             if missing:
                 sys.stderr.write(f"round {r}: {missing} hosts did not apply within "
                                  f"{args.timeout} s\n")
+            sys.stderr.write(f"round {r}: {len(lat)} hosts, slowest "
+                             f"{max(lat.values()) if lat else -1:.3f} s\n")
             samples.extend(lat.values())
             per_round.append({"max": max(lat.values()) if lat else -1,
                               "missing": float(missing)})
@@ -135,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("bench_dvs: needs root (namespaces, AF_PACKET)\n")
         return 1
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # the lab's cleanup (agents, etcd, namespaces) runs
+
+    signal.signal(signal.SIGTERM, on_term)
     from tests.helpers.dvslab import dvs_lab, wait_until
 
     with tempfile.TemporaryDirectory(prefix="bench-dvs-") as tmp, \
@@ -153,7 +165,11 @@ def run(args: argparse.Namespace) -> int:
                "--driver", "--etcd", dl.etcd_url, "--real-hosts", json.dumps(sockets),
                "--sim", str(args.sim), "--rounds", str(args.rounds),
                "--timeout", str(args.timeout), "--pause", str(args.pause)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except KeyboardInterrupt:
+            sys.stderr.write("bench_dvs: interrupted; lab removed\n")
+            return 130
         sys.stderr.write(proc.stderr[-4000:])
         if proc.returncode != 0:
             return proc.returncode

@@ -93,6 +93,7 @@ class HostAgent:
         self.reconciles = 0
         self.plan: HostPlan | None = None
         self.desired: DvsConfig | None = None
+        self._config_dirty = True  # config/ keys changed since the last validation
         self.live: dict[str, LiveHost] = {}
         self.errors: list[str] = []
         self.refused: str | None = None
@@ -170,6 +171,7 @@ class HostAgent:
                     snap = self.store.get_range(start, end)
                     self.items = snap.as_dict()
                     self.revision = snap.revision
+                    self._config_dirty = True
                     self._connected()
                     self.reconcile("read")
                     full_read = False
@@ -182,6 +184,8 @@ class HostAgent:
                 backoff = 0.2
                 for batch in watch:
                     for ev in batch.events:
+                        if ev.kv.key.startswith(self.keys.config):
+                            self._config_dirty = True
                         if ev.type == "put":
                             self.items[ev.kv.key] = ev.kv
                         else:
@@ -236,7 +240,11 @@ class HostAgent:
                            "(create it with `vspan dvs create` or `vspan dvs apply`)"]
             return
         try:
-            dvs = state.config()
+            # registrations alone (hosts/ keys) do not change the configuration: keep
+            # the validated one (a registration storm costs a compile, not a validation)
+            dvs = state.config() if self._config_dirty or self.desired is None \
+                else self.desired
+            self._config_dirty = False
         except StoredDataError as err:
             self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
             log.error("%s", self.errors[0])
