@@ -6,7 +6,7 @@ set -euo pipefail
 # util-linux (setpriv): unprivileged TAP attach tests
 PKGS=(iproute2 iputils-ping tcpdump tshark iperf3 netsniff-ng ethtool procps psmisc
       python3-venv nftables qemu-system-x86 busybox-static util-linux
-      etcd-server)
+      etcd-server curl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
