@@ -52,6 +52,7 @@ from common import (
     MeasureError,
     Switch,
     Topology,
+    Underlay,
     apply_plan_options,
     bench_arguments,
     dump_json,
@@ -154,73 +155,14 @@ class Lab:
     col: Host
 
 
-def _link(topo: Topology, short: str, a: tuple[str, str], b: tuple[str, str],
-          mac_b: str | None = None, cidr_a: str | None = None,
-          cidr_b: str | None = None) -> None:
-    """A veth pair between two namespaces: ``a``/``b`` = (namespace, interface name)."""
-    end_a, end_b = topo.name(short + "a"), topo.name(short + "b")
-    for end in (end_a, end_b):
-        sh("ip", "link", "del", end, check=False)
-    sh("ip", "link", "add", end_a, "type", "veth", "peer", "name", end_b)
-    topo.links.append(end_a)
-    for end, (ns, ifname), mac, cidr in ((end_a, a, None, cidr_a), (end_b, b, mac_b, cidr_b)):
-        sh("ip", "link", "set", end, "netns", ns)
-        sh("ip", "-n", ns, "link", "set", end, "name", ifname)
-        if mac:
-            sh("ip", "-n", ns, "link", "set", ifname, "address", mac)
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw",
-           f"net.ipv6.conf.{ifname}.disable_ipv6=1", check=False)
-        if cidr:
-            sh("ip", "-n", ns, "addr", "add", cidr, "dev", ifname)
-        sh("ip", "-n", ns, "link", "set", ifname, "up")
-    topo.links.remove(end_a)  # gone with the namespaces
-
-
 def build(topo: Topology) -> Lab:
     """The host namespace with the switch's two ports and the underlay to the collector."""
-    host = topo.netns("host")
-    snd, rcv, col = topo.netns("snd"), topo.netns("rcv"), topo.netns("col")
-    _link(topo, "ls", (host, "vp7bs"), (snd, "eth0"), SENDER[1], cidr_b=SENDER[0])
-    _link(topo, "lr", (host, "vp7br"), (rcv, "eth0"), RECEIVER[1], cidr_b=RECEIVER[0])
-    _link(topo, "lu", (host, "vp7bu"), (col, "eth0"), COL_MAC, cidr_a=f"{HOST_U}/30",
-          cidr_b=f"{COL_U}/30")
-    for ns, ifname in ((host, "vp7bu"), (col, "eth0")):  # a full-size frame fits in ERSPAN III
-        sh("ip", "-n", ns, "link", "set", ifname, "mtu", "1600")
-    sh(*in_ns(host, "ping", "-c", "1", "-W", "2", COL_U))  # neighbour resolved
-    return Lab(topo, host,
-               Host(snd, "eth0", SENDER[1], SENDER[0].split("/")[0]),
-               Host(rcv, "eth0", RECEIVER[1], RECEIVER[0].split("/")[0]),
-               Host(col, "eth0", COL_MAC, COL_U))
-
-
-class NsSwitch(Switch):
-    """:class:`common.Switch`, but ``vspan up`` runs inside a namespace."""
-
-    def __init__(self, ns: str, config_text: str, wd: str, cpu: int | None, pidfile: Path,
-                 name: str) -> None:
-        super().__init__(config_text, wd, cpu, pidfile, name=name)
-        self.ns = ns
-
-    def start(self, timeout: float = 30) -> None:
-        """Start inside the namespace (``ip netns exec`` and taskset exec it) and wait."""
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                in_ns(self.ns, *VSPAN, "up", "-c", self.config_path, cpu=self.cpu),
-                stdout=logf, stderr=logf, start_new_session=True)
-        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
-        self.pidfile.write_text(f"{self.proc.pid} {self.config_path}\n", encoding="utf-8")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"vspan up exited ({self.proc.returncode}): {self.log_tail()}")
-            if os.path.exists(self.socket):
-                try:
-                    self.cli("show", "ports", "--json")
-                    return
-                except BenchError:
-                    pass
-            time.sleep(0.1)
-        raise BenchError(f"vspan up did not answer within {timeout} s: {self.log_tail()}")
+    sw = topo.switch_namespace(
+        "host", [("vp7bs", "snd", SENDER[1], SENDER[0]),
+                 ("vp7br", "rcv", RECEIVER[1], RECEIVER[0])],
+        Underlay("vp7bu", "col", HOST_U, COL_U, COL_MAC))
+    assert sw.collector is not None
+    return Lab(topo, sw.ns, sw.hosts["vp7bs"], sw.hosts["vp7br"], sw.collector)
 
 
 # ------------------------------------------------------------------ collector
@@ -372,8 +314,8 @@ def run_all(plan: Plan) -> dict[str, Samples]:
                 for setup in order:
                     s = samples[setup]
                     cfg = SWITCH_YAML + ("" if setup == NONE else ERSPAN_YAML)
-                    switch = NsSwitch(lab.host, cfg, wd, SWITCH_CPU, PIDFILE,
-                                      name=f"run{run}-{SETUPS.index(setup)}")
+                    switch = Switch(cfg, wd, SWITCH_CPU, PIDFILE,
+                                    name=f"run{run}-{SETUPS.index(setup)}", ns=lab.host)
                     collector = None
                     try:
                         switch.start()

@@ -206,6 +206,61 @@ class Topology:
         sh("ip", "link", "set", outer, "up")
         return Host(ns, ifname, mac, cidr.split("/")[0] if cidr else None)
 
+    def veth_between(self, short: str, a: tuple[str, str], b: tuple[str, str],
+                     mac_b: str | None = None, cidr_a: str | None = None,
+                     cidr_b: str | None = None, mtu: int | None = None) -> None:
+        """A veth pair between two namespaces: ``a``/``b`` = (namespace, interface name).
+
+        Both ends are up, without IPv6; ``mac_b``, the addresses and the MTU are
+        set when given. The pair goes away with either namespace.
+        """
+        end_a, end_b = self.name(short + "a"), self.name(short + "b")
+        for end in (end_a, end_b):
+            self._drop_link(end)
+        sh("ip", "link", "add", end_a, "type", "veth", "peer", "name", end_b)
+        self.links.append(end_a)  # until moved
+        for end, (ns, ifname), mac, cidr in ((end_a, a, None, cidr_a),
+                                             (end_b, b, mac_b, cidr_b)):
+            sh("ip", "link", "set", end, "netns", ns)
+            sh("ip", "-n", ns, "link", "set", end, "name", ifname)
+            if mac:
+                sh("ip", "-n", ns, "link", "set", ifname, "address", mac)
+            if mtu:
+                sh("ip", "-n", ns, "link", "set", ifname, "mtu", str(mtu))
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+               f"net.ipv6.conf.{ifname}.disable_ipv6=1", check=False)
+            if cidr:
+                sh("ip", "-n", ns, "addr", "add", cidr, "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+        self.links.remove(end_a)  # gone with the namespaces
+
+    def switch_namespace(self, short: str, ports: Sequence[tuple[str, str, str, str | None]],
+                         underlay: Underlay | None = None) -> SwitchNs:
+        """A namespace for a switch, its port ends, hosts behind them and an underlay.
+
+        ``ports`` = (interface in the switch namespace, host namespace short name,
+        host MAC, host CIDR or None): each host namespace gets ``eth0`` joined to
+        that interface. ``underlay`` adds a veth from the switch namespace to a
+        collector namespace (not a switch port), with the neighbour resolved, so
+        the switch can send ERSPAN/GRE copies there; the switch namespace has no
+        default route, so nothing it sends can leave the machine.
+        """
+        sw = self.netns(short)
+        hosts: dict[str, Host] = {}
+        for i, (ifname, host_short, mac, cidr) in enumerate(ports):
+            ns = self.netns(host_short)
+            self.veth_between(f"l{i}", (sw, ifname), (ns, "eth0"), mac, cidr_b=cidr)
+            hosts[ifname] = Host(ns, "eth0", mac, cidr.split("/")[0] if cidr else None)
+        collector = None
+        if underlay is not None:
+            col = self.netns(underlay.ns_short)
+            self.veth_between("lu", (sw, underlay.ifname), (col, "eth0"), underlay.col_mac,
+                              cidr_a=f"{underlay.host_ip}/30",
+                              cidr_b=f"{underlay.col_ip}/30", mtu=underlay.mtu)
+            sh(*in_ns(sw, "ping", "-c", "1", "-W", "2", underlay.col_ip))  # neighbour known
+            collector = Host(col, "eth0", underlay.col_mac, underlay.col_ip)
+        return SwitchNs(sw, hosts, collector, underlay)
+
     def cleanup(self) -> None:
         """Kill what runs in our namespaces, delete our links and namespaces; ignore errors."""
         for link in self.links:
@@ -214,6 +269,28 @@ class Topology:
             delete_netns(ns)
         self.links.clear()
         self.namespaces.clear()
+
+
+@dataclass(frozen=True)
+class Underlay:
+    """An underlay /30 from a switch namespace to a collector namespace (not a port)."""
+
+    ifname: str  # in the switch namespace
+    ns_short: str  # the collector namespace, without the prefix
+    host_ip: str
+    col_ip: str
+    col_mac: str
+    mtu: int = 1600  # a full-size frame fits in ERSPAN III (40 bytes of IP+GRE+ERSPAN)
+
+
+@dataclass
+class SwitchNs:
+    """What :meth:`Topology.switch_namespace` built."""
+
+    ns: str
+    hosts: dict[str, Host]  # by the port's interface in the switch namespace
+    collector: Host | None
+    underlay: Underlay | None
 
 
 def list_netns() -> list[str]:
@@ -260,7 +337,8 @@ class Switch:
     """
 
     def __init__(self, config_text: str, workdir: str, cpu: int | None, pidfile: Path,
-                 name: str = "switch") -> None:
+                 name: str = "switch", ns: str | None = None) -> None:
+        self.ns = ns  # run inside this namespace (``ip netns exec``), else in ours
         self.workdir = workdir
         self.socket = os.path.join(workdir, f"{name}.sock")
         self.config_path = os.path.join(workdir, f"{name}.yaml")
@@ -281,10 +359,11 @@ class Switch:
     def start(self, timeout: float = 30) -> None:
         """Start the switch and wait until its control API answers."""
         pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+        argv = [*VSPAN, "up", "-c", self.config_path]
+        argv = in_ns(self.ns, *argv, cpu=self.cpu) if self.ns else [*pin, *argv]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*pin, *VSPAN, "up", "-c", self.config_path], stdout=log, stderr=log,
-                cwd=str(REPO), start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=str(REPO),
+                                         start_new_session=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.write_text(f"{self.proc.pid} {self.config_path}\n", encoding="utf-8")
         deadline = time.monotonic() + timeout
@@ -308,6 +387,15 @@ class Switch:
             return cpu_seconds(self.proc.pid)
         except (OSError, ValueError, IndexError):
             return 0.0
+
+    def rss_bytes(self) -> int:
+        """The switch process's resident memory now (0 when it is not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0
+        try:
+            return rss_bytes(self.proc.pid)
+        except (OSError, ValueError):
+            return 0
 
     def alive(self) -> bool:
         """Whether the switch process still runs."""
@@ -428,6 +516,7 @@ class PingResult:
     p50_us: float
     sent: int
     received: int
+    p99_us: float = 0.0
 
 
 _RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
@@ -446,17 +535,32 @@ def ping_rtt(src: Host, dst_ip: str, count: int, interval: float, cpu: int | Non
         raise MeasureError(f"ping {dst_ip} from {src.ns}: no replies "
                            f"({oneline(proc.stdout + proc.stderr)[-200:]})")
     times = [float(t) * 1000 for t in _PING_TIME_RE.findall(proc.stdout)]
-    return PingResult(avg_us=float(rtt.group(2)) * 1000, min_us=float(rtt.group(1)) * 1000,
+    avg = float(rtt.group(2)) * 1000
+    return PingResult(avg_us=avg, min_us=float(rtt.group(1)) * 1000,
                       max_us=float(rtt.group(3)) * 1000,
-                      p50_us=statistics.median(times) if times else float(rtt.group(2)) * 1000,
-                      sent=int(counts.group(1)), received=int(counts.group(2)))
+                      p50_us=statistics.median(times) if times else avg,
+                      sent=int(counts.group(1)), received=int(counts.group(2)),
+                      p99_us=percentile(times, 99) if times else avg)
 
 
-def trafgen_udp_config(src: Host, dst: Host, frame_len: int = 60, dport: int = 9) -> str:
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile (linear interpolation between closest ranks)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    pos = (len(ordered) - 1) * pct / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def trafgen_udp_config(src: Host, dst: Host, frame_len: int = 60, dport: int | str = 9,
+                       sport: int | str = 40000) -> str:
     """A trafgen packet: Ethernet/IPv4/UDP from ``src`` to ``dst``, ``frame_len`` bytes.
 
     ``frame_len`` excludes the FCS (60 bytes are 64 on the wire). Checksums are
-    computed by trafgen's ``ipv4()``/``udp()`` helpers.
+    computed by trafgen's ``ipv4()``/``udp()`` helpers. ``sport``/``dport`` may be
+    trafgen functions (e.g. ``"dinc(10000, 13124)"``) to vary the flow per frame.
     """
     pad = frame_len - 14 - 20 - 8
     if pad < 0 or src.ip is None or dst.ip is None:
@@ -465,7 +569,7 @@ def trafgen_udp_config(src: Host, dst: Host, frame_len: int = 60, dport: int = 9
         "{\n"
         f"  eth(da={dst.mac}, sa={src.mac}),\n"
         f"  ipv4(da={dst.ip}, sa={src.ip}, ttl=64),\n"
-        f"  udp(sp=40000, dp={dport}),\n"
+        f"  udp(sp={sport}, dp={dport}),\n"
         f"  fill(0x00, {pad})\n"
         "}\n"
     )
@@ -508,17 +612,19 @@ def _rate_window(watch: dict[str, tuple[str, str, str]], probes: dict[str, Probe
 def trafgen_pps(src: Host, dst: Host, seconds: float, cpu: int | None, workdir: str,
                 warmup: float = 1.0, frame_len: int = 60,
                 also_watch: Sequence[Host] = (),
-                probes: dict[str, Probe] | None = None) -> PpsResult:
+                probes: dict[str, Probe] | None = None, sport: int | str = 40000,
+                dport: int | str = 9) -> PpsResult:
     """Blast ``frame_len``-byte UDP frames from ``src`` to ``dst`` with one trafgen process.
 
     Rates are taken from interface counters over a ``seconds`` window after a
     ``warmup`` (so start-up does not count): offered = ``src`` tx, delivered =
     ``dst`` rx, and the rx rate of every host in ``also_watch``; ``probes``
-    (e.g. a process's CPU seconds) are read at the same two moments.
+    (e.g. a process's CPU seconds) are read at the same two moments. ``sport``
+    and ``dport`` go to :func:`trafgen_udp_config`.
     """
     cfg = os.path.join(workdir, f"trafgen-{src.ns}.cfg")
     with open(cfg, "w", encoding="utf-8") as fh:
-        fh.write(trafgen_udp_config(src, dst, frame_len))
+        fh.write(trafgen_udp_config(src, dst, frame_len, dport=dport, sport=sport))
     log_path = os.path.join(workdir, f"trafgen-{src.ns}.log")
     # -P 1: one sending process (default is one per CPU); leave the system's socket
     # memory sysctls and IRQ affinities alone (0.6.8 rejects the short form -A).
@@ -555,6 +661,14 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for pid {pid}")
 
 
 # ------------------------------------------------------------------- reporting
