@@ -297,6 +297,13 @@ def run_all(plan: Plan) -> None:
 
 
 # ------------------------------------------------------------------ reporting
+def ring_mib(ports: int = PORTS) -> float:
+    """MiB of ``ports`` default AF_PACKET rx rings (vspan's default geometry)."""
+    from vspan.ports.afpacket import DEFAULT_FRAME_SIZE, DEFAULT_RING_FRAMES, RingGeometry
+
+    return ports * RingGeometry(DEFAULT_RING_FRAMES, DEFAULT_FRAME_SIZE).size / 2**20
+
+
 def _mib(v: float | None) -> str:
     return "fail" if v is None else f"{v / 2**20:.0f}"
 
@@ -312,6 +319,12 @@ def render(plan: Plan) -> str:
         "### Machine",
         "",
     ]
+    cpus = [c for s in plan.ns.values() for c in s.switch_cpu]
+    if cpus and min(cpus) < 0.8:
+        lines[-2:-2] = [
+            f"**Taken on a shared, busy machine**: the switch got {100 * min(cpus):.0f}-"
+            f"{100 * max(cpus):.0f} % of its pinned CPU in the namespace windows; kpps per "
+            "switch CPU-second is the steadier figure. To be rerun on a quiet machine.", ""]
     lines += [f"* {k}: {v}" for k, v in (plan.machine or machine_description())]
     lines += [f"* load average (1/5/15 min) before / after: {plan.load_before} / "
               f"{plan.load_after} (the machine is shared)", "", "### Method", ""]
@@ -354,7 +367,7 @@ def render(plan: Plan) -> str:
             f"| {key} | {fmt(m('kpps_per_cpu'), 0)} | {fmt(m('entries'), 0)} "
             f"| {fmt(100 * (m('misses') or 0) / frames, 1)} | {fmt(m('evictions'), 0)} "
             f"| {_mib(m('rss_before'))} | {_mib(m('rss_after'))} | {_mib(m('rss_peak'))} "
-            f"| {fmt(per_entry, 0)} |")
+            f"| {fmt(per_entry, 0) if per_entry is not None else '-'} |")
     few = plan.inprocess.get(f"10 flows, cache {DEFAULT_CACHE}", [])
     many = plan.inprocess.get(f"{FLOWS} flows, cache {DEFAULT_CACHE}", [])
     big = plan.inprocess.get(f"{FLOWS} flows, cache {BIG_CACHE}", [])
@@ -370,7 +383,9 @@ def render(plan: Plan) -> str:
         "",
         f"### Namespaces ({PORTS}-port switch)",
         "",
-        f"Switch RSS after start, before traffic: {_mib(median(plan.rss_start))} MiB.",
+        f"Switch RSS after start, before traffic: {_mib(median(plan.rss_start))} MiB; "
+        f"of it, the {PORTS} ports' AF_PACKET rx rings alone are {ring_mib():.0f} MiB (each "
+        "ring's default slots hold a 64 KiB GSO super-frame).",
         "",
         "| traffic | 64-byte kpps delivered | kpps offered | switch CPU % "
         "| kpps per switch CPU-s | switch RSS after MiB | cache entries "
@@ -414,7 +429,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = bench_arguments((__doc__ or "").splitlines()[0],
                          "1 run, 2 s windows, 200 000 in-process frames; no RESULTS.md")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="do not measure: print (and write, unless --no-write) the section "
+                         "from an earlier --json dump")
     args = ap.parse_args(args_in)
+    if args.render is not None:
+        raw = json.loads(args.render.read_text(encoding="utf-8"))
+        raw["ns"] = {k: NsSamples(**v) for k, v in raw["ns"].items()}
+        raw["machine"] = [(k, v) for k, v in raw["machine"]]
+        section = render(Plan(**raw))
+        sys.stdout.write(section)
+        if not args.no_write:
+            update_section(SECTION, section, args.results)
+        return 0
     plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
                 warmup=0.5 if args.quick else 2.0,
                 frames=200_000 if args.quick else 2 * FLOWS + 64)
