@@ -313,6 +313,9 @@ def run_all(plan: Plan) -> dict[str, Samples]:
                         rep = peer.report()
                         if rep:
                             s.reports.append(rep)
+                    except BenchError as err:  # a step failed: record it, go on
+                        s.errors.append(f"{peer.name}: {err}")
+                        log(f"  {peer.name}: FAILED: {err}")
                     finally:
                         peer.stop(lab)
                     time.sleep(0.5)
@@ -431,7 +434,7 @@ def _metric(s: Samples, metric: str) -> float | None:
 def comparison(peers: list[Peer], samples: dict[str, Samples]) -> list[str]:
     """Issue 9's target ratios, computed from this run's medians."""
     by_key = {p.key: samples[p.name] for p in peers}
-    names = {p.key: p.name for p in peers}
+    names = {p.key: p.name for p in all_peers()}
     lines = [
         "Issue 9's targets, as ratios of this run's medians (met = ratio ≥ target). For "
         "64-byte rates the same ratio of kpps per switch CPU-second is shown beside it: on "
