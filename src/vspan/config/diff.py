@@ -143,6 +143,7 @@ class ChangeSet:
     ports_removed: tuple[str, ...] = ()
     ports_reopened: tuple[str, ...] = ()  # backend changed (type/interface/tap): reopen
     ports_changed: tuple[str, ...] = ()  # settings other than policy changed, backend kept
+    # (and reconfigured: a vxlan port takes new VNI maps and flood lists while open)
     mirrors_added: tuple[str, ...] = ()
     mirrors_removed: tuple[str, ...] = ()
     mirrors_changed: tuple[str, ...] = ()
@@ -184,6 +185,11 @@ class ChangeSet:
 
 
 def _backend_key(name: str, cfg: PortConfig) -> tuple[object, ...]:
+    """What identifies a port's open backend: a change reopens it, anything else is
+    applied to the open backend (a vxlan port keeps its socket while its VNI map,
+    flood lists and static entries change)."""
+    if cfg.vxlan is not None:
+        return (cfg.type.value, f"{cfg.vxlan.local_ip}:{cfg.vxlan.udp_port}")
     return (cfg.type.value, cfg.ifname(name), cfg.tap_settings())
 
 

@@ -28,6 +28,8 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         text = str(item)
+        if text == "[key]":  # pydantic's marker for an invalid mapping key
+            continue
         # pydantic inserts validator tags such as "function-before[...]" for Annotated types
         if "[" in text and text.endswith("]") and not text.startswith("["):
             continue

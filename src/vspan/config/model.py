@@ -12,9 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from vspan.config.base import IFNAME_RE, PORT_NAME_RE, Strict
+from vspan.config.vxlan import VxlanConfig
 from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
 
 __all__ = ["IFNAME_RE", "PORT_NAME_RE", "Strict"]
@@ -105,6 +106,7 @@ class PortType(enum.StrEnum):
     AFPACKET = "afpacket"  # an existing interface (veth end, NIC), via AF_PACKET
     TAP = "tap"  # a QEMU/libvirt VM's TAP (vspan makes it or attaches to QEMU's)
     MEMORY = "memory"  # tests only
+    VXLAN = "vxlan"  # the overlay to other hosts (VXLAN over UDP; docs/overlay.md)
 
 
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
@@ -163,6 +165,7 @@ class PortConfig(Strict):
     description: str = ""
     policy: PortPolicyConfig | None = None  # ACLs, extended ACLs, guards (vspan.policy)
     tap: TapConfig | None = Field(default=None, description="TAP settings (type: tap only)")
+    vxlan: VxlanConfig | None = None  # type vxlan only: VTEP, VLAN->VNI map, flood lists
 
     @model_validator(mode="after")
     def _tap_only_for_tap(self) -> PortConfig:
@@ -174,9 +177,56 @@ class PortConfig(Strict):
         """The TAP settings (defaults when not given)."""
         return self.tap if self.tap is not None else TapConfig()
 
+    @field_validator("interface")
+    @classmethod
+    def _no_vxlan_interface(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") is PortType.VXLAN:
+            raise ValueError("a vxlan port has no interface (it sends over a UDP socket "
+                             "bound to vxlan.local_ip)")
+        return value
+
+    @field_validator("vlan")
+    @classmethod
+    def _no_vxlan_vlan(cls, value: VlanConfig, info: ValidationInfo) -> VlanConfig:
+        if value != VlanConfig() and info.data.get("type") is PortType.VXLAN:
+            raise ValueError("a vxlan port's VLANs come from vxlan.vnis (leave 'vlan' out)")
+        return value
+
+    @field_validator("vxlan")
+    @classmethod
+    def _vxlan_block(cls, value: VxlanConfig | None, info: ValidationInfo
+                     ) -> VxlanConfig | None:
+        if value is None:
+            return value
+        if "type" in info.data and info.data["type"] is not PortType.VXLAN:
+            raise ValueError("only ports of type vxlan have a 'vxlan' block")
+        mtu = info.data.get("mtu")
+        if mtu is not None and mtu > value.inner_mtu:
+            raise ValueError(f"the port's mtu {mtu} is larger than underlay_mtu "
+                             f"{value.underlay_mtu} minus the 50-byte VXLAN overhead")
+        return value
+
+    @model_validator(mode="after")
+    def _check_vxlan(self) -> PortConfig:
+        if self.type is PortType.VXLAN and self.vxlan is None:
+            raise ValueError("a vxlan port needs a 'vxlan' block (local_ip, vnis, ...)")
+        return self
+
     def ifname(self, port_name: str) -> str:
         """The interface this port attaches to."""
         return self.interface or port_name
+
+    def effective_mtu(self) -> int | None:
+        """The largest IP packet the port carries (``None``: not checked by the switch).
+
+        ``mtu`` when set; for a vxlan port the underlay MTU minus the 50 bytes of
+        outer IPv4, UDP, VXLAN and inner Ethernet headers.
+        """
+        if self.mtu is not None:
+            return self.mtu
+        if self.vxlan is not None:
+            return self.vxlan.inner_mtu
+        return None
 
 
 class Direction(enum.StrEnum):
@@ -353,11 +403,22 @@ class Config(Strict):
         for name, port in self.ports.items():
             if not PORT_NAME_RE.match(name):
                 raise ValueError(f"ports.{name}: not a valid port name")
+            if port.vxlan is not None:
+                continue
             ifname = port.ifname(name)
             if not IFNAME_RE.match(ifname):
                 raise ValueError(f"ports.{name}.interface: {ifname!r} is not an interface name")
         seen: dict[str, str] = {}
+        vteps: dict[tuple[str, int], str] = {}
         for name, port in self.ports.items():
+            if port.vxlan is not None:
+                where = (port.vxlan.local_ip, port.vxlan.udp_port)
+                if where in vteps:
+                    raise ValueError(
+                        f"ports.{name}.vxlan: {where[0]} port {where[1]} is already used by "
+                        f"port {vteps[where]!r}")
+                vteps[where] = name
+                continue
             ifname = port.ifname(name)
             if ifname in seen:
                 raise ValueError(
