@@ -1,4 +1,4 @@
-"""``vspan show ports|fdb|mirrors|counters|config|live|metrics``."""
+"""``vspan show ports|fdb|mirrors|counters|vteps|config|live|metrics``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from vspan.config.load import ConfigError, dump_text, parse_config
 def register(sub: Any) -> None:
     """Add ``show``."""
     p: argparse.ArgumentParser = sub.add_parser("show", help="show the running switch's state")
-    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "config", "live",
-                                    "metrics"],
+    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "vteps", "config",
+                                    "live", "metrics"],
                    help="config: the running configuration as YAML (save it to keep live "
                         "changes); live: changes made with commands that the file lacks")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -76,12 +76,13 @@ def render(what: str, data: Any) -> None:
     """Tables for humans."""
     if what == "ports":
         print_table(data, [("PORT", "name"), ("TYPE", "type"), ("IFACE", "interface"),
-                           ("LINK", "link"), ("VLAN", "vlan"), ("ROLE", "role"),
+                           ("LINK", "link"), ("VLAN", "vlan"), ("MTU", "mtu"), ("ROLE", "role"),
                            ("MACS", "macs"), ("RX", "counters.rx_frames"),
                            ("TX", "counters.tx_frames"), ("MIRRORED", "counters.mirrored_out"),
                            ("DROPPED", "counters.dropped")])
     elif what == "fdb":
-        print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("AGE", "age")])
+        print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("VTEP", "vtep"),
+                           ("AGE", "age")])
     elif what == "mirrors":
         print_table([{**m, "cut": truncated_text(m["counters"])} for m in data],
                     [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
@@ -99,6 +100,8 @@ def render(what: str, data: Any) -> None:
         print_table(rows, [("ITEM", "item"), ("FILE", "state"), ("HOW", "history")])
         if data.get("file_problem"):
             sys.stdout.write(f"(cannot read the configuration file: {data['file_problem']})\n")
+    elif what == "vteps":
+        _render_vteps(data)
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),
@@ -114,3 +117,29 @@ def render(what: str, data: Any) -> None:
         fc = data["flow_cache"]
         sys.stdout.write(f"\nflow cache: {fc['entries']} entries, {fc['hits']} hits, "
                          f"{fc['misses']} misses, {fc['invalidations']} invalidations\n")
+
+
+def _render_vteps(data: dict[str, Any]) -> None:
+    if not data["ports"]:
+        sys.stdout.write("no vxlan ports\n")
+        return
+    for p in data["ports"]:
+        drops = ", ".join(f"{k} {v}" for k, v in p["rx_drops"].items()) or "none"
+        tx_drops = ", ".join(f"{k} {v}" for k, v in p["tx_drops"].items()) or "none"
+        sys.stdout.write(f"port {p['port']}: VTEP {p['local']}, underlay MTU "
+                         f"{p['underlay_mtu']} (VMs: MTU {p['vm_mtu']}), "
+                         f"{p['macs']} remote MACs\n  received and dropped: {drops}\n"
+                         f"  not sent: {tx_drops}\n")
+        if p["last_unknown_vtep"]:
+            sys.stdout.write(f"  last packet from an unknown VTEP: {p['last_unknown_vtep']}\n")
+    sys.stdout.write("\n")
+    vteps = [dict(v, rx_drops=",".join(f"{k}:{n}" for k, n in v["rx_drops"].items()))
+             for v in data["vteps"]]
+    print_table(vteps, [("PORT", "port"), ("VTEP", "vtep"), ("ROLES", "roles"),
+                                ("MACS", "macs"), ("TX", "tx_frames"), ("TX_BYTES", "tx_bytes"),
+                                ("TX_ERR", "tx_errors"), ("RX", "rx_frames"),
+                                ("RX_BYTES", "rx_bytes"), ("RX_DROPS", "rx_drops")])
+    if data["table"]:
+        sys.stdout.write("\n")
+        print_table(data["table"], [("PORT", "port"), ("VLAN", "vlan"), ("MAC", "mac"),
+                                    ("VTEP", "vtep"), ("STATIC", "static"), ("AGE", "age")])

@@ -9,6 +9,12 @@ from vspan.datapath.engine import Engine
 from vspan.datapath.flowkey import mac_str
 from vspan.datapath.state import SwitchState
 from vspan.datapath.trace import Tracer
+from vspan.ports.vxlan import VxlanPort
+
+
+def _overlays(engine: Engine) -> list[VxlanPort]:
+    """The open VXLAN overlay backends, in port order."""
+    return [b for _, b in sorted(engine.backends.items()) if isinstance(b, VxlanPort)]
 
 
 def ports_view(engine: Engine) -> list[dict[str, Any]]:
@@ -22,6 +28,8 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
         elif v.mode.value == "trunk":
             allowed = ",".join(str(x) for x in v.allowed) or "-"
             vlan = f"trunk {allowed} native {v.native if v.native is not None else '-'}"
+        elif rt.config.vxlan is not None:
+            vlan = "vxlan " + ",".join(f"{v}:{n}" for v, n in sorted(rt.config.vxlan.vnis.items()))
         else:
             vlan = "untagged"
         role = []
@@ -42,6 +50,9 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
             "counters": rt.counters.as_dict(),
             "backend_counters": backend.counters.as_dict() if backend is not None else {},
             "macs": st.fdb.per_port.get(rt.index, 0),
+            # the switch's egress check (a vxlan port: the MTU its VMs must use), else
+            # the interface's MTU
+            "mtu": rt.mtu or (backend.info().mtu if backend is not None else None),
         })
     return rows
 
@@ -51,15 +62,31 @@ def fdb_view(engine: Engine) -> list[dict[str, Any]]:
     st = engine.state
     now = engine.clock()
     rows = []
+    overlays = {o.name: o for o in _overlays(engine)}
     for (vlan, mac), e in sorted(st.fdb.entries.items()):
+        port = st.port_names.get(e.port, str(e.port))
+        overlay = overlays.get(port)
         rows.append({
             "vlan": vlan,
             "mac": mac_str(mac),
-            "port": st.port_names.get(e.port, str(e.port)),
+            "port": port,
             "age": 0 if e.static else round(now - e.last_seen, 1),
             "static": e.static,
+            # behind an overlay port: the remote host (None: unknown there, flooded)
+            "vtep": overlay.remote_vtep(vlan, mac) if overlay is not None else None,
         })
     return rows
+
+
+def vteps_view(engine: Engine) -> dict[str, Any]:
+    """Overlay ports: their totals and drops, each VTEP's counters, the MAC->VTEP table."""
+    overlays = _overlays(engine)
+    now_rows = [dict(r, port=o.name) for o in overlays for r in o.table.rows(o.clock())]
+    return {
+        "ports": [o.overlay_stats() for o in overlays],
+        "vteps": [row for o in overlays for row in o.vtep_rows()],
+        "table": now_rows,
+    }
 
 
 def mirrors_view(engine: Engine) -> list[dict[str, Any]]:

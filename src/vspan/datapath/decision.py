@@ -53,6 +53,7 @@ class Output:
     vid: int = 0
     hooks: tuple[Hook, ...] = ()
     mirrors: tuple[MirrorCopy, ...] = ()  # egress taps of this port
+    mtu: int = 0  # largest IP packet the port takes (checked per frame); 0 = unchecked
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,5 +74,5 @@ class Decision:
         if (len(self.outputs) == 1 and not self.ingress_mirrors and not self.hooks
                 and not self.drops and not self.flooded):
             o = self.outputs[0]
-            if o.vlan_op == VLAN_KEEP and not o.hooks and not o.mirrors:
+            if o.vlan_op == VLAN_KEEP and not o.hooks and not o.mirrors and not o.mtu:
                 object.__setattr__(self, "simple_port", o.port)

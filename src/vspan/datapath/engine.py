@@ -23,6 +23,7 @@ from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract, fast_key
+from vspan.datapath.mtu import too_big
 from vspan.datapath.pipeline import build_pipeline, policy_parts
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
@@ -363,6 +364,12 @@ class Engine:
                         break
                 if stopped:
                     continue
+            if out.mtu and len(data) - 14 > out.mtu:
+                size = too_big(data, f.vnet, out.mtu)
+                if size:
+                    self._count_drop(Drop(DropReason.MTU, out.port, detail=f"{size} > {out.mtu}"),
+                                     data, in_port)
+                    continue
             if out.vlan_op == VLAN_KEEP:
                 of = f
             else:
@@ -624,6 +631,10 @@ class Engine:
         for name in (*changes.ports_removed, *changes.ports_reopened):
             self._close_backend(self.state.by_name[name])
         self.state.apply(new, changes)
+        for name in changes.ports_changed:  # e.g. a vxlan port's flood lists and VNI map
+            kept = self.backends.get(self.state.by_name[name])
+            if kept is not None:
+                kept.reconfigure(new.ports[name])
         self.policy.apply(*policy_parts(new), changes)
         for name, backend in opened.items():
             idx = self.state.by_name[name]

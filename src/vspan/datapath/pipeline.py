@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, Output
 from vspan.datapath.flowkey import ETH_P_8021Q, FlowKey, mac_str
+from vspan.datapath.mtu import ip_size
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages import forward, mirror, vlan
 from vspan.datapath.stages.base import EgressStage, IngressStage, StageContext
@@ -137,9 +138,17 @@ class Pipeline:
             drop = stage.egress(ctx, out)
             if drop is not None:
                 return drop
+        tr = ctx.tracer
+        if out.mtu and tr.enabled:  # the engine checks every frame; a trace says the verdict
+            size = ip_size(ctx.data)
+            if size > out.mtu:
+                tr.report("mtu", f"port {out.name} carries IP packets up to {out.mtu} bytes; "
+                          f"this one has {size}: drop")
+                return Drop(DropReason.MTU, out.index, detail=f"{size} > {out.mtu}")
+            tr.report("mtu", f"{size}-byte IP packet fits port {out.name}'s MTU {out.mtu}")
         copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
                                       op, vid, ctx.tracer, ctx.vlan)
-        return Output(out.index, op, vid, tuple(ctx.out_hooks), copies)
+        return Output(out.index, op, vid, tuple(ctx.out_hooks), copies, out.mtu)
 
 
 def policy_parts(config: Config) -> tuple[dict[str, Any], Any]:

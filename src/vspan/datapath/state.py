@@ -34,6 +34,7 @@ class PortRuntime:
     tagged_vlans: frozenset[int] = frozenset()  # VIDs accepted tagged on ingress
     egress_untagged: int = UNTAGGED_NET  # VLAN that leaves this port untagged
     members: frozenset[int] = frozenset()
+    mtu: int = 0  # largest IP packet the port carries (0: not checked by the switch)
     # mirror roles
     mirror_dest: bool = False
     allow_normal_io: bool = True
@@ -50,7 +51,13 @@ class PortRuntime:
     def compile_vlan(self) -> None:
         """Fill the VLAN membership fields from the port's config."""
         v = self.config.vlan
-        if v.mode is VlanMode.UNTAGGED:
+        self.mtu = self.config.effective_mtu() or 0
+        vx = self.config.vxlan
+        if vx is not None:  # overlay: its VNI map's VLANs, VLAN 0 (untagged network) untagged
+            self.untagged_vlan = UNTAGGED_NET if UNTAGGED_NET in vx.vnis else NO_VLAN
+            self.tagged_vlans = frozenset(vid for vid in vx.vnis if vid != UNTAGGED_NET)
+            self.egress_untagged = self.untagged_vlan
+        elif v.mode is VlanMode.UNTAGGED:
             self.untagged_vlan = UNTAGGED_NET
             self.tagged_vlans = frozenset()
             self.egress_untagged = UNTAGGED_NET
@@ -164,8 +171,10 @@ class SwitchState:
         for name in (*changes.ports_changed, *changes.ports_reopened):
             rt = self.port(name)
             old_vlan = rt.config.vlan
+            old_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
             rt.config = new.ports[name]
-            if rt.config.vlan != old_vlan or not rt.config.enabled:
+            new_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
+            if rt.config.vlan != old_vlan or old_vnis != new_vnis or not rt.config.enabled:
                 self.fdb.flush_port(rt.index)
         for rt in self.ports.values():
             rt.config = new.ports[rt.name]  # also policy-only changes (the port keeps its MACs)

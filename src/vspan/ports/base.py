@@ -11,6 +11,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vspan.config.model import PortConfig
 
 
 class Frame:
@@ -105,3 +109,10 @@ class Port(abc.ABC):
     @abc.abstractmethod
     def info(self) -> PortInfo:
         """Static facts about the port."""
+
+    def reconfigure(self, cfg: PortConfig) -> None:  # noqa: B027 (optional hook)
+        """Apply changed settings of an open port (the backend key stayed the same).
+
+        Most backends have nothing to change; the VXLAN port takes new VNI maps,
+        flood lists and static entries here without reopening its sockets.
+        """

@@ -131,3 +131,16 @@ ETHTOOL_GSSET_INFO = 0x37
 ETHTOOL_GFEATURES = 0x3A
 ETH_SS_FEATURES = 4
 ETH_GSTRING_LEN = 32
+
+# --- IP/UDP sockets (linux/in.h, asm-generic/socket.h, linux/filter.h) ---------
+
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_PROBE = 3  # set DF, never fragment, ignore learned path MTUs
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+# struct sock_filter: code (u16), jt, jf (u8), k (u32); BPF_RET|BPF_K = 0x06
+SOCK_FILTER = struct.Struct("=HBBI")
+BPF_RET_K = 0x06
+# struct sock_fprog: len (u16), filter pointer (native alignment pads after len)
+SOCK_FPROG = struct.Struct("@HP")

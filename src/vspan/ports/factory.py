@@ -19,6 +19,10 @@ def open_backend(name: str, cfg: PortConfig) -> Port:
         tap = cfg.tap_settings()
         return TapPort(name, ifname, create=tap.create, owner=tap.owner, group=tap.group,
                        vnet_hdr=tap.vnet_hdr, multi_queue=tap.multi_queue)
+    if cfg.type is PortType.VXLAN and cfg.vxlan is not None:
+        from vspan.ports.vxlan import VxlanPort
+
+        return VxlanPort(name, cfg.vxlan)
     from vspan.ports.memory import MemoryPort
 
     return MemoryPort(name)

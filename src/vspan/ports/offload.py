@@ -19,13 +19,19 @@ frames a NIC would have put on the wire:
 
 VLAN tags (802.1Q, 802.1ad, QinQ) in front of the IP header are kept in every
 segment. Malformed input raises :class:`OffloadError`, never anything else.
+
+The reverse also exists: :func:`receive_offloads` describes a frame received
+through a socket (VXLAN) with the vnet header it needs: a TCP/UDP checksum a
+local sender left partial (a kernel VXLAN device on a veth underlay leaves the
+inner checksum to "hardware" that never comes), or a TCP super-packet the
+sender's GSO handed over whole.
 """
 
 from __future__ import annotations
 
 import struct
 
-from vspan.packet.checksum import ones_sum
+from vspan.packet.checksum import ones_sum, pseudo_header_v4, pseudo_header_v6
 from vspan.packet.errors import PacketError
 from vspan.ports.base import Frame
 from vspan.ports.vnet import (
@@ -257,3 +263,74 @@ def segment_udp(data: bytes, mss: int) -> list[bytes]:
         uh[6:8] = _H16.pack(value or 0xFFFF)
         out.append(b"".join((l2, ip.ip_header(data, index, seg_len), uh, chunk)))
     return out
+
+
+def receive_offloads(data: bytes, l3: int, mtu: int) -> tuple[bytes, bytes]:
+    """Describe the offloads a received frame still needs: ``(data, vnet header)``.
+
+    For frames that arrive through a socket rather than a NIC (VXLAN decapsulation),
+    which carry no virtio-net header of their own. ``l3`` is where the IP header
+    starts, ``mtu`` the largest IP packet the wire could have carried.
+
+    * A TCP/UDP checksum left partial (the field holds the uncomplemented
+      pseudo-header sum) gets ``NEEDS_CSUM``, so the next hop completes it. A
+      complete checksum equals that sum only when completing it again gives the
+      same value, so the test is safe.
+    * A TCP packet bigger than ``mtu`` is a super-packet a local sender's GSO
+      did not cut (a kernel VTEP over veth hands the whole thing to the UDP
+      socket): it becomes a ``GSO_TCPV4``/``GSO_TCPV6`` frame with segments that
+      fit ``mtu`` (its checksum field is set to the partial sum if it was not).
+
+    Anything else (fragments, IPv6 extension headers, UDP without checksum,
+    non-TCP/UDP) comes back unchanged with ``b""``.
+    """
+    n = len(data)
+    eth_type = data[l3 - 2 : l3]
+    if eth_type == b"\x08\x00":
+        if n < l3 + 20 or data[l3] >> 4 != 4 or data[l3 + 6] & 0x3F or data[l3 + 7]:
+            return data, b""
+        ihl = (data[l3] & 0x0F) * 4
+        proto = data[l3 + 9]
+        ip_len = _H16.unpack_from(data, l3 + 2)[0]
+        l4 = l3 + ihl
+        l4_len = ip_len - ihl
+        if l4_len <= 0:
+            return data, b""
+        pseudo = pseudo_header_v4(data[l3 + 12 : l3 + 16], data[l3 + 16 : l3 + 20], proto,
+                                  l4_len)
+        gso = GSO_TCPV4
+    elif eth_type == b"\x86\xdd":
+        if n < l3 + 40 or data[l3] >> 4 != 6:
+            return data, b""
+        proto = data[l3 + 6]
+        l4_len = _H16.unpack_from(data, l3 + 4)[0]
+        ip_len = 40 + l4_len
+        l4 = l3 + 40
+        pseudo = pseudo_header_v6(data[l3 + 8 : l3 + 24], data[l3 + 24 : l3 + 40], proto, l4_len)
+        gso = GSO_TCPV6
+    else:
+        return data, b""
+    if proto == _PROTO_TCP:
+        at = 16
+    elif proto == _PROTO_UDP:
+        at = 6
+    else:
+        return data, b""
+    if l4_len < at + 2 or n < l4 + at + 2 or n < l3 + ip_len:
+        return data, b""
+    field = _H16.unpack_from(data, l4 + at)[0]
+    if field == 0 and proto == _PROTO_UDP:
+        return data, b""  # UDP without checksum
+    partial = ones_sum(pseudo)
+    is_partial = field == partial or field == partial % 0xFFFF
+    if proto == _PROTO_TCP and ip_len > mtu:
+        thlen = (data[l4 + 12] >> 4) * 4
+        mss = mtu - (l4 - l3) - thlen
+        if thlen < 20 or l4_len < thlen or mss <= 0:
+            return data, b""
+        if not is_partial:
+            data = b"".join((data[: l4 + at], _H16.pack(partial), data[l4 + at + 2 :]))
+        return data, VNET_STRUCT.pack(F_NEEDS_CSUM, gso, l4 + thlen, mss, l4, at)
+    if not is_partial:
+        return data, b""
+    return data, VNET_STRUCT.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, l4, at)
