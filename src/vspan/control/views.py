@@ -42,7 +42,8 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
             "name": rt.name,
             "index": rt.index,
             "type": rt.config.type.value,
-            "interface": rt.config.ifname(rt.name),
+            "interface": (rt.config.ifname(rt.name) if rt.config.vxlan is None else
+                          f"{rt.config.vxlan.local_ip}:{rt.config.vxlan.udp_port}"),
             "enabled": rt.config.enabled,
             "link": "up" if rt.link else "down",
             "vlan": vlan,
