@@ -167,10 +167,15 @@ def test_frames_too_big_for_the_underlay_are_dropped_and_counted(kernel_peer: Ke
                     IP(src="10.66.0.1", dst="10.66.0.2") / UDP(sport=9, dport=9) /
                     (b"m" * 1472))  # a 1500-byte IP packet
         trace = sw.cli("trace", "-i", "vm", "--frame", frame.hex()).stdout
+        small = raw(Ether(src="02:00:08:00:00:01", dst="02:00:08:00:00:02") /
+                    IP(src="10.66.0.1", dst="10.66.0.2") / UDP(sport=9, dport=9) / b"s")
+        fits = sw.cli("trace", "-i", "vm", "--frame", small.hex()).stdout
     finally:
         sw.stop()
     assert mtu_drops == 2
     assert "this one has 1500: drop" in trace and "dropped: mtu at overlay" in trace, trace
+    # the trace of a frame that fits names the VNI and the VTEP the kernel's MAC lives behind
+    assert f"VXLAN VNI 5000 to VTEP {U2} (where 02:00:08:00:00:02 was learned)" in fits, fits
 
 
 # ---------------------------------------------------------------------------------------

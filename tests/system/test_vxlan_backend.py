@@ -113,6 +113,11 @@ def test_flood_learn_unicast_and_vlan_tags(vteps: Vteps) -> None:
     assert Dot1Q not in Ether(inner)  # the tag never crosses the wire
     assert inner == frame[:12] + frame[16:]
     assert b.remote_vtep(10, bytes.fromhex(MAC_A.replace(":", ""))) == A
+    assert b.explain_tx(10, eth(MAC_B, MAC_A)) == (
+        f"VXLAN VNI 5010 to VTEP {A} (where {MAC_A} was learned)")
+    assert a.explain_tx(10, eth(MAC_A, MAC_B)) == (
+        f"VXLAN VNI 5010, head-end replication to {B}, {C}")
+    assert a.explain_tx(30, frame) == "VLAN 30 has no VNI here: not sent"
     # B answers A's MAC unicast: learned, so only A gets it (C, in VLAN 10's list, does not)
     reply = eth(MAC_B, MAC_A, 10, b"\x08\x00reply")
     assert b.send_batch([Frame(reply)]) == 1

@@ -146,6 +146,10 @@ class Pipeline:
                           f"this one has {size}: drop")
                 return Drop(DropReason.MTU, out.index, detail=f"{size} > {out.mtu}")
             tr.report("mtu", f"{size}-byte IP packet fits port {out.name}'s MTU {out.mtu}")
+        if tr.enabled and out.backend is not None:
+            where = out.backend.explain_tx(ctx.vlan, ctx.data)
+            if where:
+                tr.report("port-out", where)  # e.g. the overlay's VNI and VTEPs
         copies = mirror.egress_copies(out, self.state.mirrors, self.state.port_names, copied,
                                       op, vid, ctx.tracer, ctx.vlan)
         return Output(out.index, op, vid, tuple(ctx.out_hooks), copies, out.mtu)

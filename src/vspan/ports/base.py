@@ -110,6 +110,11 @@ class Port(abc.ABC):
     def info(self) -> PortInfo:
         """Static facts about the port."""
 
+    def explain_tx(self, vlan: int, frame: bytes) -> str | None:
+        """For ``vspan trace``: where the backend would send ``frame`` of ``vlan`` (no side
+        effects); ``None`` when there is nothing to say beyond "out of the port"."""
+        return None
+
     def reconfigure(self, cfg: PortConfig) -> None:  # noqa: B027 (optional hook)
         """Apply changed settings of an open port (the backend key stayed the same).
 

@@ -107,6 +107,10 @@ def _drop_nothing_filter(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, c.SO_ATTACH_FILTER, fprog)
 
 
+def _mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
 def _bump(reasons: dict[str, int], reason: str, n: int = 1) -> None:
     reasons[reason] = reasons.get(reason, 0) + n
 
@@ -415,6 +419,20 @@ class VxlanPort(Port):
         )
 
     # -- views -----------------------------------------------------------------
+
+    def explain_tx(self, vlan: int, frame: bytes) -> str | None:
+        """Which VNI and VTEP(s) ``frame`` of ``vlan`` would go to (for ``vspan trace``)."""
+        vni = self._vlan_vni.get(vlan)
+        if vni is None:
+            return f"VLAN {vlan} has no VNI here: not sent"
+        dst = frame[:6]
+        vtep = None if dst[0] & 1 else self.table.peek(vlan, dst, self.clock())
+        if vtep is not None:
+            return f"VXLAN VNI {vni} to VTEP {vtep} (where {_mac(dst)} was learned)"
+        flood = self._flood.get(vlan, ())
+        if not flood:
+            return f"VXLAN VNI {vni}: flood list of VLAN {vlan} is empty, sent nowhere"
+        return f"VXLAN VNI {vni}, head-end replication to {', '.join(flood)}"
 
     def remote_vtep(self, vlan: int, mac: bytes) -> str | None:
         """The VTEP ``mac`` on ``vlan`` is known behind (learned or static), if any."""
