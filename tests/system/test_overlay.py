@@ -128,8 +128,10 @@ def test_kernel_vtep_is_a_member_of_the_segment(kernel_peer: KernelPeer, tmp_pat
         vteps = sw.show("vteps")
         ports = {r["name"]: r for r in sw.show("ports")}
         drops = sw.show("counters")["drops"]
+        metrics = sw.cli("show", "metrics").stdout
     finally:
         sw.stop()
+    assert f'vspan_vtep_total{{counter="rx_frames",port="overlay",vtep="{U2}"}}' in metrics
     for result in (to_kernel, from_kernel):
         assert_transferred(result)
     kernel_mac = [r for r in fdb if r["mac"] == "02:00:08:00:00:02"]

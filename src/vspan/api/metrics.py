@@ -24,8 +24,8 @@ class SwitchCollector(Collector):
         """Yield one family per counter group."""
         engine = self.agent.engine
         snap = engine.call(lambda: (views.ports_view(engine), views.counters_view(engine),
-                                    views.mirrors_view(engine)))
-        ports, counters, mirrors = snap
+                                    views.mirrors_view(engine), views.vteps_view(engine)))
+        ports, counters, mirrors, overlay = snap
         port_fams = {
             k: CounterMetricFamily(
                 f"vspan_port_{k}", FLOODED_HELP if k == "flooded" else f"switch-level {k} per port",
@@ -63,3 +63,17 @@ class SwitchCollector(Collector):
         fdb = GaugeMetricFamily("vspan_fdb_entries", "learned MAC addresses")
         fdb.add_metric([], counters["fdb"]["entries"])
         yield fdb
+        vtep = CounterMetricFamily("vspan_vtep", "overlay traffic per remote VTEP",
+                                   labels=["port", "vtep", "counter"])
+        for row in overlay["vteps"]:
+            for k in ("tx_frames", "tx_bytes", "tx_errors", "rx_frames", "rx_bytes"):
+                vtep.add_metric([row["port"], row["vtep"], k], row[k])
+        yield vtep
+        odrops = CounterMetricFamily("vspan_overlay_drops",
+                                     "overlay packets dropped by direction and reason",
+                                     labels=["port", "direction", "reason"])
+        for p in overlay["ports"]:
+            for direction, key in (("rx", "rx_drops"), ("tx", "tx_drops")):
+                for reason, n in p[key].items():
+                    odrops.add_metric([p["port"], direction, reason], n)
+        yield odrops
