@@ -39,6 +39,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from vspan.packet.addr import mac_str
 from vspan.packet.vxlan import VXLAN_ENCAP_V4, VXLAN_FLAG_I, VXLAN_HLEN, vxlan_header
 from vspan.ports import constants as c
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
@@ -101,14 +102,16 @@ def flow_entropy(frame: bytes) -> int:
 
 
 def _drop_nothing_filter(sock: socket.socket) -> None:
-    """Attach a classic BPF program ``ret #0``: the socket never queues a packet."""
+    """Attach a classic BPF program ``ret #0``: the socket never queues a packet (what
+    arrived before the filter is read away). ``sock`` must be non-blocking."""
     prog = ctypes.create_string_buffer(c.SOCK_FILTER.pack(c.BPF_RET_K, 0, 0, 0))
     fprog = c.SOCK_FPROG.pack(1, ctypes.addressof(prog))
     sock.setsockopt(socket.SOL_SOCKET, c.SO_ATTACH_FILTER, fprog)
-
-
-def _mac(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
+    while True:
+        try:
+            sock.recv(1)
+        except (BlockingIOError, InterruptedError):
+            return
 
 
 def _bump(reasons: dict[str, int], reason: str, n: int = 1) -> None:
@@ -428,7 +431,7 @@ class VxlanPort(Port):
         dst = frame[:6]
         vtep = None if dst[0] & 1 else self.table.peek(vlan, dst, self.clock())
         if vtep is not None:
-            return f"VXLAN VNI {vni} to VTEP {vtep} (where {_mac(dst)} was learned)"
+            return f"VXLAN VNI {vni} to VTEP {vtep} (where {mac_str(dst)} was learned)"
         flood = self._flood.get(vlan, ())
         if not flood:
             return f"VXLAN VNI {vni}: flood list of VLAN {vlan} is empty, sent nowhere"
