@@ -130,7 +130,8 @@ def test_mtu_is_checked_per_frame_and_explained_by_trace() -> None:
     assert rig.engine.state.ports[rig.engine.state.by_name["ov"]].counters.dropped == 1
     decision, tracer = rig.engine.trace("vm1", big)
     assert [d.reason.value for d in decision.drops] == ["mtu"] and not decision.outputs
-    assert "carries IP packets up to 1450 bytes; this one has 1451: drop" in tracer.render()
+    assert "has MTU 1450 (largest packet after the Ethernet header); this one has 1451: drop" \
+        in tracer.render()
     decision, tracer = rig.engine.trace("vm1", ok)
     assert len(decision.outputs) == 1 and "fits port ov's MTU 1450" in tracer.render()
     # a GSO super-frame is judged by its segments: 1410-byte payloads fit, 1448 do not

@@ -142,10 +142,10 @@ class Pipeline:
         if out.mtu and tr.enabled:  # the engine checks every frame; a trace says the verdict
             size = ip_size(ctx.data)
             if size > out.mtu:
-                tr.report("mtu", f"port {out.name} carries IP packets up to {out.mtu} bytes; "
-                          f"this one has {size}: drop")
+                tr.report("mtu", f"port {out.name} has MTU {out.mtu} (largest packet after "
+                          f"the Ethernet header); this one has {size}: drop")
                 return Drop(DropReason.MTU, out.index, detail=f"{size} > {out.mtu}")
-            tr.report("mtu", f"{size}-byte IP packet fits port {out.name}'s MTU {out.mtu}")
+            tr.report("mtu", f"{size}-byte packet fits port {out.name}'s MTU {out.mtu}")
         if tr.enabled and out.backend is not None:
             where = out.backend.explain_tx(ctx.vlan, ctx.data)
             if where:
