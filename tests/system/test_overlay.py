@@ -323,8 +323,8 @@ def test_overlay_reconfigured_live_keeps_forwarding(two_hosts: TwoHosts, tmp_pat
         sw1.config.write_text(sw1.config.read_text().replace(
             f"20: [{U2}]}}", f"20: []}}\n      peers: [{EVIL}]"))
         out = sw1.cli("reload").stdout
-        after = {r["name"]: r for r in sw1.show("ports")}["overlay"]
         ping(t.lab, t.a, IPS["c"])  # still forwarding, same port, counters kept
+        after = {r["name"]: r for r in sw1.show("ports")}["overlay"]
         vteps = {r["vtep"]: r for r in sw1.show("vteps")["vteps"]}
         # b's broadcast ARP for d now floods nowhere over the overlay: counted, not an error
         t.lab.exec(t.b, "ip", "neigh", "flush", "all")
