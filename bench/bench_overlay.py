@@ -33,11 +33,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench_erspan import NsSwitch
 from common import (
     BenchError,
     Host,
     MeasureError,
+    Switch,
     Topology,
     apply_plan_options,
     bench_arguments,
@@ -167,7 +167,7 @@ class Plan:
 
 
 def measure(setup: str, lab: Lab, plan: Plan, wd: str, s: Samples,
-            switches: list[NsSwitch]) -> None:
+            switches: list[Switch]) -> None:
     """Ping, TCP and 64-byte pps VM1 -> VM2; failures are recorded, not raised."""
     vm1, vm2 = lab.vm1, lab.vm2
     assert vm2.ip is not None
@@ -206,14 +206,14 @@ def measure(setup: str, lab: Lab, plan: Plan, wd: str, s: Samples,
 def run_setup(setup: str, run: int, plan: Plan, wd: str, s: Samples) -> None:
     """Build one setup, measure, remove it."""
     topo = Topology(PREFIX)
-    switches: list[NsSwitch] = []
+    switches: list[Switch] = []
     try:
         lab = build(topo, setup)
         if setup == VSPAN:
             for i, (ns, local, remote) in enumerate(((lab.hosts[0], U1, U2),
                                                      (lab.hosts[1], U2, U1))):
                 cfg = SWITCH_YAML.format(name=f"vxb{i}", local=local, remote=remote, vni=VNI)
-                sw = NsSwitch(ns, cfg, wd, SWITCH_CPU, PIDFILE, name=f"r{run}h{i}")
+                sw = Switch(cfg, wd, SWITCH_CPU, PIDFILE, name=f"r{run}h{i}", ns=ns)
                 switches.append(sw)
                 sw.start()
         measure(setup, lab, plan, wd, s, switches)

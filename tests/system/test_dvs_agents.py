@@ -116,7 +116,8 @@ def test_sigkill_agent_comes_back_with_its_ports_and_sessions(dlab: DvsLab) -> N
     dlab.start_agent("h1")
     wait_until(lambda: dlab.in_sync("h1"), 20, "h1 in sync after restart")
     after = dlab.host_ports("h1")
-    assert sorted(after) == sorted(before) == ["h1snf", "h1v1", "h1v2"]
+    # the VM ports, and the VXLAN port to the other hosts
+    assert sorted(after) == sorted(before) == ["h1snf", "h1v1", "h1v2", "overlay"]
     assert {n: after[n]["vlan"] for n in after} == {n: before[n]["vlan"] for n in before}
     mirrors = dlab.local("h1", "GET", "/show/mirrors")
     assert [m["name"] for m in mirrors] == ["watch-h1v1"]
