@@ -120,18 +120,20 @@ class Lab:
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-             timeout: float = 10.0) -> int:
-        """Send ``sig`` and wait; SIGKILL if it lingers. Its exit status."""
+             timeout: float = 10.0) -> str:
+        """Send ``sig`` and wait (SIGKILL if it lingers); what it still wrote to a piped
+        stderr."""
         if proc.poll() is None:
             proc.send_signal(sig)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        return proc.returncode
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        except ValueError:  # stderr already consumed and closed
+            proc.wait()
+            err = b""
+        return (err or b"").decode(errors="replace")
 
     # ------------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
