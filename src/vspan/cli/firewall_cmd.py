@@ -66,6 +66,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def service_text(svc: Any) -> str:
+    """A rule's service as written in a configuration: ``tcp/80,443``, ``icmp/8:0``,
+    ``udp/53 from 1024-65535``."""
+    if not isinstance(svc, dict):
+        return str(svc)
+    text = str(svc.get("protocol", "any"))
+    if svc.get("ports"):
+        text += "/" + ",".join(str(p) for p in svc["ports"])
+    if svc.get("icmp_type") is not None:
+        text += f"/{svc['icmp_type']}"
+        if svc.get("icmp_code") is not None:
+            text += f":{svc['icmp_code']}"
+    if svc.get("source_ports"):
+        text += " from " + ",".join(str(p) for p in svc["source_ports"])
+    return text
+
+
 def _render(shown: dict[str, Any]) -> None:
     cfg = shown.get("config")
     if not cfg:
@@ -74,7 +91,9 @@ def _render(shown: dict[str, Any]) -> None:
     hits = shown.get("rule_hits", {})
     for sec in cfg.get("sections", []):
         sys.stdout.write(f"section {sec['name']}:\n")
-        rows = [{**r, "hits": hits.get(r.get("id", ""), 0)} for r in sec.get("rules", [])]
+        rows = [{**r, "hits": hits.get(r.get("id", ""), 0),
+                 "services": [service_text(x) for x in r.get("services") or []]}
+                for r in sec.get("rules", [])]
         print_table(rows, [("ID", "id"), ("ACTION", "action"), ("DIR", "direction"),
                            ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
                            ("SERVICES", "services"), ("APPLIED_TO", "applied_to"),

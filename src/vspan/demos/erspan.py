@@ -104,7 +104,7 @@ def run(ctx: DemoContext) -> None:
 
     say.step("win7 browses the blog")
     urls = [f"http://{blog.ip}/", f"http://{blog.ip}/erspan.html"]
-    say.command("win7", "browser " + " ".join(urls))
+    say.command("win7", "http-get " + " ".join(urls) + "   # Python's urllib as the browser")
     got = python(win7.ns, BROWSE, *urls, check=False)
     say.block(got.stdout.strip() or got.stderr.strip())
     wire.stop(settle=0.8)
