@@ -12,15 +12,13 @@ win7 browses the blog and the HTTP GET's TCP stream is followed
 
 from __future__ import annotations
 
-import select
 import signal
-import time
 
 from vspan.demos.base import DemoContext, DemoSpec
 from vspan.demos.evidence import DemoError
 from vspan.demos.lab import PYTHON
 from vspan.demos.switch import VSPAN, vspan_inline
-from vspan.demos.tools import python, tshark, tshark_fields, wait_listening
+from vspan.demos.tools import python, read_until, tshark, tshark_fields, wait_listening
 
 WIN7 = ("win7", "10.20.0.7", "02:00:0a:14:00:07")
 BLOG = ("blog", "10.20.0.80", "02:00:0a:14:00:50")
@@ -49,19 +47,6 @@ BROWSE = (
     "        body = r.read().decode()\n"
     "        print(r.status, url, len(body), 'bytes')\n"
 )
-
-
-def _read_until(proc_stderr: object, needle: bytes, timeout: float) -> bytes:
-    said = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and needle not in said:
-        ready, _, _ = select.select([proc_stderr], [], [], 0.2)
-        if ready:
-            chunk = proc_stderr.read1(4096)  # type: ignore[attr-defined]
-            if not chunk:
-                break
-            said += chunk
-    return said
 
 
 def run(ctx: DemoContext) -> None:
@@ -97,7 +82,7 @@ def run(ctx: DemoContext) -> None:
     say.command("console", f"vspan collect --listen {CONSOLE_IP} -w console.pcapng")
     collector = lab.spawn([*VSPAN, "collect", "--listen", CONSOLE_IP, "-w", str(out),
                            "--progress", "60"], ns=console, stderr_pipe=True)
-    said = _read_until(collector.stderr, b"listening on", 20)
+    said = read_until(collector, b"listening on", 20.0)
     if b"listening on" not in said:
         raise DemoError(f"vspan collect did not start: {said.decode(errors='replace')}")
     say.block(said.decode(errors="replace"))

@@ -27,6 +27,22 @@ def require_tools(*tools: str) -> None:
         raise DemoError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
 
 
+def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    """What ``proc`` wrote to its (piped) stderr until ``needle`` appeared, it closed the
+    pipe, or ``timeout`` seconds passed."""
+    assert proc.stderr is not None
+    said = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and needle not in said:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            chunk = proc.stderr.read1(4096)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            said += chunk
+    return said
+
+
 @dataclass
 class Tcpdump:
     """tcpdump writing ``path`` on ``iface`` inside ``ns`` (``--immediate-mode``, so
@@ -46,18 +62,10 @@ class Tcpdump:
         if self.capture_filter:
             argv += self.capture_filter.split()
         self._proc = self.lab.spawn(argv, ns=self.ns, stderr_pipe=True)
-        assert self._proc.stderr is not None
-        deadline, said = time.monotonic() + 15, b""
-        while time.monotonic() < deadline and b"listening on" not in said:
-            ready, _, _ = select.select([self._proc.stderr], [], [], 0.2)
-            if ready:
-                chunk = self._proc.stderr.read1(4096)  # type: ignore[attr-defined]
-                if not chunk:
-                    break
-                said += chunk
+        said = read_until(self._proc, b"listening on", 15.0)
         if b"listening on" not in said:
-            raise DemoError(f"tcpdump on {self.iface}: {said.decode(errors='replace').strip()}"
-                            or f"tcpdump on {self.iface} did not start")
+            text = said.decode(errors="replace").strip() or "it did not start"
+            raise DemoError(f"tcpdump on {self.iface}: {text}")
         return self
 
     def stop(self, settle: float = 0.5) -> None:

@@ -7,7 +7,11 @@ from vspan.datapath.fdb import FdbEntry, LearnResult
 from vspan.datapath.flowkey import mac_str
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages.base import StageContext
+from vspan.datapath.stages.vlan import vlan_name
 from vspan.datapath.state import PortRuntime
+
+# how many ports outside the frame's VLAN a trace names one by one
+TRACE_OUTSIDE_PORTS = 4
 
 
 def learn(ctx: StageContext) -> tuple[Drop | None, tuple[int, bytes, int] | None, FdbEntry | None]:
@@ -77,7 +81,8 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
                               f"{out.name}")
                 return [out], None, False
         elif tr.enabled:
-            tr.report("lookup", f"{mac_str(dst)} unknown on VLAN {ctx.vlan}: flood")
+            tr.report("lookup", f"{mac_str(dst)} unknown on VLAN {ctx.vlan}"
+                      f"{_known_elsewhere(ctx, dst)}: flood")
     elif tr.enabled:
         kind = "broadcast" if dst == b"\xff" * 6 else "multicast"
         tr.report("lookup", f"{kind} {mac_str(dst)}: flood in VLAN {ctx.vlan}")
@@ -87,8 +92,42 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
     ]
     if not outs:
         if tr.enabled:
+            _report_outside(ctx)
             tr.report("flood", f"no other port in VLAN {ctx.vlan}: drop")
         return [], Drop(DropReason.NO_DESTINATION, port.index), True
     if tr.enabled:
         tr.report("flood", "to " + ", ".join(p.name for p in outs))
+        _report_outside(ctx)
     return outs, None, True
+
+
+def _vlans_text(port: PortRuntime) -> str:
+    """The VLANs a port is a member of, for a trace line."""
+    if not port.members:
+        return "no VLAN"
+    names = [vlan_name(v) for v in sorted(port.members)]
+    if len(names) > 6:
+        return f"{len(names)} VLANs"
+    return ", ".join(names)
+
+
+def _known_elsewhere(ctx: StageContext, mac: bytes) -> str:
+    """Tracing only: where ``mac`` was learned on other VLANs (" (learned on ...)" or "")."""
+    where = [f"{vlan_name(vlan)} at port {ctx.state.ports[e.port].name}"
+             for (vlan, m), e in ctx.state.fdb.entries.items()
+             if m == mac and vlan != ctx.vlan and e.port in ctx.state.ports]
+    return f" (learned on {', '.join(where)}: another VLAN)" if where else ""
+
+
+def _report_outside(ctx: StageContext) -> None:
+    """Tracing only: the ports a flood leaves out because they are not in its VLAN (the
+    frame does not match their VLAN filter)."""
+    outside = [p for p in ctx.state.ports.values()
+               if p.index != ctx.in_port.index and ctx.vlan not in p.members
+               and may_receive(p)]
+    for p in outside[:TRACE_OUTSIDE_PORTS]:
+        ctx.tracer.report("flood", f"not to {p.name}: not a member of {vlan_name(ctx.vlan)} "
+                          f"(member of: {_vlans_text(p)})")
+    if len(outside) > TRACE_OUTSIDE_PORTS:
+        ctx.tracer.report("flood", f"not to {len(outside) - TRACE_OUTSIDE_PORTS} more ports "
+                          f"outside {vlan_name(ctx.vlan)}")
