@@ -51,8 +51,8 @@ def run_demo(spec: DemoSpec, write: Write, error: Write) -> int:
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         say.title(f"{spec.number}. {spec.title} (field story {spec.seed})")
-        say.say(f"(every namespace this run makes is called {lab.tag}-NAME; all are removed "
-                "at the end)")
+        say.say(f"(this run's namespaces are called {lab.tag}-NAME, its files are in "
+                f"{lab.workdir}; all are removed at the end)")
         spec.run(DemoContext(lab, say, evidence))
     except DemoError as err:
         failure = str(err)
