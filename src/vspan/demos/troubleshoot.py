@@ -104,6 +104,9 @@ def _vlan_failure(ctx: DemoContext, sw: DemoSwitch) -> None:
     in_ping = _ping(ctx, "app1", "guest")
     rows = cap.stop()
     say.step("what the switch says")
+    say.say("(Hyper-V's ETW trace would say: NBL destined to Nic (Friendly Name: guest) was "
+            "dropped in switch (Friendly Name: docked), Reason Packet does not match the "
+            "packet filter set on the destination NIC)")
     say.command("docked", "vspan show ports")
     say.block(sw.cli("show", "ports"))
     say.command("docked", "vspan show counters")
@@ -159,6 +162,8 @@ def _acl_failure_and_fix(ctx: DemoContext, sw: DemoSwitch) -> None:
     failed = _ping(ctx, "guest", "app2")
     rows = cap.stop()
     say.step("what the switch says")
+    say.say("(Hyper-V's ETW trace would say: NBL destined to Nic (Friendly Name: app2) was "
+            "dropped in switch (Friendly Name: docked), Reason Failed Security Policy)")
     say.command("docked", "vspan show counters")
     say.block(sw.cli("show", "counters"))
     _show_drops(ctx, "acl", rows)
