@@ -107,14 +107,15 @@ class Lab:
         """Start a background process (inside ``ns``; ``ip netns exec`` execs it, so its
         pid is the process itself); stopped by :meth:`cleanup` at the latest."""
         full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
-        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            proc = subprocess.Popen(full, stdout=out, stdin=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE if stderr_pipe else
-                                    (subprocess.STDOUT if log else subprocess.DEVNULL))
-        finally:
-            if log:
-                out.close()  # type: ignore[union-attr]
+        stderr = subprocess.PIPE if stderr_pipe else (
+            subprocess.STDOUT if log else subprocess.DEVNULL)
+        if log is None:
+            proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                    stderr=stderr)
+        else:
+            with open(log, "wb") as out:  # the child keeps its own descriptor
+                proc = subprocess.Popen(full, stdout=out, stdin=subprocess.DEVNULL,
+                                        stderr=stderr)
         self.procs.append(proc)
         return proc
 

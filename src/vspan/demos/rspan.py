@@ -19,7 +19,7 @@ import re
 
 from vspan.demos.base import DemoContext, DemoSpec
 from vspan.demos.switch import shown
-from vspan.demos.tools import PingResult, ping, ping_command, tshark_fields
+from vspan.demos.tools import ping, ping_command, tshark_fields
 
 DMZ_VLAN, MIRROR_VLAN, LENGTH = 24, 205, 60
 F5 = ("f5-lb", "172.24.4.10", "02:00:ac:18:04:0a", "448")
@@ -59,12 +59,6 @@ mirrors:
 """
 
 _VLAN_LINE = re.compile(r"length (\d+): vlan (\d+)")
-
-
-def _ping_check(ctx: DemoContext, who: str, p: PingResult) -> None:
-    ctx.evidence.expect(p.ok, f"{who} reached the load balancer ({p.received}/{p.transmitted})",
-                        f"{who}'s ping to the load balancer failed "
-                        f"({p.received}/{p.transmitted})")
 
 
 def run(ctx: DemoContext) -> None:
@@ -140,7 +134,9 @@ def run(ctx: DemoContext) -> None:
     say.block(trace_out)
     m1 = sw1.mirrors()["f5-dmz"]["counters"]
 
-    _ping_check(ctx, vm52.ip, p52)
+    ev.expect(p52.ok, f"{vm52.ip} reached the load balancer ({p52.received}/{p52.transmitted})",
+              f"{vm52.ip}'s ping to the load balancer failed ({p52.received}/"
+              f"{p52.transmitted})")
     ev.expect(len(requests) == p52.transmitted > 0 and len(replies) == p52.received,
               f"the monitor (port {MONITOR[2]}) saw {vm52.ip}'s {len(requests)} echo requests "
               f"and {len(replies)} replies",

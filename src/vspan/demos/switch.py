@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,12 @@ class DemoSwitch:
     body: str  # the configuration without the ``switch:`` section
     config: Path = field(init=False)
     socket: str = field(init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.config = self.lab.workdir / f"{self.name}.yaml"
         self.socket = str(self.lab.workdir / f"{self.name}.sock")
         self.write_config(self.body)
-        self._proc: Any = None
 
     def text(self, body: str | None = None) -> str:
         """The whole configuration file for ``body`` (default: the current one)."""
@@ -67,11 +68,11 @@ class DemoSwitch:
     def start(self, timeout: float = 30.0) -> None:
         """``vspan up -c FILE`` in the host namespace; wait until the socket answers."""
         log = self.lab.workdir / f"{self.name}.log"
-        self._proc = self.lab.spawn([*VSPAN, "up", "-c", str(self.config)], ns=self.host_ns,
-                                    log=log)
+        proc = self._proc = self.lab.spawn([*VSPAN, "up", "-c", str(self.config)],
+                                           ns=self.host_ns, log=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise DemoError(f"switch {self.name} exited: "
                                 f"{log.read_text(encoding='utf-8').strip()[-2000:]}")
             if os.path.exists(self.socket) and self.call("show", "ports", "--json")[0] == 0:
