@@ -26,7 +26,7 @@ from vspan.demos.runner import run_demo
 pytestmark = [pytest.mark.system, requires_root]
 
 VSPAN = [sys.executable, "-m", "vspan.cli.main"]
-HEADER = re.compile(r"namespaces are called (vd[0-9a-f]{4})-NAME, its files are in (\S+);")
+HEADER = re.compile(r"namespaces are called (vdemo[0-9a-f]{4})-NAME, its files are in (\S+);")
 
 # what each demo must say it observed (besides "demo ok: NAME")
 EXPECTED = {

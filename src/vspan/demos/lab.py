@@ -1,6 +1,6 @@
 """A demo's topology: network namespaces joined by veth pairs, and the processes in them.
 
-Every name a run creates starts with its own tag (``vd`` + 4 random hex digits),
+Every name a run creates starts with its own tag (``vdemo`` + 4 random hex digits),
 so two demos (or a demo and a test run) never collide. Both ends of every veth
 pair live in namespaces (VMs and hosts alike), so removing the namespaces
 removes everything; :meth:`Lab.cleanup` also stops the processes the run
@@ -53,7 +53,7 @@ class Lab:
     """Namespaces, veth pairs and background processes of one demo run."""
 
     workdir: Path
-    tag: str = field(default_factory=lambda: f"vd{secrets.token_hex(2)}")
+    tag: str = field(default_factory=lambda: f"vdemo{secrets.token_hex(2)}")
     namespaces: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _pending: list[str] = field(default_factory=list)  # root-side links not moved yet
