@@ -187,10 +187,10 @@ class ChangeSet:
 def _backend_key(name: str, cfg: PortConfig) -> tuple[object, ...]:
     """What identifies a port's open backend: a change reopens it, anything else is
     applied to the open backend (a vxlan port keeps its socket while its VNI map,
-    flood lists and static entries change)."""
+    flood lists and static entries change; any change of a team's settings reopens it)."""
     if cfg.vxlan is not None:
         return (cfg.type.value, f"{cfg.vxlan.local_ip}:{cfg.vxlan.udp_port}")
-    return (cfg.type.value, cfg.ifname(name), cfg.tap_settings())
+    return (cfg.type.value, cfg.ifname(name), cfg.tap_settings(), cfg.team)
 
 
 def _by_id(items: Sequence[T], ident: Callable[[T, int], str]) -> dict[str, tuple[T, ...]]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from vspan.config.base import IFNAME_RE, PORT_NAME_RE, Strict
+from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
 from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
 
@@ -105,6 +106,7 @@ class PortType(enum.StrEnum):
 
     AFPACKET = "afpacket"  # an existing interface (veth end, NIC), via AF_PACKET
     TAP = "tap"  # a QEMU/libvirt VM's TAP (vspan makes it or attaches to QEMU's)
+    TEAM = "team"  # a NIC team: several member interfaces as one port (docs/teams.md)
     MEMORY = "memory"  # tests only
     VXLAN = "vxlan"  # the overlay to other hosts (VXLAN over UDP; docs/overlay.md)
 
@@ -166,6 +168,8 @@ class PortConfig(Strict):
     policy: PortPolicyConfig | None = None  # ACLs, extended ACLs, guards (vspan.policy)
     tap: TapConfig | None = Field(default=None, description="TAP settings (type: tap only)")
     vxlan: VxlanConfig | None = None  # type vxlan only: VTEP, VLAN->VNI map, flood lists
+    team: TeamConfig | None = Field(default=None, validate_default=True,
+                                    description="members and behaviour of a team port")
 
     @model_validator(mode="after")
     def _tap_only_for_tap(self) -> PortConfig:
@@ -212,8 +216,26 @@ class PortConfig(Strict):
             raise ValueError("a vxlan port needs a 'vxlan' block (local_ip, vnis, ...)")
         return self
 
+    @field_validator("interface")
+    @classmethod
+    def _no_team_interface(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") is PortType.TEAM:
+            raise ValueError("a team port has no interface; name its team.members")
+        return value
+
+    @field_validator("team")
+    @classmethod
+    def _team_for_team_ports(cls, value: TeamConfig | None,
+                             info: ValidationInfo) -> TeamConfig | None:
+        kind = info.data.get("type")
+        if kind is PortType.TEAM and value is None:
+            raise ValueError("a port of type team needs team.members")
+        if kind is not None and kind is not PortType.TEAM and value is not None:
+            raise ValueError(f"only for ports of type team (this port is {kind.value})")
+        return value
+
     def ifname(self, port_name: str) -> str:
-        """The interface this port attaches to."""
+        """The interface this port attaches to (a team: its port name)."""
         return self.interface or port_name
 
     def effective_mtu(self) -> int | None:
@@ -227,6 +249,11 @@ class PortConfig(Strict):
         if self.vxlan is not None:
             return self.vxlan.inner_mtu
         return None
+    def interfaces(self, port_name: str) -> tuple[str, ...]:
+        """Every kernel interface the port uses: a team's members, else its interface."""
+        if self.team is not None:
+            return self.team.members
+        return (self.ifname(port_name),)
 
 
 class Direction(enum.StrEnum):
@@ -406,7 +433,7 @@ class Config(Strict):
             if port.vxlan is not None:
                 continue
             ifname = port.ifname(name)
-            if not IFNAME_RE.match(ifname):
+            if port.team is None and not IFNAME_RE.match(ifname):
                 raise ValueError(f"ports.{name}.interface: {ifname!r} is not an interface name")
         seen: dict[str, str] = {}
         vteps: dict[tuple[str, int], str] = {}
@@ -419,12 +446,13 @@ class Config(Strict):
                         f"port {vteps[where]!r}")
                 vteps[where] = name
                 continue
-            ifname = port.ifname(name)
-            if ifname in seen:
-                raise ValueError(
-                    f"ports.{name}.interface: {ifname!r} is already used by port {seen[ifname]!r}"
-                )
-            seen[ifname] = name
+            where = [f"ports.{name}.interface"] if port.team is None else \
+                [f"ports.{name}.team.members.{i}" for i in range(len(port.team.members))]
+            for path, ifname in zip(where, port.interfaces(name), strict=True):
+                if ifname in seen:
+                    raise ValueError(
+                        f"{path}: {ifname!r} is already used by port {seen[ifname]!r}")
+                seen[ifname] = name
         for sname, session in self.mirrors.items():
             for i, src in enumerate(session.sources):
                 if src.port not in self.ports:

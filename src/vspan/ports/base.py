@@ -18,14 +18,23 @@ if TYPE_CHECKING:
 
 
 class Frame:
-    """One frame on its way through the switch."""
+    """One frame on its way through the switch.
 
-    __slots__ = ("data", "ts_ns", "vnet")
+    ``port`` is the index of the switch port the frame came in by, set by the
+    engine only while a backend needs it (a team balancing by Hyper-V port);
+    ``pid`` links the copies of one frame seen at several capture points (the
+    pcapng ``epb_packetid``), set only while a capture runs. Both are 0 otherwise.
+    """
 
-    def __init__(self, data: bytes, vnet: bytes = b"", ts_ns: int = 0) -> None:
+    __slots__ = ("data", "pid", "port", "ts_ns", "vnet")
+
+    def __init__(self, data: bytes, vnet: bytes = b"", ts_ns: int = 0, port: int = 0,
+                 pid: int = 0) -> None:
         self.data = data
         self.vnet = vnet
         self.ts_ns = ts_ns
+        self.port = port
+        self.pid = pid
 
     def __repr__(self) -> str:
         return f"Frame(len={len(self.data)}, vnet={self.vnet.hex() or '-'})"

@@ -23,6 +23,10 @@ def open_backend(name: str, cfg: PortConfig) -> Port:
         from vspan.ports.vxlan import VxlanPort
 
         return VxlanPort(name, cfg.vxlan)
+    if cfg.type is PortType.TEAM and cfg.team is not None:
+        from vspan.ports.team import TeamPort
+
+        return TeamPort(name, cfg.team)
     from vspan.ports.memory import MemoryPort
 
     return MemoryPort(name)
