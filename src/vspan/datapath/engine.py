@@ -9,6 +9,7 @@ to per-port transmit lists; transmit happens once per batch and port.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import os
 import select
@@ -33,6 +34,7 @@ from vspan.mirror.encap import rspan_copy
 from vspan.packet.errors import PacketError
 from vspan.ports.base import Frame, Port, PortError
 from vspan.ports.offload import finalize
+from vspan.ports.team import TeamPort
 from vspan.ports.vnet import is_plain as vnet_is_plain
 from vspan.ports.vnet import shift as vnet_shift
 
@@ -72,6 +74,8 @@ class Engine:
         self.captures: list[PortCapture] = []  # live `vspan capture` sessions
         self._frame_drops: list[Drop] = []  # drops of the frame in hand (captures only)
         self._capture_ids = 0
+        self._pids = itertools.count(1)  # pcapng packet ids shared by a frame's capture points
+        self._stamp_ports = False  # a backend (team by Hyper-V port) needs Frame.port
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -86,6 +90,7 @@ class Engine:
                 self._close_backend(idx)
             raise
         self._sync_senders()
+        self._sync_backend_hooks()
         self._refresh_links()
 
     def _open_backend(self, idx: int, name: str, cfg: PortConfig) -> None:
@@ -274,6 +279,9 @@ class Engine:
         counters = rt.counters
         counters.rx_frames += len(frames)
         self.batches += 1
+        if self._stamp_ports:
+            for f in frames:
+                f.port = in_port
         caps = self.captures
         key: FlowKey | None
         for f in frames:
@@ -312,10 +320,12 @@ class Engine:
                     elif key is not None:
                         cache.put(fk if fk is not None else key, (d, key))
             if caps:
+                if not f.pid:
+                    f.pid = next(self._pids)
                 self._frame_drops.clear()
                 self._apply(d, f, key, in_port, now)
                 for cap in caps:
-                    cap.rx(in_port, data, self._frame_drops)
+                    cap.rx(in_port, data, self._frame_drops, f.pid)
             else:
                 self._apply(d, f, key, in_port, now)
         if self.policy.replies:
@@ -374,7 +384,7 @@ class Engine:
                 of = f
             else:
                 odata, ovnet = vlan_apply(out.vlan_op, out.vid, data, f.vnet)
-                of = Frame(odata, ovnet, f.ts_ns)
+                of = Frame(odata, ovnet, f.ts_ns, f.port, f.pid)
             q = tx.get(out.port)
             if q is None:
                 tx[out.port] = [of]
@@ -533,7 +543,7 @@ class Engine:
         if ifname is None:
             return False
         for rt in self.state.ports.values():
-            if rt.config.ifname(rt.name) != ifname:
+            if ifname not in rt.config.interfaces(rt.name):
                 continue
             if m.index in rt.mirror_ingress or m.index in rt.mirror_egress:
                 rt.mirror_ingress = tuple(s for s in rt.mirror_ingress if s != m.index)
@@ -568,7 +578,7 @@ class Engine:
             if caps:
                 for cap in caps:
                     for fr in frames:
-                        cap.tx(idx, fr.data)
+                        cap.tx(idx, fr.data, fr.pid)
             sent = backend.send_batch(frames)
             rt.counters.tx_frames += sent
             rt.counters.tx_bytes += sum(len(fr.data) for fr in frames[:sent])
@@ -580,17 +590,23 @@ class Engine:
     def capture_start(self, ports: list[str], path: str, direction: str = "both",
                       drops: bool = False, filter_expr: str | None = None,
                       max_packets: int = 0) -> PortCapture:
-        """Start writing what ``ports`` send/receive (and drops) to a pcapng file."""
-        from vspan.capture.filter import compile_filter
+        """Start writing what capture points see (and drops) to a pcapng file.
 
-        unknown = [p for p in ports if p not in self.state.by_name]
-        if unknown:
-            raise KeyError(f"no port named {unknown[0]!r}")
+        ``ports`` are point names (:mod:`vspan.capture.points`): ``PORT``,
+        ``TEAM:MEMBER``, ``TEAM:*``.
+        """
+        from vspan.capture.filter import compile_filter
+        from vspan.capture.points import resolve
+
+        teams = {rt.name: rt.config.team.members for rt in self.state.ports.values()
+                 if rt.config.team is not None}
+        points = resolve(ports, self.state.by_name, teams)  # KeyError names the bad point
         self._capture_ids += 1
-        cap = PortCapture(self._capture_ids, path,
-                          {self.state.by_name[p]: p for p in ports}, direction, drops,
-                          compile_filter(filter_expr) if filter_expr else None, max_packets)
+        cap = PortCapture(self._capture_ids, path, points.ports, direction, drops,
+                          compile_filter(filter_expr) if filter_expr else None, max_packets,
+                          members=points.members, descriptions=points.descriptions)
         self.captures = [*self.captures, cap]
+        self._sync_backend_hooks()
         return cap
 
     def capture_stop(self, capture_id: int) -> dict[str, object]:
@@ -598,9 +614,27 @@ class Engine:
         for cap in self.captures:
             if cap.id == capture_id:
                 self.captures = [c for c in self.captures if c.id != capture_id]
+                self._sync_backend_hooks()
                 cap.close()
                 return cap.summary()
         raise KeyError(f"no capture with id {capture_id}")
+
+    def _sync_backend_hooks(self) -> None:
+        """Tell backends what the engine gives them: Frame.port, member capture taps."""
+        self._stamp_ports = any(b.wants_source_port for b in self.backends.values())
+        tapped = {idx for cap in self.captures for idx, _ in cap.members}
+        for idx, backend in self.backends.items():
+            if isinstance(backend, TeamPort):
+                backend.tap = self._member_tap(idx) if idx in tapped else None
+
+    def _member_tap(self, idx: int) -> Callable[[str, bool, Frame], None]:
+        """What a team calls for every frame one of its members moves while captured."""
+        def tap(member: str, inbound: bool, f: Frame) -> None:
+            if not f.pid:
+                f.pid = next(self._pids)
+            for cap in self.captures:
+                cap.member(idx, member, inbound, f.data, f.pid)
+        return tap
 
     def trace(self, port_name: str, data: bytes) -> tuple[Decision, Tracer]:
         """Run the pipeline on ``data`` as if received on ``port_name``, with tracing."""
@@ -644,6 +678,7 @@ class Engine:
             self._fd_port[fd] = idx
             self._epoll.register(fd, select.EPOLLIN)
         self._sync_senders()
+        self._sync_backend_hooks()
         self.cache.max_entries = new.switch.flow_cache_size
         self.batch_size = new.switch.batch_size
         self._refresh_links()

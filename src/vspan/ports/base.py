@@ -90,6 +90,9 @@ class Port(abc.ABC):
 
     name: str
     counters: PortCounters
+    #: the engine sets Frame.port (the ingress switch port) on frames only if some
+    #: backend says it needs it (a team balancing by Hyper-V port)
+    wants_source_port: bool = False
 
     @abc.abstractmethod
     def open(self) -> None:
