@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,6 +42,7 @@ class SwitchCollector(Collector):
             link.add_metric([row["name"]], 1 if row["link"] == "up" else 0)
         yield from port_fams.values()
         yield link
+        yield from team_metrics(ports)
         drops = CounterMetricFamily("vspan_drops", "dropped frames by port, reason and rule",
                                     labels=["port", "reason", "rule"])
         for d in counters["drops"]:
@@ -77,3 +79,33 @@ class SwitchCollector(Collector):
                 for reason, n in p[key].items():
                     odrops.add_metric([p["port"], direction, reason], n)
         yield odrops
+
+
+def team_metrics(ports: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per-member state and counters of team ports (``vspan_team_*``)."""
+    labels = ["port", "member"]
+    up = GaugeMetricFamily("vspan_team_member_up", "1 while the member has link (carrier)",
+                           labels=labels)
+    active = GaugeMetricFamily("vspan_team_member_active", "1 while the member carries traffic",
+                               labels=labels)
+    fails = CounterMetricFamily("vspan_team_member_failovers",
+                                "times traffic left the member because it failed", labels=labels)
+    inactive = CounterMetricFamily("vspan_team_member_rx_inactive",
+                                   "frames dropped because they came in on a standby member",
+                                   labels=labels)
+    traffic = {k: CounterMetricFamily(f"vspan_team_member_{k}", f"{k} on the member's wire",
+                                      labels=labels)
+               for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "tx_errors")}
+    for row in ports:
+        team = row.get("team")
+        if not team:
+            continue
+        for m in team["members"]:
+            key = [row["name"], m["name"]]
+            up.add_metric(key, 1 if m["link"] == "up" else 0)
+            active.add_metric(key, 1 if m["active"] else 0)
+            fails.add_metric(key, m["failovers"])
+            inactive.add_metric(key, m["rx_inactive"])
+            for k, fam in traffic.items():
+                fam.add_metric(key, m["counters"][k])
+    yield from (up, active, fails, inactive, *traffic.values())

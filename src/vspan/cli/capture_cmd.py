@@ -15,12 +15,17 @@ from vspan.cli.client import ClientError, add_socket_arg, fail, request
 def register(sub: Any) -> None:
     """Add ``capture``."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "capture", help="capture switch ports to pcapng (with drop reasons)",
+        "capture", help="capture switch ports and team members to pcapng (with drop reasons)",
         description="The running switch writes what the ports send into it (inbound) and "
                     "what it delivers to them (outbound) to a pcapng file, one interface "
-                    "block per port. With --drops, dropped frames are written too, each "
+                    "block per capture point. A point is a switch port (PORT; for a team "
+                    "port: the team as the switch sees it), a team member's wire "
+                    "(TEAM:MEMBER) or all members of a team (TEAM:*). A frame seen at "
+                    "several points is written at each, the copies sharing one pcapng "
+                    "packet id. With --drops, dropped frames are written too, each "
                     "with a comment naming the drop reason and deciding rule.")
-    p.add_argument("ports", nargs="+", metavar="PORT")
+    p.add_argument("ports", nargs="+", metavar="POINT",
+                   help="PORT, TEAM:MEMBER or TEAM:*")
     p.add_argument("-w", "--write", required=True, metavar="FILE", help="pcapng file")
     p.add_argument("--direction", choices=["in", "out", "both"], default="both",
                    help="in: frames the port sends into the switch; out: frames it receives")

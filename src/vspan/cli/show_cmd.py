@@ -75,6 +75,7 @@ def truncated_text(counters: dict[str, Any]) -> str:
 def render(what: str, data: Any) -> None:
     """Tables for humans."""
     if what == "ports":
+        data = with_team_members(data)
         print_table(data, [("PORT", "name"), ("TYPE", "type"), ("IFACE", "interface"),
                            ("LINK", "link"), ("VLAN", "vlan"), ("MTU", "mtu"), ("ROLE", "role"),
                            ("MACS", "macs"), ("RX", "counters.rx_frames"),
@@ -143,3 +144,21 @@ def _render_vteps(data: dict[str, Any]) -> None:
         sys.stdout.write("\n")
         print_table(data["table"], [("PORT", "port"), ("VLAN", "vlan"), ("MAC", "mac"),
                                     ("VTEP", "vtep"), ("STATIC", "static"), ("AGE", "age")])
+
+
+def with_team_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The port rows with one indented row per team member under its team."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        out.append(row)
+        team = row.get("team")
+        if not team:
+            continue
+        for m in team["members"]:
+            c = m["counters"]
+            out.append({"name": f"  {row['name']}:{m['name']}", "type": "member",
+                        "interface": m["name"], "link": m["link"], "vlan": "",
+                        "role": m["state"], "macs": "",
+                        "counters": {"rx_frames": c["rx_frames"], "tx_frames": c["tx_frames"],
+                                     "mirrored_out": "", "dropped": m["rx_inactive"]}})
+    return out

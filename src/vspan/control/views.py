@@ -9,6 +9,7 @@ from vspan.datapath.engine import Engine
 from vspan.datapath.flowkey import mac_str
 from vspan.datapath.state import SwitchState
 from vspan.datapath.trace import Tracer
+from vspan.ports.team import TeamPort
 from vspan.ports.vxlan import VxlanPort
 
 
@@ -38,12 +39,15 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
         if rt.mirror_ingress or rt.mirror_egress:
             role.append("mirror-src")
         backend = engine.backends.get(rt.index)
+        row: dict[str, Any] = {}
+        if isinstance(backend, TeamPort):
+            row["team"] = backend.status()
         rows.append({
             "name": rt.name,
             "index": rt.index,
             "type": rt.config.type.value,
-            "interface": (rt.config.ifname(rt.name) if rt.config.vxlan is None else
-                          f"{rt.config.vxlan.local_ip}:{rt.config.vxlan.udp_port}"),
+            "interface": (",".join(rt.config.interfaces(rt.name)) if rt.config.vxlan is None
+                          else f"{rt.config.vxlan.local_ip}:{rt.config.vxlan.udp_port}"),
             "enabled": rt.config.enabled,
             "link": "up" if rt.link else "down",
             "vlan": vlan,
@@ -54,7 +58,7 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
             # the switch's egress check (a vxlan port: the MTU its VMs must use), else
             # the interface's MTU
             "mtu": rt.mtu or (backend.info().mtu if backend is not None else None),
-        })
+        } | row)
     return rows
 
 
