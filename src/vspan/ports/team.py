@@ -34,6 +34,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from vspan.config.team import LoadBalancing, TeamConfig, TeamMode
 from vspan.ports import netdev
@@ -507,11 +508,11 @@ class TeamPort(Port):
             return "standby"
         return "active"
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """Mode, active members, failovers and per-member state and counters."""
         members = []
         for m in self.members:
-            row: dict[str, object] = {
+            row: dict[str, Any] = {
                 "name": m.name,
                 "link": "up" if m.carrier else "down",
                 "state": self.member_state(m),
