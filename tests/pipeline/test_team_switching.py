@@ -1,0 +1,145 @@
+"""A team port inside the engine (memory members): one logical port for learning and
+flooding, split horizon between members, Hyper-V port balancing, capture points."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from tests.pipeline.harness import FakeClock
+from vspan.capture.pcapng import DIR_INBOUND, DIR_OUTBOUND, CaptureReader
+from vspan.config.load import load_text
+from vspan.config.model import PortConfig, PortType
+from vspan.datapath.engine import Engine
+from vspan.ports.base import Port
+from vspan.ports.memory import MemoryPort
+from vspan.ports.team import TeamPort
+
+VM1, VM2, FAR = "02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:09:09"
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+@dataclass
+class TeamSwitch:
+    engine: Engine
+    ports: dict[str, MemoryPort]  # vm ports and team members by name
+
+    def pump(self) -> None:
+        for _ in range(5):
+            self.engine.poll_once(0)
+
+    def got(self, name: str) -> list[bytes]:
+        return self.ports[name].take_bytes()
+
+
+def build(team_yaml: str = "{members: [m1, m2]}") -> TeamSwitch:
+    cfg = load_text(f"""
+ports:
+  vm1: {{type: memory}}
+  vm2: {{type: memory}}
+  team0: {{type: team, team: {team_yaml}}}
+""")
+    ports: dict[str, MemoryPort] = {}
+
+    def member(team: str, ifname: str) -> Port:
+        ports[ifname] = MemoryPort(ifname)
+        return ports[ifname]
+
+    def factory(name: str, pc: PortConfig) -> Port:
+        if pc.type is PortType.TEAM:
+            assert pc.team is not None
+            return TeamPort(name, pc.team, member)
+        ports[name] = MemoryPort(name)
+        return ports[name]
+
+    engine = Engine(cfg, factory, clock=FakeClock())
+    engine.open()
+    return TeamSwitch(engine, ports)
+
+
+@pytest.fixture
+def sw() -> Iterator[TeamSwitch]:
+    s = build()
+    yield s
+    s.engine.close()
+
+
+def udp(src: str, dst: str, n: int) -> bytes:
+    return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2")
+                 / UDP(sport=1000 + n, dport=2000 + n))
+
+
+def test_a_flooded_frame_leaves_by_exactly_one_member(sw: TeamSwitch) -> None:
+    frames = [udp(VM1, BCAST, i) for i in range(30)]
+    sw.ports["vm1"].inject(*frames)
+    sw.pump()
+    m1, m2 = sw.got("m1"), sw.got("m2")
+    assert sorted(m1 + m2) == sorted(frames)  # each exactly once over both members
+    assert m1 and m2  # and spread by the layer3+4 hash
+    assert sw.got("vm2") == frames
+
+
+def test_a_frame_from_one_member_never_leaves_by_another(sw: TeamSwitch) -> None:
+    frames = [udp(FAR, BCAST, i) for i in range(20)]
+    sw.ports["m1"].inject(*frames[:10])
+    sw.ports["m2"].inject(*frames[10:])
+    sw.pump()
+    assert sw.got("m1") == [] and sw.got("m2") == []
+    assert sorted(sw.got("vm1")) == sorted(frames) == sorted(sw.got("vm2"))
+    # FAR was learnt on the team (one port, whichever member brought it): no MAC moves
+    fdb = sw.engine.state.fdb
+    team_idx = sw.engine.state.by_name["team0"]
+    assert fdb.moves == 0 and any(e.port == team_idx for e in fdb.entries.values())
+    sw.ports["vm1"].inject(udp(VM1, FAR, 1))
+    sw.pump()
+    assert len(sw.got("m1") + sw.got("m2")) == 1 and sw.got("vm2") == []
+
+
+def test_hyperv_port_balances_by_the_ingress_port() -> None:
+    s = build("{members: [m1, m2], load_balancing: hyperv-port}")
+    try:
+        st = s.engine.state
+        s.ports["vm1"].inject(*[udp(VM1, BCAST, i) for i in range(10)])
+        s.ports["vm2"].inject(*[udp(VM2, BCAST, i) for i in range(10)])
+        s.pump()
+        by_member = {m: {Ether(f).src for f in s.got(m)} for m in ("m1", "m2")}
+        want = {st.by_name["vm1"] % 2: VM1, st.by_name["vm2"] % 2: VM2}
+        assert by_member == {"m1": {want[0]}, "m2": {want[1]}}
+    finally:
+        s.engine.close()
+
+
+def test_capture_points_share_packet_ids(sw: TeamSwitch, tmp_path: Path) -> None:
+    out = tmp_path / "points.pcapng"
+    cap = sw.engine.capture_start(["team0:*", "team0", "vm1"], str(out))
+    inbound = udp(FAR, VM1, 1)
+    sw.ports["vm1"].inject(udp(VM1, FAR, 0))  # learn VM1 first
+    sw.pump()
+    sw.ports["m2"].inject(inbound)  # FAR -> VM1 through member m2
+    sw.pump()
+    sw.engine.capture_stop(cap.id)
+    reader = CaptureReader(str(out))
+    recs = list(reader)
+    assert [i.name for i in reader.interfaces] == ["team0:m1", "team0:m2", "team0", "vm1"]
+    assert "member m1" in reader.interfaces[0].description
+    by_pid: dict[int | None, list[tuple[str, int]]] = {}
+    for r in recs:
+        by_pid.setdefault(r.packet_id, []).append((r.interface_name, r.direction))
+    assert None not in by_pid and len(by_pid) == 2
+    first, second = (by_pid[p] for p in sorted(by_pid, key=lambda p: p or 0))
+    # vm1's frame: in at vm1, flooded out of the team and one of its members
+    assert first[0] == ("vm1", DIR_INBOUND) and ("team0", DIR_OUTBOUND) in first
+    assert len([p for p in first if p[0].startswith("team0:")]) == 1
+    # FAR's frame: in at member m2, in at the team, out at vm1 - the seed's "every
+    # packet twice" (member + team), linked by one packet id
+    assert second == [("team0:m2", DIR_INBOUND), ("team0", DIR_INBOUND), ("vm1", DIR_OUTBOUND)]
+    assert {r.data for r in recs if r.packet_id == max(by_pid, key=lambda p: p or 0)} \
+        == {inbound}
+    # no capture left: the team's tap is gone
+    team = sw.engine.backends[sw.engine.state.by_name["team0"]]
+    assert isinstance(team, TeamPort) and team.tap is None
