@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import Dot1Q, Ether
 
 from tests.pipeline.harness import FakeClock
 from vspan.capture.pcapng import DIR_INBOUND, DIR_OUTBOUND, CaptureReader
@@ -37,12 +37,13 @@ class TeamSwitch:
         return self.ports[name].take_bytes()
 
 
-def build(team_yaml: str = "{members: [m1, m2]}") -> TeamSwitch:
+def build(team_yaml: str = "{members: [m1, m2]}", vm_extra: str = "",
+          team_extra: str = "") -> TeamSwitch:
     cfg = load_text(f"""
 ports:
-  vm1: {{type: memory}}
-  vm2: {{type: memory}}
-  team0: {{type: team, team: {team_yaml}}}
+  vm1: {{type: memory{vm_extra}}}
+  vm2: {{type: memory{vm_extra}}}
+  team0: {{type: team, team: {team_yaml}{team_extra}}}
 """)
     ports: dict[str, MemoryPort] = {}
 
@@ -100,18 +101,37 @@ def test_a_frame_from_one_member_never_leaves_by_another(sw: TeamSwitch) -> None
     assert len(sw.got("m1") + sw.got("m2")) == 1 and sw.got("vm2") == []
 
 
-def test_hyperv_port_balances_by_the_ingress_port() -> None:
-    s = build("{members: [m1, m2], load_balancing: hyperv-port}")
+@pytest.mark.parametrize("tagged", [False, True], ids=["untagged", "vlan-pushed"])
+def test_hyperv_port_balances_by_the_ingress_port(tagged: bool) -> None:
+    # tagged: the VMs are access ports of VLAN 10 and the team a trunk, so every frame
+    # to the team is a new frame with the tag pushed - it must keep its ingress port
+    s = build("{members: [m1, m2], load_balancing: hyperv-port}",
+              ", vlan: {mode: access, id: 10}" if tagged else "",
+              ", vlan: {mode: trunk, allowed: [10]}" if tagged else "")
     try:
         st = s.engine.state
         s.ports["vm1"].inject(*[udp(VM1, BCAST, i) for i in range(10)])
         s.ports["vm2"].inject(*[udp(VM2, BCAST, i) for i in range(10)])
         s.pump()
-        by_member = {m: {Ether(f).src for f in s.got(m)} for m in ("m1", "m2")}
+        got = {m: [Ether(f) for f in s.got(m)] for m in ("m1", "m2")}
+        assert all((Dot1Q in f) == tagged for fs in got.values() for f in fs)
+        by_member = {m: {f.src for f in fs} for m, fs in got.items()}
         want = {st.by_name["vm1"] % 2: VM1, st.by_name["vm2"] % 2: VM2}
         assert by_member == {"m1": {want[0]}, "m2": {want[1]}}
     finally:
         s.engine.close()
+
+
+def test_erspan_loop_guard_knows_team_members(sw: TeamSwitch) -> None:
+    from vspan.config.model import MirrorSession
+    from vspan.datapath.state import MirrorRuntime
+
+    team = sw.engine.state.port("team0")
+    m = MirrorRuntime(0, "s", MirrorSession.model_validate(
+        {"sources": ["team0"], "erspan": {"remote_ip": "192.0.2.9"}}))
+    team.mirror_ingress = team.mirror_egress = (0,)
+    assert sw.engine._loop_guard(m, "m2")  # the copies would leave by member m2
+    assert team.mirror_ingress == () and m.loop_guard_port == "team0"
 
 
 def test_capture_points_share_packet_ids(sw: TeamSwitch, tmp_path: Path) -> None:
@@ -143,3 +163,32 @@ def test_capture_points_share_packet_ids(sw: TeamSwitch, tmp_path: Path) -> None
     # no capture left: the team's tap is gone
     team = sw.engine.backends[sw.engine.state.by_name["team0"]]
     assert isinstance(team, TeamPort) and team.tap is None
+
+
+def test_show_ports_json_metrics_and_table_list_members(
+        sw: TeamSwitch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vspan.api.metrics import team_metrics
+    from vspan.cli.show_cmd import render
+    from vspan.control.views import ports_view
+
+    sw.ports["vm1"].inject(*[udp(VM1, BCAST, i) for i in range(8)])
+    sw.pump()
+    sw.ports["m2"].set_link(False)
+    team = sw.engine.backends[sw.engine.state.by_name["team0"]]
+    assert isinstance(team, TeamPort) and team.poll_links()
+    rows = ports_view(sw.engine)
+    row = next(r for r in rows if r["name"] == "team0")
+    assert row["interface"] == "m1,m2" and "team" not in rows[0]
+    members = {m["name"]: m for m in row["team"]["members"]}
+    assert members["m2"]["state"] == "down (no carrier)" and members["m1"]["active"]
+    sent = members["m1"]["counters"]["tx_frames"] + members["m2"]["counters"]["tx_frames"]
+    assert sent == 8 == row["backend_counters"]["tx_frames"]
+    fams = {f.name: f for f in team_metrics(rows)}
+    up = {tuple(s.labels.values()): s.value for s in fams["vspan_team_member_up"].samples}
+    assert up == {("team0", "m1"): 1, ("team0", "m2"): 0}
+    tx = sum(s.value for s in fams["vspan_team_member_tx_frames"].samples
+             if s.name.endswith("_total"))
+    assert tx == 8
+    render("ports", rows)
+    out = capsys.readouterr().out
+    assert "team0:m2" in out and "down (no carrier)" in out and "member" in out
