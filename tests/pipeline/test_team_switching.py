@@ -131,7 +131,8 @@ def test_erspan_loop_guard_knows_team_members(sw: TeamSwitch) -> None:
         {"sources": ["team0"], "erspan": {"remote_ip": "192.0.2.9"}}))
     team.mirror_ingress = team.mirror_egress = (0,)
     assert sw.engine._loop_guard(m, "m2")  # the copies would leave by member m2
-    assert team.mirror_ingress == () and m.loop_guard_port == "team0"
+    assert not team.mirror_ingress and not team.mirror_egress
+    assert m.loop_guard_port == "team0"
 
 
 def test_capture_points_share_packet_ids(sw: TeamSwitch, tmp_path: Path) -> None:
