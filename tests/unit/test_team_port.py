@@ -270,6 +270,31 @@ def test_arp_monitor_probes_and_takes_a_silent_member_down() -> None:
     t.close()
 
 
+def test_arp_monitor_in_active_standby_judges_the_active_member() -> None:
+    clock = Clock()
+    t, m = team({"members": ["m1", "m2"], "mode": "active-standby", "primary": "m1",
+                 "miimon_ms": 0, "arp_monitor": {"targets": ["10.0.0.9"], "interval_ms": 100,
+                                                 "missed_max": 2}}, clock)
+    for _ in range(3):  # only m1 (active) is answered; m2's probes go unanswered
+        clock.now += 0.1
+        m.ports["m1"].inject(reply(mac(1), "10.0.0.9"))
+        t.recv_batch()
+        t.tick(clock.now)
+    assert [t.member_state(x) for x in t.members] == ["active", "standby"]
+    for _ in range(3):  # now m1's targets fall silent: m2 takes over, with a grace period
+        clock.now += 0.1
+        t.tick(clock.now)
+    assert [t.member_state(x) for x in t.members] == ["down (ARP targets silent)", "active"]
+    for _ in range(3):  # ... which runs out without replies for m2: the team is down
+        clock.now += 0.1
+        t.tick(clock.now)
+    assert not t.link_up() and t.failovers == 2
+    m.ports["m2"].inject(reply(mac(1), "10.0.0.9"))  # m1 answered again: the primary is back
+    t.recv_batch()
+    assert [t.member_state(x) for x in t.members] == ["active", "down (ARP targets silent)"]
+    t.close()
+
+
 def test_arp_probe_with_vlan_and_source() -> None:
     f = arp_probe(mac(3), "10.0.0.50", "10.0.0.1", vlan=42)
     pkt = Ether(f)

@@ -39,7 +39,7 @@ from typing import Any
 from vspan.config.team import LoadBalancing, TeamConfig, TeamMode
 from vspan.ports import netdev
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.linkwatch import IntervalTimer, LinkEvent, LinkWatch
+from vspan.ports.linkwatch import IFF_UP, IntervalTimer, LinkEvent, LinkWatch
 from vspan.ports.teamhash import l2_header, layer2, layer2_3, layer3_4
 
 log = logging.getLogger(__name__)
@@ -170,11 +170,15 @@ class TeamPort(Port):
             raise
         self.members[:] = opened
         self._epoll = ep = select.epoll()
-        for m in opened:
-            fd = m.port.fileno()
-            self._by_fd[fd] = m
-            ep.register(fd, select.EPOLLIN)
-        self._open_monitors(ep)
+        try:
+            for m in opened:
+                fd = m.port.fileno()
+                self._by_fd[fd] = m
+                ep.register(fd, select.EPOLLIN)
+            self._open_monitors(ep)
+        except BaseException:
+            self.close()
+            raise
         now = self._clock()
         for m in opened:
             m.last_reply = now  # the ARP monitor gives every member missed_max intervals
@@ -233,7 +237,8 @@ class TeamPort(Port):
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
-        self._by_fd.clear()
+        for table in (self._by_fd, self._by_ifindex, self._by_mac):
+            table.clear()
 
     # -- member state --------------------------------------------------------
 
@@ -248,7 +253,7 @@ class TeamPort(Port):
             return False  # deleted (or replaced by another interface of the same name)
         flags = netdev.read_sysfs(m.name, "flags")
         try:
-            up = flags is not None and int(flags, 16) & 1 != 0
+            up = flags is not None and int(flags, 16) & IFF_UP != 0
         except ValueError:
             up = False
         return up and netdev.read_sysfs(m.name, "carrier") == "1"
@@ -291,6 +296,8 @@ class TeamPort(Port):
             pick = next((m for m in usable if m.name == primary), None)
             if pick is None:
                 pick = cur if cur is not None and cur.usable else (usable[0] if usable else None)
+            if pick is not None and pick is not cur:  # the ARP monitor's grace starts now
+                pick.last_reply = max(pick.last_reply, self._clock())
             self._active = pick
         for m in self.members:
             if m.name in carrying and not m.usable:
@@ -331,6 +338,10 @@ class TeamPort(Port):
         deadline = arp.missed_max * arp.interval_ms / 1000
         changed = False
         for m in self.members:
+            # active-standby: a standby member is judged when it becomes active (a far
+            # side in active-standby drops what comes in on its own standby link)
+            if self.active_standby and m is not self._active:
+                continue
             ok = now - m.last_reply <= deadline
             if ok != m.arp_ok:
                 m.arp_ok = ok
