@@ -38,13 +38,13 @@ class TeamSwitch:
 
 
 def build(team_yaml: str = "{members: [m1, m2]}", vm_extra: str = "",
-          team_extra: str = "") -> TeamSwitch:
+          team_extra: str = "", more: str = "") -> TeamSwitch:
     cfg = load_text(f"""
 ports:
   vm1: {{type: memory{vm_extra}}}
   vm2: {{type: memory{vm_extra}}}
   team0: {{type: team, team: {team_yaml}{team_extra}}}
-""")
+{more}""")
     ports: dict[str, MemoryPort] = {}
 
     def member(team: str, ifname: str) -> Port:
@@ -193,3 +193,33 @@ def test_show_ports_json_metrics_and_table_list_members(
     render("ports", rows)
     out = capsys.readouterr().out
     assert "team0:m2" in out and "down (no carrier)" in out and "member" in out
+
+
+def test_team_as_rspan_uplink_and_as_mirror_source() -> None:
+    s = build(vm_extra=", vlan: {mode: access, id: 10}",
+              team_extra=", vlan: {mode: trunk, allowed: [10, 999]}", more="""\
+  snf: {type: memory}
+mirrors:
+  out: {sources: [vm1], rspan: {port: team0, vlan: 999}}
+  in: {sources: [{port: team0, direction: ingress}], destinations: [snf]}
+""")
+    try:
+        frames = [udp(VM1, BCAST, i) for i in range(12)]
+        s.ports["vm1"].inject(*frames)
+        s.pump()
+        out = [Ether(f) for f in s.got("m1") + s.got("m2")]
+        # each frame flooded once (tagged 10) and mirrored once (tagged 999), each of the
+        # 24 out of exactly one member of the team
+        assert sorted(f[Dot1Q].vlan for f in out) == [10] * 12 + [999] * 12
+        for vid in (10, 999):
+            assert sorted(bytes(f[Dot1Q].payload) for f in out if f[Dot1Q].vlan == vid) == \
+                sorted(f[14:] for f in frames)
+        far = [bytes(Ether(src=FAR, dst=VM1) / Dot1Q(vlan=10) / IP() / UDP(dport=7 + i))
+               for i in range(6)]
+        s.ports["m1"].inject(*far[:3])
+        s.ports["m2"].inject(*far[3:])
+        s.pump()
+        assert sorted(s.got("snf")) == sorted(far)  # what came in by either member
+        assert len(s.got("vm1")) == 6
+    finally:
+        s.engine.close()
