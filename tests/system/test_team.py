@@ -36,6 +36,7 @@ from tests.system.teamlab import (
     team_yaml,
 )
 from tests.system.test_switch import ping
+from tests.system.test_two_hosts import wire
 from tests.unit.test_team_hash import ref_layer3_4
 
 pytestmark = pytest.mark.system
@@ -243,3 +244,23 @@ def test_arp_monitor_takes_members_down_while_carrier_stays_up(
         t.wait_state("a", "a1", "active")
         t.wait_state("a", "a2", "active")
         ping(netlab, t.vm1, VM2_IP, count=2)
+
+
+def test_a_deleted_member_is_used_again_when_its_interface_returns(
+        netlab: Lab, tmp_path: Path) -> None:
+    require_tools("iperf3", "ss", "ping")
+    t = build(netlab)
+    with switches(t, tmp_path, team_yaml("vm1", ["a1", "a2"]),
+                  team_yaml("vm2", ["b1", "b2"])):
+        ping(netlab, t.vm1, VM2_IP, count=2)
+        netlab.exec(t.ha, "ip", "link", "del", "a1")  # the pair goes: b1 too
+        t.wait_state("a", "a1", "down (deleted)")
+        t.wait_state("b", "b1", "down (deleted)")
+        ping(netlab, t.vm1, VM2_IP, count=3)  # over a2 alone
+        wire(netlab, "l1", (t.ha, "a1"), (t.hb, "b1"))  # new devices, same names
+        t.wait_state("a", "a1", "active")
+        t.wait_state("b", "b1", "active")
+        before = t.tx("a")
+        iperf3_result(*iperf3_start(t, seconds=2, streams=8))
+        after = t.tx("a")
+    assert after["a1"] > before["a1"] + 100 and after["a2"] > before["a2"] + 100, (before, after)

@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vspan.config.team import LoadBalancing, TeamConfig, TeamMode
-from vspan.ports import netdev
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
-from vspan.ports.linkwatch import IFF_UP, IntervalTimer, LinkEvent, LinkWatch
+from vspan.ports.linkwatch import IntervalTimer, LinkEvent, LinkWatch
 from vspan.ports.teamhash import l2_header, layer2, layer2_3, layer3_4
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class Member:
     carrier: bool = False  # administratively up with carrier (and not deleted)
     arp_ok: bool = True  # the ARP monitor's verdict (always True without one)
     usable: bool = False  # carrier and arp_ok: may carry traffic
-    gone: bool = False  # its interface was deleted: stays down until reopened
+    gone: bool = False  # its interface was deleted (until one of its name appears again)
     last_reply: float = 0.0  # when a target last answered its probes (monotonic)
     failovers: int = 0  # times traffic had to leave it because it failed
     rx_inactive: int = 0  # frames dropped because they came in while it was standby
@@ -187,18 +186,8 @@ class TeamPort(Port):
 
     def _member(self, pos: int, ifname: str, port: Port) -> Member:
         info = port.info()
-        try:
-            index = int(info.extra.get("ifindex", "0"))
-        except ValueError:
-            index = 0
-        m = Member(ifname, port, pos, index, info.mac)
-        if index:
-            self._by_ifindex[index] = m
-        if info.mac:
-            self._by_mac[info.mac] = m
-        arp = self.config.arp_monitor
-        if arp is not None:
-            m.probes = [arp_probe(info.mac, arp.source_ip, t, arp.vlan) for t in arp.targets]
+        m = Member(ifname, port, pos)
+        self._remap(m, _ifindex(info), info.mac)
         return m
 
     def _open_monitors(self, ep: select.epoll) -> None:
@@ -243,20 +232,27 @@ class TeamPort(Port):
     # -- member state --------------------------------------------------------
 
     def _read_carrier(self, m: Member) -> bool:
-        """Poll one member: up with carrier, and still the interface we opened."""
-        if m.gone:
-            return False
-        if not m.ifindex:
-            return m.port.link_up()
-        index = netdev.read_sysfs(m.name, "ifindex")
-        if index is None or index != str(m.ifindex):
-            return False  # deleted (or replaced by another interface of the same name)
-        flags = netdev.read_sysfs(m.name, "flags")
-        try:
-            up = flags is not None and int(flags, 16) & IFF_UP != 0
-        except ValueError:
-            up = False
-        return up and netdev.read_sysfs(m.name, "carrier") == "1"
+        """Poll one member through its backend (which follows a re-created device)."""
+        up = m.port.link_up()
+        info = m.port.info()
+        index = _ifindex(info)
+        if index != m.ifindex:  # the backend bound to a new device of the member's name
+            self._remap(m, index, info.mac)
+        return up and not m.gone
+
+    def _remap(self, m: Member, index: int, mac: bytes) -> None:
+        if self._by_ifindex.get(m.ifindex) is m:
+            del self._by_ifindex[m.ifindex]
+        if self._by_mac.get(m.mac) is m:
+            del self._by_mac[m.mac]
+        m.ifindex, m.mac, m.gone = index, mac, False
+        if index:
+            self._by_ifindex[index] = m
+        if mac:
+            self._by_mac[mac] = m
+        arp = self.config.arp_monitor
+        if arp is not None:
+            m.probes = [arp_probe(mac, arp.source_ip, t, arp.vlan) for t in arp.targets]
 
     def poll_links(self) -> bool:
         """Re-read every member's link (the ``miimon`` poll); True when something changed."""
@@ -549,6 +545,14 @@ class TeamPort(Port):
 
 def _load(m: Member) -> float:
     return m.load
+
+
+def _ifindex(info: PortInfo) -> int:
+    """The interface index a backend reports (0: none, e.g. a memory port)."""
+    try:
+        return int(info.extra.get("ifindex", "0"))
+    except ValueError:
+        return 0
 
 
 def arp_probe(mac: bytes, source_ip: str, target_ip: str, vlan: int | None = None) -> bytes:
