@@ -9,6 +9,7 @@ the capture file.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -221,6 +222,18 @@ def test_capture_at_member_team_and_port_links_the_copies(
         assert len(members) == 1 and len(ifaces) == 3, (pid, ifaces)
     syn = [r for r in rows if r.endswith("|1|0")]
     assert len(syn) == 3, rows  # the SYN at vm1, at the team and at its member
+    # the analysis commands read the copies as copies: duplicates, not retransmissions
+    flows = subprocess.run([*VSPAN, "flows", "--json", str(path)], capture_output=True,
+                           text=True, check=True).stdout
+    conn = next(f for f in map(json.loads, flows.splitlines()) if f.get("resp_p") == 445)
+    assert conn["retransmissions"] == 0 and conn["duplicates"] >= 2 * len(groups), conn
+    deduped = tmp_path / "dedup.pcapng"
+    subprocess.run([*VSPAN, "dedup", str(path), "-w", str(deduped), "--keep-point", "team0",
+                    "-q"], capture_output=True, text=True, check=True)
+    kept = subprocess.run(["tshark", "-r", str(deduped), "-Y", "tcp.port == 445", "-T",
+                           "fields", "-e", "frame.interface_name"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert kept == ["team0"] * len(groups), kept
 
 
 def test_arp_monitor_takes_members_down_while_carrier_stays_up(
