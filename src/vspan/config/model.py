@@ -446,9 +446,9 @@ class Config(Strict):
                         f"port {vteps[where]!r}")
                 vteps[where] = name
                 continue
-            where = [f"ports.{name}.interface"] if port.team is None else \
+            paths = [f"ports.{name}.interface"] if port.team is None else \
                 [f"ports.{name}.team.members.{i}" for i in range(len(port.team.members))]
-            for path, ifname in zip(where, port.interfaces(name), strict=True):
+            for path, ifname in zip(paths, port.interfaces(name), strict=True):
                 if ifname in seen:
                     raise ValueError(
                         f"{path}: {ifname!r} is already used by port {seen[ifname]!r}")
