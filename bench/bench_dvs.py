@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine_description, update_section
+from common import machine_description, update_section
 
 SECTION = "dvs"
 

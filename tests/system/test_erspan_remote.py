@@ -178,7 +178,7 @@ def frame(i: int, vlan: int | None = None, prio: int = 0, size: int = 0) -> byte
 def test_erspan2_every_field_decoded_by_tshark(pair: Pair, tmp_path: Path) -> None:
     cfg = {"remote_ip": B, "type": "erspan2", "session_id": 513, "index": 0xABCDE,
            "source_ip": A2, "ttl": 17, "dscp": 46}
-    frames = [
+    frames: list[dict[str, Any]] = [
         {"hex": frame(0, vlan=10, prio=5).hex()},
         {"hex": frame(1).hex(), "vlan": 20, "cos": 3},
         {"hex": frame(2, size=200)[:64].hex(), "truncated": True},
@@ -227,7 +227,7 @@ def test_erspan3_every_field_decoded_by_tshark(pair: Pair, tmp_path: Path) -> No
     cfg_ns = {"remote_ip": B, "type": "erspan3", "session_id": 8, "hw_id": 63,
               "granularity": "ns", "platform_subheader": True, "switch_id": 513,
               "index": 0xBEEF}
-    frames = [
+    frames: list[dict[str, Any]] = [
         {"hex": frame(0, vlan=30, prio=7).hex(), "egress": False, "ts_ns": now},
         {"hex": frame(1).hex(), "egress": True, "ts_ns": now + 250_000},
         {"hex": frame(2, size=300)[:100].hex(), "egress": True, "ts_ns": now,
@@ -334,7 +334,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     return err
 
 
-def outer(seq: int | None = None, proto: int = 0x88BE, **kw: int) -> Packet:
+def outer(seq: int | None = None, proto: int = 0x88BE, **kw: Any) -> Packet:
     g = GRE(proto=proto, **kw) if seq is None else GRE(proto=proto, seqnum_present=1,
                                                        sequence_number=seq, **kw)
     return IP(src=A1, dst=B) / g

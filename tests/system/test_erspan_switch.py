@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from scapy.contrib.erspan import ERSPAN_III
-from scapy.layers.inet import GRE, ICMP
-from scapy.layers.l2 import ARP
+from scapy.layers.inet import ICMP
+from scapy.layers.l2 import ARP, GRE
 
 from tests.helpers.netns import Lab, require_tools
 from tests.system.capture import tcpdump

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
@@ -13,7 +13,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import GRE, Dot1Q, Ether
 from scapy.packet import Packet, Raw
-from scapy.utils import wrpcap
+from scapy.utils import EDecimal, wrpcap
 
 from tests.helpers.netns import require_tools
 from vspan.capture.collector import (
@@ -54,12 +54,12 @@ def outer(src: str = "198.51.100.7") -> Packet:
     return IP(src=src, dst="198.51.100.1")
 
 
-def e2(seq: int, sid: int, frame: bytes, **kw: int) -> Packet:
+def e2(seq: int, sid: int, frame: bytes, **kw: Any) -> Packet:
     return (outer() / GRE(seqnum_present=1, sequence_number=seq, proto=0x88BE)
             / ERSPAN_II(session_id=sid, **kw) / Raw(frame))
 
 
-def e3(seq: int, sid: int, frame: bytes, **kw: int) -> Packet:
+def e3(seq: int, sid: int, frame: bytes, **kw: Any) -> Packet:
     return (outer() / GRE(seqnum_present=1, sequence_number=seq, proto=0x22EB)
             / ERSPAN_III(session_id=sid, p=1, **kw) / Raw(frame))
 
@@ -244,7 +244,7 @@ def test_collect_cli_reads_raw_capture(tmp_path: Path) -> None:
     pkts = []
     for pkt, t in _stream():
         p = Ether() / pkt
-        p.time = Decimal(t) / Decimal(10**9)
+        p.time = EDecimal(t) / EDecimal(10**9)
         pkts.append(p)
     wrpcap(str(tmp_path / "raw.pcap"), pkts)
     out = tmp_path / "out.pcapng"

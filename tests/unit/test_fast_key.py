@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Packet
 
 from vspan.datapath.flowkey import extract, fast_key
 
@@ -24,6 +25,7 @@ def frames(draw: st.DrawFn) -> bytes:
     ip = IP(src=draw(st.sampled_from(IPS)), dst=draw(st.sampled_from(IPS)),
             ttl=draw(st.integers(1, 255)), id=draw(st.integers(0, 65535)))
     kind = draw(st.sampled_from(["tcp", "udp", "icmp"]))
+    l4: Packet
     if kind == "tcp":
         l4 = TCP(sport=draw(st.sampled_from([80, 81])), dport=draw(st.sampled_from([80, 81])),
                  flags=draw(st.sampled_from(["S", "A", "PA"])), seq=draw(st.integers(0, 9)))

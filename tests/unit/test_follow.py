@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def conversation(c: str, s: str, cport: int = 40000, sport: int = 80, cisn: int 
     ]
 
 
-def write(path: Path, pkts: list[Packet]) -> Path:
+def write(path: Path, pkts: Sequence[Packet]) -> Path:
     for i, p in enumerate(pkts):
         p.time = 1_700_000_000 + i / 100
     wrpcap(str(path), pkts)

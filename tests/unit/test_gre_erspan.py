@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,7 +42,7 @@ INNER = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vl
 ])
 def test_gre_matches_scapy(key: int | None, seq: int | None, csum: bool) -> None:
     ours = GRE(GRE_PROTO_TEB, key=key, seq=seq, checksum=csum).build(INNER)
-    kw: dict[str, int] = {"proto": GRE_PROTO_TEB}
+    kw: dict[str, Any] = {"proto": GRE_PROTO_TEB}
     if key is not None:
         kw.update(key_present=1, key=key)
     if seq is not None:

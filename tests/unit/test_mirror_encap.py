@@ -49,7 +49,7 @@ def test_erspan2_tagged_frame() -> None:
 
 
 def test_erspan2_untagged_with_access_vlan_and_truncation() -> None:
-    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", "erspan2", session_id=1))
+    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", EncapType.ERSPAN2, session_id=1))
     e = decode(enc.encapsulate(UNTAGGED, vlan=20, cos=3, truncated=True))[ERSPAN_II]
     assert (e.vlan, e.cos, e.en, e.t) == (20, 3, 0, 1)
     e = decode(enc.encapsulate(UNTAGGED, max_frame=64))[ERSPAN_II]
@@ -81,7 +81,7 @@ def test_erspan3_fields(gran: Granularity, gra: int, expect: int) -> None:
 
 def test_erspan3_platform_subheader() -> None:
     cfg = ErspanConfig("198.51.100.1", EncapType.ERSPAN3, session_id=3, index=0xBEEF,
-                       switch_id=513, granularity="ns", platform_subheader=True)
+                       switch_id=513, granularity=Granularity.NS, platform_subheader=True)
     enc = ErspanEncapsulator(cfg)
     assert enc.overhead == 28
     g = decode(enc.encapsulate(UNTAGGED, ts_ns=TS))
@@ -93,19 +93,20 @@ def test_erspan3_platform_subheader() -> None:
 
 
 def test_plain_gre() -> None:
-    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", "gre", gre_key=99), start_seq=2**32 - 1)
+    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", EncapType.GRE, gre_key=99),
+                             start_seq=2**32 - 1)
     g = decode(enc.encapsulate(TAGGED))
     assert (g.proto, g.key_present, g.key, g.seqnum_present, g.sequence_number) == (
         0x6558, 1, 99, 1, 2**32 - 1)
     assert bytes(g.payload) == TAGGED
     assert decode(enc.encapsulate(TAGGED)).sequence_number == 0  # wraps
-    nos = ErspanEncapsulator(ErspanConfig("198.51.100.1", "gre", gre_sequence=False))
+    nos = ErspanEncapsulator(ErspanConfig("198.51.100.1", EncapType.GRE, gre_sequence=False))
     assert nos.encapsulate(TAGGED) == b"\x00\x00\x65\x58" + TAGGED
     assert nos.overhead == 4
 
 
 def test_cut_sets_t_bit() -> None:
-    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", "erspan3"))
+    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", EncapType.ERSPAN3))
     full = enc.encapsulate(UNTAGGED)
     cut = enc.cut(full, 100)
     assert len(cut) == 100
@@ -135,7 +136,7 @@ def test_config_errors(kw: dict[str, object], msg: str) -> None:
 # ---- loop guard --------------------------------------------------------------------------
 
 def test_loop_guard_recognises_own_output() -> None:
-    s = RawGreSender(ErspanConfig("198.51.100.1", "erspan2"))
+    s = RawGreSender(ErspanConfig("198.51.100.1", EncapType.ERSPAN2))
     own = Ether() / IP(src="192.0.2.9", dst="198.51.100.1") / GRE(proto=0x88BE) / (b"x" * 30)
     assert s.is_own_output(bytes(own))
     assert s.is_own_output(bytes(Ether() / Dot1Q(vlan=5) / own[IP]))
@@ -145,13 +146,13 @@ def test_loop_guard_recognises_own_output() -> None:
     assert not s.is_own_output(b"\x00" * 10)
     s._local = bytes([192, 0, 2, 8])  # once connected, the source address must match too
     assert not s.is_own_output(bytes(own))
-    s6 = RawGreSender(ErspanConfig("2001:db8::1", "erspan3"))
+    s6 = RawGreSender(ErspanConfig("2001:db8::1", EncapType.ERSPAN3))
     assert s6.is_own_output(bytes(Ether() / IPv6(dst="2001:db8::1", nh=47) / (b"x" * 30)))
     assert not s6.is_own_output(bytes(Ether() / IPv6(dst="2001:db8::1", nh=17) / (b"x" * 30)))
 
 
 def test_send_before_open_counts_error() -> None:
-    s = RawGreSender(ErspanConfig("198.51.100.1", "erspan2"))
+    s = RawGreSender(ErspanConfig("198.51.100.1", EncapType.ERSPAN2))
     assert s.send(UNTAGGED) is False
     assert s.counters.errors == 1 and "ENOTCONN" in s.counters.last_error
     assert s.counters.as_dict()["sent"] == 0
@@ -210,7 +211,7 @@ def test_rspan_keep_original_tag_with_the_frames_vlan() -> None:
 
 def test_erspan_priority_tagged_frame_carries_its_vlan() -> None:
     prio = bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=0, prio=5) / IP() / b"p")
-    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", "erspan2", session_id=1))
+    enc = ErspanEncapsulator(ErspanConfig("198.51.100.1", EncapType.ERSPAN2, session_id=1))
     e = decode(enc.encapsulate(prio, vlan=10))[ERSPAN_II]
     assert (e.vlan, e.cos, e.en) == (10, 5, 3)
     e = decode(enc.encapsulate(TAGGED, vlan=10))[ERSPAN_II]  # a real tag wins

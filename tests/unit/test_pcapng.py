@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
-from scapy.utils import wrpcap
+from scapy.utils import EDecimal, wrpcap
 
 from tests.helpers.netns import require_tools
 from vspan.capture.pcapng import (
@@ -161,7 +160,7 @@ def test_reader_rejects_garbage(tmp_path: Path) -> None:
 def test_reads_classic_pcap(tmp_path: Path, nano: bool) -> None:
     pkts = [Ether(frame(i)) for i in range(3)]
     for i, p in enumerate(pkts):
-        p.time = Decimal(f"{1_700_000_000 + i}.{'123456789' if nano else '123456'}")
+        p.time = EDecimal(f"{1_700_000_000 + i}.{'123456789' if nano else '123456'}")
     path = tmp_path / "x.pcap"
     wrpcap(str(path), pkts, nano=nano)
     recs = list(CaptureReader(str(path)))
