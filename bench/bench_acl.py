@@ -131,9 +131,9 @@ class Lookup:
 
 def measure_lookup(n: int, repeat: int = 20000) -> Lookup:
     """Validate and build the N-entry ACL as the switch does, then time one lookup."""
+    from vspan.config.policy import PortPolicyConfig
     from vspan.datapath.flowkey import extract
     from vspan.policy.build import build_acl
-    from vspan.policy.config import PortPolicyConfig
 
     text = "\n".join(f"- {e}" for e in acl_entries(n)) or "[]"
     t0 = time.perf_counter()

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from tests.pipeline.harness import Switch, make_switch
+from vspan.config.policy import PortPolicyConfig
 from vspan.policy.build import SwitchPolicy
-from vspan.policy.config import PortPolicyConfig
 from vspan.policy.conntrack import Conn
 
 

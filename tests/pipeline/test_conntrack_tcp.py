@@ -209,7 +209,7 @@ def test_syn_in_time_wait_reopens_but_rules_are_rechecked(ps: PolicySwitch) -> N
     assert s2c(ps, "A", SISN + 2, CISN + 2, sport=8080)
     assert state(ps) == TcpStateName.TIME_WAIT
     # the rule admitting port 8080 goes away: the new SYN is judged by the rules
-    from vspan.policy.config import FirewallConfig
+    from vspan.config.policy import FirewallConfig
 
     fwc = ps.policy.firewall_config
     assert fwc is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vspan.config.diff import diff
-from vspan.config.load import ConfigError, load_text
+from vspan.config.load import ConfigError, load_text, parse_config
 
 BAD = [
     ("ports: {web1: {vlan: {mode: trunk, allowed: [5000]}}}",
@@ -64,6 +64,18 @@ def test_config_objects_are_frozen() -> None:
     cfg = load_text("ports: {a: {}}")
     with pytest.raises(ValueError):
         cfg.ports["a"].enabled = False
+
+
+def test_config_mappings_are_read_only() -> None:
+    cfg = load_text("ports: {a: {}, b: {}}\nmirrors: {m: {sources: [a], destinations: [b]}}\n"
+                    "firewall: {groups: {g: {ports: [a]}}}")
+    assert cfg.firewall is not None
+    for mapping in (cfg.ports, cfg.mirrors, cfg.firewall.groups):
+        with pytest.raises(TypeError):
+            mapping["x"] = mapping[next(iter(mapping))]  # type: ignore[index]
+        assert not hasattr(mapping, "pop") and not hasattr(mapping, "clear")
+    # serialised and re-validated, the configuration is equal
+    assert parse_config(cfg.model_dump(mode="json", exclude_none=True)) == cfg
 
 
 def test_diff_classifies_changes() -> None:

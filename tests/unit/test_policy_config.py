@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from tests.helpers.policy_frames import key_of, tcp, udp
-from vspan.config.load import ConfigError
-from vspan.policy.build import SwitchPolicy, build_acl, build_ext_acl, build_ruleset
-from vspan.policy.config import (
+from vspan.config.load import ConfigError, parse_config
+from vspan.config.policy import (
     AclActionName,
     AclEntryConfig,
     ExtendedAclConfig,
@@ -18,8 +17,8 @@ from vspan.policy.config import (
     PortPolicyConfig,
     ServiceConfig,
 )
+from vspan.policy.build import SwitchPolicy, build_acl, build_ext_acl, build_ruleset
 from vspan.policy.firewall import FwAction
-from vspan.policy.load import policy_from_data
 
 GOOD = """
 ports:
@@ -64,7 +63,8 @@ firewall:
 
 
 def load(text: str) -> Any:
-    return policy_from_data(yaml.safe_load(text), "test.yaml")
+    cfg = parse_config(yaml.safe_load(text), "test.yaml")
+    return cfg.port_policies(), cfg.firewall
 
 
 def errors_of(text: str) -> list[str]:

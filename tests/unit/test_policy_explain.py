@@ -10,10 +10,10 @@ import yaml
 
 from tests.helpers.policy_frames import key_of, tcp
 from vspan.cli.main import main
+from vspan.config.load import parse_config
 from vspan.datapath.reasons import DropReason
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.explain import FlowSpec, explain, synth_frame
-from vspan.policy.load import policy_from_data
 
 CONFIG = """
 ports:
@@ -54,7 +54,8 @@ firewall:
 
 @pytest.fixture
 def policy() -> SwitchPolicy:
-    ports, fw = policy_from_data(yaml.safe_load(CONFIG))
+    cfg = parse_config(yaml.safe_load(CONFIG))
+    ports, fw = cfg.port_policies(), cfg.firewall
     return SwitchPolicy.from_config(ports, fw)
 
 

@@ -10,11 +10,10 @@ from typing import Any
 
 from vspan.cli.client import ClientError, add_socket_arg, fail, request
 from vspan.config.load import ConfigError, load_file, parse_config
-from vspan.datapath.pipeline import policy_parts
+from vspan.config.policy import PortPolicyConfig
 from vspan.packet.errors import PacketError
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.common import IN, Dir
-from vspan.policy.config import PortPolicyConfig
 from vspan.policy.explain import FlowSpec, explain, state_report, synth_frame
 
 DEFAULT_LOCAL_MAC = "02:00:00:00:00:01"
@@ -127,7 +126,7 @@ def run_explain(args: argparse.Namespace) -> int:
         return 1
     except ClientError as err:
         return fail(err)
-    ports, fw = policy_parts(cfg)
+    ports, fw = cfg.port_policies(), cfg.firewall
     if args.port not in ports:
         sys.stderr.write(f"vspan policy explain: no port named {args.port!r} in "
                          f"{args.config or 'the running switch'}\n")

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    WrapSerializer,
+)
 
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-@]{1,15}$")
@@ -14,3 +22,42 @@ class Strict(BaseModel):
     """Base of every config model: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping: what configuration models hold instead of a dict."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[K, V] | None = None) -> None:
+        self._items: dict[K, V] = dict(items or {})
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
+def _freeze(value: Mapping[Any, Any]) -> FrozenMap[Any, Any]:
+    return value if isinstance(value, FrozenMap) else FrozenMap(value)
+
+
+def _thaw(value: Mapping[Any, Any], handler: SerializerFunctionWrapHandler) -> Any:
+    return handler(dict(value))
+
+
+FREEZE = AfterValidator(_freeze)
+"""Annotated metadata: a validated ``Mapping`` field is stored as a :class:`FrozenMap`."""
+THAW = WrapSerializer(_thaw)
+"""Annotated metadata: a :class:`FrozenMap` field serialises as a plain mapping."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from vspan.config.model import Config, PortConfig
-from vspan.policy.config import (
+from vspan.config.policy import (
     FirewallConfig,
     FwRuleConfig,
     FwSectionConfig,

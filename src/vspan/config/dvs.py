@@ -49,7 +49,7 @@ from vspan.config.model import (
     SwitchConfig,
     VlanConfig,
 )
-from vspan.policy.config import (
+from vspan.config.policy import (
     AclEntryConfig,
     ExtendedAclConfig,
     FirewallConfig,

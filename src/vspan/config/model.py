@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from vspan.config.base import IFNAME_RE, PORT_NAME_RE, Strict
+from vspan.config.base import FREEZE, IFNAME_RE, PORT_NAME_RE, THAW, FrozenMap, Strict
+from vspan.config.policy import FirewallConfig, PortPolicyConfig, policy_reference_errors
 from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
-from vspan.policy.config import FirewallConfig, PortPolicyConfig, policy_reference_errors
 
 __all__ = ["IFNAME_RE", "PORT_NAME_RE", "Strict"]
 
@@ -421,8 +421,9 @@ class Config(Strict):
     """A whole switch configuration."""
 
     switch: SwitchConfig = SwitchConfig()
-    ports: Mapping[str, PortConfig] = Field(default_factory=dict)
-    mirrors: Mapping[str, MirrorSession] = Field(default_factory=dict)
+    ports: Annotated[Mapping[str, PortConfig], FREEZE, THAW] = Field(default_factory=FrozenMap)
+    mirrors: Annotated[Mapping[str, MirrorSession], FREEZE, THAW] = Field(
+        default_factory=FrozenMap)
     firewall: FirewallConfig | None = None  # the distributed firewall (vspan.policy)
 
     @model_validator(mode="after")
@@ -470,8 +471,11 @@ class Config(Strict):
             if session.rspan_source is not None and \
                     session.rspan_source.port in session.destinations:
                 raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
-        errors = policy_reference_errors({n: p.policy for n, p in self.ports.items()},
-                                         self.firewall)
+        errors = policy_reference_errors(self.port_policies(), self.firewall)
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def port_policies(self) -> dict[str, PortPolicyConfig | None]:
+        """Each port's policy (``None`` for a port without one), by port name."""
+        return {n: p.policy for n, p in self.ports.items()}

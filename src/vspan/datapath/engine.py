@@ -25,7 +25,7 @@ from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, MirrorCopy
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract, fast_key
 from vspan.datapath.mtu import too_big
-from vspan.datapath.pipeline import build_pipeline, policy_parts
+from vspan.datapath.pipeline import build_pipeline
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
 from vspan.datapath.trace import Tracer
@@ -669,7 +669,7 @@ class Engine:
             kept = self.backends.get(self.state.by_name[name])
             if kept is not None:
                 kept.reconfigure(new.ports[name])
-        self.policy.apply(*policy_parts(new), changes)
+        self.policy.apply(new.port_policies(), new.firewall, changes)
         for name, backend in opened.items():
             idx = self.state.by_name[name]
             self.backends[idx] = backend

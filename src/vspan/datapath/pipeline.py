@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vspan.datapath.decision import VLAN_KEEP, Decision, Drop, Output
 from vspan.datapath.flowkey import ETH_P_8021Q, FlowKey, mac_str
@@ -22,7 +22,6 @@ from vspan.datapath.state import PortRuntime, SwitchState
 from vspan.datapath.trace import NULL_TRACER, Tracer
 
 if TYPE_CHECKING:
-    from vspan.config.model import Config
     from vspan.policy.build import SwitchPolicy
 
 _RESERVED_PREFIX = b"\x01\x80\xc2\x00\x00"
@@ -155,11 +154,6 @@ class Pipeline:
         return Output(out.index, op, vid, tuple(ctx.out_hooks), copies, out.mtu)
 
 
-def policy_parts(config: Config) -> tuple[dict[str, Any], Any]:
-    """The per-port policies and the firewall of a configuration."""
-    return {n: p.policy for n, p in config.ports.items()}, config.firewall
-
-
 def build_pipeline(state: SwitchState, clock: Callable[[], float] = time.monotonic
                    ) -> tuple[Pipeline, SwitchPolicy]:
     """A pipeline with the policy stage (guards, ACLs, firewall) for ``state.config``."""
@@ -167,6 +161,6 @@ def build_pipeline(state: SwitchState, clock: Callable[[], float] = time.monoton
     from vspan.policy.stage import install
 
     pipeline = Pipeline(state, clock)
-    policy = SwitchPolicy.from_config(*policy_parts(state.config))
+    policy = SwitchPolicy.from_config(state.config.port_policies(), state.config.firewall)
     install(pipeline, policy)
     return pipeline, policy

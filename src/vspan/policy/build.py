@@ -15,6 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vspan.config.policy import (
+    FirewallConfig,
+    FwSectionConfig,
+    PortPolicyConfig,
+    ServiceConfig,
+    acl_id,
+    ext_acl_id,
+    rule_id,
+)
 from vspan.policy.acl import AclAction, AclEntry, PortAcl
 from vspan.policy.common import (
     IpPrefix,
@@ -24,15 +33,6 @@ from vspan.policy.common import (
     parse_mac_spec,
     parse_port_range,
     parse_protocol,
-)
-from vspan.policy.config import (
-    FirewallConfig,
-    FwSectionConfig,
-    PortPolicyConfig,
-    ServiceConfig,
-    acl_id,
-    ext_acl_id,
-    rule_id,
 )
 from vspan.policy.extacl import ExtAclRule, ExtAclSessions, ExtAclTable, ExtAction
 from vspan.policy.firewall import (

@@ -1,4 +1,5 @@
-"""Shared vocabulary of the policy modules: directions, address specs, port ranges.
+"""Shared vocabulary of the policy modules: directions, address specs, port ranges
+(the value types come from :mod:`vspan.config.values`), and FlowKey helpers.
 
 Direction is always seen **from the port** (the VM's vNIC):
 
@@ -14,8 +15,26 @@ allocating more than the tuple they return.
 from __future__ import annotations
 
 import ipaddress
-from typing import Final, Literal, NamedTuple
 
+from vspan.config.values import ANY as ANY
+from vspan.config.values import DIRECTIONS as DIRECTIONS
+from vspan.config.values import IN as IN
+from vspan.config.values import OUT as OUT
+from vspan.config.values import PROTOCOL_NAMES as PROTOCOL_NAMES
+from vspan.config.values import Dir as Dir
+from vspan.config.values import IpPrefix as IpPrefix
+from vspan.config.values import IpSpec as IpSpec
+from vspan.config.values import MacSpec as MacSpec
+from vspan.config.values import PortRange as PortRange
+from vspan.config.values import mac_str as mac_str
+from vspan.config.values import parse_direction as parse_direction
+from vspan.config.values import parse_ip_spec as parse_ip_spec
+from vspan.config.values import parse_mac as parse_mac
+from vspan.config.values import parse_mac_spec as parse_mac_spec
+from vspan.config.values import parse_port_range as parse_port_range
+from vspan.config.values import parse_protocol as parse_protocol
+from vspan.config.values import protocol_str as protocol_str
+from vspan.config.values import spec_str as spec_str
 from vspan.datapath.flowkey import (
     ETH_P_IPV4,
     ETH_P_IPV6,
@@ -26,30 +45,10 @@ from vspan.datapath.flowkey import (
     FlowKey,
 )
 
-Dir = Literal["in", "out"]
-IN: Final[Dir] = "in"
-OUT: Final[Dir] = "out"
-DIRECTIONS: Final[tuple[Dir, Dir]] = (IN, OUT)
-
-ANY: Final = "any"
-"""Wildcard marker used by address and protocol specs."""
-
 
 def other(direction: Dir) -> Dir:
     """The opposite direction."""
     return OUT if direction == IN else IN
-
-
-def parse_direction(text: str) -> tuple[Dir, ...]:
-    """``in``/``inbound`` -> (in,), ``out``/``outbound`` -> (out,), ``both`` -> (in, out)."""
-    t = text.strip().lower()
-    if t in ("in", "inbound"):
-        return (IN,)
-    if t in ("out", "outbound"):
-        return (OUT,)
-    if t in ("both", "in_out", "inout", "in-out"):
-        return (IN, OUT)
-    raise ValueError(f"{text!r} is not a direction (in, out, both)")
 
 
 def family_of(key: FlowKey) -> int:
@@ -92,88 +91,6 @@ def is_icmp(proto: int) -> bool:
     return proto in (IPPROTO_ICMP, IPPROTO_ICMPV6)
 
 
-class IpPrefix(NamedTuple):
-    """An IPv4 or IPv6 prefix as integers (``value`` has its host bits cleared)."""
-
-    family: int  # 4 or 6
-    value: int
-    length: int
-
-    @property
-    def width(self) -> int:
-        """Address width in bits."""
-        return 32 if self.family == 4 else 128
-
-    def contains(self, addr: bytes) -> bool:
-        """Whether the address (4 or 16 bytes) lies inside the prefix."""
-        width = len(addr) * 8
-        if width != self.width:
-            return False
-        return (int.from_bytes(addr, "big") >> (width - self.length)) == (
-            self.value >> (width - self.length)
-        )
-
-    def __str__(self) -> str:
-        if self.family == 4:
-            return str(ipaddress.IPv4Network((self.value, self.length)))
-        return str(ipaddress.IPv6Network((self.value, self.length)))
-
-
-IpSpec = IpPrefix | None
-"""A prefix, or ``None`` for ANY (any IPv4 or IPv6 address)."""
-
-
-def parse_ip_spec(text: str) -> IpSpec:
-    """Parse ``"any"``, an address or a CIDR prefix. Host bits must be clear.
-
-    ``any`` matches IPv4 and IPv6; ``0.0.0.0/0`` and ``::/0`` match one family.
-    """
-    t = text.strip()
-    if t.lower() in (ANY, "*"):
-        return None
-    try:
-        net = ipaddress.ip_network(t, strict=True)
-    except ValueError as err:
-        raise ValueError(f"{text!r} is not an IP address or prefix ({err})") from None
-    return IpPrefix(net.version, int(net.network_address), net.prefixlen)
-
-
-def spec_str(spec: IpSpec) -> str:
-    """Text form of an IP spec."""
-    return "any" if spec is None else str(spec)
-
-
-MacSpec = bytes | None
-"""Six bytes, or ``None`` for ANY."""
-
-
-def parse_mac_spec(text: str) -> MacSpec:
-    """Parse ``"any"`` or ``aa:bb:cc:dd:ee:ff`` / ``aa-bb-cc-dd-ee-ff`` / ``aabbccddeeff``."""
-    t = text.strip()
-    if t.lower() in (ANY, "*"):
-        return None
-    return parse_mac(t)
-
-
-def parse_mac(text: str) -> bytes:
-    """Six bytes from a MAC address in the usual notations; ValueError otherwise."""
-    t = text.strip().replace("-", ":").replace(".", "")
-    if ":" not in t and len(t) == 12:
-        t = ":".join(t[i : i + 2] for i in range(0, 12, 2))
-    parts = t.split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
-        raise ValueError(f"{text!r} is not a MAC address")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a MAC address") from None
-
-
-def mac_str(mac: bytes) -> str:
-    """``aa:bb:cc:dd:ee:ff``."""
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 def ip_str(addr: bytes) -> str:
     """Text of a 4- or 16-byte address (``?`` for anything else)."""
     if len(addr) in (4, 16):
@@ -181,84 +98,3 @@ def ip_str(addr: bytes) -> str:
     return "?" if addr else "-"
 
 
-class PortRange(NamedTuple):
-    """An inclusive range of transport ports."""
-
-    lo: int
-    hi: int
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.lo <= port <= self.hi
-
-    def __str__(self) -> str:
-        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
-
-
-def parse_port_range(value: int | str) -> PortRange:
-    """``80``, ``"80"`` or ``"1000-2000"`` -> PortRange; ValueError if out of 0-65535."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a port")
-    if isinstance(value, int):
-        lo = hi = value
-    else:
-        text = value.strip()
-        try:
-            if "-" in text:
-                a, _, b = text.partition("-")
-                lo, hi = int(a), int(b)
-            else:
-                lo = hi = int(text)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not a port or port range (like 80 or 1000-2000)"
-            ) from None
-    if not (0 <= lo <= 65535 and 0 <= hi <= 65535):
-        raise ValueError(f"{value!r} is not a port (0-65535)")
-    if lo > hi:
-        raise ValueError(f"{value!r} is an empty port range")
-    return PortRange(lo, hi)
-
-
-PROTOCOL_NAMES: Final[dict[str, int]] = {
-    "icmp": IPPROTO_ICMP,
-    "tcp": IPPROTO_TCP,
-    "udp": IPPROTO_UDP,
-    "icmpv6": IPPROTO_ICMPV6,
-    "ipv6-icmp": IPPROTO_ICMPV6,
-    "gre": 47,
-    "esp": 50,
-    "ah": 51,
-    "sctp": 132,
-}
-
-
-def parse_protocol(value: int | str) -> int | None:
-    """``tcp``/``udp``/``icmp``/... or a number 0-255 -> int; ``any`` -> None."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a protocol")
-    if isinstance(value, int):
-        if not 0 <= value <= 255:
-            raise ValueError(f"{value} is not an IP protocol number (0-255)")
-        return value
-    t = value.strip().lower()
-    if t in (ANY, "*"):
-        return None
-    if t in PROTOCOL_NAMES:
-        return PROTOCOL_NAMES[t]
-    try:
-        n = int(t)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not a protocol (tcp, udp, icmp, icmpv6, any or a number)"
-        ) from None
-    return parse_protocol(n)
-
-
-def protocol_str(proto: int | None) -> str:
-    """Name of a protocol number (or ``any``)."""
-    if proto is None:
-        return "any"
-    for name, num in PROTOCOL_NAMES.items():
-        if num == proto:
-            return name
-    return str(proto)

@@ -33,6 +33,7 @@ import enum
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from vspan.config.policy import Timeouts as Timeouts
 from vspan.datapath.flowkey import (
     ETH_P_IPV4,
     FRAG_LATER,
@@ -66,25 +67,6 @@ class CtClass(enum.StrEnum):
     RELATED = "related"  # an ICMP error about a tracked connection
     INVALID = "invalid"  # contradicts the tracked state: drop
     UNTRACKED = "untracked"  # never tracked (non-IP, neighbour discovery, ...): rules decide
-
-
-class Timeouts(NamedTuple):
-    """Idle timeouts in seconds (defaults follow NSX distributed firewall)."""
-
-    tcp_syn_sent: float = 120.0  # "TCP first packet"
-    tcp_syn_recv: float = 30.0  # "TCP opening"
-    tcp_established: float = 43200.0
-    tcp_closing: float = 120.0  # FIN_WAIT, CLOSE_WAIT, LAST_ACK
-    tcp_time_wait: float = 45.0  # "TCP fin wait"
-    tcp_close: float = 20.0  # "TCP closed" (after RST)
-    udp_first: float = 60.0
-    udp_single: float = 30.0
-    udp_multiple: float = 60.0
-    icmp_first: float = 20.0
-    icmp_reply: float = 10.0
-    other_first: float = 60.0
-    other_single: float = 30.0
-    other_multiple: float = 60.0
 
 
 class UdpState(enum.StrEnum):

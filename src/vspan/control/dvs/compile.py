@@ -16,8 +16,8 @@ from typing import Any
 from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port, group_members
 from vspan.config.load import parse_config
 from vspan.config.model import Config, PortConfig, PortType
+from vspan.config.policy import FirewallConfig, GroupConfig
 from vspan.control.dvs.document import LiveHost
-from vspan.policy.config import FirewallConfig, GroupConfig
 
 
 @dataclass

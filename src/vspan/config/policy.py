@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from vspan.config.base import PORT_NAME_RE, Strict
-from vspan.policy.common import (
+from vspan.config.base import FREEZE, PORT_NAME_RE, THAW, FrozenMap, Strict
+from vspan.config.values import (
     parse_direction,
     parse_ip_spec,
     parse_mac,
@@ -57,7 +57,6 @@ from vspan.policy.common import (
     protocol_str,
     spec_str,
 )
-from vspan.policy.conntrack import Timeouts
 
 
 def _ip_spec(value: Any) -> str:
@@ -325,6 +324,25 @@ class GroupConfig(Strict):
     addresses: tuple[IpAddrText, ...] = ()
 
 
+class Timeouts(NamedTuple):
+    """Idle timeouts in seconds (defaults follow NSX distributed firewall)."""
+
+    tcp_syn_sent: float = 120.0  # "TCP first packet"
+    tcp_syn_recv: float = 30.0  # "TCP opening"
+    tcp_established: float = 43200.0
+    tcp_closing: float = 120.0  # FIN_WAIT, CLOSE_WAIT, LAST_ACK
+    tcp_time_wait: float = 45.0  # "TCP fin wait"
+    tcp_close: float = 20.0  # "TCP closed" (after RST)
+    udp_first: float = 60.0
+    udp_single: float = 30.0
+    udp_multiple: float = 60.0
+    icmp_first: float = 20.0
+    icmp_reply: float = 10.0
+    other_first: float = 60.0
+    other_single: float = 30.0
+    other_multiple: float = 60.0
+
+
 _T = Timeouts()
 
 
@@ -360,7 +378,8 @@ class FirewallConfig(Strict):
     exclude: tuple[str, ...] = ()  # ports/groups the firewall does not cover (uplinks)
     max_connections: int = Field(default=65536, ge=1, description="per port")
     timeouts: TimeoutsConfig = TimeoutsConfig()
-    groups: Mapping[str, GroupConfig] = Field(default_factory=dict)
+    groups: Annotated[Mapping[str, GroupConfig], FREEZE, THAW] = Field(
+        default_factory=FrozenMap)
     sections: tuple[FwSectionConfig, ...] = ()
 
 
