@@ -116,7 +116,7 @@ def test_switch_policy_update_keeps_state() -> None:
     assert pf is not None and sp.firewall.port("uplink") is None
     syn = tcp("10.7.7.7", "10.0.0.5", 40000, 80, "S")
     k = key_of(syn)
-    assert pf.process(k, syn, "in", pf.match(k, "in"), 0.0).allowed
+    assert pf.process(k, syn, "in", pf.match(k, "in").decision, 0.0).allowed
     web1 = sp.ports["web1"]
     sp.update(ports, fw)
     assert sp.ports["web1"] is web1  # unchanged config: same object, same sessions

@@ -134,7 +134,7 @@ def test_stateful_session_and_connection_are_shown(policy: SwitchPolicy) -> None
     assert fw is not None
     pf = fw.port("web1")
     assert pf is not None
-    assert pf.process(k, q, "out", pf.match(k, "out"), 0.0).allowed
+    assert pf.process(k, q, "out", pf.match(k, "out").decision, 0.0).allowed
     # ... and the answer is now explained as admitted by state
     a = synth_frame(FlowSpec("10.1.9.9", "10.0.0.5", "udp", 53, 5000, "02:00:00:00:00:02",
                              "02:00:00:00:00:01"))

@@ -134,7 +134,9 @@ def test_evaluators_never_raise_on_damaged_frames(seed: bytes, edits: list[tuple
         m = _EXT.match(key, d, explain=True)
         sessions.process(key, d, m, 0.0)
         fm = pf.match(key, d, explain=True)
-        pf.process(key, frame, d, fm, 0.0)
+        if fm.ip:
+            peek = pf.process(key, frame, d, fm.decision, 0.0, commit=False)
+            assert pf.process(key, frame, d, fm.decision, 0.0)[:5] == peek[:5]
         ct = pf.conntrack
         r = ct.classify(key, frame, d, 1.0)
         if r.cls is CtClass.NEW:

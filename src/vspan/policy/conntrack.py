@@ -117,6 +117,23 @@ class Conn:
         """IP protocol number."""
         return self.key[0]
 
+    def clone(self) -> Conn:
+        """An independent copy: what a trace advances instead of the connection itself."""
+        c = Conn(self.key, self.origin, self.rule_id, self.created)
+        c.last, c.expires, c.state = self.last, self.expires, self.state
+        c.tcp = self.tcp.clone() if self.tcp is not None else None
+        c.packets, c.bytes = list(self.packets), list(self.bytes)
+        return c
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Everything a frame can change about the connection, as comparable data."""
+        tcp: tuple[object, ...] = ()
+        if self.tcp is not None:
+            tcp = (self.tcp.state, self.tcp.oow,
+                   *(tuple(p.as_dict().values()) for p in self.tcp.peers))
+        return (str(self.state), tuple(self.packets), tuple(self.bytes), self.expires,
+                self.rule_id, self.origin, tcp)
+
     def describe(self) -> str:
         """One line: ``tcp 10.0.0.5:40000 <-> 10.0.1.1:80 ESTABLISHED (opened out, rule 1001)``."""
         p, loc, lp, rem, rp = self.key
@@ -148,6 +165,7 @@ class CtResult(NamedTuple):
     cls: CtClass
     conn: Conn | None
     reason: str = ""
+    forgot: ConnKey | None = None  # a closed connection a new SYN re-opens was forgotten
 
 
 def _icmp_id(data: bytes, l4: int) -> int:
@@ -262,27 +280,43 @@ class ConnTrack:
     def __iter__(self) -> Iterator[Conn]:
         return iter(list(self._conns.values()))
 
-    def get(self, ck: ConnKey, now: float) -> Conn | None:
-        """The live connection with key ``ck`` (expired ones are removed)."""
+    def get(self, ck: ConnKey, now: float, commit: bool = True) -> Conn | None:
+        """The live connection with key ``ck``; an expired one is removed (``commit``) or
+        just not seen (a peek changes nothing)."""
         c = self._conns.get(ck)
         if c is not None and c.expires <= now:
-            self._remove(c)
-            self.counters["expired"] += 1
+            if commit:
+                self._remove(c)
+                self.counters["expired"] += 1
             return None
         return c
 
+    def entries(self) -> dict[ConnKey, Conn]:
+        """Every connection by key (expired ones not yet reclaimed included), read-only use."""
+        return self._conns
+
     def lookup(self, key: FlowKey, data: bytes, direction: Dir, now: float) -> Conn | None:
-        """The connection a frame belongs to, without updating anything (for explain)."""
+        """The connection a frame belongs to, without changing anything (explain)."""
         if not family_of(key):
             return None
         if is_icmp_error(key):
             ek = embedded_key(key, data, direction)
-            return None if ek is None else self.get(ek, now)
+            return None if ek is None else self.get(ek, now, commit=False)
         ckr = conn_key(key, data, direction)
-        return None if ckr is None else self.get(ckr[0], now)
+        return None if ckr is None else self.get(ckr[0], now, commit=False)
 
-    def classify(self, key: FlowKey, data: bytes, direction: Dir, now: float) -> CtResult:
-        """Per-frame: find the frame's connection and advance its state."""
+    def _count(self, name: str, commit: bool) -> None:
+        if commit:
+            self.counters[name] += 1
+
+    def classify(self, key: FlowKey, data: bytes, direction: Dir, now: float,
+                 commit: bool = True) -> CtResult:
+        """Per-frame: find the frame's connection and advance its state.
+
+        With ``commit`` False (a peek, for trace) the same code runs on a copy of the
+        connection: the result, including the connection's state after the frame, is
+        what committing would give, and nothing in the table changes.
+        """
         if not family_of(key):
             return CtResult(CtClass.UNTRACKED, None, "not an IP frame")
         if key.frag == FRAG_LATER:
@@ -293,32 +327,35 @@ class ConnTrack:
         if is_icmp_error(key):
             ek = embedded_key(key, data, direction)
             if ek is not None:
-                c = self.get(ek, now)
+                c = self.get(ek, now, commit)
                 if c is not None:
-                    self.counters["related"] += 1
+                    self._count("related", commit)
                     return CtResult(CtClass.RELATED, c, f"ICMP error about {c.describe()}")
             return CtResult(CtClass.UNTRACKED, None, "ICMP error about no tracked connection")
         ckr = conn_key(key, data, direction)
         if ckr is None:
             return CtResult(CtClass.UNTRACKED, None, "ICMP type not tracked")
         ck, _reply = ckr
-        c = self.get(ck, now)
+        c = self.get(ck, now, commit)
         if c is None:
             return CtResult(CtClass.NEW, None, "no connection state")
+        if not commit:
+            c = c.clone()
         from_orig = direction == c.origin
         note = ""
         if c.tcp is not None:
             seg = parse_segment(data, key)
             if seg is None:
-                self.counters["invalid"] += 1
+                self._count("invalid", commit)
                 return CtResult(CtClass.INVALID, c, "malformed TCP header")
             upd = c.tcp.update(seg, from_orig)
             if upd.reopen:
-                self._remove(c)
-                self.counters["reopened"] += 1
-                return CtResult(CtClass.NEW, None, f"{upd.reason}: old state forgotten")
+                if commit:
+                    self._remove(c)
+                self._count("reopened", commit)
+                return CtResult(CtClass.NEW, None, f"{upd.reason}: old state forgotten", ck)
             if not upd.ok:
-                self.counters["invalid"] += 1
+                self._count("invalid", commit)
                 return CtResult(CtClass.INVALID, c, upd.reason)
             c.state = c.tcp.state
             note = upd.reason
@@ -341,13 +378,15 @@ class ConnTrack:
         now: float,
         rule_id: str | None = None,
         strict: bool = False,
+        commit: bool = True,
     ) -> CtResult:
         """Start tracking a NEW frame the rules allowed.
 
         Returns ESTABLISHED with the new connection, UNTRACKED when the frame
         starts nothing (a stray RST in non-strict mode, an unrelated ICMP
         error, a later fragment), or INVALID (TCP without handshake in strict
-        mode, an echo reply without request, a full table).
+        mode, an echo reply without request, a full table). With ``commit``
+        False the connection is made but not stored (a peek).
         """
         if not family_of(key) or key.frag == FRAG_LATER or is_icmp_error(key):
             return CtResult(CtClass.UNTRACKED, None, "nothing to track")
@@ -356,45 +395,54 @@ class ConnTrack:
             return CtResult(CtClass.UNTRACKED, None, "ICMP type not tracked")
         ck, is_reply = ckr
         if is_reply:
-            self.counters["invalid"] += 1
+            self._count("invalid", commit)
             return CtResult(CtClass.INVALID, None, "echo reply without a request")
         tcp: TcpTrack | None = None
         if key.proto == IPPROTO_TCP:
             seg = parse_segment(data, key)
             if seg is None:
-                self.counters["invalid"] += 1
+                self._count("invalid", commit)
                 return CtResult(CtClass.INVALID, None, "malformed TCP header")
             if seg.flags & RST:
                 if strict:
-                    self.counters["invalid"] += 1
+                    self._count("invalid", commit)
                     return CtResult(CtClass.INVALID, None, "RST without connection (TCP strict)")
                 return CtResult(CtClass.UNTRACKED, None, "RST without connection")
             is_syn = seg.flags & (SYN | ACK) == SYN
             if not is_syn and strict:
-                self.counters["invalid"] += 1
+                self._count("invalid", commit)
                 return CtResult(CtClass.INVALID, None,
                                 "TCP strict: a new connection must start with a SYN")
             tcp, upd = TcpTrack.start(seg, strict)
             if not upd.ok:
-                self.counters["invalid"] += 1
+                self._count("invalid", commit)
                 return CtResult(CtClass.INVALID, None, upd.reason)
-        if len(self._conns) >= self.max_conns:
-            self.expire(now)
-            if len(self._conns) >= self.max_conns:
-                self.counters["table_full"] += 1
-                return CtResult(CtClass.INVALID, None, "connection table full")
+        if self._full(now, commit):
+            self._count("table_full", commit)
+            return CtResult(CtClass.INVALID, None, "connection table full")
         c = Conn(ck, direction, rule_id, now)
         if tcp is not None:
             c.tcp = tcp
             c.state = tcp.state
         elif key.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             c.state = IcmpState.REQUEST
-        self._conns[ck] = c
-        pk = (ck[0], ck[1], ck[3])
-        self._pairs[pk] = self._pairs.get(pk, 0) + 1
-        self.counters["created"] += 1
+        if commit:
+            self._conns[ck] = c
+            pk = (ck[0], ck[1], ck[3])
+            self._pairs[pk] = self._pairs.get(pk, 0) + 1
+            self.counters["created"] += 1
         self._touch(c, True, len(data), now)
         return CtResult(CtClass.ESTABLISHED, c, "new connection tracked")
+
+    def _full(self, now: float, commit: bool) -> bool:
+        """Whether no connection can be added (expired ones are reclaimed first)."""
+        if len(self._conns) < self.max_conns:
+            return False
+        if commit:
+            self.expire(now)
+            return len(self._conns) >= self.max_conns
+        live = sum(1 for c in self._conns.values() if c.expires > now)
+        return live >= self.max_conns
 
     def timeout_of(self, c: Conn) -> float:
         """Idle timeout for a connection's current state."""

@@ -137,12 +137,17 @@ class ExtAclMatch(NamedTuple):
         return None if self.rule is None else self.rule.id
 
 
+SessionState = tuple[str, str, float]
+"""(rule id, direction that opened it, expiry time) of a live session."""
+
+
 class ExtAclResult(NamedTuple):
     """Per-frame outcome."""
 
     allowed: bool
     rule_id: str | None
     via_session: bool  # admitted by a stateful session rather than by a rule
+    session: tuple[SessionKey, SessionState] | None = None  # session opened or refreshed
 
     @property
     def reason(self) -> DropReason | None:
@@ -285,37 +290,56 @@ class ExtAclSessions:
         match: ExtAclMatch,
         now: float,
         tracer: Tracer = NULL_TRACER,
+        commit: bool = True,
     ) -> ExtAclResult:
-        """Per-frame hook: admit by session, create/refresh sessions, else apply ``match``."""
+        """Per-frame check: admit by session, create/refresh sessions, else apply ``match``.
+
+        ``commit`` False peeks (trace): the same outcome, no session created, refreshed
+        or removed.
+        """
         if not match.needs_state:
             return ExtAclResult(match.allowed, match.rule_id, False)
         sk = session_key(key, direction)
         s = self._sessions.get(sk)
         if s is not None and s.expires <= now:
-            del self._sessions[sk]
+            if commit:
+                del self._sessions[sk]
             s = None
         if s is not None:
-            s.expires = now + s.idle
+            if commit:
+                s.expires = now + s.idle
             if tracer.enabled:
                 tracer.report(
                     "ext-acl",
                     f"session of stateful rule {s.rule_id} (opened {s.origin}) admits the frame",
                     rule=s.rule_id,
                 )
-            return ExtAclResult(True, s.rule_id, True)
+            return ExtAclResult(True, s.rule_id, True, (sk, (s.rule_id, s.origin, now + s.idle)))
         rule = match.rule
         if match.allowed and rule is not None and rule.stateful:
-            if len(self._sessions) >= self.max_sessions:
-                self.expire(now)
-            if len(self._sessions) < self.max_sessions:
-                self._sessions[sk] = _Session(rule.id, direction, rule.idle_timeout,
-                                              now + rule.idle_timeout)
+            live = len(self._sessions)
+            if live >= self.max_sessions:
+                if commit:
+                    live -= self.expire(now)
+                else:
+                    live = sum(1 for x in self._sessions.values() if x.expires > now)
+            if live < self.max_sessions:
+                if commit:
+                    self._sessions[sk] = _Session(rule.id, direction, rule.idle_timeout,
+                                                  now + rule.idle_timeout)
                 if tracer.enabled:
                     tracer.report("ext-acl", f"stateful rule {rule.id} opens a session",
                                   rule=rule.id)
-            else:
+                return ExtAclResult(match.allowed, match.rule_id, False,
+                                    (sk, (rule.id, direction, now + rule.idle_timeout)))
+            if commit:
                 self.refused += 1
         return ExtAclResult(match.allowed, match.rule_id, False)
+
+    def live(self, now: float) -> dict[SessionKey, SessionState]:
+        """Every live session by key (a snapshot, for tests and views)."""
+        return {k: (s.rule_id, s.origin, s.expires) for k, s in self._sessions.items()
+                if s.expires > now}
 
     def lookup(self, key: FlowKey, direction: Dir, now: float) -> str | None:
         """Rule id of the live session of this frame's connection, if any (no refresh)."""

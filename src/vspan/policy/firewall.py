@@ -29,7 +29,8 @@ Flow-cache split:
 * :meth:`PortFirewall.match` — the rule decision — depends only on FlowKey
   fields: cacheable.
 * :meth:`PortFirewall.process` — conntrack lookup/update, state creation,
-  reject reply — runs for every IP frame (the per-frame hook).
+  reject reply — runs for every IP frame (the per-frame check), either
+  committing (forwarding) or peeking (trace: same code, nothing changes).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from vspan.policy.common import (
     is_icmp,
     protocol_str,
 )
-from vspan.policy.conntrack import ConnTrack, CtClass, CtResult, Timeouts
+from vspan.policy.conntrack import Conn, ConnKey, ConnTrack, CtClass, CtResult, Timeouts
 from vspan.policy.reject import no_reply_reason, reject_reply
 
 
@@ -202,6 +203,21 @@ class FwMatch(NamedTuple):
         """Id of the deciding rule (``default`` for the default rule)."""
         return DEFAULT_RULE_ID if self.rule is None else self.rule.id
 
+    @property
+    def decision(self) -> FwDecision:
+        """The decision as plain values."""
+        return FwDecision(self.action, self.rule_id, self.strict, self.stateful)
+
+
+class FwDecision(NamedTuple):
+    """The rule decision for NEW frames of a flow, as plain values (cacheable; what the
+    per-frame firewall check carries)."""
+
+    action: FwAction
+    rule_id: str
+    strict: bool
+    stateful: bool
+
 
 class FwVerdict(NamedTuple):
     """The per-frame firewall outcome."""
@@ -212,6 +228,8 @@ class FwVerdict(NamedTuple):
     ct: CtClass
     detail: str = ""
     reply: bytes | None = None  # reject answer, to be sent back to the frame's sender
+    conn: tuple[ConnKey, Conn | None] | None = None  # the connection the frame changed, and
+    # its state after the frame (None: forgotten)
 
 
 @dataclass(slots=True)
@@ -335,46 +353,57 @@ class PortFirewall:
         key: FlowKey,
         data: bytes,
         direction: Dir,
-        match: FwMatch,
+        decision: FwDecision,
         now: float,
+        commit: bool = True,
         tracer: Tracer = NULL_TRACER,
     ) -> FwVerdict:
-        """Per-frame hook: conntrack first, then the (cached) rule decision for NEW frames."""
-        if not match.ip:
-            return FwVerdict(True, None, "", CtClass.UNTRACKED, "not an IP frame")
-        ct = self.conntrack
-        r = ct.classify(key, data, direction, now)
-        v = self._decide(key, data, direction, match, now, r)
+        """Per-frame check of an IP frame: conntrack first, then the (cached) rule
+        ``decision`` for NEW frames.
+
+        ``commit`` False is a peek (trace): the same code on copies, so the verdict and
+        the connection state it reports are what committing would give; the table, the
+        counters and the rule hits do not change.
+        """
+        r = self.conntrack.classify(key, data, direction, now, commit)
+        v = self._decide(key, data, direction, decision, now, r, commit)
         if tracer.enabled:
             _trace_verdict(tracer, direction, r, v)
         return v
 
-    def _decide(self, key: FlowKey, data: bytes, direction: Dir, match: FwMatch, now: float,
-                r: CtResult) -> FwVerdict:
+    def _decide(self, key: FlowKey, data: bytes, direction: Dir, d: FwDecision, now: float,
+                r: CtResult, commit: bool) -> FwVerdict:
         if r.cls is CtClass.ESTABLISHED or r.cls is CtClass.RELATED:
             rid = r.conn.rule_id if r.conn is not None and r.conn.rule_id else ""
-            return FwVerdict(True, None, rid, r.cls, r.reason)
+            after = (r.conn.key, r.conn) if r.cls is CtClass.ESTABLISHED and r.conn else None
+            return FwVerdict(True, None, rid, r.cls, r.reason, conn=after)
         if r.cls is CtClass.INVALID:
             rid = r.conn.rule_id if r.conn is not None and r.conn.rule_id else ""
-            return FwVerdict(False, DropReason.FIREWALL_STATE_INVALID, rid, r.cls, r.reason)
-        self.ruleset.counters.hit(match.rule_id)
-        if match.action is FwAction.DROP:
-            return FwVerdict(False, DropReason.FIREWALL_DENY, match.rule_id, r.cls,
-                             f"dropped by rule {match.rule_id}")
-        if match.action is FwAction.REJECT:
+            after = (r.conn.key, r.conn) if r.conn is not None else None
+            return FwVerdict(False, DropReason.FIREWALL_STATE_INVALID, rid, r.cls, r.reason,
+                             conn=after)
+        gone = (r.forgot, None) if r.forgot is not None else None
+        if commit:
+            self.ruleset.counters.hit(d.rule_id)
+        if d.action is FwAction.DROP:
+            return FwVerdict(False, DropReason.FIREWALL_DENY, d.rule_id, r.cls,
+                             f"dropped by rule {d.rule_id}", conn=gone)
+        if d.action is FwAction.REJECT:
             reply = reject_reply(key, data)
             why = no_reply_reason(key, data) if reply is None else None
-            detail = f"rejected by rule {match.rule_id}" + (f" (no reply: {why})" if why else "")
-            return FwVerdict(False, DropReason.FIREWALL_REJECT, match.rule_id, r.cls, detail,
-                             reply)
-        if r.cls is CtClass.NEW and match.stateful:
-            c = self.conntrack.create(key, data, direction, now, match.rule_id, match.strict)
+            detail = f"rejected by rule {d.rule_id}" + (f" (no reply: {why})" if why else "")
+            return FwVerdict(False, DropReason.FIREWALL_REJECT, d.rule_id, r.cls, detail,
+                             reply, gone)
+        if r.cls is CtClass.NEW and d.stateful:
+            c = self.conntrack.create(key, data, direction, now, d.rule_id, d.strict, commit)
             if c.cls is CtClass.INVALID:
-                return FwVerdict(False, DropReason.FIREWALL_STATE_INVALID, match.rule_id,
-                                 c.cls, c.reason)
-            return FwVerdict(True, None, match.rule_id, CtClass.NEW,
-                             f"allowed by rule {match.rule_id}; {c.reason}")
-        return FwVerdict(True, None, match.rule_id, r.cls, f"allowed by rule {match.rule_id}")
+                return FwVerdict(False, DropReason.FIREWALL_STATE_INVALID, d.rule_id,
+                                 c.cls, c.reason, conn=gone)
+            made = (c.conn.key, c.conn) if c.conn is not None else gone
+            return FwVerdict(True, None, d.rule_id, CtClass.NEW,
+                             f"allowed by rule {d.rule_id}; {c.reason}", conn=made)
+        return FwVerdict(True, None, d.rule_id, r.cls, f"allowed by rule {d.rule_id}",
+                         conn=gone)
 
 
 def _trace_match(tracer: Tracer, port: str, m: FwMatch) -> None:

@@ -87,18 +87,23 @@ class TokenBucket:
         self.passed = 0
         self.dropped = 0
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
+    def take(self, now: float, commit: bool = True) -> bool:
+        """Spend one token if there is one; ``commit`` False only says whether there is
+        (a peek: the same arithmetic, the bucket unchanged)."""
+        tokens = self.tokens
         if self.last is not None and now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        if self.last is None or now > self.last:
-            self.last = now
-        if self.tokens >= _ONE:
-            self.tokens -= 1.0
-            self.passed += 1
-            return True
-        self.dropped += 1
-        return False
+            tokens = min(self.burst, tokens + (now - self.last) * self.rate)
+        ok = tokens >= _ONE
+        if commit:
+            if self.last is None or now > self.last:
+                self.last = now
+            if ok:
+                self.tokens = tokens - 1.0
+                self.passed += 1
+            else:
+                self.tokens = tokens
+                self.dropped += 1
+        return ok
 
 
 class StormLimiter:
@@ -111,12 +116,13 @@ class StormLimiter:
         b = burst or {}
         self.buckets = {cls: TokenBucket(rate, b.get(cls)) for cls, rate in limits.items()}
 
-    def allow(self, cls: StormClass | None, now: float) -> bool:
-        """Per-frame: whether a frame of ``cls`` may pass now (unlimited classes always may)."""
+    def allow(self, cls: StormClass | None, now: float, commit: bool = True) -> bool:
+        """Per-frame: whether a frame of ``cls`` may pass now (unlimited classes always may);
+        ``commit`` False peeks without spending a token."""
         if cls is None:
             return True
         bucket = self.buckets.get(cls)
-        return True if bucket is None else bucket.take(now)
+        return True if bucket is None else bucket.take(now, commit)
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Passed/dropped per limited class."""

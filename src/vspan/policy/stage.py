@@ -165,9 +165,10 @@ def _fw_hook(policy: SwitchPolicy, pf: PortFirewall, m: FwMatch, index: int,
     VLAN it is switched in."""
     direction = m.direction
     op, vid = wire
+    decision = m.decision
 
     def hook(data: bytes, key: FlowKey, now: float) -> Drop | None:
-        v = pf.process(key, data, direction, m, now)
+        v = pf.process(key, data, direction, decision, now)
         if v.allowed:
             return None
         if v.reply is not None:

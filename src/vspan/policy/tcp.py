@@ -142,6 +142,13 @@ class TcpPeer:
         self.fin_end = -1  # sequence number after this side's FIN; -1 = no FIN yet
         self.fin_acked = False
 
+    def clone(self) -> TcpPeer:
+        """An independent copy (a trace works on copies)."""
+        c = TcpPeer()
+        c.end, c.maxend, c.maxwin, c.scale = self.end, self.maxend, self.maxwin, self.scale
+        c.wscale_seen, c.fin_end, c.fin_acked = self.wscale_seen, self.fin_end, self.fin_acked
+        return c
+
     def as_dict(self) -> dict[str, int | bool]:
         """For explain/export."""
         return {"end": self.end, "maxend": self.maxend, "maxwin": self.maxwin,
@@ -172,6 +179,14 @@ class TcpTrack:
         self.peers = (TcpPeer(), TcpPeer())
         self.strict = strict
         self.oow = 0  # out-of-window segments passed (non-strict)
+
+    def clone(self) -> TcpTrack:
+        """An independent copy (a trace works on copies)."""
+        t = TcpTrack(self.strict)
+        t.state = self.state
+        t.peers = (self.peers[0].clone(), self.peers[1].clone())
+        t.oow = self.oow
+        return t
 
     @classmethod
     def start(cls, seg: TcpSegment, strict: bool) -> tuple[TcpTrack, TcpUpdate]:
