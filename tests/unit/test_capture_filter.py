@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,26 @@ def test_errors_name_the_position(expr: str, message: str, column: int) -> None:
     assert err.position + 1 == column
     assert f"(at column {column})" in str(err)
     assert str(err).endswith(" " * (column - 1) + "^")
+
+
+LENGTH_EXPRESSIONS = [
+    "less 80", "greater 500", "not less 100", "tcp and greater 60", "less 70 or greater 900",
+    "(less 70 or greater 900) and not udp", "not (greater 100 and less 200)", "udp or less 64",
+    "greater 64 and less 64", "less 0", "greater 0", "not (port 80 or less 90)",
+]
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS + VLAN_EXPRESSIONS + LENGTH_EXPRESSIONS)
+def test_flow_lengths_agree_with_the_frame_predicate(expr: str) -> None:
+    """The flow-level form (decided once per flow) gives, for every frame length, what the
+    per-frame predicate gives: so a mirror filter cached as length ranges is exact."""
+    f = compile_filter(expr)
+    for p in UNTAGGED + TAGGED:
+        key = extract(bytes(p), 0)
+        assert key is not None
+        spans = f.lengths(key)
+        assert all(lo <= hi for lo, hi in spans)
+        assert all(a[1] + 1 < b[0] for a, b in pairwise(spans))
+        for n in (0, 1, 59, 60, 63, 64, 65, 69, 70, 71, 79, 80, 81, 89, 90, 99, 100, 101, 199,
+                  200, 201, 499, 500, 501, 899, 900, 901, 1500, 65535, 0xFFFFFFFF):
+            assert f.match_key(key, n) == any(lo <= n <= hi for lo, hi in spans), (expr, n)

@@ -31,7 +31,10 @@ Host names are not resolved: addresses must be literal.
 
 Filters compile to a predicate over a :class:`~vspan.datapath.flowkey.FlowKey`
 and the frame length, so mirror sessions that already extracted the key pay
-one call per frame.
+one call per frame — and to its flow-level form, :meth:`PacketFilter.lengths`:
+for one flow key, the frame lengths the filter passes (every primitive but
+``less``/``greater`` depends on the key alone), so the datapath decides a
+mirror filter once per flow and keeps a length range in the cached action.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from vspan.datapath.flowkey import (
     ETH_P_ARP,
@@ -53,6 +57,11 @@ from vspan.datapath.flowkey import (
 
 ETH_P_RARP = 0x8035
 Predicate = Callable[[FlowKey, int], bool]
+Spans = tuple[tuple[int, int], ...]
+"""Sorted, disjoint, inclusive ranges of frame lengths."""
+MAX_LENGTH = 0xFFFFFFFF
+ALL_LENGTHS: Spans = ((0, MAX_LENGTH),)
+NO_LENGTHS: Spans = ()
 
 _PROTO_NAMES = {
     "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51,
@@ -190,6 +199,66 @@ def _true(k: FlowKey, n: int) -> bool:
     return True
 
 
+def _intersect(a: Spans, b: Spans) -> Spans:
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def _union(a: Spans, b: Spans) -> Spans:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((*a, *b)):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _complement(a: Spans) -> Spans:
+    out: list[tuple[int, int]] = []
+    nxt = 0
+    for lo, hi in a:
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= MAX_LENGTH:
+        out.append((nxt, MAX_LENGTH))
+    return tuple(out)
+
+
+class _P(NamedTuple):
+    """A compiled (sub)expression: per frame, and per flow (the lengths it passes)."""
+
+    test: Predicate
+    spans: Callable[[FlowKey], Spans]
+
+
+def _keyed(pred: Predicate) -> _P:
+    """A primitive that reads the flow key only."""
+    return _P(pred, lambda k: ALL_LENGTHS if pred(k, 0) else NO_LENGTHS)
+
+
+def _p_and(a: _P, b: _P) -> _P:
+    return _P(_and(a.test, b.test), lambda k: _intersect(a.spans(k), b.spans(k)))
+
+
+def _p_or(a: _P, b: _P) -> _P:
+    return _P(_or(a.test, b.test), lambda k: _union(a.spans(k), b.spans(k)))
+
+
+def _p_not(a: _P) -> _P:
+    return _P(_not(a.test), lambda k: _complement(a.spans(k)))
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -223,28 +292,28 @@ class _Parser:
         return "end of expression" if t.kind == "end" else repr(t.text)
 
     # -- grammar
-    def parse(self) -> Predicate:
+    def parse(self) -> _P:
         if self.tok.kind == "end":
-            return _true
+            return _keyed(_true)
         pred = self.expr()
         if self.tok.kind != "end":
             raise self.error(f"unexpected {self.describe(self.tok)}: expected 'and', 'or' "
                              "or the end")
         return pred
 
-    def expr(self) -> Predicate:
+    def expr(self) -> _P:
         pred = self.unary()
         while self.tok.kind in ("and", "or"):
             op = self.advance().kind
             rhs = self.unary()
-            pred = _and(pred, rhs) if op == "and" else _or(pred, rhs)
+            pred = _p_and(pred, rhs) if op == "and" else _p_or(pred, rhs)
         return pred
 
-    def unary(self) -> Predicate:
+    def unary(self) -> _P:
         t = self.tok
         if t.kind == "not":
             self.advance()
-            return _not(self.unary())
+            return _p_not(self.unary())
         if t.kind == "(":
             self.advance()
             inner = self.expr()
@@ -258,7 +327,16 @@ class _Parser:
         raise self.error(f"unexpected {self.describe(t)}: expected a primitive "
                          "(host, net, port, tcp, vlan, ...)")
 
-    def primitive(self) -> Predicate:
+    def primitive(self) -> _P:
+        if self.word() in ("less", "greater"):
+            w = self.advance().text.lower()
+            size = self.number(self.advance(), 0, MAX_LENGTH, "length")
+            if w == "less":
+                return _P(lambda k, n: n <= size, lambda k: ((0, size),))
+            return _P(lambda k, n: n >= size, lambda k: ((size, MAX_LENGTH),))
+        return _keyed(self.key_primitive())
+
+    def key_primitive(self) -> Predicate:
         start = self.tok
         w = self.word()
         if w not in KEYWORDS:
@@ -275,13 +353,6 @@ class _Parser:
                 vid = self.number(t, 0, 4095, "VLAN id")
                 return lambda k, n: k.vlan == vid
             return lambda k, n: k.vlan != UNTAGGED
-        if w in ("less", "greater"):
-            self.advance()
-            t = self.advance()
-            size = self.number(t, 0, 0xFFFFFFFF, "length")
-            if w == "less":
-                return lambda k, n: n <= size
-            return lambda k, n: n >= size
         if w in ("broadcast", "multicast"):
             self.advance()
             return self.cast_pred("ether", w, start)
@@ -588,15 +659,21 @@ def _lenient_key(data: bytes) -> FlowKey | None:
 class PacketFilter:
     """A compiled filter expression."""
 
-    __slots__ = ("_pred", "expression")
+    __slots__ = ("_pred", "_spans", "expression")
 
-    def __init__(self, expression: str, predicate: Predicate) -> None:
+    def __init__(self, expression: str, compiled: _P) -> None:
         self.expression = expression
-        self._pred = predicate
+        self._pred = compiled.test
+        self._spans = compiled.spans
 
     def match_key(self, key: FlowKey, length: int) -> bool:
         """Whether a frame of ``length`` bytes with flow key ``key`` passes."""
         return self._pred(key, length)
+
+    def lengths(self, key: FlowKey) -> Spans:
+        """The frame lengths for which a frame with flow key ``key`` passes: sorted,
+        disjoint inclusive ranges (``ALL_LENGTHS``: any length, ``()``: none)."""
+        return self._spans(key)
 
     def match(self, frame: bytes) -> bool:
         """Whether the Ethernet ``frame`` passes (frames cut short are judged on what is there)."""
