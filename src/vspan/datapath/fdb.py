@@ -43,46 +43,44 @@ class Fdb:
         return self.entries.get((vlan, mac))
 
     def check(self, vlan: int, mac: bytes, port: int, port_limit: int) -> LearnResult:
-        """What learning ``mac`` on ``port`` would do, without doing it."""
+        """What learning ``mac`` on ``port`` would do, without doing it (what :meth:`learn`
+        then does: a move onto a port at its MAC limit is refused like a new MAC)."""
         entry = self.entries.get((vlan, mac))
         if entry is not None:
             if entry.static:
                 return LearnResult.STATIC
-            return LearnResult.REFRESHED if entry.port == port else LearnResult.MOVED
+            if entry.port == port:
+                return LearnResult.REFRESHED
         if port_limit and self.per_port.get(port, 0) >= port_limit:
             return LearnResult.PORT_LIMIT
+        if entry is not None:
+            return LearnResult.MOVED
         if len(self.entries) >= self.max_entries:
             return LearnResult.TABLE_FULL
         return LearnResult.NEW
 
     def learn(self, vlan: int, mac: bytes, port: int, now: float, port_limit: int = 0
               ) -> LearnResult:
-        """Learn or refresh ``mac`` on ``port``; bumps ``version`` on any change."""
+        """Learn or refresh ``mac`` on ``port`` as :meth:`check` says; bumps ``version`` on
+        any change (NEW or MOVED: the entry of ``(vlan, mac)`` changed)."""
+        result = self.check(vlan, mac, port, port_limit)
         key = (vlan, mac)
-        entry = self.entries.get(key)
-        if entry is not None:
-            if entry.static:
-                return LearnResult.STATIC
-            if entry.port == port:
-                entry.last_seen = now
-                return LearnResult.REFRESHED
-            if port_limit and self.per_port.get(port, 0) >= port_limit:
-                return LearnResult.PORT_LIMIT
+        if result is LearnResult.REFRESHED:
+            self.entries[key].last_seen = now
+        elif result is LearnResult.MOVED:
+            entry = self.entries[key]
             self.per_port[entry.port] -= 1
             entry.port = port
             entry.last_seen = now
             self.per_port[port] = self.per_port.get(port, 0) + 1
             self.version += 1
             self.moves += 1
-            return LearnResult.MOVED
-        result = self.check(vlan, mac, port, port_limit)
-        if result is not LearnResult.NEW:
-            return result
-        self.entries[key] = FdbEntry(port, now)
-        self.per_port[port] = self.per_port.get(port, 0) + 1
-        self.version += 1
-        self.learned += 1
-        return LearnResult.NEW
+        elif result is LearnResult.NEW:
+            self.entries[key] = FdbEntry(port, now)
+            self.per_port[port] = self.per_port.get(port, 0) + 1
+            self.version += 1
+            self.learned += 1
+        return result
 
     def remove(self, vlan: int, mac: bytes) -> bool:
         """Forget one entry."""
@@ -93,18 +91,20 @@ class Fdb:
         self.version += 1
         return True
 
-    def flush_port(self, port: int) -> int:
-        """Forget everything learned on ``port`` (port removed, down, or re-VLANed)."""
+    def flush_port(self, port: int) -> list[tuple[int, bytes]]:
+        """Forget everything learned on ``port`` (port removed, down, or re-VLANed); return
+        the (VLAN, MAC) pairs forgotten."""
         doomed = [k for k, e in self.entries.items() if e.port == port]
         for k in doomed:
             del self.entries[k]
         if doomed:
             self.per_port[port] = 0
             self.version += 1
-        return len(doomed)
+        return doomed
 
-    def age(self, now: float) -> int:
-        """Remove dynamic entries idle for longer than the aging time."""
+    def age(self, now: float) -> list[tuple[int, bytes]]:
+        """Remove dynamic entries idle for longer than the aging time; return their
+        (VLAN, MAC) pairs."""
         limit = now - self.aging_seconds
         doomed = [k for k, e in self.entries.items() if not e.static and e.last_seen < limit]
         for k in doomed:
@@ -112,7 +112,7 @@ class Fdb:
             self.per_port[entry.port] -= 1
         if doomed:
             self.version += 1
-        return len(doomed)
+        return doomed
 
     def __len__(self) -> int:
         return len(self.entries)
