@@ -88,7 +88,7 @@ def inprocess_worker(ports: int, flows: int, cache_size: int, frames: int) -> di
     """One in-process case (run in a fresh interpreter): see the module docstring."""
     from vspan.config.load import load_text
     from vspan.config.model import PortConfig
-    from vspan.datapath.engine import Engine
+    from vspan.control.assemble import build_engine
     from vspan.packet.build import arp_request, udp_frame
     from vspan.ports.base import Frame, Port
     from vspan.ports.memory import MemoryPort
@@ -102,7 +102,7 @@ def inprocess_worker(ports: int, flows: int, cache_size: int, frames: int) -> di
         backends[name] = MemoryPort(name)
         return backends[name]
 
-    engine = Engine(load_text(yaml), factory)
+    engine = build_engine(load_text(yaml), factory)
     engine.open()
     idx = [engine.state.by_name[n] for n in names]
     mac = [f"02:76:63:01:{i // 256:02x}:{i % 256:02x}" for i in range(ports)]

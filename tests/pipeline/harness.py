@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vspan.config.load import load_text
 from vspan.config.model import PortConfig
+from vspan.control.assemble import build_engine
 from vspan.datapath.engine import Engine
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
@@ -53,6 +54,6 @@ def make_switch(yaml_text: str) -> Switch:
         return ports[name]
 
     clock = FakeClock()
-    engine = Engine(cfg, factory, clock=clock)
+    engine = build_engine(cfg, factory, clock=clock)
     engine.open()
     return Switch(engine, ports, clock)

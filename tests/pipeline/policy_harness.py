@@ -12,6 +12,7 @@ from tests.pipeline.harness import Switch, make_switch
 from vspan.config.policy import PortPolicyConfig
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.conntrack import Conn
+from vspan.policy.layer import PolicyLayer
 
 
 @dataclass
@@ -74,7 +75,9 @@ def make_policy_switch(ports: list[str], policy_yaml: str) -> PolicySwitch:
     if "firewall" in raw:
         cfg["firewall"] = raw["firewall"]
     sw = make_switch(yaml.safe_dump(cfg))
-    return PolicySwitch(sw, sw.engine.policy)
+    layer = sw.engine.policy
+    assert isinstance(layer, PolicyLayer)
+    return PolicySwitch(sw, layer.policy)
 
 
 def policies(raw: Mapping[str, Any]) -> dict[str, PortPolicyConfig]:

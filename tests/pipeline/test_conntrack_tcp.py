@@ -15,6 +15,7 @@ from scapy.layers.l2 import Ether
 
 from tests.helpers.policy_frames import PEER_MAC, VM_MAC, tcp, udp
 from tests.pipeline.policy_harness import PolicySwitch, make_policy_switch
+from vspan.config.load import parse_config
 from vspan.policy.tcp import TcpStateName
 
 VM, R = "10.0.0.5", "10.1.1.1"
@@ -208,16 +209,11 @@ def test_syn_in_time_wait_reopens_but_rules_are_rechecked(ps: PolicySwitch) -> N
     assert c2s(ps, "FA", CISN + 1, SISN + 2, dport=8080)
     assert s2c(ps, "A", SISN + 2, CISN + 2, sport=8080)
     assert state(ps) == TcpStateName.TIME_WAIT
-    # the rule admitting port 8080 goes away: the new SYN is judged by the rules
-    from vspan.config.policy import FirewallConfig
-
-    fwc = ps.policy.firewall_config
-    assert fwc is not None
-    loose = fwc.sections[1].model_copy(update={"rules": ()})
-    new_fw = fwc.model_copy(update={"sections": (fwc.sections[0], loose)})
-    ps.policy.update({name: p.config for name, p in ps.policy.ports.items()},
-                     FirewallConfig.model_validate(new_fw.model_dump()))
-    ps.sw.engine.state.bump()
+    # the rule admitting port 8080 goes away (a live reload): the new SYN is judged by the rules
+    engine = ps.sw.engine
+    data = engine.state.config.model_dump(mode="json", exclude_none=True)
+    data["firewall"]["sections"][1]["rules"] = []
+    engine.reload(parse_config(data))
     assert not c2s(ps, "S", 900_000, dport=8080)
     assert ps.drops_by_rule("firewall-deny") == {"default": 1}
 

@@ -21,7 +21,7 @@ from scapy.layers.l2 import GRE, Dot1Q, Ether
 
 from tests.helpers.vlan_frames import tags_of
 from tests.pipeline.harness import Switch, make_switch
-from vspan.mirror.encap import EncapType, ErspanConfig, ErspanEncapsulator
+from vspan.mirror.encap import EncapType, ErspanConfig, ErspanEncapsulator, SenderCounters
 
 VM, PEER, T = "02:00:00:00:20:01", "02:00:00:00:20:02", "02:00:00:00:20:03"
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -51,9 +51,10 @@ class RecordingSender:
         self.encap = ErspanEncapsulator(ErspanConfig("127.0.0.1", EncapType(type_),
                                                      session_id=session_id))
         self.payloads: list[bytes] = []
+        self.counters = SenderCounters()
 
     def send(self, frame: bytes, *, egress: bool = False, truncated: bool = False,
-             vlan: int | None = None, cos: int = 0) -> bool:
+             ts_ns: int | None = None, vlan: int | None = None, cos: int = 0) -> bool:
         self.payloads.append(self.encap.encapsulate(frame, egress=egress, truncated=truncated,
                                                     vlan=vlan, cos=cos))
         return True
@@ -70,7 +71,7 @@ class RecordingSender:
 @pytest.fixture
 def sw() -> Iterator[Switch]:
     s = make_switch(CONFIG)
-    for m in s.engine.state.mirrors:
+    for m in s.engine.state.mirrors.values():
         if m.config.erspan is not None:
             if m.sender is not None:
                 m.sender.close()
@@ -80,7 +81,7 @@ def sw() -> Iterator[Switch]:
 
 
 def sender(s: Switch, name: str) -> RecordingSender:
-    m = next(m for m in s.engine.state.mirrors if m.name == name)
+    m = next(m for m in s.engine.state.mirrors.values() if m.name == name)
     assert isinstance(m.sender, RecordingSender)
     return m.sender
 
@@ -131,8 +132,8 @@ def test_erspan_copy_of_a_priority_tagged_frame_names_the_vlan(sw: Switch) -> No
 
 
 def test_decision_carries_the_vlan_of_the_copies(sw: Switch) -> None:
-    decision, _ = sw.engine.trace("vm", udp(VM, PEER))
-    assert {c.vlan for c in decision.ingress_mirrors} == {10}
+    decision, _, _ = sw.engine.trace("vm", udp(VM, PEER))
+    assert {c.vlan for c in decision.mirrors()} == {10}
 
 
 def test_rspan_keep_original_tag_carries_the_access_vlan_inside(sw: Switch) -> None:

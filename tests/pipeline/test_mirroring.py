@@ -36,7 +36,7 @@ def learned(sw_yaml: str):  # type: ignore[no-untyped-def]
     sw.send("c", icmp(C, A))
     for p in ("a", "b", "c", "sniff"):
         sw.got(p)
-    for m in sw.engine.state.mirrors:
+    for m in sw.engine.state.mirrors.values():
         m.mirrored = m.seen = m.truncated = m.sampled_out = 0
     return sw
 
@@ -159,7 +159,7 @@ mirrors:
 
 def test_trace_text_names_each_stage() -> None:
     sw = learned(base("    sources: [a]\n    destinations: [sniff]"))
-    decision, tracer = sw.engine.trace("a", icmp(A, B))
+    decision, _outcome, tracer = sw.engine.trace("a", icmp(A, B))
     text = tracer.render()
     assert "received on port a" in text
     assert "session mon: ingress copy -> sniff" in text
@@ -172,6 +172,6 @@ def test_trace_text_names_each_stage() -> None:
 def test_trace_of_drop_names_reason() -> None:
     sw = make_switch("ports: {t: {type: memory, vlan: {mode: trunk, allowed: [10]}}}")
     bad = bytes(Ether(src=A, dst=B) / Dot1Q(vlan=30) / IP() / ICMP())
-    decision, tracer = sw.engine.trace("t", bad)
+    decision, _outcome, tracer = sw.engine.trace("t", bad)
     assert decision.drops[0].reason.value == "vlan-not-allowed"
     assert "tagged VID 30 not allowed on trunk port (allowed: 10): drop" in tracer.render()

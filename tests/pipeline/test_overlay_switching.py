@@ -13,6 +13,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from tests.pipeline.harness import FakeClock
 from vspan.config.load import load_text
 from vspan.config.model import PortConfig
+from vspan.control.assemble import build_engine
 from vspan.datapath.engine import Engine
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
@@ -76,7 +77,7 @@ def make(text: str = CONFIG) -> Rig:
         opened.append(name)
         return ports[name]
 
-    rig = Rig(Engine(load_text(text), factory, clock=FakeClock()), ports, opened)
+    rig = Rig(build_engine(load_text(text), factory, clock=FakeClock()), ports, opened)
     rig.engine.open()
     return rig
 
@@ -128,12 +129,12 @@ def test_mtu_is_checked_per_frame_and_explained_by_trace() -> None:
     assert rig.got("ov") == []
     assert rig.drops("mtu", "ov") == 1
     assert rig.engine.state.ports[rig.engine.state.by_name["ov"]].counters.dropped == 1
-    decision, tracer = rig.engine.trace("vm1", big)
-    assert [d.reason.value for d in decision.drops] == ["mtu"] and not decision.outputs
-    assert "has MTU 1450 (largest packet after the Ethernet header); this one has 1451: drop" \
-        in tracer.render()
-    decision, tracer = rig.engine.trace("vm1", ok)
-    assert len(decision.outputs) == 1 and "fits port ov's MTU 1450" in tracer.render()
+    _d, outcome, tracer = rig.engine.trace("vm1", big)  # one decision for the flow ...
+    assert [d.reason.value for d in outcome.drops] == ["mtu"] and not outcome.outputs
+    assert "has MTU 1450 (largest packet after the Ethernet header)" in tracer.render()
+    assert "mtu at ov: 1451 > 1450" in tracer.render()  # ... the size checked per frame
+    _d, outcome, tracer = rig.engine.trace("vm1", ok)
+    assert len(outcome.outputs) == 1 and "MTU 1450" in tracer.render()
     # a GSO super-frame is judged by its segments: 1410-byte payloads fit, 1448 do not
     tcp = raw(Ether(src=VM1, dst=REMOTE) / IP(src="10.0.0.1", dst="10.0.0.2") /
               TCP(sport=1, dport=2) / (b"d" * 30000))

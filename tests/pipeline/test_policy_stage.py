@@ -130,14 +130,14 @@ def test_counters_for_metrics(ps: PolicySwitch) -> None:
 
 def test_trace_shows_policy_decisions_inline(ps: PolicySwitch) -> None:
     learn_both(ps)
-    decision, tracer = ps.sw.engine.trace("vm", udp(VM, "10.2.2.2", 1, 2))
+    decision, _outcome, tracer = ps.sw.engine.trace("vm", udp(VM, "10.2.2.2", 1, 2))
     assert isinstance(tracer, Tracer)
     text = tracer.render()
     assert "passes guards" in text
     assert "port ACL out: entry deny-10 -> deny" in text
     assert "deny-10" in text and "allow-10.1" not in text.split("deny-10 ->")[0]
     assert decision.drops and decision.drops[0].rule == "deny-10"
-    _, tr2 = ps.sw.engine.trace("net", tcp(PEER, VM, 40000, 22, "S", src_mac=PEER_MAC,
+    _, _, tr2 = ps.sw.engine.trace("net", tcp(PEER, VM, 40000, 22, "S", src_mac=PEER_MAC,
                                            dst_mac=VM_MAC))
     t2 = tr2.render()
     assert "extended ACL in: rule no-tcp-in (weight 10) -> deny" in t2

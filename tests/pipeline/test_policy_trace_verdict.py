@@ -43,18 +43,24 @@ def ps() -> Iterator[PolicySwitch]:
 
 def verdict(ps: PolicySwitch, port: str, frame: bytes) -> tuple[list[str], list[tuple[str, str]]]:
     """(output ports, [(reason, rule)]) of ``vspan trace`` for ``frame`` into ``port``."""
-    d, _tracer = ps.sw.engine.trace(port, frame)
+    _d, outcome, _tracer = ps.sw.engine.trace(port, frame)
     names = ps.sw.engine.state.port_names
-    return [names[o.port] for o in d.outputs], [(x.reason.value, x.rule) for x in d.drops]
+    return ([names[p] for p, _ in outcome.outputs],
+            [(x.reason.value, x.rule) for x in outcome.drops])
 
 
 def test_trace_of_a_rejected_syn_says_dropped(ps: PolicySwitch) -> None:
     syn = tcp(BAD, DB, 40000, 5432, "S", src_mac=BAD_MAC, dst_mac=DB_MAC)
     outs, drops = verdict(ps, "bad", syn)
     assert outs == [] and drops == [("firewall-reject", "1003")]
+    _d, outcome, _t = ps.sw.engine.trace("bad", syn)
+    [answer] = outcome.replies  # the reject answer, back to the sender
+    [(to, rst)] = answer.outputs
+    assert ps.sw.engine.state.port_names[to] == "bad"
     # what the switch really does with the same frame
     ps.send("bad", syn)
     assert ps.got("db") == [] and ps.got("web") == []
+    assert ps.got("bad") == [rst]  # the RST the trace predicted
     assert ps.drops_by_rule("firewall-reject") == {"1003": 1}
 
 

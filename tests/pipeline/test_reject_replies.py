@@ -106,7 +106,7 @@ def test_answer_to_what_the_vm_sent_is_mirrored_as_received(sw: Switch) -> None:
     VM, so the session mirroring the VM's port copies it (egress), with its VLAN."""
     sw.send("net", tcp(CLIENT, VM, 1, 2, "A", src_mac=CLIENT_MAC, dst_mac=VM_MAC, vlan=10))
     sw.got("vm"), _mirrored(sw)  # the client is learned (its frame to the VM mirrored too)
-    mon = next(m for m in sw.engine.state.mirrors if m.name == "mon")
+    mon = next(m for m in sw.engine.state.mirrors.values() if m.name == "mon")
     before = mon.mirrored
     syn = tcp(VM, CLIENT, 40000, 2323, src_mac=VM_MAC, dst_mac=CLIENT_MAC)
     sw.send("vm", syn)

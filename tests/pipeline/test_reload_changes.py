@@ -12,6 +12,8 @@ from tests.pipeline.harness import Switch, make_switch
 from vspan.config.load import load_text
 from vspan.datapath import engine as engine_mod
 from vspan.datapath import state as state_mod
+from vspan.policy.build import SwitchPolicy
+from vspan.policy.layer import PolicyLayer
 
 VM, PEER, OTHER = "10.0.0.5", "10.0.0.9", "10.0.0.7"
 OTHER_MAC = "02:00:00:00:00:07"
@@ -74,8 +76,14 @@ def open_connections(sw: Switch) -> None:
     assert len(sw.got("net")) == 1
 
 
+def policy(sw: Switch) -> SwitchPolicy:
+    layer = sw.engine.policy
+    assert isinstance(layer, PolicyLayer)
+    return layer.policy
+
+
 def hits(sw: Switch) -> dict[str, int]:
-    fw = sw.engine.policy.firewall
+    fw = policy(sw).firewall
     assert fw is not None
     return dict(fw.ruleset.counters.hits)
 
@@ -84,10 +92,10 @@ def test_firewall_rule_added_by_reload_is_reported_and_keeps_state(sw: Switch) -
     open_connections(sw)
     before = hits(sw)
     assert before["web-in"] >= 1 and before["default"] >= 1
-    other = sw.engine.policy.ports["other"]
+    other = policy(sw).ports["other"]
     sessions, storm, acl = other.sessions, other.storm, other.acl
     assert len(sessions) == 1
-    fw = sw.engine.policy.firewall
+    fw = policy(sw).firewall
     assert fw is not None
     vm_conns = list(fw.port("vm").conntrack)  # type: ignore[union-attr]
     assert len(vm_conns) == 1
@@ -98,10 +106,10 @@ def test_firewall_rule_added_by_reload_is_reported_and_keeps_state(sw: Switch) -
     assert not changes.empty
     assert changes.summary() == ["firewall rule added: dns"]
     assert hits(sw) == before  # unchanged rules (and the default rule) keep their counters
-    fw = sw.engine.policy.firewall
+    fw = policy(sw).firewall
     assert fw is not None
     assert list(fw.port("vm").conntrack) == vm_conns  # type: ignore[union-attr]
-    other = sw.engine.policy.ports["other"]
+    other = policy(sw).ports["other"]
     assert other.sessions is sessions and other.storm is storm and other.acl is acl
     assert sum(m.packets for m in acl.meters()) >= 1
     # the established connection still passes; the new rule works
@@ -129,18 +137,18 @@ def test_changed_rule_and_default_lose_their_counters_only(sw: Switch) -> None:
 
 def test_acl_change_keeps_sessions_storm_and_other_ports(sw: Switch) -> None:
     open_connections(sw)
-    other = sw.engine.policy.ports["other"]
+    other = policy(sw).ports["other"]
     sessions, storm = other.sessions, other.storm
-    vm_policy = sw.engine.policy.ports["vm"]
+    vm_policy = policy(sw).ports["vm"]
     before = hits(sw)
     changes = sw.engine.reload(load_text(CONFIG.replace(
         "        - {id: meter-all,",
         "        - {id: no-x, action: deny, direction: in, remote_ip: 10.9.9.9}\n"
         "        - {id: meter-all,")))
     assert changes.summary() == ["acl added: other/no-x"]
-    other = sw.engine.policy.ports["other"]
+    other = policy(sw).ports["other"]
     assert other.sessions is sessions and other.storm is storm  # only the ACL was rebuilt
-    assert sw.engine.policy.ports["vm"] is vm_policy
+    assert policy(sw).ports["vm"] is vm_policy
     assert hits(sw) == before
     # the session still admits the return traffic the inbound rule would deny
     sw.send("net", udp(PEER, OTHER, 6000, 5000, src_mac=PEER_MAC, dst_mac=OTHER_MAC))
@@ -148,7 +156,7 @@ def test_acl_change_keeps_sessions_storm_and_other_ports(sw: Switch) -> None:
     # and a change of the extended ACL itself starts its sessions afresh
     sw.engine.reload(load_text(CONFIG.replace("weight: 10, protocol: udp",
                                               "weight: 11, protocol: udp")))
-    assert len(sw.engine.policy.ports["other"].sessions) == 0
+    assert len(policy(sw).ports["other"].sessions) == 0
 
 
 def test_reload_computes_the_change_set_once(sw: Switch,

@@ -71,7 +71,7 @@ mirrors:
     normal = bytes(Ether(src=A, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=10) / IP() / ICMP())
     sw.send("up", normal)
     assert sw.got("sniff") == [] and len(sw.got("vm10")) == 1
-    _decision, tracer = sw.engine.trace("up", carried)
+    _decision, _outcome, tracer = sw.engine.trace("up", carried)
     assert "is the RSPAN VLAN of session rx" in tracer.render()
 
 

@@ -15,6 +15,7 @@ from tests.pipeline.harness import FakeClock
 from vspan.capture.pcapng import DIR_INBOUND, DIR_OUTBOUND, CaptureReader
 from vspan.config.load import load_text
 from vspan.config.model import PortConfig, PortType
+from vspan.control.assemble import build_engine, open_capture
 from vspan.datapath.engine import Engine
 from vspan.ports.base import Port
 from vspan.ports.memory import MemoryPort
@@ -58,7 +59,7 @@ ports:
         ports[name] = MemoryPort(name)
         return ports[name]
 
-    engine = Engine(cfg, factory, clock=FakeClock())
+    engine = build_engine(cfg, factory, clock=FakeClock())
     engine.open()
     return TeamSwitch(engine, ports)
 
@@ -130,20 +131,20 @@ def test_erspan_loop_guard_knows_team_members(sw: TeamSwitch) -> None:
     m = MirrorRuntime(0, "s", MirrorSession.model_validate(
         {"sources": ["team0"], "erspan": {"remote_ip": "192.0.2.9"}}))
     team.mirror_ingress = team.mirror_egress = (0,)
-    assert sw.engine._loop_guard(m, "m2")  # the copies would leave by member m2
+    assert sw.engine.mirror_out._loop_guard(m, "m2")  # the copies would leave by member m2
     assert not team.mirror_ingress and not team.mirror_egress
     assert m.loop_guard_port == "team0"
 
 
 def test_capture_points_share_packet_ids(sw: TeamSwitch, tmp_path: Path) -> None:
     out = tmp_path / "points.pcapng"
-    cap = sw.engine.capture_start(["team0:*", "team0", "vm1"], str(out))
+    cap = open_capture(sw.engine, ["team0:*", "team0", "vm1"], str(out), 1)
     inbound = udp(FAR, VM1, 1)
     sw.ports["vm1"].inject(udp(VM1, FAR, 0))  # learn VM1 first
     sw.pump()
     sw.ports["m2"].inject(inbound)  # FAR -> VM1 through member m2
     sw.pump()
-    sw.engine.capture_stop(cap.id)
+    sw.engine.remove_capture(cap.id).close()
     reader = CaptureReader(str(out))
     recs = list(reader)
     assert [i.name for i in reader.interfaces] == ["team0:m1", "team0:m2", "team0", "vm1"]

@@ -71,7 +71,7 @@ def test_tagged_frame_from_untagged_port_is_dropped(sw: Switch, h: Hostile, port
 
 @pytest.mark.parametrize("h", HOSTILE, ids=lambda h: h.name)
 def test_trace_explains_each_hostile_drop(sw: Switch, h: Hostile) -> None:
-    decision, tracer = sw.engine.trace("acc10", frame(h, VM, T))
+    decision, _outcome, tracer = sw.engine.trace("acc10", frame(h, VM, T))
     assert [d.reason.value for d in decision.drops] == [h.reason]
     assert not decision.outputs
     text = tracer.render()
@@ -122,7 +122,8 @@ def test_qinq_to_a_learned_mac_behind_an_access_port_is_dropped(sw: Switch) -> N
     sw.send("trunk3", _udp(T3, VM, Dot1Q(vlan=10), Dot1AD(vlan=20)))
     assert _everything_out(sw) == {}
     assert sw.drops("vlan-inner-tag") == 1
-    decision, tracer = sw.engine.trace("trunk3", _udp(T3, VM, Dot1Q(vlan=10), Dot1Q(vlan=20)))
+    decision, _outcome, tracer = sw.engine.trace("trunk3",
+                                                 _udp(T3, VM, Dot1Q(vlan=10), Dot1Q(vlan=20)))
     assert [d.reason.value for d in decision.drops] == ["vlan-inner-tag"]
     assert "inner" in tracer.render()
 

@@ -53,7 +53,10 @@ def test_offline_trace_json_drop(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["decision"]["drops"][0]["reason"] == "vlan-not-allowed"
-    assert data["trace"][-1]["stage"] == "vlan"
+    # the decision stops at the VLAN stage; replaying it, the frame is dropped there
+    assert [n["stage"] for n in data["trace"]][-2:] == ["vlan", "replay"]
+    assert data["trace"][-1]["children"][0]["stage"] == "drop"
+    assert data["outcome"]["drops"][0]["reason"] == "vlan-not-allowed"
 
 
 def test_offline_trace_qinq_to_untagged_ports(tmp_path: Path) -> None:

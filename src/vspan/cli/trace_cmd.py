@@ -83,21 +83,17 @@ def _from_capture(path: str, index: int) -> bytes:
 
 def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
     """Trace against a config file without a running switch (no side effects)."""
+    from vspan.control.assemble import offline_engine
     from vspan.control.views import trace_view
-    from vspan.datapath.flowkey import extract
-    from vspan.datapath.pipeline import build_pipeline
-    from vspan.datapath.state import SwitchState
-    from vspan.datapath.trace import Tracer
 
-    cfg = load_file(config_path)
-    state = SwitchState(cfg)
-    if port not in state.by_name:
-        raise ClientError(f"no port named {port!r} in {config_path}")
-    idx = state.by_name[port]
-    tracer = Tracer()
-    pipeline, _policy = build_pipeline(state)
-    decision = pipeline.run(extract(frame, idx), frame, idx, tracer)
-    return trace_view(state, port, frame, decision, tracer)
+    engine = offline_engine(load_file(config_path))
+    try:
+        if port not in engine.state.by_name:
+            raise ClientError(f"no port named {port!r} in {config_path}")
+        decision, outcome, tracer = engine.trace(port, frame)
+        return trace_view(engine.state, port, frame, decision, outcome, tracer)
+    finally:
+        engine.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,17 +117,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(f"trace: {len(frame)}-byte frame into port {args.in_port}\n")
     sys.stdout.write(result["text"] + "\n")
-    sys.stdout.write(_verdict(result["decision"]) + "\n")
+    sys.stdout.write(_verdict(result) + "\n")
     return 0
 
 
-def _verdict(d: dict[str, Any]) -> str:
-    outs = [o["port"] for o in d.get("outputs", [])]
-    drops = [f"{x['reason']}" + (f" (rule {x['rule']})" if x.get("rule") else "")
-             + f" at {x['port']}" for x in d.get("drops", [])]
-    parts = []
-    if outs:
-        parts.append("delivered to " + ", ".join(outs))
-    if drops:
-        parts.append("dropped: " + "; ".join(drops))
-    return "verdict: " + (" / ".join(parts) if parts else "nothing delivered")
+def _verdict(result: dict[str, Any]) -> str:
+    return "verdict: " + str(result["outcome"]["verdict"])

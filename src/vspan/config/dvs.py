@@ -197,10 +197,10 @@ class DvsMirrorSession(MirrorSession):
         if dup:
             raise ValueError(f"source listed twice: {', '.join(dup)}")
         if self.filter:
-            from vspan.capture.filter import FilterError, compile_filter
+            from vspan.packet.flowmatch import FilterError, compile_match
 
             try:
-                compile_filter(self.filter)
+                compile_match(self.filter)
             except FilterError as err:
                 raise ValueError(f"filter: {err}") from None
         return self

@@ -18,6 +18,7 @@ from vspan.config.base import FREEZE, IFNAME_RE, PORT_NAME_RE, THAW, FrozenMap, 
 from vspan.config.policy import FirewallConfig, PortPolicyConfig, policy_reference_errors
 from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
+from vspan.packet.flowmatch import FilterError, compile_match
 
 __all__ = ["IFNAME_RE", "PORT_NAME_RE", "Strict"]
 
@@ -391,10 +392,8 @@ class MirrorSession(Strict):
         if self.rspan is not None and self.rspan.port in src_names:
             raise ValueError(f"port {self.rspan.port!r} is both a source and the RSPAN uplink")
         if self.filter:
-            from vspan.capture.filter import FilterError, compile_filter
-
             try:
-                compile_filter(self.filter)
+                compile_match(self.filter)
             except FilterError as err:
                 raise ValueError(f"filter: {err}") from None
         return self

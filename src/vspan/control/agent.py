@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vspan.capture.filter import compile_filter
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.model import Config
 from vspan.control import views
+from vspan.control.assemble import build_engine, open_capture
 from vspan.control.live import (
     AclItem,
     FirewallRuleItem,
@@ -22,7 +24,9 @@ from vspan.control.live import (
     MirrorItem,
     config_data,
 )
-from vspan.datapath.engine import BackendFactory, Engine
+from vspan.datapath.engine import BackendFactory
+from vspan.policy.build import SwitchPolicy
+from vspan.policy.layer import PolicyLayer
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,10 @@ class Agent:
     def __init__(self, config: Config, backend_factory: BackendFactory,
                  config_path: str | None = None) -> None:
         self.config_path = config_path
-        self.engine = Engine(config, backend_factory)
+        self.engine = build_engine(config, backend_factory)
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
+        self._capture_ids = 0
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
         self.managed_by: str | None = None
@@ -77,6 +82,13 @@ class Agent:
     def from_file(cls, path: str, backend_factory: BackendFactory) -> Agent:
         """Load ``path`` and build an agent for it (ConfigError if invalid)."""
         return cls(load_file(path), backend_factory, str(Path(path).resolve()))
+
+    @property
+    def switch_policy(self) -> SwitchPolicy:
+        """The running switch's compiled policy (and its live state)."""
+        layer = self.engine.policy
+        assert isinstance(layer, PolicyLayer)
+        return layer.policy
 
     @property
     def config(self) -> Config:
@@ -332,16 +344,20 @@ class Agent:
         if not ports:
             raise AgentError("name at least one port to capture on")
 
+        try:
+            flt = compile_filter(filter_expr) if filter_expr else None
+        except ValueError as err:
+            raise AgentError(f"filter: {err}") from None
+
         def start() -> dict[str, Any]:
+            self._capture_ids += 1
             try:
-                cap = self.engine.capture_start(ports, path, direction, drops, filter_expr,
-                                                max_packets)
-            except KeyError as err:
+                cap = open_capture(self.engine, ports, path, self._capture_ids, direction,
+                                   drops, flt, max_packets)
+            except KeyError as err:  # names the bad point
                 raise AgentError(str(err.args[0]), 404) from None
             except OSError as err:
                 raise AgentError(f"cannot write {path}: {err.strerror}") from None
-            except ValueError as err:
-                raise AgentError(f"filter: {err}") from None
             return cap.summary()
 
         return self.engine.call(start)
@@ -351,9 +367,11 @@ class Agent:
 
         def stop() -> dict[str, Any]:
             try:
-                return dict(self.engine.capture_stop(capture_id))
+                cap = self.engine.remove_capture(capture_id)
             except KeyError as err:
                 raise AgentError(str(err.args[0]), 404) from None
+            cap.close()
+            return dict(cap.summary())
 
         return self.engine.call(stop)
 
@@ -387,7 +405,7 @@ class Agent:
             raise AgentError(f"direction must be in or out, not {direction!r}")
 
         def run() -> dict[str, Any]:
-            policy = self.engine.policy
+            policy = self.switch_policy
             try:
                 result = explain(policy, port, "in" if direction == "in" else "out", frame,
                                  self.engine.clock())
@@ -405,7 +423,7 @@ class Agent:
             raise AgentError(f"no port named {port!r}", 404)
 
         def run() -> dict[str, Any]:
-            decision, tracer = self.engine.trace(port, frame)
-            return views.trace_view(self.engine.state, port, frame, decision, tracer)
+            decision, outcome, tracer = self.engine.trace(port, frame)
+            return views.trace_view(self.engine.state, port, frame, decision, outcome, tracer)
 
         return self.engine.call(run)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vspan.datapath.decision import VLAN_OP_NAMES, Decision
+from vspan.datapath.decision import Decision
 from vspan.datapath.engine import Engine
 from vspan.datapath.flowkey import mac_str
+from vspan.datapath.predict import Outcome, describe_actions
 from vspan.datapath.state import SwitchState
 from vspan.datapath.trace import Tracer
 from vspan.ports.team import TeamPort
@@ -97,7 +98,7 @@ def vteps_view(engine: Engine) -> dict[str, Any]:
 def mirrors_view(engine: Engine) -> list[dict[str, Any]]:
     """One row per mirror session with its counters."""
     rows = []
-    for m in engine.state.mirrors:
+    for m in engine.state.mirrors.values():
         c = m.config
         if c.erspan is not None:
             dests = [f"{c.erspan.type.value}:{c.erspan.remote_ip}#{c.erspan.session_id}"]
@@ -138,48 +139,38 @@ def counters_view(engine: Engine) -> dict[str, Any]:
         "drops": drops,
         "flow_cache": engine.cache.stats(),
         "fdb": {"entries": len(st.fdb), "learned": st.fdb.learned, "moves": st.fdb.moves},
-        "generation": st.generation,
         "batches": engine.batches,
+        "upcalls": engine.upcall.upcalls,
     }
 
 
 def decision_view(state: SwitchState, d: Decision) -> dict[str, Any]:
-    """A decision with port and session names instead of indexes."""
+    """A decision with port and session names instead of indexes: its action list, and
+    the same grouped (outputs with their egress copies, ingress copies, static drops,
+    learning)."""
+    actions = describe_actions(d, state)
+    learn = d.learn
     names = state.port_names
-    mirrors = state.mirrors
-
-    def copy(c: Any) -> dict[str, Any]:
-        m = mirrors[c.session]
-        return {"session": m.name, "point": c.point,
-                "destinations": [names.get(p, str(p)) for p in m.dest_ports]}
-
     return {
-        "outputs": [
-            {"port": names.get(o.port, str(o.port)), "vlan_op": VLAN_OP_NAMES[o.vlan_op],
-             "vid": o.vid, "mirrors": [copy(c) for c in o.mirrors]}
-            for o in d.outputs
-        ],
-        "ingress_mirrors": [copy(c) for c in d.ingress_mirrors],
-        "drops": [
-            {"reason": x.reason.value, "port": names.get(x.port, str(x.port)), "rule": x.rule,
-             "detail": x.detail}
-            for x in d.drops
-        ],
-        "learn": (
-            {"vlan": d.learn[0], "mac": mac_str(d.learn[1]),
-             "port": names.get(d.learn[2], str(d.learn[2]))}
-            if d.learn else None
-        ),
+        "actions": actions,
+        "cacheable": d.cacheable,
+        "outputs": [a for a in actions if a["action"] == "output"],
+        "ingress_mirrors": [a for a in actions if a["action"] == "mirror"],
+        "drops": [a for a in actions if a["action"] == "drop"],
+        "learn": ({"vlan": learn.vlan, "mac": mac_str(learn.mac),
+                   "port": names.get(learn.port, str(learn.port))} if learn else None),
     }
 
 
-def trace_view(state: SwitchState, port: str, frame: bytes, d: Decision,
+def trace_view(state: SwitchState, port: str, frame: bytes, d: Decision, outcome: Outcome,
                tracer: Tracer) -> dict[str, Any]:
-    """What ``vspan trace`` prints: the decision, the trace tree and its text."""
+    """What ``vspan trace`` prints: the decision, what it does now, the trace tree, its
+    text."""
     return {
         "port": port,
         "frame_len": len(frame),
         "decision": decision_view(state, d),
+        "outcome": outcome.as_dict(state),
         "trace": [c.as_dict() for c in tracer.root.children],
         "text": tracer.render(),
     }

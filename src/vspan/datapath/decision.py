@@ -1,12 +1,30 @@
-"""What the pipeline decides for one flow: data only, applied by the engine."""
+"""What the pipeline decides for one flow: a plain action list, replayed for every frame.
+
+A :class:`Decision` holds a tuple of actions executed in order (the format is
+described in ``docs/datapath.md``; a native replay and a kernel offload read the
+same lists):
+
+* :class:`Mirror` — copy the frame to a mirror session (filter-by-length,
+  1-in-n sampling and truncation are parameters of the action);
+* :class:`Check` — a per-frame stateful check (firewall connection tracking,
+  stateful extended ACL sessions, storm limit, meter) named by data; when it
+  fails, the frame goes no further;
+* :class:`Learn` / :class:`Refresh` — learn a source MAC (slow path only) or
+  refresh its age (per frame), after the ingress checks passed;
+* :class:`Drop` — count a drop (reason, port, deciding rule);
+* :class:`Output` — deliver to a port with a VLAN operation, guarded by its
+  own egress checks (a failing one stops this output only), followed by the
+  egress copies of the frame as delivered.
+
+Everything is data (ints, bytes, strings, tuples): no closures.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from vspan.datapath.fdb import FdbEntry
-from vspan.datapath.flowkey import FlowKey
 from vspan.datapath.reasons import DropReason
 
 # VLAN operations applied to a frame on its way out of a port
@@ -16,6 +34,17 @@ VLAN_PUSH = 2  # add an 802.1Q tag with ``vid``
 VLAN_SET = 3  # rewrite the outer tag's VID (priority-tagged frames)
 
 VLAN_OP_NAMES = {VLAN_KEEP: "keep", VLAN_POP: "pop", VLAN_PUSH: "push", VLAN_SET: "set"}
+
+# where a mirror copy is taken
+POINT_INGRESS = "ingress"  # the frame as the source port sent it (before any policy)
+POINT_EGRESS = "egress"  # the frame as delivered to the source port
+POINT_RSPAN = "rspan"  # a frame of an RSPAN VLAN received on the uplink (remote destination)
+
+# how a mirror session carries its copies
+MIRROR_LOCAL = "local"
+MIRROR_RSPAN = "rspan"
+MIRROR_ERSPAN = "erspan"
+MIRROR_RSPAN_IN = "rspan-destination"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,51 +57,191 @@ class Drop:
     detail: str = ""
 
 
-# A per-frame check: runs for every frame of a cached flow (stateful policy,
-# rate limits). Returns a Drop to stop the frame (or the copy to one port).
-Hook = Callable[[bytes, FlowKey, float], Drop | None]
+class CheckKind(enum.IntEnum):
+    """The per-frame stateful checks the policy layer implements."""
+
+    STORM = 1  # token bucket of a traffic class at a port (rule = class name)
+    METER = 2  # ACL meter entry counting packets and bytes (rule = entry id; never drops)
+    EXT_ACL = 3  # stateful extended ACL sessions (rule = deciding rule id or "")
+    FIREWALL = 4  # connection tracking of the distributed firewall (rule = rule for NEW)
+
+
+class Check(NamedTuple):
+    """A per-frame stateful check identified by data.
+
+    ``kind`` says which; ``port`` is the index of the port whose state it reads and changes,
+    ``direction`` is seen from that port (``in``: delivered to it; ``out``: sent
+    by it), ``rule`` names the deciding rule or entry, ``flags`` and ``param``
+    carry the rest of the cacheable decision (their meaning is per kind, see
+    ``docs/datapath.md``).
+    """
+
+    kind: CheckKind
+    port: int
+    direction: str
+    rule: str = ""
+    flags: int = 0
+    param: int = 0
+    vlan: int = 0  # the VLAN the checked frame is switched in (what answers' copies carry)
 
 
 @dataclass(frozen=True, slots=True)
-class MirrorCopy:
-    """Copy the frame (as seen at ``point``) into mirror session ``session``."""
+class Reply:
+    """A frame a check wants sent (a firewall reject answer).
 
-    session: int  # index into the state's mirror sessions
-    point: str  # "ingress" or "egress"
-    vlan_op: int = VLAN_KEEP  # egress copies: the frame as delivered to the source port
+    ``to_port`` True: deliver out of ``port`` (to its VM, through its egress
+    taps); False: switch it as if ``port`` had sent it (not judged by policy
+    again). ``vlan``: the VLAN the answered frame was switched in (the answer's
+    mirror copies carry it).
+    """
+
+    port: int
+    to_port: bool
+    data: bytes
+    vlan: int = 0
+
+
+class CheckOutcome(NamedTuple):
+    """What one check did (commit) or would do (peek) with one frame. Committing checks
+    may leave ``note`` and ``effects`` empty (only a peek needs them)."""
+
+    drop: Drop | None = None  # the frame stops here
+    note: str = ""  # one line for the trace
+    effects: tuple[tuple[object, ...], ...] = ()  # (table, port, key, state after | None)
+    reply: Reply | None = None  # an answer to the frame's sender (queued when committed)
+
+
+PASS = CheckOutcome()
+
+ALL_LENGTHS: tuple[tuple[int, int], ...] = ()  # a mirror copy not limited by frame length
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """Copy the frame into mirror session ``session``.
+
+    ``lengths``: the session filter passes this flow's frames only when their
+    length (as seen here) lies in one of these inclusive ranges (empty: any
+    length). ``sample``: 1 in n of the frames the session is offered is copied.
+    ``truncate``: copies are cut to this many bytes (0: whole). ``vlan_op``/``vid``
+    apply to the copy (RSPAN delivery strips the mirror VLAN's tag). ``vlan`` is
+    what ERSPAN headers and RSPAN copies say the frame's VLAN was.
+    """
+
+    session: int  # index into the switch's mirror sessions
+    point: str  # POINT_INGRESS / POINT_EGRESS / POINT_RSPAN
+    encap: str = MIRROR_LOCAL  # MIRROR_LOCAL / MIRROR_RSPAN / MIRROR_ERSPAN (the session's)
+    vlan_op: int = VLAN_KEEP
     vid: int = 0
+    truncate: int = 0
+    sample: int = 1
+    lengths: tuple[tuple[int, int], ...] = ALL_LENGTHS
     vlan: int = 0  # the VLAN the frame is switched in (0: untagged network / not classified)
+
+    @property
+    def plain(self) -> bool:
+        """A whole copy of every frame, as it is (no filter length, sampling, cut, tag op)."""
+        return (not self.lengths and self.sample <= 1 and not self.truncate
+                and self.vlan_op == VLAN_KEEP)
+
+
+@dataclass(frozen=True, slots=True)
+class Learn:
+    """Learn ``mac`` on ``port`` in ``vlan`` (new or moved): never cached."""
+
+    vlan: int
+    mac: bytes
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Refresh the age of the learned ``mac`` (known on ``port``) in ``vlan``."""
+
+    vlan: int
+    mac: bytes
+    port: int
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """Deliver to one port with a VLAN operation, after per-frame hooks pass."""
+    """Deliver to one port with a VLAN operation, if its egress checks pass."""
 
     port: int
     vlan_op: int = VLAN_KEEP
     vid: int = 0
-    hooks: tuple[Hook, ...] = ()
-    mirrors: tuple[MirrorCopy, ...] = ()  # egress taps of this port
+    checks: tuple[Check, ...] = ()  # a failing check stops this output only
+    mirrors: tuple[Mirror, ...] = ()  # egress copies of the frame as delivered
     mtu: int = 0  # largest IP packet the port takes (checked per frame); 0 = unchecked
+
+
+Action = Mirror | Check | Learn | Refresh | Drop | Output
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What a decision read, so it is forgotten exactly when that changes.
+
+    ``macs``: (VLAN, MAC) pairs looked up in the MAC table, found or not;
+    ``ports``: ports whose settings it used (ingress, outputs, egress drops);
+    ``flood_vlan``: the VLAN it flooded in (depends on the VLAN's members);
+    ``fdb_room``: decided by a full MAC table or a port's MAC limit.
+    """
+
+    macs: tuple[tuple[int, bytes], ...] = ()
+    ports: frozenset[int] = frozenset()
+    flood_vlan: int | None = None
+    fdb_room: bool = False
+
+
+NO_DEPS = Deps()
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Everything the engine does with frames of one flow."""
+    """Everything the switch does with frames of one flow."""
 
-    ingress_mirrors: tuple[MirrorCopy, ...] = ()
-    hooks: tuple[Hook, ...] = ()  # per-frame ingress checks (after ingress taps)
-    outputs: tuple[Output, ...] = ()
-    drops: tuple[Drop, ...] = ()  # static drops (counted per frame)
-    learn: tuple[int, bytes, int] | None = None  # (vlan, mac, port) to learn
-    refresh: FdbEntry | None = None  # entry whose age is refreshed per frame
+    actions: tuple[Action, ...] = ()
     cacheable: bool = True
-    flooded: bool = False  # sent to every other port of the VLAN (counted per frame)
-    simple_port: int = field(default=0, init=False)  # set when the frame just goes to one port
+    deps: Deps = NO_DEPS
+    flood: bool = False  # the frame is flooded (counted per frame on the ingress port)
+    simple_port: int = field(default=0, init=False, compare=False)  # one plain output
+    needs_key: bool = field(default=False, init=False, compare=False)  # checks read the key
+    refresh: Refresh | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if (len(self.outputs) == 1 and not self.ingress_mirrors and not self.hooks
-                and not self.drops and not self.flooded):
-            o = self.outputs[0]
-            if o.vlan_op == VLAN_KEEP and not o.hooks and not o.mirrors and not o.mtu:
+        outs = [a for a in self.actions if type(a) is Output]
+        refresh = [a for a in self.actions if type(a) is Refresh]
+        if refresh:
+            object.__setattr__(self, "refresh", refresh[0])
+        checks = any(type(a) is Check or (type(a) is Output and a.checks) for a in self.actions)
+        object.__setattr__(self, "needs_key", checks)
+        if len(outs) == 1 and len(self.actions) - len(refresh) == 1 and not self.flood:
+            o = outs[0]
+            if o.vlan_op == VLAN_KEEP and not o.checks and not o.mirrors and not o.mtu:
                 object.__setattr__(self, "simple_port", o.port)
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        """The outputs, in order."""
+        return tuple(a for a in self.actions if type(a) is Output)
+
+    @property
+    def drops(self) -> tuple[Drop, ...]:
+        """The static drops (those decided per flow), in order."""
+        return tuple(a for a in self.actions if type(a) is Drop)
+
+    @property
+    def learn(self) -> Learn | None:
+        """The learning this decision asks for, if any."""
+        return next((a for a in self.actions if type(a) is Learn), None)
+
+    def mirrors(self) -> tuple[Mirror, ...]:
+        """Every mirror copy, ingress and egress."""
+        out: list[Mirror] = []
+        for a in self.actions:
+            if type(a) is Mirror:
+                out.append(a)
+            elif type(a) is Output:
+                out.extend(a.mirrors)
+        return tuple(out)

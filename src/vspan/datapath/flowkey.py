@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from vspan.packet.ethernet import UNTAGGED as _UNTAGGED
+
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
 ETH_P_QINQ1 = 0x9100
@@ -34,7 +36,7 @@ FRAG_NONE = 0
 FRAG_FIRST = 1
 FRAG_LATER = 2
 
-UNTAGGED = -1
+UNTAGGED = _UNTAGGED  # a VLAN id absent from the frame (as the filter language has it)
 
 
 class FlowKey(NamedTuple):
@@ -213,3 +215,37 @@ def fast_key(data: bytes, in_port: int) -> tuple[object, ...] | None:
     else:
         return None
     return (in_port, data[:off], proto, data[off + 12 : off + 20], ports)
+
+
+def lenient_key(data: bytes) -> FlowKey | None:
+    """A key for a frame :func:`extract` refuses (cut inside L3/L4): L2 and what L3 is whole."""
+    n = len(data)
+    if n < 14:
+        return None
+    etype = (data[12] << 8) | data[13]
+    off = 14
+    vlan = inner = UNTAGGED
+    pcp = 0
+    depth = 0
+    while etype in VLAN_TPIDS and n >= off + 4:
+        tci = (data[off] << 8) | data[off + 1]
+        if depth == 0:
+            vlan, pcp = tci & 0xFFF, tci >> 13
+        elif depth == 1:
+            inner = tci & 0xFFF
+        etype = (data[off + 2] << 8) | data[off + 3]
+        off += 4
+        depth += 1
+    src = dst = b""
+    proto = 0
+    if etype == ETH_P_IPV4 and n >= off + 20:
+        proto = data[off + 9]
+        src, dst = data[off + 12:off + 16], data[off + 16:off + 20]
+    elif etype == ETH_P_IPV6 and n >= off + 40:
+        proto = data[off + 6]
+        src, dst = data[off + 8:off + 24], data[off + 24:off + 40]
+    elif etype == ETH_P_ARP and n >= off + 28:
+        proto = (data[off + 6] << 8) | data[off + 7]
+        src, dst = data[off + 14:off + 18], data[off + 24:off + 28]
+    return FlowKey(0, data[0:6], data[6:12], vlan, pcp, inner, etype, src, dst, proto, 0, 0, 0,
+                   off, 0)

@@ -1,23 +1,34 @@
 """The switch's runtime state, compiled from a :class:`vspan.config.model.Config`.
 
-Ports keep a stable integer index for the life of the switch (the flow key and
-the FDB refer to ports by index); a removed port's index is never reused.
+Ports and mirror sessions keep a stable integer index for the life of the
+switch (flow keys, the FDB and cached actions refer to them by index); a
+removed one's index is never reused. :meth:`SwitchState.apply` says what a
+configuration change touched, so the flow cache forgets exactly that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from vspan.capture.filter import PacketFilter, compile_filter
-from vspan.config.diff import ChangeSet, diff
+from vspan.config.diff import ChangeSet
 from vspan.config.model import Config, Direction, MirrorSession, PortConfig, VlanMode
 from vspan.datapath.counters import DropCounters, SwitchPortCounters
+from vspan.datapath.decision import (
+    MIRROR_ERSPAN,
+    MIRROR_LOCAL,
+    MIRROR_RSPAN,
+    MIRROR_RSPAN_IN,
+)
 from vspan.datapath.fdb import Fdb
+from vspan.datapath.plugins import MirrorSender
+from vspan.packet.flowmatch import FlowMatch, compile_match
 from vspan.ports.base import Port
 
 NO_VLAN = -1  # "untagged frames are not accepted" / "no VLAN leaves untagged"
 UNTAGGED_NET = 0  # the internal VLAN of the untagged network
+
+__all__ = ["MIRROR_ERSPAN", "MIRROR_LOCAL", "MIRROR_RSPAN", "MIRROR_RSPAN_IN", "NO_VLAN",
+           "UNTAGGED_NET", "MirrorRuntime", "PortRuntime", "SwitchState", "Touched"]
 
 
 @dataclass(slots=True)
@@ -78,11 +89,11 @@ class PortRuntime:
             members.add(self.untagged_vlan)
         self.members = frozenset(members)
 
-
-MIRROR_LOCAL = "local"
-MIRROR_RSPAN = "rspan"
-MIRROR_ERSPAN = "erspan"
-MIRROR_RSPAN_IN = "rspan-destination"
+    def snapshot(self) -> tuple[object, ...]:
+        """Everything of the port a cached decision may have read."""
+        return (self.config, self.link, self.untagged_vlan, self.tagged_vlans,
+                self.egress_untagged, self.mirror_dest, self.allow_normal_io,
+                self.mirror_ingress, self.mirror_egress, tuple(sorted(self.rspan_in.items())))
 
 
 @dataclass(slots=True)
@@ -95,8 +106,8 @@ class MirrorRuntime:
     dest_ports: tuple[int, ...] = ()
     kind: str = MIRROR_LOCAL
     uplink: int = 0  # RSPAN: the port copies leave by / arrive on
-    filter: PacketFilter | None = None
-    sender: Any = None  # ERSPAN: a vspan.mirror.encap.RawGreSender, managed by the engine
+    filter: FlowMatch | None = None
+    sender: MirrorSender | None = None  # ERSPAN: managed by the engine's remote mirrors
     dest_error: str = ""  # why the destination cannot be used (copies are dropped)
     loop_guard_port: str = ""  # source port left out: it carries the encapsulated copies
     mirrored: int = 0  # copies delivered
@@ -109,6 +120,15 @@ class MirrorRuntime:
     def enabled(self) -> bool:
         """Whether the session copies anything."""
         return self.config.enabled
+
+    def ports(self, by_name: dict[str, int]) -> set[int]:
+        """Every port the session names: sources, destinations, RSPAN uplink."""
+        c = self.config
+        out = {by_name[s.port] for s in c.sources if s.port in by_name}
+        out.update(self.dest_ports)
+        if self.kind in (MIRROR_RSPAN, MIRROR_RSPAN_IN):
+            out.add(self.uplink)
+        return out
 
     def counters(self) -> dict[str, int]:
         """Counters as a mapping."""
@@ -126,76 +146,118 @@ class MirrorRuntime:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What a change of the runtime touched: the flow cache forgets decisions that read it."""
+
+    ports: frozenset[int] = frozenset()  # port indexes whose settings changed
+    vlans: frozenset[int] = frozenset()  # VLANs whose member set may have changed
+    macs: tuple[tuple[int, bytes], ...] = ()  # (VLAN, MAC) pairs the MAC table forgot
+
+    def __or__(self, other: Touched) -> Touched:
+        return Touched(self.ports | other.ports, self.vlans | other.vlans,
+                       self.macs + other.macs)
+
+
 class SwitchState:
-    """Ports, FDB, mirror sessions and counters; ``generation`` bumps on any change."""
+    """Ports, FDB, mirror sessions and counters."""
 
     def __init__(self, config: Config) -> None:
         self.config = Config()
         self.ports: dict[int, PortRuntime] = {}
         self.by_name: dict[str, int] = {}
         self.port_names: dict[int, str] = {}  # every index ever used (for counters)
-        self.mirrors: list[MirrorRuntime] = []
+        self.mirrors: dict[int, MirrorRuntime] = {}
+        self.mirror_by_name: dict[str, int] = {}
         self.fdb = Fdb(config.switch.fdb_max_entries, config.switch.fdb_aging_seconds)
         self.drops = DropCounters()
         self._next_index = 1
-        self._config_generation = 0
+        self._next_mirror = 0
+        from vspan.config.diff import diff
+
         self.apply(config, diff(self.config, config))
-
-    @property
-    def generation(self) -> int:
-        """Changes whenever a cached decision may be stale."""
-        return self._config_generation + self.fdb.version
-
-    def bump(self) -> None:
-        """Invalidate cached decisions (e.g. a port's link changed)."""
-        self._config_generation += 1
 
     def port(self, name: str) -> PortRuntime:
         """The runtime port called ``name`` (KeyError if none)."""
         return self.ports[self.by_name[name]]
 
-    def apply(self, new: Config, changes: ChangeSet) -> None:
-        """Bring the runtime in line with ``new``, as ``changes`` (the change set from the
-        running config to ``new``, computed once by the caller) says; backends and policy
-        are not touched here."""
+    def touch_ports(self, indexes: set[int]) -> Touched:
+        """The ports ``indexes`` changed (link, loop guard): what that touches."""
+        vlans: set[int] = set()
+        for i in indexes:
+            rt = self.ports.get(i)
+            if rt is not None:
+                vlans |= rt.members
+        return Touched(frozenset(indexes), frozenset(vlans))
+
+    def apply(self, new: Config, changes: ChangeSet) -> Touched:
+        """Bring the runtime in line with ``new`` as ``changes`` (the change set from the
+        running configuration, computed once by the caller) says; backends and policy are
+        not touched here. Returns what changed."""
+        before = {i: (rt.snapshot(), rt.members) for i, rt in self.ports.items()}
+        mirror_ports: set[int] = set()
+        for name in (*changes.mirrors_removed, *changes.mirrors_changed):
+            m = self.mirrors.get(self.mirror_by_name.get(name, -1))
+            if m is not None:
+                mirror_ports |= m.ports(self.by_name)
+        forgot: list[tuple[int, bytes]] = []
         for name in changes.ports_removed:
             idx = self.by_name.pop(name)
             del self.ports[idx]
-            self.fdb.flush_port(idx)
+            forgot += self.fdb.flush_port(idx)
         for name in changes.ports_added:
             idx = self._next_index
             self._next_index += 1
             self.by_name[name] = idx
             self.port_names[idx] = name
             self.ports[idx] = PortRuntime(idx, name, new.ports[name])
-        for name in (*changes.ports_changed, *changes.ports_reopened):
-            rt = self.port(name)
-            old_vlan = rt.config.vlan
-            old_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
-            rt.config = new.ports[name]
-            new_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
-            if rt.config.vlan != old_vlan or old_vnis != new_vnis or not rt.config.enabled:
-                self.fdb.flush_port(rt.index)
         for rt in self.ports.values():
-            rt.config = new.ports[rt.name]  # also policy-only changes (the port keeps its MACs)
+            old = rt.config
+            rt.config = new.ports[rt.name]
+            old_vnis = old.vxlan.vnis if old.vxlan is not None else None
+            new_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
+            if (rt.config.vlan != old.vlan or old_vnis != new_vnis
+                    or (old.enabled and not rt.config.enabled)):
+                forgot += self.fdb.flush_port(rt.index)
             rt.compile_vlan()
         self.fdb.aging_seconds = new.switch.fdb_aging_seconds
         self.fdb.max_entries = new.switch.fdb_max_entries
         self._compile_mirrors(new)
         self.config = new
-        self._config_generation += 1
+        for name in (*changes.mirrors_added, *changes.mirrors_changed):
+            mirror_ports |= self.mirrors[self.mirror_by_name[name]].ports(self.by_name)
+        ports = set(mirror_ports)
+        vlans: set[int] = set()
+        for i in set(before) | set(self.ports):
+            old_snap, old_members = before.get(i, (None, frozenset()))
+            now_rt = self.ports.get(i)
+            if now_rt is None or now_rt.snapshot() != old_snap:
+                ports.add(i)
+                vlans |= old_members | (now_rt.members if now_rt is not None else frozenset())
+        for i in mirror_ports:
+            src_rt = self.ports.get(i)
+            if src_rt is not None:
+                vlans |= src_rt.members
+        return Touched(frozenset(ports), frozenset(vlans), tuple(forgot))
 
     def _compile_mirrors(self, new: Config) -> None:
-        old = {m.name: m for m in self.mirrors}
-        self.mirrors = []
+        old = {m.name: m for m in self.mirrors.values()}
+        self.mirrors = {}
+        by_name: dict[str, int] = {}
         for rt in self.ports.values():
             rt.mirror_dest = False
             rt.allow_normal_io = True
             rt.mirror_ingress = ()
             rt.mirror_egress = ()
             rt.rspan_in = {}
-        for i, (name, sess) in enumerate(new.mirrors.items()):
+        for name, sess in new.mirrors.items():
             prev = old.get(name)
+            if prev is not None:
+                i = prev.index
+            else:
+                i = self._next_mirror
+                self._next_mirror += 1
+            by_name[name] = i
             m = MirrorRuntime(i, name, sess, tuple(self.by_name[d] for d in sess.destinations))
             if sess.rspan is not None:
                 m.kind, m.uplink = MIRROR_RSPAN, self.by_name[sess.rspan.port]
@@ -204,17 +266,17 @@ class SwitchState:
             elif sess.rspan_source is not None:
                 m.kind, m.uplink = MIRROR_RSPAN_IN, self.by_name[sess.rspan_source.port]
             if sess.filter:
-                m.filter = compile_filter(sess.filter)
+                m.filter = compile_match(sess.filter)
             if prev is not None and prev.config == sess:
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
                 m.sender = prev.sender
                 m.dest_error = prev.dest_error
-            self.mirrors.append(m)
+            self.mirrors[i] = m
             if not sess.enabled:
                 continue
-            if m.kind == MIRROR_RSPAN_IN:
-                self.ports[m.uplink].rspan_in[sess.rspan_source.vlan] = i  # type: ignore[union-attr]
+            if sess.rspan_source is not None:
+                self.ports[m.uplink].rspan_in[sess.rspan_source.vlan] = i
             for d in m.dest_ports:
                 rt = self.ports[d]
                 if not rt.mirror_dest:
@@ -228,3 +290,4 @@ class SwitchState:
                     rt.mirror_ingress = (*rt.mirror_ingress, i)
                 if src.direction in (Direction.EGRESS, Direction.BOTH):
                     rt.mirror_egress = (*rt.mirror_egress, i)
+        self.mirror_by_name = by_name

@@ -18,6 +18,9 @@ ETH_P_QINQ1 = 0x9100
 #: TPIDs that introduce a VLAN tag (802.1Q, 802.1ad, and the old pre-standard QinQ 0x9100).
 VLAN_TPIDS = frozenset((ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ1))
 
+#: The VLAN id of a flow key that has no tag there.
+UNTAGGED = -1
+
 ETH_HLEN = 14
 VLAN_HLEN = 4
 #: Minimum frame length on the wire without FCS (what ``pad`` pads to).

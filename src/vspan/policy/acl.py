@@ -395,6 +395,10 @@ class PortAcl:
         t = self._dirs[direction]
         return t.decide.groups(family) + t.meter.groups(family)
 
+    def meter(self, rule_id: str, direction: Dir) -> MeterCounter | None:
+        """The counter of meter entry ``rule_id`` in one direction."""
+        return self._dirs[direction].meters.get(rule_id)
+
     def meters(self, direction: Dir | None = None) -> list[MeterCounter]:
         """Meter counters (of one direction or both)."""
         dirs = DIRECTIONS if direction is None else (direction,)

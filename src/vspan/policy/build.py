@@ -24,6 +24,7 @@ from vspan.config.policy import (
     ext_acl_id,
     rule_id,
 )
+from vspan.datapath.decision import Reply
 from vspan.policy.acl import AclAction, AclEntry, PortAcl
 from vspan.policy.common import (
     IpPrefix,
@@ -228,21 +229,6 @@ class PortPolicy:
                          else (self.ext, self.sessions))
         guards, storm = build_guards(cfg) if changes.guards else (self.guards, self.storm)
         return PortPolicy(self.name, cfg, acl, ext, sessions, guards, storm)
-
-
-@dataclass(slots=True)
-class Reply:
-    """A frame a policy stage wants sent (a reject answer).
-
-    ``to_port`` True: deliver out of ``port`` (to its VM); False: inject into the
-    switch as if ``port`` had sent it. ``vlan``: the VLAN the answered frame was
-    switched in (the answer's mirror copies carry it).
-    """
-
-    port: int
-    to_port: bool
-    data: bytes
-    vlan: int = 0
 
 
 @dataclass(slots=True)

@@ -92,16 +92,18 @@ ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
 ICMP6_ERRORS = frozenset((1, 2, 3, 4))
 _V6_EXT = frozenset((0, 43, 60))
 _DIR_CODE = {IN: 1, OUT: 2}
+_ICMP_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
 
 
 class Conn:
     """One tracked connection."""
 
-    __slots__ = ("bytes", "created", "expires", "key", "last", "origin", "packets", "rule_id",
-                 "state", "tcp")
+    __slots__ = ("bytes", "created", "expires", "key", "last", "origin", "packets", "proto",
+                 "rule_id", "state", "tcp")
 
     def __init__(self, key: ConnKey, origin: Dir, rule_id: str | None, now: float) -> None:
         self.key = key
+        self.proto = key[0]  # IP protocol number
         self.origin = origin  # direction of the first frame (seen from the port)
         self.rule_id = rule_id  # rule that admitted it
         self.created = now
@@ -111,11 +113,6 @@ class Conn:
         self.tcp: TcpTrack | None = None
         self.packets = [0, 0]  # [from originator, from responder]
         self.bytes = [0, 0]
-
-    @property
-    def proto(self) -> int:
-        """IP protocol number."""
-        return self.key[0]
 
     def clone(self) -> Conn:
         """An independent copy: what a trace advances instead of the connection itself."""
@@ -324,7 +321,7 @@ class ConnTrack:
             if self._pairs.get((key.proto, loc, rem)):
                 return CtResult(CtClass.ESTABLISHED, None, "later fragment of a tracked pair")
             return CtResult(CtClass.UNTRACKED, None, "later fragment, no tracked connection")
-        if is_icmp_error(key):
+        if key.proto in _ICMP_PROTOS and is_icmp_error(key):
             ek = embedded_key(key, data, direction)
             if ek is not None:
                 c = self.get(ek, now, commit)
@@ -335,9 +332,12 @@ class ConnTrack:
         ckr = conn_key(key, data, direction)
         if ckr is None:
             return CtResult(CtClass.UNTRACKED, None, "ICMP type not tracked")
-        ck, _reply = ckr
-        c = self.get(ck, now, commit)
-        if c is None:
+        ck = ckr[0]
+        c = self._conns.get(ck)
+        if c is None or c.expires <= now:
+            if c is not None and commit:
+                self._remove(c)
+                self.counters["expired"] += 1
             return CtResult(CtClass.NEW, None, "no connection state")
         if not commit:
             c = c.clone()

@@ -180,6 +180,10 @@ class ExtAclTable:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def rule(self, rule_id: str, direction: Dir) -> ExtAclRule | None:
+        """The rule ``rule_id`` of one direction (``None`` if there is none)."""
+        return next((r for r in self._rules[direction] if r.id == rule_id), None)
+
     def ordered(self, direction: Dir) -> tuple[ExtAclRule, ...]:
         """Rules of one direction in evaluation order."""
         return self._rules[direction]

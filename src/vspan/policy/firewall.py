@@ -373,10 +373,16 @@ class PortFirewall:
 
     def _decide(self, key: FlowKey, data: bytes, direction: Dir, d: FwDecision, now: float,
                 r: CtResult, commit: bool) -> FwVerdict:
-        if r.cls is CtClass.ESTABLISHED or r.cls is CtClass.RELATED:
-            rid = r.conn.rule_id if r.conn is not None and r.conn.rule_id else ""
-            after = (r.conn.key, r.conn) if r.cls is CtClass.ESTABLISHED and r.conn else None
-            return FwVerdict(True, None, rid, r.cls, r.reason, conn=after)
+        cls = r.cls
+        conn = r.conn
+        if cls is CtClass.ESTABLISHED:
+            if conn is None:  # a later fragment of a tracked pair
+                return FwVerdict(True, None, "", cls, r.reason)
+            return FwVerdict(True, None, conn.rule_id or "", cls, r.reason, None,
+                             (conn.key, conn))
+        if cls is CtClass.RELATED:
+            rid = conn.rule_id if conn is not None and conn.rule_id else ""
+            return FwVerdict(True, None, rid, cls, r.reason)
         if r.cls is CtClass.INVALID:
             rid = r.conn.rule_id if r.conn is not None and r.conn.rule_id else ""
             after = (r.conn.key, r.conn) if r.conn is not None else None
@@ -442,14 +448,16 @@ class Firewall:
         self.max_conns = max_conns
         self._ports: dict[str, PortFirewall] = {}
 
-    def port(self, name: str) -> PortFirewall | None:
-        """The firewall at port ``name`` (created on first use); ``None`` if excluded."""
+    def port(self, name: str, create: bool = True) -> PortFirewall | None:
+        """The firewall at port ``name`` (created on first use; without ``create`` an
+        empty one not kept); ``None`` if excluded."""
         pf = self._ports.get(name)
         if pf is None:
             if not self.ruleset.covers(name):
                 return None
-            pf = self._ports[name] = PortFirewall(name, self.ruleset, self.timeouts,
-                                                  self.max_conns)
+            pf = PortFirewall(name, self.ruleset, self.timeouts, self.max_conns)
+            if create:
+                self._ports[name] = pf
         return pf
 
     def ports(self) -> Mapping[str, PortFirewall]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vspan.datapath.decision import Drop
-from vspan.datapath.fdb import FdbEntry, LearnResult
+from vspan.datapath.decision import Drop, Learn, Refresh
+from vspan.datapath.fdb import LearnResult
 from vspan.datapath.flowkey import mac_str
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.stages.base import StageContext
@@ -14,32 +14,36 @@ from vspan.datapath.state import PortRuntime
 TRACE_OUTSIDE_PORTS = 4
 
 
-def learn(ctx: StageContext) -> tuple[Drop | None, tuple[int, bytes, int] | None, FdbEntry | None]:
-    """Decide what learning the source MAC does: (drop, learn action, entry to refresh)."""
+def learn(ctx: StageContext) -> tuple[Drop | Learn | Refresh | None, bool]:
+    """What the source MAC does to the MAC table: a drop (the port's MAC limit), a
+    :class:`Learn` (new or moved; done per frame once the ingress checks passed), a
+    :class:`Refresh`, or nothing; and whether that answer depends on the table's room
+    (a full table or a port's limit)."""
     port = ctx.in_port
-    fdb = ctx.state.fdb
     src = ctx.key.src
     tr = ctx.tracer
-    res = fdb.check(ctx.vlan, src, port.index, port.config.mac_limit)
+    ctx.macs.append((ctx.vlan, src))
+    res = ctx.state.fdb.check(ctx.vlan, src, port.index, port.config.mac_limit)
     if res is LearnResult.NEW or res is LearnResult.MOVED:
         if tr.enabled:
             verb = "learn" if res is LearnResult.NEW else "move"
-            tr.report("learn", f"{verb} {mac_str(src)} on VLAN {ctx.vlan} -> port {port.name}")
-        return None, (ctx.vlan, src, port.index), None
+            tr.report("learn", f"{verb} {mac_str(src)} on VLAN {ctx.vlan} -> port {port.name} "
+                      "(once the frame passes the ingress checks)")
+        return Learn(ctx.vlan, src, port.index), False
     if res is LearnResult.REFRESHED:
         if tr.enabled:
             tr.report("learn", f"{mac_str(src)} already known on port {port.name} (refresh age)")
-        return None, None, fdb.lookup(ctx.vlan, src)
+        return Refresh(ctx.vlan, src, port.index), False
     if res is LearnResult.PORT_LIMIT:
         if tr.enabled:
             tr.report("learn", f"{mac_str(src)}: port {port.name} reached its limit of "
                       f"{port.config.mac_limit} MACs: drop")
         return Drop(DropReason.MAC_LIMIT, port.index,
-                    detail=f"limit {port.config.mac_limit}"), None, None
+                    detail=f"limit {port.config.mac_limit}"), True
     if tr.enabled:
         why = "table full" if res is LearnResult.TABLE_FULL else "static entry elsewhere"
         tr.report("learn", f"{mac_str(src)} not learned ({why})")
-    return None, None, None
+    return None, res is LearnResult.TABLE_FULL
 
 
 def may_receive(out: PortRuntime) -> bool:
@@ -55,7 +59,7 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
     port = ctx.in_port
     dst = key.dst
     if not dst[0] & 1:
-        entry = state.fdb.lookup(ctx.vlan, dst)
+        entry = ctx.fdb_lookup(ctx.vlan, dst)
         if entry is not None:
             out = state.ports.get(entry.port)
             if out is None:

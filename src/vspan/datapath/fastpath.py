@@ -1,0 +1,199 @@
+"""The replay loop: batches of frames through the flow cache, committing cached actions.
+
+Per frame on a hit: one key, one dict lookup, and either a queue append (a
+decision with one plain output: the common case) or :func:`~vspan.datapath.replay.replay`
+of the cached action list with the committing effects implemented here.
+A miss goes up to the slow path (:class:`~vspan.datapath.upcall.Upcall`),
+whose decision is replayed by the same code. Transmit happens once per batch
+and port (:meth:`FastPath.flush`).
+
+This is the loop a native replay (phase B, ``docs/datapath.md``) takes over:
+it reads the same action lists and calls up here for everything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from vspan.datapath.decision import Check, CheckOutcome, Drop, Learn, Mirror, Refresh
+from vspan.datapath.fdb import FdbEntry, LearnResult
+from vspan.datapath.flowcache import FlowCache
+from vspan.datapath.flowkey import FlowKey, extract, fast_key
+from vspan.datapath.mirrorout import MirrorOut
+from vspan.datapath.plugins import CaptureTap, Checker, Policy
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.replay import replay
+from vspan.datapath.state import SwitchState
+from vspan.datapath.upcall import Upcall
+from vspan.ports.base import Frame, Port
+
+
+class FastPath:
+    """Forwards batches: cache hits replayed, misses decided by the upcall. Implements the
+    committing :class:`~vspan.datapath.replay.Effects`."""
+
+    def __init__(self, state: SwitchState, cache: FlowCache, policy: Policy, upcall: Upcall,
+                 mirror_out: MirrorOut, tx: dict[int, list[Frame]],
+                 backends: dict[int, Port], clock: Callable[[], float]) -> None:
+        self.state = state
+        self.cache = cache
+        self.policy = policy
+        self.checker: Checker = policy.checker
+        self.upcall = upcall
+        self.mirror_out = mirror_out
+        self.tx = tx
+        self.backends = backends
+        self.clock = clock
+        self.captures: list[CaptureTap] = []  # live `vspan capture` sessions
+        self.frame_drops: list[Drop] = []  # drops of the frame in hand (captures only)
+        self.batches = 0
+        self.pids = itertools.count(1)  # pcapng packet ids shared by a frame's capture points
+        self.stamp_ports = False  # a backend (team by Hyper-V port) needs Frame.port
+        # the two effects every policed or mirrored frame calls: bound once
+        self.check = self.checker.commit  # type: ignore[method-assign]
+        self.mirror = mirror_out.emit  # type: ignore[method-assign,assignment]
+
+    # ------------------------------------------------------------------ batches
+    def process(self, in_port: int, frames: list[Frame]) -> None:
+        """Handle one batch of frames received on port index ``in_port``."""
+        state = self.state
+        rt = state.ports.get(in_port)
+        if rt is None:
+            return
+        now = self.clock()
+        cache = self.cache
+        entries = cache.entries
+        counters = rt.counters
+        counters.rx_frames += len(frames)
+        self.batches += 1
+        if self.stamp_ports:
+            for f in frames:
+                f.port = in_port
+        caps = self.captures
+        tx = self.tx
+        key: FlowKey | None
+        ref: FdbEntry | None
+        for f in frames:
+            data = f.data
+            counters.rx_bytes += len(data)
+            fk = fast_key(data, in_port)
+            hit = entries.get(fk) if fk is not None else None
+            if hit is not None:
+                d, key, ref = hit
+                cache.hits += 1
+                if d.simple_port and not caps:  # one output, nothing else: the common case
+                    if ref is not None:
+                        ref.last_seen = now
+                    q = tx.get(d.simple_port)
+                    if q is None:
+                        tx[d.simple_port] = [f]
+                    else:
+                        q.append(f)
+                    continue
+            else:
+                key = extract(data, in_port)
+                hit = entries.get(key) if key is not None else None
+                if hit is not None:
+                    d, _, ref = hit
+                    cache.hits += 1
+                else:
+                    cache.misses += 1
+                    d = self.upcall.decide(fk, key, data, in_port)
+                    ref = None
+            if caps:
+                if not f.pid:
+                    f.pid = next(self.pids)
+                self.frame_drops.clear()
+                replay(d, f, key, in_port, now, self, ref)
+                for cap in caps:
+                    cap.rx(in_port, data, self.frame_drops, f.pid)
+            else:
+                replay(d, f, key, in_port, now, self, ref)
+        if self.policy.replies:
+            self.send_replies(now)
+        self.flush()
+
+    def send_replies(self, now: float) -> None:
+        """Reject answers (TCP RST / ICMP unreachable) committed checks asked for."""
+        for reply in self.policy.take_replies():
+            if reply.to_port:
+                # delivered to the port's VM: through the port's egress taps
+                d = self.upcall.deliver(reply.port, reply.data, reply.vlan)
+                replay(d, Frame(reply.data), None, reply.port, now, self)
+            elif reply.port in self.state.ports:
+                # switched as if the port had sent it (its ingress taps), not judged again
+                key = extract(reply.data, reply.port)
+                d = self.upcall.decide_unjudged(key, reply.data, reply.port)
+                replay(d, Frame(reply.data), key, reply.port, now, self)
+
+    def flush(self) -> None:
+        """Send every queued frame (one send_batch per port)."""
+        tx = self.tx
+        if not tx:
+            return
+        caps = self.captures
+        for idx, frames in tx.items():
+            backend = self.backends.get(idx)
+            rt = self.state.ports.get(idx)
+            if backend is None or rt is None:
+                continue
+            if caps:
+                for cap in caps:
+                    for fr in frames:
+                        cap.tx(idx, fr.data, fr.pid)
+            sent = backend.send_batch(frames)
+            rt.counters.tx_frames += sent
+            rt.counters.tx_bytes += sum(len(fr.data) for fr in frames[:sent])
+            if sent < len(frames):
+                self.state.drops.add(idx, DropReason.TX_ERROR.value, "", len(frames) - sent)
+        tx.clear()
+
+    # ------------------------------------------------------ effects (commit)
+    def check(self, check: Check, data: bytes, key: FlowKey, now: float,
+              wire: tuple[int, int]) -> CheckOutcome:
+        """Do the check."""
+        return self.checker.commit(check, data, key, now, wire)
+
+    def mirror(self, copy: Mirror, frame: Frame) -> None:
+        """Copy into the session."""
+        self.mirror_out.emit(copy, frame)
+
+    def learn(self, learn: Learn, now: float) -> None:
+        """Learn the MAC; forget the cached flows that looked it up."""
+        rt = self.state.ports.get(learn.port)
+        limit = rt.config.mac_limit if rt is not None else 0
+        res = self.state.fdb.learn(learn.vlan, learn.mac, learn.port, now, limit)
+        if res is LearnResult.NEW or res is LearnResult.MOVED:
+            self.cache.mac_changed(((learn.vlan, learn.mac),), room=res is LearnResult.MOVED)
+
+    def refresh(self, refresh: Refresh, now: float) -> None:
+        """Refresh the MAC's age."""
+        entry = self.state.fdb.lookup(refresh.vlan, refresh.mac)
+        if entry is not None and entry.port == refresh.port:
+            entry.last_seen = now
+
+    def drop(self, drop: Drop, data: bytes, in_port: int) -> None:
+        """Count a drop (and show it to captures)."""
+        self.state.drops.add(drop.port, drop.reason.value, drop.rule)
+        rt = self.state.ports.get(drop.port)
+        if rt is not None:
+            rt.counters.dropped += 1
+        if self.captures:
+            self.frame_drops.append(drop)
+            for cap in self.captures:
+                cap.dropped(drop.port, data, drop, in_port)
+
+    def flood(self, in_port: int) -> None:
+        """Count a flooded frame on its ingress port."""
+        rt = self.state.ports.get(in_port)
+        if rt is not None:
+            rt.counters.flooded += 1
+
+    def output(self, port: int, frame: Frame) -> None:
+        """Queue for transmission at the end of the batch."""
+        q = self.tx.get(port)
+        if q is None:
+            self.tx[port] = [frame]
+        else:
+            q.append(frame)
