@@ -65,9 +65,12 @@ class MirrorOut:
         self.senders: list[MirrorSender] = []
 
     # ---------------------------------------------------------------- decide
-    def route(self, c: Mirror, frame: Frame, commit: bool) -> list[Delivery]:
+    def route(self, c: Mirror, frame: Frame, commit: bool,
+              offered: dict[int, int] | None = None) -> list[Delivery]:
         """What copying ``frame`` (as seen at the copy's point) into the session does; with
-        ``commit`` the session's offered/sampled/truncated counters move."""
+        ``commit`` the session's offered/sampled/truncated counters move. A peek counts in
+        ``offered`` (session -> frames) what it offered already (a frame and the answer to
+        it are two offers to a session mirroring both)."""
         m = self.state.mirrors.get(c.session)
         if m is None:
             return []
@@ -79,6 +82,9 @@ class MirrorOut:
         seen = m.seen + 1
         if commit:
             m.seen = seen
+        elif offered is not None:
+            seen += offered.get(c.session, 0)
+            offered[c.session] = offered.get(c.session, 0) + 1
         if c.sample > 1 and seen % c.sample:
             if commit:
                 m.sampled_out += 1
@@ -176,9 +182,10 @@ class MirrorOut:
                     q.append(copy)
 
     # ------------------------------------------------------------------ peek
-    def predict(self, c: Mirror, frame: Frame) -> list[Delivery]:
-        """What :meth:`emit` would deliver; changes nothing."""
-        return self.route(c, frame, False)
+    def predict(self, c: Mirror, frame: Frame, offered: dict[int, int]) -> list[Delivery]:
+        """What :meth:`emit` would deliver; changes nothing (but ``offered``: what this
+        prediction offered the sessions so far)."""
+        return self.route(c, frame, False, offered)
 
     # --------------------------------------------------------------- senders
     def sync_senders(self) -> set[int]:

@@ -92,13 +92,15 @@ class Prediction:
     """Effects that peek and record: what :func:`~vspan.datapath.replay.replay` would do."""
 
     def __init__(self, state: SwitchState, pipeline: Pipeline, checker: Checker,
-                 mirror_out: MirrorOut, tracer: Tracer) -> None:
+                 mirror_out: MirrorOut, tracer: Tracer,
+                 offered: dict[int, int] | None = None) -> None:
         self.state = state
         self.pipeline = pipeline
         self.checker = checker
         self.mirror_out = mirror_out
         self.tracer = tracer
         self.outcome = Outcome()
+        self.offered: dict[int, int] = {} if offered is None else offered  # per session
 
     def _name(self, port: int) -> str:
         return self.state.port_names.get(port, str(port))
@@ -124,7 +126,8 @@ class Prediction:
             where = "to" if to_port else "switched from"
             tr.report("reply", f"answers with a {len(data)}-byte frame {where} port "
                       f"{self._name(port)}")
-        sub = Prediction(self.state, self.pipeline, self.checker, self.mirror_out, tr)
+        sub = Prediction(self.state, self.pipeline, self.checker, self.mirror_out, tr,
+                         self.offered)
         self.outcome.replies.append(sub.outcome)
         if to_port:
             d = self.pipeline.deliver(port, data, vlan)
@@ -136,7 +139,8 @@ class Prediction:
 
     def mirror(self, copy: Mirror, frame: Frame) -> None:
         """Predict the copy."""
-        dels = self.mirror_out.predict(copy, frame)
+        before = self.offered.get(copy.session, 0)
+        dels = self.mirror_out.predict(copy, frame, self.offered)
         self.outcome.copies.extend(dels)
         tr = self.tracer
         if not tr.enabled:
@@ -149,7 +153,7 @@ class Prediction:
                       "lengths: no copy")
         elif not dels and m is not None and copy.sample > 1:
             tr.report("mirror", f"session {name}: sampled out (1 in {copy.sample}; this is "
-                      f"frame {m.seen + 1} offered)")
+                      f"frame {m.seen + before + 1} offered)")
         for d in dels:
             to = "its sender" if d.port == TO_SENDER else f"port {self._name(d.port)}"
             state = "" if d.ok else " -> lost (destination down or unreachable)"
