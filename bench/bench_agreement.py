@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import update_section  # noqa: E402
+
 from tests.helpers.agreement import (  # noqa: E402
     Conversations,
     make,
@@ -34,9 +36,6 @@ from tests.helpers.agreement import (  # noqa: E402
     random_case,
     run_case,
 )
-
-RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- agreement:begin -->", "<!-- agreement:end -->"
 
 
 @dataclass
@@ -103,7 +102,6 @@ def section(results: list[SeedResult]) -> str:
     for r in results:
         kinds.update(r.kinds)
     lines = [
-        BEGIN,
         "## Trace against datapath (`bench/bench_agreement.py`)",
         "",
         f"{total} random frames ({len(results)} seeds: "
@@ -122,7 +120,6 @@ def section(results: list[SeedResult]) -> str:
         "",
         f"Run time: {', '.join(str(r.seconds) + ' s' for r in results)} "
         "(in-process, on a shared, busy machine).",
-        END,
     ]
     return "\n".join(lines)
 
@@ -145,14 +142,7 @@ def main() -> int:
         for e in r.examples:
             sys.stdout.write(f"seed {r.seed}: {e}\n")
     if args.write:
-        old = RESULTS.read_text(encoding="utf-8")
-        if BEGIN in old:
-            head, _, rest = old.partition(BEGIN)
-            _, _, tail = rest.partition(END)
-            new = head + text + tail
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        RESULTS.write_text(new, encoding="utf-8")
+        update_section("bench_agreement.py", text)
     return 1 if any(r.disagreed for r in results) else 0
 
 

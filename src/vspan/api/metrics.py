@@ -57,8 +57,13 @@ class SwitchCollector(Collector):
         fc = counters["flow_cache"]
         cache = GaugeMetricFamily("vspan_flow_cache_entries", "flows in the cache")
         cache.add_metric([], fc["entries"])
+        for k, what in (("bytes", "estimated memory of the cached flows"),
+                        ("bytes_per_entry", "estimated memory of one cached flow")):
+            gauge = GaugeMetricFamily(f"vspan_flow_cache_{k}", f"flow cache: {what}")
+            gauge.add_metric([], fc[k])
+            yield gauge
         yield cache
-        for k in ("hits", "misses", "invalidations"):
+        for k in ("hits", "misses", "invalidations", "invalidated", "evictions"):
             fam = CounterMetricFamily(f"vspan_flow_cache_{k}", f"flow cache {k}")
             fam.add_metric([], fc[k])
             yield fam

@@ -116,8 +116,12 @@ def render(what: str, data: Any) -> None:
         else:
             sys.stdout.write("no drops\n")
         fc = data["flow_cache"]
-        sys.stdout.write(f"\nflow cache: {fc['entries']} entries, {fc['hits']} hits, "
-                         f"{fc['misses']} misses, {fc['invalidations']} invalidations\n")
+        sys.stdout.write(f"\nflow cache: {fc['entries']} entries (of {fc['max_entries']}, "
+                         f"~{fc['bytes'] / 2**20:.1f} MiB, {fc['bytes_per_entry']} bytes each), "
+                         f"{fc['hits']} hits, {fc['misses']} misses, {fc['invalidations']} "
+                         f"invalidations ({fc['invalidated']} flows), {fc['evictions']} "
+                         "evicted\n")
+
 
 
 def _render_vteps(data: dict[str, Any]) -> None:

@@ -197,9 +197,10 @@ class Deps:
 NO_DEPS = Deps()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Decision:
-    """Everything the switch does with frames of one flow."""
+    """Everything the switch does with frames of one flow (equal decisions of different
+    flows are one object in the flow cache: see :class:`~vspan.datapath.upcall.Upcall`)."""
 
     actions: tuple[Action, ...] = ()
     cacheable: bool = True
@@ -210,16 +211,23 @@ class Decision:
     refresh: Refresh | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        outs = [a for a in self.actions if type(a) is Output]
-        refresh = [a for a in self.actions if type(a) is Refresh]
-        if refresh:
-            object.__setattr__(self, "refresh", refresh[0])
-        checks = any(type(a) is Check or (type(a) is Output and a.checks) for a in self.actions)
+        out: Output | None = None
+        others = 0
+        checks = False
+        for a in self.actions:
+            if isinstance(a, Output):
+                checks = checks or bool(a.checks)
+                out = a
+                others += 1
+            elif isinstance(a, Refresh):
+                object.__setattr__(self, "refresh", a)
+            else:
+                checks = checks or isinstance(a, Check)
+                others += 1
         object.__setattr__(self, "needs_key", checks)
-        if len(outs) == 1 and len(self.actions) - len(refresh) == 1 and not self.flood:
-            o = outs[0]
-            if o.vlan_op == VLAN_KEEP and not o.checks and not o.mirrors and not o.mtu:
-                object.__setattr__(self, "simple_port", o.port)
+        if (out is not None and others == 1 and not self.flood and out.vlan_op == VLAN_KEEP
+                and not out.checks and not out.mirrors and not out.mtu):
+            object.__setattr__(self, "simple_port", out.port)
 
     @property
     def outputs(self) -> tuple[Output, ...]:

@@ -8,6 +8,8 @@ frame of the flow, now with a known source, gets a decision that is.
 
 from __future__ import annotations
 
+from weakref import WeakValueDictionary
+
 from vspan.datapath.decision import Decision
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey
@@ -21,6 +23,9 @@ class Upcall:
         self.pipeline = pipeline
         self.cache = cache
         self.upcalls = 0
+        # one object for equal decisions (the flows of one port pair share theirs): a
+        # cached entry then costs its key and a reference
+        self._interned: WeakValueDictionary[Decision, Decision] = WeakValueDictionary()
 
     def decide(self, fast: object, key: FlowKey | None, data: bytes, in_port: int) -> Decision:
         """Run the pipeline for a frame the cache missed; cache the decision when it may be.
@@ -31,6 +36,7 @@ class Upcall:
         self.upcalls += 1
         d = self.pipeline.run(key, data, in_port)
         if key is not None and d.cacheable and self.cache.max_entries:
+            d = self._interned.setdefault(d, d)
             ref = None
             if d.refresh is not None:
                 r = d.refresh
