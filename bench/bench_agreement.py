@@ -132,8 +132,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="put the section into RESULTS.md")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    per_seed = max(1, args.frames // len(args.seeds))
-    results = [run(per_seed, s) for s in args.seeds]
+    n = len(args.seeds)
+    results = [run(args.frames // n + (1 if i < args.frames % n else 0), s)
+               for i, s in enumerate(args.seeds)]
     if args.json:
         sys.stdout.write(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     text = section(results)

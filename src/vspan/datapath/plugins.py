@@ -11,7 +11,8 @@ them in.
   forwarding (one code path in the implementation);
 * :class:`Policy` — the whole policy layer as the engine drives it
   (configuration, housekeeping, reject answers);
-* :class:`MirrorSender` and :class:`RemoteMirrors` — ERSPAN/GRE senders;
+* :class:`MirrorSender` and :class:`RemoteMirrors` (:mod:`~vspan.datapath.remote`) —
+  ERSPAN/GRE senders;
 * :class:`CaptureTap` — a running ``vspan capture``.
 """
 
@@ -21,9 +22,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vspan.config.diff import ChangeSet
-from vspan.config.model import Config, MirrorSession
+from vspan.config.model import Config
 from vspan.datapath.decision import PASS, Check, CheckOutcome, Drop, Reply
 from vspan.datapath.flowkey import FlowKey
+from vspan.datapath.remote import MirrorSender as MirrorSender
+from vspan.datapath.remote import RemoteMirrors as RemoteMirrors
+from vspan.datapath.remote import SenderStats as SenderStats
 from vspan.datapath.stages.base import EgressStage, IngressStage
 
 
@@ -117,60 +121,6 @@ class _NoChecks:
         return PASS
 
     commit = peek
-
-
-class SenderStats(Protocol):
-    """Counters of a remote mirror sender."""
-
-    @property
-    def sent(self) -> int:
-        """Copies sent."""
-        ...
-
-    @property
-    def truncated(self) -> int:
-        """Copies cut to fit the path MTU."""
-        ...
-
-    @property
-    def errors(self) -> int:
-        """Sends refused."""
-        ...
-
-    @property
-    def loop_skipped(self) -> int:
-        """Own encapsulated output offered for mirroring, skipped."""
-        ...
-
-
-class MirrorSender(Protocol):
-    """Sends one remote mirror session's copies (encapsulated) to its collector."""
-
-    @property
-    def counters(self) -> SenderStats:
-        """What it did."""
-        ...
-
-    def send(self, frame: bytes, *, egress: bool = False, truncated: bool = False,
-             ts_ns: int | None = None, vlan: int | None = None, cos: int = 0) -> bool:
-        """Encapsulate and send one copy; False when it could not be sent (counted)."""
-        ...
-
-    def close(self) -> None:
-        """Release the socket."""
-        ...
-
-
-class RemoteMirrors(Protocol):
-    """Opens senders for remote mirror sessions."""
-
-    def open(self, session: MirrorSession) -> MirrorSender:
-        """A connected sender for ``session`` (OSError when its collector is unreachable)."""
-        ...
-
-    def route_interface(self, session: MirrorSession) -> str | None:
-        """The interface the session's encapsulated copies leave by (loop guard)."""
-        ...
 
 
 class CaptureTap(Protocol):

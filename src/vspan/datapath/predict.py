@@ -50,7 +50,8 @@ class Outcome:
     replies: list[Outcome] = field(default_factory=list)  # answers (reject) and their fate
 
     def verdict(self, names: Mapping[int, str]) -> str:
-        """One line: where the frame went and why not elsewhere."""
+        """One line: where the frame went and why not elsewhere (mirror copies and answers
+        are in the trace's lines and the JSON outcome)."""
         parts = []
         if self.outputs:
             parts.append("delivered to " + ", ".join(names.get(p, str(p))
@@ -59,9 +60,6 @@ class Outcome:
             parts.append("dropped: " + "; ".join(
                 f"{d.reason.value}" + (f" (rule {d.rule})" if d.rule else "")
                 + f" at {names.get(d.port, str(d.port))}" for d in self.drops))
-        sent = [c for c in self.copies if c.ok]
-        if sent:
-            parts.append(f"{len(sent)} mirror cop{'y' if len(sent) == 1 else 'ies'}")
         return " / ".join(parts) if parts else "nothing delivered"
 
     def as_dict(self, state: SwitchState) -> dict[str, object]:

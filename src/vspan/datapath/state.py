@@ -20,7 +20,7 @@ from vspan.datapath.decision import (
     MIRROR_RSPAN_IN,
 )
 from vspan.datapath.fdb import Fdb
-from vspan.datapath.plugins import MirrorSender
+from vspan.datapath.remote import MirrorSender
 from vspan.packet.flowmatch import FlowMatch, compile_match
 from vspan.ports.base import Port
 

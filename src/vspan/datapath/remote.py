@@ -1,0 +1,62 @@
+"""What the datapath needs to send remote mirror copies (ERSPAN/GRE), as protocols; the
+mirror layer implements them (:mod:`vspan.mirror.senders`)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from vspan.config.model import MirrorSession
+
+
+class SenderStats(Protocol):
+    """Counters of a remote mirror sender."""
+
+    @property
+    def sent(self) -> int:
+        """Copies sent."""
+        ...
+
+    @property
+    def truncated(self) -> int:
+        """Copies cut to fit the path MTU."""
+        ...
+
+    @property
+    def errors(self) -> int:
+        """Sends refused."""
+        ...
+
+    @property
+    def loop_skipped(self) -> int:
+        """Own encapsulated output offered for mirroring, skipped."""
+        ...
+
+
+class MirrorSender(Protocol):
+    """Sends one remote mirror session's copies (encapsulated) to its collector."""
+
+    @property
+    def counters(self) -> SenderStats:
+        """What it did."""
+        ...
+
+    def send(self, frame: bytes, *, egress: bool = False, truncated: bool = False,
+             ts_ns: int | None = None, vlan: int | None = None, cos: int = 0) -> bool:
+        """Encapsulate and send one copy; False when it could not be sent (counted)."""
+        ...
+
+    def close(self) -> None:
+        """Release the socket."""
+        ...
+
+
+class RemoteMirrors(Protocol):
+    """Opens senders for remote mirror sessions."""
+
+    def open(self, session: MirrorSession) -> MirrorSender:
+        """A connected sender for ``session`` (OSError when its collector is unreachable)."""
+        ...
+
+    def route_interface(self, session: MirrorSession) -> str | None:
+        """The interface the session's encapsulated copies leave by (loop guard)."""
+        ...
