@@ -27,10 +27,6 @@ from vspan.ports.base import Port
 NO_VLAN = -1  # "untagged frames are not accepted" / "no VLAN leaves untagged"
 UNTAGGED_NET = 0  # the internal VLAN of the untagged network
 
-__all__ = ["MIRROR_ERSPAN", "MIRROR_LOCAL", "MIRROR_RSPAN", "MIRROR_RSPAN_IN", "NO_VLAN",
-           "UNTAGGED_NET", "MirrorRuntime", "PortRuntime", "SwitchState", "Touched"]
-
-
 @dataclass(slots=True)
 class PortRuntime:
     """One port as the pipeline sees it."""
