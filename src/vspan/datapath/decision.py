@@ -22,8 +22,10 @@ Everything is data (ints, bytes, strings, tuples): no closures.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from vspan.datapath.reasons import DropReason
 
@@ -173,9 +175,19 @@ class Output:
     checks: tuple[Check, ...] = ()  # a failing check stops this output only
     mirrors: tuple[Mirror, ...] = ()  # egress copies of the frame as delivered
     mtu: int = 0  # largest IP packet the port takes (checked per frame); 0 = unchecked
+    wire: tuple[int, int] = field(default=(VLAN_KEEP, 0), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", (self.vlan_op, self.vid))  # what its checks get
 
 
 Action = Mirror | Check | Learn | Refresh | Drop | Output
+
+# opcodes of the actions (Decision.program): what a replay dispatches on
+OP_OUTPUT, OP_CHECK, OP_MIRROR, OP_REFRESH, OP_DROP, OP_LEARN = range(6)
+_OPCODES: Mapping[type, int] = MappingProxyType({
+    Output: OP_OUTPUT, Check: OP_CHECK, Mirror: OP_MIRROR, Refresh: OP_REFRESH, Drop: OP_DROP,
+    Learn: OP_LEARN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +221,7 @@ class Decision:
     simple_port: int = field(default=0, init=False, compare=False)  # one plain output
     needs_key: bool = field(default=False, init=False, compare=False)  # checks read the key
     refresh: Refresh | None = field(default=None, init=False, compare=False)
+    program: tuple[tuple[int, Any], ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         out: Output | None = None
@@ -225,6 +238,7 @@ class Decision:
                 checks = checks or isinstance(a, Check)
                 others += 1
         object.__setattr__(self, "needs_key", checks)
+        object.__setattr__(self, "program", tuple((_OPCODES[type(a)], a) for a in self.actions))
         if (out is not None and others == 1 and not self.flood and out.vlan_op == VLAN_KEEP
                 and not out.checks and not out.mirrors and not out.mtu):
             object.__setattr__(self, "simple_port", out.port)

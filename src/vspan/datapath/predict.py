@@ -98,6 +98,7 @@ class Prediction:
         self.mirror_out = mirror_out
         self.tracer = tracer
         self.outcome = Outcome()
+        self.tx: dict[int, list[Frame]] | None = None  # outputs are recorded (output())
         self.offered: dict[int, int] = {} if offered is None else offered  # per session
 
     def _name(self, port: int) -> str:

@@ -24,6 +24,11 @@ from __future__ import annotations
 from typing import Protocol
 
 from vspan.datapath.decision import (
+    OP_CHECK,
+    OP_DROP,
+    OP_MIRROR,
+    OP_OUTPUT,
+    OP_REFRESH,
     VLAN_KEEP,
     Check,
     CheckOutcome,
@@ -31,7 +36,6 @@ from vspan.datapath.decision import (
     Drop,
     Learn,
     Mirror,
-    Output,
     Refresh,
 )
 from vspan.datapath.fdb import FdbEntry
@@ -45,7 +49,17 @@ _INGRESS_WIRE = (VLAN_KEEP, 0)
 
 
 class Effects(Protocol):
-    """What replaying a decision does to the world (committed or recorded)."""
+    """What replaying a decision does to the world (committed or recorded).
+
+    ``tx``: transmit queues by port that outputs are appended to directly (what
+    :meth:`output` would do, without the call); ``None`` to have :meth:`output`
+    called.
+    """
+
+    @property
+    def tx(self) -> dict[int, list[Frame]] | None:
+        """Transmit queues outputs go to directly, or ``None``."""
+        ...
 
     def check(self, check: Check, data: bytes, key: FlowKey, now: float,
               wire: tuple[int, int]) -> CheckOutcome:
@@ -87,14 +101,14 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
     (the flow cache does, once per flow).
     """
     data = f.data
-    for a in d.actions:
-        if isinstance(a, Output):
+    tx = fx.tx
+    for op, a in d.program:  # (opcode, action): an int compare per action, not isinstance
+        if op == OP_OUTPUT:
             if a.checks:
                 assert key is not None
-                wire = (a.vlan_op, a.vid)
                 stopped = False
                 for c in a.checks:
-                    out = fx.check(c, data, key, now, wire)
+                    out = fx.check(c, data, key, now, a.wire)
                     if out.drop is not None:
                         fx.drop(out.drop, data, in_port)
                         stopped = True
@@ -112,23 +126,30 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
             else:
                 odata, ovnet = vlan_apply(a.vlan_op, a.vid, data, f.vnet)
                 of = Frame(odata, ovnet, f.ts_ns, f.port, f.pid)
-            fx.output(a.port, of)
+            if tx is None:
+                fx.output(a.port, of)
+            else:  # the committing effects' transmit queues, filled right here
+                q = tx.get(a.port)
+                if q is None:
+                    tx[a.port] = [of]
+                else:
+                    q.append(of)
             for m in a.mirrors:
                 fx.mirror(m, of)
-        elif isinstance(a, Check):
+        elif op == OP_CHECK:
             assert key is not None
             out = fx.check(a, data, key, now, _INGRESS_WIRE)
             if out.drop is not None:
                 fx.drop(out.drop, data, in_port)
                 return
-        elif isinstance(a, Mirror):
+        elif op == OP_MIRROR:
             fx.mirror(a, f)
-        elif isinstance(a, Refresh):
+        elif op == OP_REFRESH:
             if refresh is not None:
                 refresh.last_seen = now
             else:
                 fx.refresh(a, now)
-        elif isinstance(a, Drop):
+        elif op == OP_DROP:
             fx.drop(a, data, in_port)
         else:
             fx.learn(a, now)

@@ -66,8 +66,9 @@ class PolicyChecks:
         self.policy = policy
         self.names = names  # port index -> name (the switch state's)
         self._decisions: dict[tuple[str, int], FwDecision] = {}  # decoded firewall checks
-        # firewall checks resolved for commits: check -> (port firewall, direction, decision)
-        self._resolved: dict[Check, tuple[PortFirewall, Dir, FwDecision]] = {}
+        # firewall checks resolved for commits, by the identity of the (cached) check object,
+        # which the value keeps alive: id -> (check, port firewall, direction, decision)
+        self._resolved: dict[int, tuple[Check, PortFirewall, Dir, FwDecision]] = {}
 
     def reset(self) -> None:
         """The policy was reinstalled: forget what was resolved from it."""
@@ -82,9 +83,9 @@ class PolicyChecks:
                wire: tuple[int, int] = (VLAN_KEEP, 0)) -> CheckOutcome:
         """Do the check (state, counters, reject answers queued)."""
         if check.kind is CheckKind.FIREWALL:  # the per-frame hot spot: straight there
-            r = self._resolved.get(check)
-            if r is not None:
-                v = r[0].process(key, data, r[1], r[2], now, True)
+            r = self._resolved.get(id(check))
+            if r is not None and r[0] is check:
+                v = r[1].process(key, data, r[2], r[3], now, True)
                 return PASS if v.allowed else self._verdict(check, v, wire, True)
         return self.run(check, data, key, now, wire, True)
 
@@ -149,7 +150,7 @@ class PolicyChecks:
         if commit:
             if len(self._resolved) >= MAX_RESOLVED:
                 self._resolved.clear()
-            self._resolved[check] = (pf, d, decision)
+            self._resolved[id(check)] = (check, pf, d, decision)
         v = pf.process(key, data, d, decision, now, commit)
         if commit and v.allowed:
             return PASS
