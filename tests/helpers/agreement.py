@@ -53,7 +53,7 @@ ports:
         - {id: x-out, action: allow, direction: out, weight: 100, protocol: udp,
            stateful: true, idle_timeout: 30}
         - {id: x-in, action: deny, direction: in, weight: 10, protocol: udp}
-  c: {type: memory, vlan: {mode: access, id: 20}}
+  c: {type: memory, vlan: {mode: access, id: 20}, mtu: 300}
   t: {type: memory, vlan: {mode: trunk, allowed: [10, 20], native: 30}}
   s: {type: memory}
 mirrors:
