@@ -359,7 +359,8 @@ class Switch:
     def start(self, timeout: float = 30) -> None:
         """Start the switch and wait until its control API answers."""
         pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
-        argv = [*VSPAN, "up", "-c", self.config_path]
+        argv = [*VSPAN, "up", "-c", self.config_path, "--state-dir",
+                os.path.join(self.workdir, "state")]
         argv = in_ns(self.ns, *argv, cpu=self.cpu) if self.ns else [*pin, *argv]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=str(REPO),

@@ -79,7 +79,8 @@ def switch_in(d: Path, switch_extra: str = "", up_args: tuple[str, ...] = ()) ->
     """A switch whose control socket lives in ``d/run/`` (a directory vspan creates)."""
     sw = SwitchProcess(d, "", up_args)
     sw.socket = str(d / "run" / "t.sock")
-    sw.config.write_text(f"switch: {{name: t, control_socket: {sw.socket}{switch_extra}}}\n"
+    sw.config.write_text(f"switch: {{name: t, control_socket: {sw.socket}, "
+                         f"state_dir: {sw.state_dir}{switch_extra}}}\n"
                          "ports: {m: {type: memory}}\n", encoding="utf-8")
     return sw
 

@@ -362,14 +362,17 @@ class PcapngWriter:
                      orig_len: int | None = None, comments: Sequence[str] = (),
                      flags: int | None = None, dropcount: int | None = None,
                      verdicts: Sequence[bytes] = (), packet_id: int | None = None,
-                     queue: int | None = None) -> int:
-        """Write one EPB; return its size in bytes."""
+                     queue: int | None = None, limit: int | None = None) -> int:
+        """Write one EPB; return its size in bytes (0, and nothing written, when it would
+        take the file past ``limit`` bytes)."""
         if not 0 <= interface_id < len(self.interfaces):
             raise ValueError(f"interface id {interface_id} was not added to {self.path}")
         block = packet_block(interface_id, ts_ns, data, orig_len=orig_len,
                              snaplen=self.interfaces[interface_id].snaplen, comments=comments,
                              flags=flags, dropcount=dropcount, verdicts=verdicts,
                              packet_id=packet_id, queue=queue)
+        if limit is not None and self.bytes_written + len(block) > limit:
+            return 0
         self._write(block)
         self.packets += 1
         return len(block)

@@ -10,7 +10,13 @@ import socket
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    request,
+)
 from vspan.config.load import ConfigError
 
 
@@ -25,8 +31,19 @@ def register(sub: Any) -> None:
                    help="let members of GROUP use the control socket (mode 0660; default: "
                         "switch.control_socket_group, else owner only, 0600)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
-                   help="also serve /metrics and /health (read only) over TCP "
+                   help="also serve /metrics and /health (read only, no token) over TCP "
                         "(e.g. 127.0.0.1:9477)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=None,
+                   help="also serve the whole API over TCP, bearer tokens required (default: "
+                        "switch.api.listen); plain HTTP only on a loopback address, else "
+                        "give --tls-cert and --tls-key")
+    p.add_argument("--tls-cert", metavar="FILE", default=None,
+                   help="PEM certificate (chain) for --listen (default: switch.api.tls_cert)")
+    p.add_argument("--tls-key", metavar="FILE", default=None,
+                   help="PEM private key for --listen (default: switch.api.tls_key)")
+    p.add_argument("--state-dir", metavar="DIR", default=None,
+                   help="tokens, audit log and captures (default: switch.state_dir or "
+                        "/var/lib/vspan/<name>)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_up)
     r: argparse.ArgumentParser = sub.add_parser(
@@ -50,7 +67,9 @@ def register(sub: Any) -> None:
 def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
     from vspan.api.rest import create_app, create_metrics_app
+    from vspan.cli.serving import ServeError, auth_guard, tcp_server_config
     from vspan.control.agent import Agent
+    from vspan.control.limits import LimitWatcher
     from vspan.ports.base import PortError
     from vspan.ports.factory import open_backend
 
@@ -61,6 +80,15 @@ def run_up(args: argparse.Namespace) -> int:
     except ConfigError as err:
         for line in err.errors:
             sys.stderr.write(f"{err.source}: {line}\n")
+        return 1
+    if args.state_dir:
+        agent.state_dir = os.path.abspath(args.state_dir)
+    try:
+        tcp = tcp_server_config(agent.config.switch.api, args.listen, args.tls_cert,
+                                args.tls_key)
+        guard = auth_guard(agent)
+    except ServeError as err:
+        sys.stderr.write(f"vspan: {err}\n")
         return 1
     sock = args.socket or agent.config.switch.socket_path()
     group = args.socket_group or agent.config.switch.control_socket_group
@@ -75,15 +103,19 @@ def run_up(args: argparse.Namespace) -> int:
         listener.close()
         os.unlink(sock)
         return 1
-    servers = api_servers(create_app(agent), listener, args.metrics,
-                          create_metrics_app(agent))
+    servers = api_servers(create_app(agent, guard), listener, args.metrics,
+                          create_metrics_app(agent), tcp.kwargs if tcp is not None else None)
     who = f"owner and group {group}" if group else "owner only"
     sys.stderr.write(
         f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
-        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})\n")
+        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})"
+        + (f"; API on {tcp.url} (bearer tokens)" if tcp is not None else "") + "\n")
+    watcher = LimitWatcher(agent, guard.audit)
+    watcher.start()
     try:
         serve(servers)
     finally:
+        watcher.stop()
         agent.stop()
         listener.close()
         if os.path.exists(sock):
@@ -118,12 +150,19 @@ Servers = list[tuple[Any, list[socket.socket] | None]]
 
 
 def api_servers(app: Any, listener: socket.socket, metrics: str | None,
-                metrics_app: Any) -> Servers:
-    """uvicorn servers: the API on the control socket, /metrics on TCP ``HOST:PORT``."""
+                metrics_app: Any, tcp: dict[str, Any] | None = None) -> Servers:
+    """uvicorn servers: the API on the control socket (each connection's peer uid handed to
+    the API: :mod:`vspan.api.peercred`), the API on TCP (``tcp``: uvicorn's host, port and
+    TLS settings; bearer tokens), /metrics on TCP ``HOST:PORT``."""
     import uvicorn
 
+    from vspan.api.peercred import PeerCredProtocol
+
     servers: Servers = [
-        (uvicorn.Server(uvicorn.Config(app, log_level="warning")), [listener])]
+        (uvicorn.Server(uvicorn.Config(app, http=PeerCredProtocol, log_level="warning")),
+         [listener])]
+    if tcp is not None:
+        servers.append((uvicorn.Server(uvicorn.Config(app, log_level="warning", **tcp)), None))
     if metrics:
         host, _, port = metrics.rpartition(":")
         servers.append((uvicorn.Server(uvicorn.Config(
@@ -155,7 +194,7 @@ def run_reload(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"path": os.path.abspath(args.file)} if args.file else {}
     body["live"] = "keep" if args.keep_live else "drop" if args.force else "refuse"
     try:
-        data = request(args.socket, "POST", "/reload", body)
+        data = request(endpoint(args), "POST", "/reload", body)
     except ClientError as err:
         live = err.data.get("live_changes") if isinstance(err.data, dict) else None
         if not live:

@@ -6,7 +6,16 @@ import argparse
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, print_json, print_table, request
+from vspan.cli.client import (
+    ClientError,
+    Endpoint,
+    add_socket_arg,
+    endpoint,
+    fail,
+    print_json,
+    print_table,
+    request,
+)
 from vspan.config.load import ConfigError, dump_text, parse_config
 
 
@@ -26,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     """Fetch and print."""
     try:
         if args.what == "metrics":
-            sys.stdout.write(request(args.socket, "GET", "/metrics"))
+            sys.stdout.write(request(endpoint(args), "GET", "/metrics"))
             return 0
         path = {"config": "/config", "live": "/live"}.get(args.what, f"/show/{args.what}")
-        data = request(args.socket, "GET", path)
+        data = request(endpoint(args), "GET", path)
         if args.what == "config" and not args.json:
-            return _print_config(args.socket, data)
+            return _print_config(endpoint(args), data)
     except ClientError as err:
         return fail(err)
     if args.json:
@@ -41,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_config(socket: str, data: Any) -> int:
+def _print_config(socket: Endpoint, data: Any) -> int:
     """The running configuration as YAML (``vspan check-config`` accepts it), headed by
     comments naming the live changes its file lacks."""
     try:
-        cfg = parse_config(data, socket)
+        cfg = parse_config(data, str(socket))
     except ConfigError as err:
         return fail(err)
     live = request(socket, "GET", "/live")

@@ -12,8 +12,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from vspan.config.access import ApiConfig, RolesConfig
 from vspan.config.base import IFNAME_RE, PORT_NAME_RE, Strict
 from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
@@ -362,6 +370,9 @@ class MirrorSession(Strict):
     mirrored_packet_length: int | None = Field(default=None, ge=60, le=65535)
     sampling_rate: int = Field(default=1, ge=1, le=1_000_000)
     description: str = ""
+    # limits: the switch disables the session by itself when one is reached (audited)
+    stop_at: AwareDatetime | None = None  # time-boxed: copies stop at this time
+    max_bytes: int | None = Field(default=None, ge=1)  # bytes of copies since the last change
 
     @model_validator(mode="after")
     def _check(self) -> MirrorSession:
@@ -411,10 +422,17 @@ class SwitchConfig(Strict):
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)
+    state_dir: str | None = None  # default: /var/lib/vspan/<name> (tokens, audit log, captures)
+    roles: RolesConfig = RolesConfig()  # control-socket peers' roles
+    api: ApiConfig = ApiConfig()  # the REST API over TCP (bearer tokens)
 
     def socket_path(self) -> str:
         """Where the daemon's control socket lives."""
         return self.control_socket or f"/run/vspan/{self.name}.sock"
+
+    def state_path(self) -> str:
+        """The switch's state directory."""
+        return self.state_dir or f"/var/lib/vspan/{self.name}"
 
 
 class Config(Strict):

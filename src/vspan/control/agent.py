@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import secrets
+import stat
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,19 @@ class LiveChangesError(AgentError):
 
 
 LIVE_MODES = ("refuse", "keep", "drop")
+MAX_CONFIG_BYTES = 16 << 20  # a configuration file larger than this is refused
+CAPTURE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+FINISHED_CAPTURES = 64  # summaries of stopped captures kept for GET /captures/{id}
+KEEP = object()  # "leave as it is" for optional arguments
+
+
+@dataclass(frozen=True)
+class DueStop:
+    """A mirror session or capture that reached a limit and is to be stopped."""
+
+    kind: str  # "mirror" or "capture"
+    target: str  # session name or capture id
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,8 @@ class Agent:
         self.engine = Engine(config, backend_factory)
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
+        self.finished: deque[dict[str, Any]] = deque(maxlen=FINISHED_CAPTURES)
+        self.state_dir = config.switch.state_path()  # tokens, audit log, captures
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
         self.managed_by: str | None = None
@@ -123,6 +145,7 @@ class Agent:
         target = path or self.config_path
         if not target:
             raise AgentError("no configuration file to reload from (give a path)")
+        _check_config_file(target)
         from_file = load_file(target)
         with self._lock:
             data = config_data(from_file)
@@ -203,17 +226,48 @@ class Agent:
         return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "removed",
                            "vspan mirror delete")
 
-    def mirror_enable(self, name: str, enabled: bool) -> ChangeSet:
-        """Enable or disable a mirror session."""
+    def mirror_enable(self, name: str, enabled: bool, stop_at: Any = KEEP,
+                      max_bytes: Any = KEEP) -> ChangeSet:
+        """Enable or disable a mirror session.
+
+        Enabling with ``stop_at`` (a datetime, or None for no time box) or ``max_bytes``
+        (int or None) sets those limits; left out, a ``max_bytes`` stays and a
+        ``stop_at`` that has passed is dropped (it would stop the session at once).
+        """
 
         def change(data: dict[str, Any]) -> None:
             if name not in data["mirrors"]:
                 raise AgentError(f"no mirror session named {name!r}", 404)
-            data["mirrors"][name]["enabled"] = enabled
+            sess = data["mirrors"][name]
+            sess["enabled"] = enabled
+            if not enabled:
+                return
+            if stop_at is not KEEP:
+                _set(sess, "stop_at", None if stop_at is None else stop_at.isoformat())
+            elif "stop_at" in sess and _passed(sess["stop_at"]):
+                del sess["stop_at"]
+            if max_bytes is not KEEP:
+                _set(sess, "max_bytes", max_bytes)
 
         action = "enable" if enabled else "disable"
         return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), f"{action}d",
                            f"vspan mirror {action}")
+
+    def mirror_stop(self, name: str, reason: str) -> dict[str, Any]:
+        """The switch disables a session that reached a limit; returns its last counters
+        (empty when it is gone or already disabled)."""
+        with self._lock:
+            counters = self.engine.call(lambda: {
+                m.name: m.counters() for m in self.engine.state.mirrors if m.enabled})
+        if name not in counters:
+            return {}
+
+        def change(data: dict[str, Any]) -> None:
+            data["mirrors"][name]["enabled"] = False
+
+        self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "disabled",
+                    f"the switch ({reason})")
+        return counters[name]
 
     # ---------------------------------------------------------- ACLs, firewall
     def _port_policy(self, data: dict[str, Any], port: str) -> dict[str, Any]:
@@ -323,31 +377,60 @@ class Agent:
                                 for p, c in counters["ports"].items() if "connections" in c}}
 
     # ----------------------------------------------------------------- captures
+    @property
+    def capture_dir(self) -> str:
+        """Where captures named without a directory are written."""
+        return os.path.join(self.state_dir, "captures")
+
+    def capture_path(self, path: str, ports: list[str]) -> str:
+        """The file a capture writes: an absolute ``path`` as it is; a bare file name (or
+        nothing: a name is made up) in :attr:`capture_dir`."""
+        if os.path.isabs(path):
+            return os.path.normpath(path)
+        if not path:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            points = re.sub(r"[^A-Za-z0-9_.\-]", "_", "-".join(ports))[:64]  # TEAM:* too
+            path = f"{points}-{stamp}-{secrets.token_hex(3)}.pcapng"
+        if not CAPTURE_NAME_RE.match(path):
+            raise AgentError(f"{path!r} is not a capture file name (letters, digits, _ . -; "
+                             "no directories) nor an absolute path", 422)
+        old = os.umask(0o077)
+        try:
+            os.makedirs(self.capture_dir, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+        return os.path.join(self.capture_dir, path)
+
     def capture_start(self, ports: list[str], path: str, direction: str = "both",
                       drops: bool = False, filter_expr: str | None = None,
-                      max_packets: int = 0) -> dict[str, Any]:
-        """Start a capture written by the switch to ``path`` (absolute)."""
+                      max_packets: int = 0, max_bytes: int = 0,
+                      duration: float | None = None) -> dict[str, Any]:
+        """Start a capture written by the switch to ``path`` (see :meth:`capture_path`),
+        stopped by the switch after ``max_packets``, ``max_bytes`` or ``duration`` s."""
         if direction not in ("in", "out", "both"):
             raise AgentError(f"direction must be in, out or both, not {direction!r}")
         if not ports:
             raise AgentError("name at least one port to capture on")
+        path = self.capture_path(path, ports)
+        stop_at = time.time() + duration if duration else None
 
         def start() -> dict[str, Any]:
             try:
                 cap = self.engine.capture_start(ports, path, direction, drops, filter_expr,
-                                                max_packets)
+                                                max_packets, max_bytes, stop_at)
             except KeyError as err:
                 raise AgentError(str(err.args[0]), 404) from None
             except OSError as err:
                 raise AgentError(f"cannot write {path}: {err.strerror}") from None
             except ValueError as err:
                 raise AgentError(f"filter: {err}") from None
-            return cap.summary()
+            return cap.summary() | {"running": True, "full": False}
 
         return self.engine.call(start)
 
-    def capture_stop(self, capture_id: int) -> dict[str, Any]:
-        """Stop a capture and return its summary."""
+    def capture_stop(self, capture_id: int, stopped_by: str = "",
+                     reason: str = "stopped") -> dict[str, Any]:
+        """Stop a capture and return its summary (kept for :meth:`capture_get`)."""
 
         def stop() -> dict[str, Any]:
             try:
@@ -355,12 +438,49 @@ class Agent:
             except KeyError as err:
                 raise AgentError(str(err.args[0]), 404) from None
 
-        return self.engine.call(stop)
+        summary = self.engine.call(stop) | {"running": False, "full": False,
+                                            "stopped_by": stopped_by or None,
+                                            "stop_reason": reason}
+        self.finished.append(summary)
+        return summary
 
     def captures(self) -> list[dict[str, Any]]:
         """Running captures."""
         return self.engine.call(lambda: [
-            c.summary() | {"full": c.full} for c in self.engine.captures])
+            c.summary() | {"full": c.full, "running": True} for c in self.engine.captures])
+
+    def capture_get(self, capture_id: int) -> dict[str, Any]:
+        """A running capture, or a recently stopped one with who stopped it and why."""
+        found: list[dict[str, Any]] = [c for c in self.captures() if c["id"] == capture_id] + \
+            [c for c in reversed(self.finished) if c["id"] == capture_id]
+        if found:
+            return found[0]
+        raise AgentError(f"no capture with id {capture_id}", 404)
+
+    # ------------------------------------------------------------------- limits
+    def due_stops(self, now: float | None = None) -> list[DueStop]:
+        """Enabled mirror sessions and captures that reached a limit (time box, bytes,
+        packets) at ``now`` (Unix time) and are to be stopped."""
+        now = time.time() if now is None else now
+
+        def scan() -> list[DueStop]:
+            due: list[DueStop] = []
+            for m in self.engine.state.mirrors:
+                if not m.enabled:
+                    continue
+                stop_at = m.config.stop_at
+                if stop_at is not None and now >= stop_at.timestamp():
+                    due.append(DueStop("mirror", m.name, "time box over"))
+                elif m.cap_reached:
+                    due.append(DueStop("mirror", m.name,
+                                       f"max_bytes {m.config.max_bytes} reached"))
+            for cap in self.engine.captures:
+                reason = cap.stop_reason(now)
+                if reason:
+                    due.append(DueStop("capture", str(cap.id), reason))
+            return due
+
+        return self.engine.call(scan)
 
     # -------------------------------------------------------------------- views
     def show(self, what: str) -> Any:
@@ -409,3 +529,31 @@ class Agent:
             return views.trace_view(self.engine.state, port, frame, decision, tracer)
 
         return self.engine.call(run)
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+
+
+def _passed(stop_at: Any) -> bool:
+    try:
+        return datetime.fromisoformat(str(stop_at)).timestamp() <= time.time()
+    except ValueError:
+        return False
+
+
+def _check_config_file(path: str) -> None:
+    """Refuse what is not a regular file of sane size (a FIFO or /dev/zero would hang or
+    exhaust the daemon)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise AgentError(f"cannot read {path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AgentError(f"{path} is not a regular file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise AgentError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a "
+                         "configuration file")

@@ -27,7 +27,12 @@ from vspan.datapath.flowkey import FlowKey, extract, fast_key
 from vspan.datapath.mtu import too_big
 from vspan.datapath.pipeline import build_pipeline, policy_parts
 from vspan.datapath.reasons import DropReason
-from vspan.datapath.state import MIRROR_ERSPAN, MIRROR_RSPAN, MirrorRuntime, SwitchState
+from vspan.datapath.state import (
+    MIRROR_ERSPAN,
+    MIRROR_RSPAN,
+    MirrorRuntime,
+    SwitchState,
+)
 from vspan.datapath.trace import Tracer
 from vspan.datapath.vlanops import apply as vlan_apply
 from vspan.mirror.encap import rspan_copy
@@ -433,6 +438,16 @@ class Engine:
         if cut:
             data = data[:limit]
             vnet = b""  # a cut frame carries no offload work
+        cap = m.config.max_bytes
+        if cap is not None:
+            # the bytes this copy will add (RSPAN: at most one more tag)
+            size = (len(data) + 4 if m.kind == MIRROR_RSPAN
+                    else len(data) if m.kind == MIRROR_ERSPAN
+                    else len(data) * len(m.dest_ports))
+            if m.capped or m.bytes + size > cap:
+                m.capped += 1  # the session stops at its byte cap (the agent disables it)
+                return
+        if cut:
             m.truncated += 1
         if m.kind == MIRROR_ERSPAN:
             self._mirror_erspan(m, data, c.point == "egress", cut, c.vlan)
@@ -451,6 +466,7 @@ class Engine:
                 m.dropped += 1
                 continue
             m.mirrored += 1
+            m.bytes += len(copy.data)
             prt.counters.mirrored_out += 1
             q = tx.get(dp)
             if q is None:
@@ -467,6 +483,7 @@ class Engine:
         # the ERSPAN VLAN field: the frame's tag when it has one, else the VLAN it is in
         if sender.send(data, egress=egress, truncated=cut, vlan=vlan or None):
             m.mirrored += 1
+            m.bytes += len(data)
         else:
             m.dropped += 1
 
@@ -480,6 +497,7 @@ class Engine:
         if vnet and len(copy) != len(data):
             vnet = vnet_shift(vnet, len(copy) - len(data))
         m.mirrored += 1
+        m.bytes += len(copy)
         uplink.counters.mirrored_out += 1
         q = self._tx.get(m.uplink)
         if q is None:
@@ -589,8 +607,10 @@ class Engine:
     # ---------------------------------------------------------------- control
     def capture_start(self, ports: list[str], path: str, direction: str = "both",
                       drops: bool = False, filter_expr: str | None = None,
-                      max_packets: int = 0) -> PortCapture:
-        """Start writing what capture points see (and drops) to a pcapng file.
+                      max_packets: int = 0, max_bytes: int = 0,
+                      stop_at: float | None = None) -> PortCapture:
+        """Start writing what capture points see (and drops) to a pcapng file (at most
+        ``max_packets`` packets and ``max_bytes`` bytes; ``stop_at`` is for the agent).
 
         ``ports`` are point names (:mod:`vspan.capture.points`): ``PORT``,
         ``TEAM:MEMBER``, ``TEAM:*``.
@@ -604,7 +624,8 @@ class Engine:
         self._capture_ids += 1
         cap = PortCapture(self._capture_ids, path, points.ports, direction, drops,
                           compile_filter(filter_expr) if filter_expr else None, max_packets,
-                          members=points.members, descriptions=points.descriptions)
+                          max_bytes, stop_at, members=points.members,
+                          descriptions=points.descriptions)
         self.captures = [*self.captures, cap]
         self._sync_backend_hooks()
         return cap

@@ -104,6 +104,13 @@ class MirrorRuntime:
     dropped: int = 0  # copies lost at the destination (down, tx error)
     sampled_out: int = 0
     seen: int = 0  # frames offered (drives 1-in-n sampling)
+    bytes: int = 0  # bytes of the copies sent (as cut; ERSPAN: without the encapsulation)
+    capped: int = 0  # copies not sent because config.max_bytes was reached
+
+    @property
+    def cap_reached(self) -> bool:
+        """Whether the session stopped copying at its ``max_bytes``."""
+        return self.capped > 0
 
     @property
     def enabled(self) -> bool:
@@ -123,7 +130,8 @@ class MirrorRuntime:
             "dropped": self.dropped,
             "sampled_out": self.sampled_out,
             "offered": self.seen,
-        }
+            "bytes": self.bytes,
+        } | ({"capped": self.capped} if self.config.max_bytes is not None else {})
 
 
 class SwitchState:
@@ -208,6 +216,7 @@ class SwitchState:
             if prev is not None and prev.config == sess:
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
+                m.bytes, m.capped = prev.bytes, prev.capped
                 m.sender = prev.sender
                 m.dest_error = prev.dest_error
             self.mirrors.append(m)
