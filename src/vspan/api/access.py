@@ -110,6 +110,26 @@ def access_rows() -> list[dict[str, Any]]:
             for (m, p), r in ACCESS.items()]
 
 
+def document_access(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the access rules to an OpenAPI document: the bearer scheme, and for each
+    operation its ``security`` and ``x-vspan-permission`` / ``x-vspan-roles``."""
+    schema.setdefault("components", {})["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "a token from `vspan token create`, required over TCP; on the "
+                       "control socket the caller's uid is its identity instead"}}
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            rule = ACCESS.get((method.upper(), path))
+            if rule is None:
+                continue
+            op["security"] = [] if rule.permission is P.PUBLIC else [{"bearer": []}]
+            op["x-vspan-permission"] = rule.permission.value
+            op["x-vspan-roles"] = [r.value for r in roles_with(rule.permission)]
+            if rule.action:
+                op["x-vspan-audit-action"] = rule.action
+    return schema
+
+
 def route_keys(routes: list[BaseRoute]) -> list[tuple[str, str]]:
     """(method, path) of every route (HEAD left out: Starlette adds it to GETs)."""
     keys: list[tuple[str, str]] = []

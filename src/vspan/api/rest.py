@@ -15,11 +15,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
 from vspan.api import models as m
-from vspan.api.access import Guard, GuardedRoute, access_rows, check_table, demand, set_audit
+from vspan.api.access import (
+    Guard,
+    GuardedRoute,
+    access_rows,
+    check_table,
+    demand,
+    document_access,
+    set_audit,
+)
 from vspan.api.metrics import SwitchCollector
 from vspan.config.diff import ChangeSet
 from vspan.config.load import ConfigError
@@ -339,6 +348,14 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         flt = AuditFilter(since_ts, identity, action, result)
         return [e.as_dict() for e in log.read(flt, limit)]
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_access(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     check_table(app)
     return app
 
