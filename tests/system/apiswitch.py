@@ -83,6 +83,11 @@ class ApiSwitch(SwitchProcess):
         assert out.startswith("vspan_"), out
         return out
 
+    def show_tokens(self) -> list[dict[str, Any]]:
+        """``vspan token list --json``."""
+        rows: list[dict[str, Any]] = json.loads(self.cli("token", "list", "--json").stdout)
+        return rows
+
     def client(self, token: str | None) -> httpx.Client:
         """An HTTP client for the TCP API with ``token`` as bearer (None: no header)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
