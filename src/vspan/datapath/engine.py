@@ -444,7 +444,7 @@ class Engine:
             size = (len(data) + 4 if m.kind == MIRROR_RSPAN
                     else len(data) if m.kind == MIRROR_ERSPAN
                     else len(data) * len(m.dest_ports))
-            if m.capped or m.bytes + size > cap:
+            if m.capped or m.bytes - m.cap_base + size > cap:
                 m.capped += 1  # the session stops at its byte cap (the agent disables it)
                 return
         if cut:

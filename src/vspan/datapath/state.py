@@ -106,6 +106,7 @@ class MirrorRuntime:
     seen: int = 0  # frames offered (drives 1-in-n sampling)
     bytes: int = 0  # bytes of the copies sent (as cut; ERSPAN: without the encapsulation)
     capped: int = 0  # copies not sent because config.max_bytes was reached
+    cap_base: int = 0  # ``bytes`` when the session was last enabled (max_bytes counts on)
 
     @property
     def cap_reached(self) -> bool:
@@ -213,10 +214,16 @@ class SwitchState:
                 m.kind, m.uplink = MIRROR_RSPAN_IN, self.by_name[sess.rspan_source.port]
             if sess.filter:
                 m.filter = compile_filter(sess.filter)
-            if prev is not None and prev.config == sess:
+            if prev is not None and _same_session(prev.config, sess):
+                # the same session (perhaps enabled, disabled or given other limits):
+                # its counters go on
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
-                m.bytes, m.capped = prev.bytes, prev.capped
+                m.bytes, m.capped, m.cap_base = prev.bytes, prev.capped, prev.cap_base
+                if (sess.enabled and not prev.config.enabled) or \
+                        sess.max_bytes != prev.config.max_bytes:
+                    m.capped, m.cap_base = 0, m.bytes  # a new byte budget from here
+            if prev is not None and prev.config == sess:
                 m.sender = prev.sender
                 m.dest_error = prev.dest_error
             self.mirrors.append(m)
@@ -237,3 +244,11 @@ class SwitchState:
                     rt.mirror_ingress = (*rt.mirror_ingress, i)
                 if src.direction in (Direction.EGRESS, Direction.BOTH):
                     rt.mirror_egress = (*rt.mirror_egress, i)
+
+
+_LIFECYCLE = {"enabled": True, "stop_at": None, "max_bytes": None}
+
+
+def _same_session(old: MirrorSession, new: MirrorSession) -> bool:
+    """Whether ``new`` is ``old`` enabled, disabled or with other limits (nothing else)."""
+    return old.model_copy(update=_LIFECYCLE) == new.model_copy(update=_LIFECYCLE)
