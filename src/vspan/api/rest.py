@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vspan.api import models as m
 from vspan.api.access import (
@@ -47,7 +48,7 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of an endpoint: refusals plus ``codes``."""
-    what = {400: "bad request", 404: "no such thing", 409: "conflict",
+    what = {400: "bad request (e.g. a body that is not UTF-8 JSON)", 404: "no such thing", 409: "conflict",
             422: "invalid input (the message names the path)"}
     return _REFUSED | {c: {"model": m.ErrorOut, "description": what[c]} for c in codes}
 
@@ -137,6 +138,11 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     async def token_error(_req: Request, err: TokenError) -> JSONResponse:
         return JSONResponse(status_code=err.status, content={"error": str(err)})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_req: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=err.status_code, content={"error": str(err.detail)},
+                            headers=err.headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_req: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"error": "invalid request",
@@ -177,7 +183,10 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Changes made on the running switch that its file does not carry."""
         return agent.live_changes()
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_REFUSED)
+    @app.get("/metrics", response_class=PlainTextResponse, responses={
+        code: {"description": r["description"], "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/RefusalOut"}}}}
+        for code, r in _REFUSED.items()})
     def metrics() -> PlainTextResponse:
         """Prometheus metrics."""
         return _metrics_text(registry)
@@ -226,7 +235,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                                             "live_dropped": list(result.live_dropped)}
 
     @app.post("/ports/{port}/acls", response_model=m.ChangesOut,
-              responses=_errors(404, 409, 422))
+              responses=_errors(400, 404, 409, 422))
     def acl_add(request: Request, port: NAME, body: m.AclIn) -> dict[str, Any]:
         """Add an ACL entry (or an extended ACL rule) to a port."""
         entry = body.model_dump(exclude={"extended"}, exclude_none=True)
@@ -255,7 +264,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
 
     # ------------------------------------------------------------ seeing traffic
     @app.post("/mirrors/{name}", response_model=m.ChangesOut,
-              responses=_errors(404, 409, 422))
+              responses=_errors(400, 404, 409, 422))
     def mirror_create(name: NAME, body: m.MirrorCreate) -> dict[str, Any]:
         """Create a mirror session (as ``mirrors.<name>`` in the configuration); with
         ``duration``/``stop_at`` and ``max_bytes`` it stops by itself."""
@@ -270,7 +279,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         return _changes(agent.mirror_delete(name))
 
     @app.post("/mirrors/{name}/enable", response_model=m.ChangesOut,
-              responses=_errors(404, 422))
+              responses=_errors(400, 404, 422))
     def mirror_enable(name: NAME,
                       body: Annotated[m.Limits | None, Body()] = None) -> dict[str, Any]:
         """Enable a session; ``duration``/``max_bytes`` set new limits (left out: a byte cap
@@ -338,6 +347,10 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
               limit: Annotated[int, Query(ge=0, le=100_000)] = 1000) -> list[dict[str, Any]]:
         """Audit entries, oldest first (the newest ``limit``); ``since`` is ISO 8601;
         ``identity``/``action`` match exactly, or as a prefix ending in ``:``/``.``."""
+        keys = [k for k, _ in request.query_params.multi_items()]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise AgentError(f"give each query parameter once ({', '.join(twice)})", 422)
         log = request.app.state.guard.audit
         if log is None:
             raise AgentError("this switch keeps no audit log", 400)
