@@ -48,8 +48,8 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of an endpoint: refusals plus ``codes``."""
-    what = {400: "bad request (e.g. a body that is not UTF-8 JSON)", 404: "no such thing", 409: "conflict",
-            422: "invalid input (the message names the path)"}
+    what = {400: "bad request (e.g. a body that is not UTF-8 JSON)", 404: "no such thing",
+            409: "conflict", 422: "invalid input (the message names the path)"}
     return _REFUSED | {c: {"model": m.ErrorOut, "description": what[c]} for c in codes}
 
 
