@@ -15,7 +15,7 @@ from scapy.utils import rdpcap
 from vspan.capture.pcapng import CaptureReader
 from vspan.config.load import parse_config
 from vspan.config.model import PortConfig
-from vspan.control.agent import Agent
+from vspan.control.agent import Agent, AgentError
 from vspan.control.audit import AuditLog
 from vspan.control.limits import LimitWatcher
 from vspan.packet import build
@@ -181,3 +181,11 @@ def test_a_session_stopped_by_a_user_first_is_not_stopped_again(rig: Rig) -> Non
     rig.agent.mirror_enable("race", False)  # the user was quicker than the watcher
     assert rig.watcher.check_once() == []
     assert rig.audit.read() == []
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", "x.pcapng\n", "-rf", "x" * 129,
+                                 "ü.pcapng", "a\x00b"])
+def test_capture_names_stay_in_the_capture_directory(rig: Rig, bad: str) -> None:
+    with pytest.raises(AgentError) as err:
+        rig.agent.capture_path(bad, ["a"])
+    assert err.value.status == 422

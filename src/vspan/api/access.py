@@ -171,7 +171,7 @@ class Refused(Exception):
         return JSONResponse(status_code=self.status, content=body, headers=headers)
 
 
-_BEARER = re.compile(r"^Bearer[ ]+([^ ]+)[ ]*$", re.IGNORECASE)
+_BEARER = re.compile(r"Bearer[ ]+([^ ]+)[ ]*", re.IGNORECASE)  # fullmatch only
 _TOKEN_LIKE = re.compile(r"vspan_[0-9a-f]{16}_")
 _TOKEN_PARAMS = {"token", "access_token", "bearer", "api_key", "apikey", "auth", "authorization"}
 
@@ -211,7 +211,7 @@ class Guard:
         if header is None:
             raise Refused(401, "this API needs a bearer token (Authorization: Bearer TOKEN; "
                           "`vspan token create`)", anonymous(source), detail="no token")
-        m = _BEARER.match(header)
+        m = _BEARER.fullmatch(header)
         if m is None:
             raise Refused(401, "the Authorization header must be 'Bearer TOKEN'",
                           anonymous(source), detail="not a bearer token")

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from vspan.config.base import Strict
 
 # POSIX user/group names (a trailing $ for machine accounts) or numeric ids
-GROUP_OR_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?$")
+GROUP_OR_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?")  # fullmatch only
 
 
 class Role(enum.StrEnum):
@@ -47,7 +47,7 @@ class RolesConfig(Strict):
     @classmethod
     def _names(cls, value: Mapping[str, Role]) -> Mapping[str, Role]:
         for name in value:
-            if not GROUP_OR_USER_RE.match(name):
+            if not GROUP_OR_USER_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a user or group name (or a numeric id)")
         return value
 

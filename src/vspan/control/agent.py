@@ -52,7 +52,7 @@ class LiveChangesError(AgentError):
 
 LIVE_MODES = ("refuse", "keep", "drop")
 MAX_CONFIG_BYTES = 16 << 20  # a configuration file larger than this is refused
-CAPTURE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+CAPTURE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch only
 FINISHED_CAPTURES = 64  # summaries of stopped captures kept for GET /captures/{id}
 KEEP = object()  # "leave as it is" for optional arguments
 
@@ -391,7 +391,7 @@ class Agent:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             points = re.sub(r"[^A-Za-z0-9_.\-]", "_", "-".join(ports))[:64]  # TEAM:* too
             path = f"{points}-{stamp}-{secrets.token_hex(3)}.pcapng"
-        if not CAPTURE_NAME_RE.match(path):
+        if not CAPTURE_NAME_RE.fullmatch(path):
             raise AgentError(f"{path!r} is not a capture file name (letters, digits, _ . -; "
                              "no directories) nor an absolute path", 422)
         old = os.umask(0o077)

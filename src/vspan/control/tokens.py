@@ -30,8 +30,8 @@ from typing import Protocol
 
 from vspan.config.access import Role
 
-TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_TOKEN_RE = re.compile(r"^vspan_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})$")
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # fullmatch only
+_TOKEN_RE = re.compile(r"vspan_([0-9a-f]{16})_([A-Za-z0-9_\-]{43})")  # fullmatch only
 SCHEMA_VERSION = 1
 LAST_USED_EVERY = 60.0  # seconds between last-used updates of one token (no write per request)
 
@@ -113,7 +113,7 @@ def new_token() -> tuple[str, str, str]:
 
 def check_name(name: str) -> None:
     """TokenError unless ``name`` is a valid token name."""
-    if not TOKEN_NAME_RE.match(name):
+    if not TOKEN_NAME_RE.fullmatch(name):
         raise TokenError(f"{name!r} is not a token name (1-64 letters, digits, _ . -, "
                          "starting with a letter or digit)", 422)
 
@@ -209,7 +209,7 @@ class SqliteTokenStore:
     def verify(self, token: str, now: float | None = None) -> TokenCheck:
         """The token's info when ``token`` is one of ours, active at ``now``."""
         now = time.time() if now is None else now
-        m = _TOKEN_RE.match(token)
+        m = _TOKEN_RE.fullmatch(token)
         if m is None:
             return TokenCheck(None, "malformed")
         token_id, secret = m.groups()
