@@ -10,7 +10,7 @@ from vspan.control.roles import Permission, roles_with
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ROW = re.compile(r"^\| `(?P<method>[A-Z]+) (?P<path>/[^`]*)` \| (?P<perm>[a-z]+) \| "
-                 r"(?P<roles>[^|]+) \| (?P<action>[^|]+) \| (?P<extra>[^|]*) \|$")
+                 r"(?P<roles>[^|]+) \| (?P<action>[^|]+) \|(?P<extra>[^|]*)\|$")
 
 
 def doc_rows() -> dict[tuple[str, str], tuple[str, str, str, str]]:
