@@ -4,9 +4,13 @@ the switch's audit log at hand; and a way to call its control socket as another 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +123,16 @@ class ApiSwitch(SwitchProcess):
         assert proc.returncode == 0, proc.stderr
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
+
+
+@contextmanager
+def api_switch(prefix: str, yaml_text: str) -> Iterator[ApiSwitch]:
+    """A started :class:`ApiSwitch` in a fresh directory; stopped and removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    sw = ApiSwitch(d, yaml_text)
+    try:
+        sw.start()
+        yield sw
+    finally:
+        sw.stop()
+        shutil.rmtree(d, ignore_errors=True)

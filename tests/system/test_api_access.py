@@ -5,16 +5,13 @@ what and how it ended."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.netns import is_root
-from tests.system.apiswitch import ApiSwitch
+from tests.system.apiswitch import ApiSwitch, api_switch
 from vspan.api.access import ACCESS, Rule
 from vspan.control.roles import Permission, roles_with
 from vspan.packet import build
@@ -42,14 +39,8 @@ class Matrix:
 def matrix() -> Iterator[Matrix]:
     if not is_root():
         pytest.skip("needs root to run a switch")
-    d = Path(tempfile.mkdtemp(prefix="au-api-"))
-    sw = ApiSwitch(d, YAML)
-    try:
-        sw.start()
+    with api_switch("au-api-", YAML) as sw:
         yield Matrix(sw)
-    finally:
-        sw.stop()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def concrete(method: str, path: str, caller: str) -> tuple[str, dict[str, Any] | None]:

@@ -8,10 +8,7 @@ covers that operation, confined to the capture directory)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.helpers.netns import is_root
-from tests.system.apiswitch import ApiSwitch
+from tests.system.apiswitch import ApiSwitch, api_switch
 from vspan.api.access import ACCESS
 
 pytestmark = pytest.mark.system
@@ -46,15 +43,8 @@ EXAMPLES = 12  # per operation, role and mode (valid / invalid input)
 def switch() -> Iterator[tuple[ApiSwitch, dict[str, str]]]:
     if not is_root():
         pytest.skip("needs root to run a switch")
-    d = Path(tempfile.mkdtemp(prefix="au-schema-"))
-    sw = ApiSwitch(d, YAML)
-    try:
-        sw.start()
-        tokens = {role: sw.token(f"st-{role}", role) for role in ROLES}
-        yield sw, tokens
-    finally:
-        sw.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    with api_switch("au-schema-", YAML) as sw:
+        yield sw, {role: sw.token(f"st-{role}", role) for role in ROLES}
 
 
 @pytest.fixture(scope="module")

@@ -175,20 +175,6 @@ class TokenCreated(TokenOut):
     token: str
 
 
-class AuditOut(BaseModel):
-    """One audit log entry."""
-
-    time: str
-    identity: str
-    role: str
-    source: str
-    action: str
-    target: str
-    result: Literal["ok", "refused", "failed"]
-    status: int | None
-    detail: str
-
-
 class WhoAmI(BaseModel):
     """The caller as the switch sees it."""
 

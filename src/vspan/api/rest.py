@@ -34,7 +34,7 @@ from vspan.api.metrics import SwitchCollector
 from vspan.config.diff import ChangeSet
 from vspan.config.load import ConfigError
 from vspan.control.agent import Agent, AgentError, LiveChangesError
-from vspan.control.audit import AuditFilter, parse_time, utc_text
+from vspan.control.audit import AuditEntry, AuditFilter, parse_time, utc_text
 from vspan.control.roles import Permission
 from vspan.control.tokens import TokenError, TokenInfo
 
@@ -338,7 +338,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Revoke a token (it stays listed as revoked)."""
         return _token_out(_tokens(request).revoke(name), time.time())
 
-    @app.get("/audit", response_model=list[m.AuditOut], responses=_errors(400, 422))
+    @app.get("/audit", response_model=list[AuditEntry], responses=_errors(400, 422))
     def audit(request: Request,
               since: Annotated[str | None, Query(max_length=64)] = None,
               identity: Annotated[str | None, Query(max_length=256)] = None,

@@ -263,7 +263,10 @@ class Agent:
             return {}
 
         def change(data: dict[str, Any]) -> None:
-            data["mirrors"][name]["enabled"] = False
+            sess = data["mirrors"].get(name)
+            if sess is None or not sess.get("enabled", True):  # a user was quicker
+                raise AgentError(f"mirror session {name!r} is already stopped", 409)
+            sess["enabled"] = False
 
         self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "disabled",
                     f"the switch ({reason})")
