@@ -105,6 +105,7 @@ def test_byte_capped_session_stops_at_its_cap(rig: Rig) -> None:
     assert len(rig.sniffed()) == 10
     again = rig.session("cap")["counters"]
     assert isinstance(again, dict) and again["bytes"] == 2000 and again["capped"] == 2
+    assert again["cap_bytes"] == 1000  # of this enable's budget
 
 
 def test_time_boxed_session_stops_when_its_time_is_over(rig: Rig) -> None:

@@ -54,6 +54,8 @@ def test_sessions_and_captures_stop_by_themselves(netlab: Lab, tmp_path: Path) -
             stop_at = datetime.fromisoformat(sw.show("config")["mirrors"]["boxed"]["stop_at"])
             sw.cli("mirror", "create", "capped", "--source", "b", "--dest", "c",
                    "--max-bytes", "3k")
+            table = sw.cli("show", "mirrors").stdout
+            assert f"until {stop_at.isoformat()}" in table and "/3072 B" in table
             # a byte-capped capture: the CLI returns when the switch stops it
             out = tmp_path / "capped.pcapng"
             cap = subprocess.run([sys.executable, "-m", "vspan.cli.main", "capture", "a", "b",

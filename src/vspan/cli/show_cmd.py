@@ -81,6 +81,16 @@ def truncated_text(counters: dict[str, Any]) -> str:
     return text
 
 
+def limits_text(session: dict[str, Any]) -> str:
+    """A session's time box and byte cap: ``"until 10:30:00Z, 1000/5000 B"``."""
+    parts = []
+    if session.get("stop_at"):
+        parts.append(f"until {session['stop_at']}")
+    if session.get("max_bytes"):
+        parts.append(f"{session['counters'].get('cap_bytes', 0)}/{session['max_bytes']} B")
+    return ", ".join(parts)
+
+
 def render(what: str, data: Any) -> None:
     """Tables for humans."""
     if what == "ports":
@@ -94,13 +104,15 @@ def render(what: str, data: Any) -> None:
         print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("VTEP", "vtep"),
                            ("AGE", "age")])
     elif what == "mirrors":
-        print_table([{**m, "cut": truncated_text(m["counters"])} for m in data],
+        print_table([{**m, "cut": truncated_text(m["counters"]), "limits": limits_text(m)}
+                     for m in data],
                     [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
                      ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
                      ("FILTER", "filter"),
                      ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
                      ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "cut"),
-                     ("DROPPED", "counters.dropped"), ("STATUS", "status")])
+                     ("DROPPED", "counters.dropped"), ("LIMITS", "limits"),
+                     ("STATUS", "status")])
     elif what == "live":
         rows = [{**c, "state": "in file" if c.get("in_file") else "not in file"
                  if c.get("in_file") is False else "-"} for c in data["changes"]]

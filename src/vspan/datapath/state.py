@@ -132,7 +132,8 @@ class MirrorRuntime:
             "sampled_out": self.sampled_out,
             "offered": self.seen,
             "bytes": self.bytes,
-        } | ({"capped": self.capped} if self.config.max_bytes is not None else {})
+        } | ({"capped": self.capped, "cap_bytes": self.bytes - self.cap_base}
+             if self.config.max_bytes is not None else {})
 
 
 class SwitchState:
