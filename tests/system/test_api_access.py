@@ -5,13 +5,16 @@ what and how it ended."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.netns import is_root
 from tests.system.apiswitch import ApiSwitch, api_switch
+from tests.system.switchproc import VSPAN
 from vspan.api.access import ACCESS, Rule
 from vspan.control.roles import Permission, roles_with
 from vspan.packet import build
@@ -232,3 +235,32 @@ def test_state_files_are_private(matrix: Matrix) -> None:
     for token in matrix.tokens.values():
         assert token.encode() not in raw
         assert token.split("_")[2].encode() not in raw
+
+
+def test_a_mirror_admin_fetches_its_capture(matrix: Matrix, tmp_path: Path) -> None:
+    """Captures land in the switch's private directory; a mirror-admin gets the file through
+    the API (over TCP too), a viewer does not; the download is audited."""
+    with matrix.sw.client(matrix.tokens["mirror-admin"]) as c:
+        cap = c.post("/captures", json={"ports": ["a"], "path": "fetch.pcapng"}).json()
+        running = c.get(f"/captures/{cap['id']}/file")
+        assert running.status_code == 409 and "still running" in running.json()["error"]
+        assert c.delete(f"/captures/{cap['id']}").status_code == 200
+        got = c.get(f"/captures/{cap['id']}/file")
+        assert got.status_code == 200, got.text
+        assert got.headers["content-type"] == "application/x-pcapng"
+    on_disk = Path(cap["path"])
+    assert got.content == on_disk.read_bytes() and got.content[:4] == b"\x0a\x0d\x0d\x0a"
+    assert os.stat(on_disk).st_mode & 0o777 == 0o600  # captured traffic is private
+    with matrix.sw.client(matrix.tokens["viewer"]) as c:
+        assert c.get(f"/captures/{cap['id']}/file").status_code == 403
+    fetched = [e for e in matrix.sw.audit() if e["action"] == "capture.download"]
+    assert [(e["identity"], e["result"]) for e in fetched[-2:]] == [
+        ("token:mx-mirror-admin", "ok"), ("token:mx-viewer", "refused")]
+    # the CLI does the same with -o, over TCP with the token in the environment
+    out = tmp_path / "viacli.pcapng"
+    proc = subprocess.run([*VSPAN, "capture", "a", "--duration", "1", "-o", str(out),
+                           "--url", matrix.sw.url],
+                          capture_output=True, text=True, timeout=60,
+                          env=os.environ | {"VSPAN_TOKEN": matrix.tokens["mirror-admin"]})
+    assert proc.returncode == 0, proc.stderr
+    assert "(time box over)" in proc.stderr and out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"

@@ -91,7 +91,8 @@ def test_the_table_says_what_the_issue_says() -> None:
         who = _who_may(method, path)
         if path.startswith(("/tokens", "/audit")):
             assert who == {"admin"}, (method, path)  # admin: tokens (and the audit log)
-        elif path.startswith(("/mirrors", "/captures")) and method != "GET":
+        elif path.startswith(("/mirrors", "/captures")) and (
+                method != "GET" or path.endswith("/file")):
             assert who == {"mirror-admin", "admin"}, (method, path)  # seeing traffic
         elif method == "GET" or path in ("/trace", "/policy/explain"):
             assert who == everyone, (method, path)  # viewer: read (trace/explain change nothing)
@@ -99,6 +100,7 @@ def test_the_table_says_what_the_issue_says() -> None:
             assert who == {"operator", "admin"}, (method, path)
     # every change is audited; no read is
     for (method, path), rule in ACCESS.items():
+        # (a capture file's download is audited too: it hands out traffic)
         changes = rule.permission in (P.NETWORK, P.MIRROR) or (
             rule.permission is P.ADMIN and method != "GET")
         assert bool(rule.action) == changes, (method, path)

@@ -94,6 +94,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/captures"): Rule(P.MIRROR, "capture.start",
                                 extra="admin to write the file outside the capture directory"),
     ("DELETE", "/captures/{capture_id}"): Rule(P.MIRROR, "capture.stop", "{capture_id}"),
+    ("GET", "/captures/{capture_id}/file"): Rule(P.MIRROR, "capture.download",
+                                                 "{capture_id}"),
     # administration
     ("GET", "/tokens"): Rule(P.ADMIN),
     ("POST", "/tokens"): Rule(P.ADMIN, "token.create"),
@@ -306,6 +308,7 @@ class GuardedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        known_query = frozenset(p.alias for p in self.dependant.query_params)
         methods = sorted(m for m in self.methods or () if m != "HEAD")
         rule = ACCESS.get((methods[0], self.path)) if len(methods) == 1 else None
 
@@ -323,6 +326,7 @@ class GuardedRoute(APIRoute):
             request.state.identity = identity
             audited = rule is not None and bool(rule.action)
             try:
+                _check_query(request, known_query)
                 response = await handler(request)
             except Refused as refused:
                 await run_in_threadpool(guard.record, refused.identity, action, target,
@@ -345,6 +349,18 @@ class GuardedRoute(APIRoute):
             return response
 
         return guarded
+
+
+def _check_query(request: Request, known: frozenset[str]) -> None:
+    """Refuse query parameters the endpoint does not take, or takes once but got twice
+    (no endpoint takes a list): they would be ignored, silently."""
+    keys = [k for k, _ in request.query_params.multi_items()]
+    unknown = sorted({k for k in keys if k not in known})
+    if unknown:
+        raise AgentError(f"unknown query parameter: {', '.join(unknown)}", 422)
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise AgentError(f"give each query parameter once ({', '.join(twice)})", 422)
 
 
 def _target(rule: Rule | None, request: Request) -> str:

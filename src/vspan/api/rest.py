@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +39,7 @@ from vspan.control.roles import Permission
 from vspan.control.tokens import TokenError, TokenInfo
 
 NAME = Annotated[str, Path(min_length=1, max_length=64)]
+PCAPNG = "application/x-pcapng"
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
     401: {"model": m.RefusalOut, "description": "no identity: a bearer token is needed"},
@@ -51,6 +52,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {400: "bad request (e.g. a body that is not UTF-8 JSON)", 404: "no such thing",
             409: "conflict", 422: "invalid input (the message names the path)"}
     return _REFUSED | {c: {"model": m.ErrorOut, "description": what[c]} for c in codes}
+
+
+def _errors_as_json(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """:func:`_errors` for an endpoint whose own answer is not JSON (its errors are)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code, r in _errors(*codes).items():
+        name = r["model"].__name__
+        out[code] = {"description": r["description"], "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return out
 
 
 def _changes(cs: ChangeSet) -> dict[str, Any]:
@@ -183,10 +194,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Changes made on the running switch that its file does not carry."""
         return agent.live_changes()
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses={
-        code: {"description": r["description"], "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/RefusalOut"}}}}
-        for code, r in _REFUSED.items()})
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_errors_as_json())
     def metrics() -> PlainTextResponse:
         """Prometheus metrics."""
         return _metrics_text(registry)
@@ -227,7 +235,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                body: Annotated[m.ReloadIn | None, Body()] = None) -> dict[str, Any]:
         """Apply the switch's configuration file (or, admin only, another file) live."""
         body = body or m.ReloadIn()
-        if body.path is not None and body.path != agent.config_path:
+        if body.path is not None and os.path.realpath(body.path) != agent.config_path:
             demand(request, Permission.ADMIN, "reload from another file")
             set_audit(request, target=body.path)
         result = agent.reload(body.path, body.live)
@@ -302,12 +310,29 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Start a capture written by the switch; it stops by itself at ``max_packets``,
         ``max_bytes`` or after ``duration`` seconds."""
         if os.path.isabs(body.path):
-            demand(request, Permission.ADMIN, "a capture file outside the capture directory")
+            demand(request, Permission.ADMIN,
+                   "a capture file outside the capture directory (give a file name, or none, "
+                   "and fetch it with GET /captures/{id}/file or `vspan capture -o`)")
         cap = agent.capture_start(body.ports, body.path, body.direction, body.drops,
                                   body.filter, body.max_packets, body.max_bytes, body.duration)
         set_audit(request, target=str(cap["id"]),
                   detail=f"ports {','.join(body.ports)} to {cap['path']}")
         return cap
+
+    @app.get("/captures/{capture_id}/file", response_class=FileResponse,
+             responses=_errors_as_json(404, 409) | {200: {
+                 "description": "the capture file (pcapng)",
+                 "content": {PCAPNG: {"schema": {"type": "string", "format": "binary"}}}}})
+    def capture_file(capture_id: int) -> FileResponse:
+        """The pcapng file of a stopped capture (seeing traffic: mirror-admin)."""
+        cap = agent.capture_get(capture_id)
+        if cap["running"]:
+            raise AgentError(f"capture {capture_id} is still running: stop it first", 409)
+        path = str(cap["path"])
+        if not os.path.isfile(path):
+            raise AgentError(f"the file of capture {capture_id} is gone ({path})", 404)
+        return FileResponse(path, media_type=PCAPNG,
+                            filename=f"vspan-capture-{capture_id}.pcapng")
 
     @app.delete("/captures/{capture_id}", response_model=m.CaptureOut, responses=_errors(404))
     def capture_stop(request: Request, capture_id: int) -> dict[str, Any]:
@@ -347,10 +372,6 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
               limit: Annotated[int, Query(ge=0, le=100_000)] = 1000) -> list[dict[str, Any]]:
         """Audit entries, oldest first (the newest ``limit``); ``since`` is ISO 8601;
         ``identity``/``action`` match exactly, or as a prefix ending in ``:``/``.``."""
-        keys = [k for k, _ in request.query_params.multi_items()]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        if twice:
-            raise AgentError(f"give each query parameter once ({', '.join(twice)})", 422)
         log = request.app.state.guard.audit
         if log is None:
             raise AgentError("this switch keeps no audit log", 400)

@@ -54,7 +54,8 @@ class PortCapture:
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.writer = PcapngWriter(self.path, comment="vspan capture")
+        # captured traffic is for the one who captured it: owner-only
+        self.writer = PcapngWriter(self.path, comment="vspan capture", mode=0o600)
         points: dict[str, int | tuple[int, str]] = {n: i for i, n in self.ports.items()}
         points.update({n: k for k, n in self.members.items()})
         order = [n for n in self.descriptions if n in points]

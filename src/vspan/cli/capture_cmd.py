@@ -13,6 +13,7 @@ from vspan.cli import units
 from vspan.cli.client import (
     ClientError,
     add_socket_arg,
+    download,
     endpoint,
     fail,
     request,
@@ -41,6 +42,9 @@ def register(sub: Any) -> None:
                         "capture directory")
     p.add_argument("--name", default=None, metavar="NAME",
                    help="file name in the switch's capture directory (instead of -w)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="when the capture ends, fetch its file from the switch into FILE "
+                        "(what a mirror-admin or a remote --url user does instead of -w)")
     p.add_argument("--direction", choices=["in", "out", "both"], default="both",
                    help="in: frames the port sends into the switch; out: frames it receives")
     p.add_argument("--drops", action="store_true", help="include dropped frames with reasons")
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     """Start; wait for the switch to stop it at a limit, or for Ctrl-C; summarise."""
     if args.write and args.name:
         return fail(ValueError("give -w FILE or --name NAME, not both"))
+    if args.output and (args.write or args.detach):
+        return fail(ValueError("-o fetches the file the switch wrote into its capture "
+                               "directory: not with -w or --detach"))
     if args.detach and not (args.duration or args.max_bytes or args.count):
         return fail(ValueError("--detach needs a limit (--duration, --max-bytes or --count) "
                                "so that the capture ends"))
@@ -107,4 +114,10 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.write(f"{summary['packets']} packets captured "
                      f"({summary['dropped_frames']} dropped frames), {summary['bytes']} bytes "
                      f"in {summary['seconds']} s" + (f" ({why})" if why else "") + "\n")
+    if args.output:
+        try:
+            size = download(target, f"/captures/{cap['id']}/file", args.output)
+        except ClientError as err:
+            return fail(err)
+        sys.stderr.write(f"vspan: {size} bytes written to {args.output}\n")
     return 0

@@ -139,6 +139,35 @@ def request(target: str | Endpoint, method: str, path: str, body: Any = None,
     return data
 
 
+def download(target: str | Endpoint, path: str, dest: str, timeout: float = 60.0) -> int:
+    """GET ``path`` into the file ``dest`` (created owner-only); return its size."""
+    if isinstance(target, str):
+        target = Endpoint(target)
+    size = 0
+    try:
+        with _client(target, timeout) as c, c.stream("GET", path) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                try:
+                    message = str(resp.json().get("error", resp.text))
+                except ValueError:
+                    message = resp.text
+                raise ClientError(message, None, resp.status_code)
+            old = os.umask(0o077)
+            try:
+                with open(dest, "wb") as fh:
+                    for chunk in resp.iter_bytes():
+                        fh.write(chunk)
+                        size += len(chunk)
+            finally:
+                os.umask(old)
+    except httpx.HTTPError as err:
+        raise ClientError(f"cannot talk to the switch at {target}: {err}") from err
+    except OSError as err:
+        raise ClientError(f"cannot write {dest}: {err.strerror}") from err
+    return size
+
+
 def fail(err: Exception) -> int:
     """Report a client error on stderr; exit status 1."""
     sys.stderr.write(f"vspan: {err}\n")

@@ -134,8 +134,12 @@ def open_control_socket(sock: str, group: str | None) -> socket.socket | None:
     if os.path.exists(sock):
         try:
             request(sock, "GET", "/health", timeout=2)
-        except ClientError:
-            os.unlink(sock)  # stale socket of a dead switch
+        except ClientError as err:
+            if not err.status:  # nothing answered: the socket of a dead switch
+                os.unlink(sock)
+            else:  # a switch answered (and refused us)
+                sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
+                return None
         else:
             sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
             return None
