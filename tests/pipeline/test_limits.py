@@ -4,6 +4,7 @@ closes the capture and audits it as the system, with the reason."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,3 +191,29 @@ def test_capture_names_stay_in_the_capture_directory(rig: Rig, bad: str) -> None
     with pytest.raises(AgentError) as err:
         rig.agent.capture_path(bad, ["a"])
     assert err.value.status == 422
+
+
+def test_a_capture_file_is_handed_out_only_as_written(rig: Rig, tmp_path: Path) -> None:
+    cap = rig.agent.capture_start(["a"], "handout.pcapng")
+    with pytest.raises(AgentError) as err:
+        rig.agent.capture_file(cap["id"])
+    assert err.value.status == 409  # still running
+    rig.agent.capture_stop(cap["id"])
+    fd = rig.agent.capture_file(cap["id"])
+    try:
+        assert os.read(fd, 4) == b"\x0a\x0d\x0d\x0a"
+    finally:
+        os.close(fd)
+    # the name now leads elsewhere: a symlink, or another file put in its place
+    path = Path(cap["path"])
+    secret = tmp_path / "secret"
+    secret.write_text("not traffic")
+    path.unlink()
+    path.symlink_to(secret)
+    with pytest.raises(AgentError) as err:
+        rig.agent.capture_file(cap["id"])
+    assert err.value.status == 404
+    path.unlink()
+    path.write_bytes(b"\x0a\x0d\x0d\x0a other file")
+    with pytest.raises(AgentError, match="no longer the file"):
+        rig.agent.capture_file(cap["id"])

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vspan.api import models as m
@@ -325,14 +326,10 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                  "content": {PCAPNG: {"schema": {"type": "string", "format": "binary"}}}}})
     def capture_file(capture_id: int) -> FileResponse:
         """The pcapng file of a stopped capture (seeing traffic: mirror-admin)."""
-        cap = agent.capture_get(capture_id)
-        if cap["running"]:
-            raise AgentError(f"capture {capture_id} is still running: stop it first", 409)
-        path = str(cap["path"])
-        if not os.path.isfile(path):
-            raise AgentError(f"the file of capture {capture_id} is gone ({path})", 404)
-        return FileResponse(path, media_type=PCAPNG,
-                            filename=f"vspan-capture-{capture_id}.pcapng")
+        fd = agent.capture_file(capture_id)
+        return FileResponse(f"/proc/self/fd/{fd}", media_type=PCAPNG,
+                            filename=f"vspan-capture-{capture_id}.pcapng",
+                            background=BackgroundTask(os.close, fd))
 
     @app.delete("/captures/{capture_id}", response_model=m.CaptureOut, responses=_errors(404))
     def capture_stop(request: Request, capture_id: int) -> dict[str, Any]:

@@ -337,6 +337,7 @@ class PcapngWriter:
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                        mode)
+        self.final: tuple[int, int, int, int] | None = None  # see close()
         self.bytes_written = 0
         self.packets = 0
         self.interfaces: list[Interface] = []
@@ -382,8 +383,11 @@ class PcapngWriter:
         self._write(statistics_block(interface_id, ts_ns, **kw))  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file (idempotent); :attr:`final` then identifies the file as written
+        (device, inode, size, modification time in ns), whatever its name becomes."""
         if self._fd is not None:
+            st = os.fstat(self._fd)
+            self.final = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             os.close(self._fd)
             self._fd = None
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vspan.capture.pcapng import PcapngWriter
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.model import Config
@@ -85,6 +86,7 @@ class Agent:
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
         self.finished: deque[dict[str, Any]] = deque(maxlen=FINISHED_CAPTURES)
+        self._capture_files: dict[int, tuple[str, PcapngWriter]] = {}  # id -> path, writer
         self.state_dir = config.switch.state_path()  # tokens, audit log, captures
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
@@ -427,6 +429,7 @@ class Agent:
                 raise AgentError(f"cannot write {path}: {err.strerror}") from None
             except ValueError as err:
                 raise AgentError(f"filter: {err}") from None
+            self._capture_files[cap.id] = (path, cap.writer)
             return cap.summary() | {"running": True, "full": False}
 
         return self.engine.call(start)
@@ -435,16 +438,20 @@ class Agent:
                      reason: str = "stopped") -> dict[str, Any]:
         """Stop a capture and return its summary (kept for :meth:`capture_get`)."""
 
-        def stop() -> dict[str, Any]:
+        def stop() -> tuple[dict[str, Any], set[int]]:
             try:
-                return dict(self.engine.capture_stop(capture_id))
+                summary = dict(self.engine.capture_stop(capture_id))
             except KeyError as err:
                 raise AgentError(str(err.args[0]), 404) from None
+            return summary, {c.id for c in self.engine.captures}
 
-        summary = self.engine.call(stop) | {"running": False, "full": False,
-                                            "stopped_by": stopped_by or None,
-                                            "stop_reason": reason}
+        summary, running = self.engine.call(stop)
+        summary |= {"running": False, "full": False, "stopped_by": stopped_by or None,
+                    "stop_reason": reason}
         self.finished.append(summary)
+        known = running | {c["id"] for c in self.finished}
+        for gone in [i for i in self._capture_files if i not in known]:
+            del self._capture_files[gone]
         return summary
 
     def captures(self) -> list[dict[str, Any]]:
@@ -459,6 +466,27 @@ class Agent:
         if found:
             return found[0]
         raise AgentError(f"no capture with id {capture_id}", 404)
+
+    def capture_file(self, capture_id: int) -> int:
+        """An open descriptor of a stopped capture's file: the very file the capture wrote
+        (a name that now leads elsewhere, by a symlink or a replaced file, is refused)."""
+        cap = self.capture_get(capture_id)
+        if cap["running"]:
+            raise AgentError(f"capture {capture_id} is still running: stop it first", 409)
+        if capture_id not in self._capture_files:
+            raise AgentError(f"capture {capture_id} is too old to hand out", 404)
+        path, writer = self._capture_files[capture_id]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            raise AgentError(f"the file of capture {capture_id} cannot be read ({path}: "
+                             f"{err.strerror})", 404) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or \
+                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != writer.final:
+            os.close(fd)
+            raise AgentError(f"{path} is no longer the file capture {capture_id} wrote", 404)
+        return fd
 
     # ------------------------------------------------------------------- limits
     def due_stops(self, now: float | None = None) -> list[DueStop]:
