@@ -217,3 +217,20 @@ def test_a_capture_file_is_handed_out_only_as_written(rig: Rig, tmp_path: Path) 
     path.write_bytes(b"\x0a\x0d\x0d\x0a other file")
     with pytest.raises(AgentError, match="no longer the file"):
         rig.agent.capture_file(cap["id"])
+
+
+def test_a_stop_the_agent_refuses_is_tried_once(rig: Rig,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A host agent's configuration belongs to the distributed switch: the switch cannot
+    disable its session, says so once, and does not retry four times a second."""
+    rig.agent.mirror_create("managed", {"sources": [A_IN], "destinations": ["sniff"],
+                                        "max_bytes": 150})
+    rig.send(3)
+    rig.agent.managed_by = "dvs test"
+    with caplog.at_level("WARNING", logger="vspan.control.limits"):
+        for _ in range(3):
+            assert rig.watcher.check_once() == []
+    said = [r for r in caplog.records if "not stopped by the switch" in r.getMessage()]
+    assert len(said) == 1 and "managed by dvs test" in said[0].getMessage()
+    assert rig.session("managed")["enabled"] is True
+    assert rig.sniffed() and rig.audit.read() == []

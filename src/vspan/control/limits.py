@@ -35,6 +35,7 @@ class LimitWatcher:
         self.every = every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refused: set[DueStop] = set()  # stops the agent refused (tried once each)
 
     def start(self) -> None:
         """Start checking in the background."""
@@ -60,25 +61,33 @@ class LimitWatcher:
     def check_once(self, now: float | None = None) -> list[DueStop]:
         """Stop everything due at ``now``; return what was stopped."""
         due = self.agent.due_stops(self.clock() if now is None else now)
+        self._refused &= set(due)  # forget what is no longer due
+        done = []
         for item in due:
-            self._stop_one(item)
-        return due
+            if item not in self._refused and self._stop_one(item):
+                done.append(item)
+        return done
 
-    def _stop_one(self, item: DueStop) -> None:
+    def _stop_one(self, item: DueStop) -> bool:
+        """Stop ``item`` and audit it; False when it was not stopped."""
         action = f"{item.kind}.stop"
         try:
             if item.kind == "mirror":
                 counters = self.agent.mirror_stop(item.target, item.reason)
                 if not counters:  # disabled or deleted meanwhile
-                    return
+                    return False
                 detail = f"{item.reason}; counters {json.dumps(counters, sort_keys=True)}"
             else:
                 summary = self.agent.capture_stop(int(item.target), SYSTEM.name, item.reason)
                 detail = (f"{item.reason}; {summary['packets']} packets, {summary['bytes']} "
                           f"bytes written to {summary['path']}")
-        except (AgentError, ValueError) as err:  # gone meanwhile (stopped by a user)
-            log.info("%s %s: not stopped by the switch: %s", item.kind, item.target, err)
-            return
+        except (AgentError, ValueError) as err:
+            # gone meanwhile (a user was quicker), or the agent may not change it (a host
+            # agent's configuration belongs to the distributed switch): said once
+            log.warning("%s %s (%s): not stopped by the switch: %s", item.kind, item.target,
+                        item.reason, err)
+            self._refused.add(item)
+            return False
         log.info("%s %s stopped by the switch: %s", item.kind, item.target, item.reason)
         if self.audit is not None:
             try:
@@ -86,3 +95,4 @@ class LimitWatcher:
                                   item.target, "ok", None, detail)
             except OSError as err:
                 log.error("audit log %s: cannot write: %s", self.audit.path, err)
+        return True
