@@ -79,8 +79,8 @@ def allowed(rule: Rule, caller: str) -> bool:
     return any(r.value == caller for r in roles_with(rule.permission))
 
 
-API_ENDPOINTS = [k for k, r in ACCESS.items() if r.permission is not Permission.PUBLIC
-                 or k[1] == "/openapi.json"]
+API_ENDPOINTS = [k for k, r in ACCESS.items() if not r.only_in and (
+    r.permission is not Permission.PUBLIC or k[1] == "/openapi.json")]
 
 
 @pytest.mark.parametrize(("method", "path"), API_ENDPOINTS,
@@ -149,6 +149,7 @@ def test_the_access_table_is_served_and_matches(matrix: Matrix) -> None:
         doc = c.get("/openapi.json").json()
     served = {(r["method"], r["path"]): r for r in rows}
     assert set(served) == set(ACCESS)
+    assert served[("GET", "/dvs/status")]["only_in"] == "vspan agent"
     for key, rule in ACCESS.items():
         assert served[key]["permission"] == rule.permission.value
     # the OpenAPI document carries the same rules, per operation

@@ -56,8 +56,8 @@ def api_schema(switch: tuple[ApiSwitch, dict[str, str]]) -> Any:
 
 # the API's operations: the access table without FastAPI's own pages (the table covers every
 # route; test_access_table checks that)
-OPERATIONS = [(m, p) for (m, p), r in ACCESS.items()
-              if p not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")]
+OPERATIONS = [(m, p) for (m, p), r in ACCESS.items() if not r.only_in
+              and p not in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")]
 CASES = [(role, m, p) for role in ROLES for (m, p) in OPERATIONS
          if not (role == "admin" and (m, p) == ("POST", "/captures"))]
 

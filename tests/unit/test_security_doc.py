@@ -38,4 +38,4 @@ def test_the_documented_table_is_the_code_table() -> None:
         else:
             assert roles == ", ".join(r.value for r in roles_with(rule.permission)), key
         assert action == (f"`{rule.action}`" if rule.action else "—"), key
-        assert extra == rule.extra, key
+        assert extra == (rule.extra or (f"only in `{rule.only_in}`" if rule.only_in else "")), key

@@ -53,6 +53,7 @@ class Rule:
     action: str = ""  # audit action when called (changes, starts, stops); "" = a read
     target: str = ""  # the audit target, from the path parameters (str.format)
     extra: str = ""  # what the handler demands beyond the permission, for some inputs
+    only_in: str = ""  # the command whose app alone has this route ("" = every app)
 
 
 ACCESS: dict[tuple[str, str], Rule] = {
@@ -101,6 +102,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", "/tokens"): Rule(P.ADMIN, "token.create"),
     ("DELETE", "/tokens/{name}"): Rule(P.ADMIN, "token.revoke", "{name}"),
     ("GET", "/audit"): Rule(P.ADMIN),
+    # added by `vspan agent` (a distributed switch's host agent)
+    ("GET", "/dvs/status"): Rule(P.READ, only_in="vspan agent"),
 }
 
 
@@ -108,7 +111,8 @@ def access_rows() -> list[dict[str, Any]]:
     """The table as data (``GET /auth/access``, the docs, the tests)."""
     return [{"method": m, "path": p, "permission": r.permission.value,
              "roles": [x.value for x in roles_with(r.permission)],
-             "audited": bool(r.action), "action": r.action or None, "extra": r.extra or None}
+             "audited": bool(r.action), "action": r.action or None, "extra": r.extra or None,
+             "only_in": r.only_in or None}
             for (m, p), r in ACCESS.items()]
 
 

@@ -194,6 +194,7 @@ class AccessRow(BaseModel):
     audited: bool
     action: str | None
     extra: str | None
+    only_in: str | None
 
 
 AnyJson = Any

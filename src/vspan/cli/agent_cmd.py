@@ -87,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
                      probe_port=_probe_port)
     host.start()
 
+    from vspan.api.access import check_table
     from vspan.api.rest import create_app, create_metrics_app
 
     app = create_app(agent)
     app.add_api_route("/dvs/status", host.status, methods=["GET"])
+    check_table(app)  # its route too has an access rule (vspan.api.access)
     sys.stderr.write(f"vspan: agent for {args.dvs} on host {args.host} (underlay "
                      f"{args.underlay}, etcd {args.etcd}); control socket {sock}\n")
     try:
