@@ -186,8 +186,8 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         return agent.config.model_dump(mode="json")
 
     @app.get("/show/{what}", responses=_errors(404))
-    def show(what: Literal["ports", "fdb", "mirrors", "counters"]) -> Any:
-        """Ports, MAC table, mirror sessions or counters."""
+    def show(what: NAME) -> Any:
+        """Ports, MAC table (fdb), mirror sessions, counters or VTEPs (``what``)."""
         return agent.show(what)
 
     @app.get("/live", responses=_REFUSED)
