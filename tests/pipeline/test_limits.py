@@ -234,3 +234,10 @@ def test_a_stop_the_agent_refuses_is_tried_once(rig: Rig,
     assert len(said) == 1 and "managed by dvs test" in said[0].getMessage()
     assert rig.session("managed")["enabled"] is True
     assert rig.sniffed() and rig.audit.read() == []
+
+
+def test_made_up_capture_names_fit_team_points(rig: Rig) -> None:
+    path = rig.agent.capture_path("", ["team0:*", "team0:eth1", "a"])
+    name = os.path.basename(path)
+    assert os.path.dirname(path) == rig.agent.capture_dir
+    assert name.startswith("team0__-team0_eth1-a-") and name.endswith(".pcapng")
