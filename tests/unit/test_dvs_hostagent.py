@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -66,11 +67,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def host_agent(store: MemoryStore, host: str, ttl: int = 10) -> Iterator[HostAgent]:
+def host_agent(store: MemoryStore, host: str, ttl: int = 10,
+               state_dir: str | None = None) -> Iterator[HostAgent]:
     agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
     agent.start()
     ha = HostAgent(store, "lab", host, f"192.0.2.{host[-1]}", agent, ttl=ttl,
-                   status_interval=0.05)
+                   status_interval=0.05, state_dir=state_dir)
     ha.start()
     try:
         assert ha.wait_synced()
@@ -225,3 +227,64 @@ def test_overlay_is_a_reserved_port_name() -> None:
 
     with pytest.raises(ConfigError, match="reserved for the VXLAN port"):
         load("hosts: {h: {}}\nports: {overlay: {host: h}}")
+
+
+def test_agent_validates_only_changed_items_and_keeps_the_last_good_one() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    keys = DvsKeys("lab")
+    with host_agent(store, "h1") as ha:
+        before = ha.index.decoded
+        admin.edit(lambda d: d["port_groups"]["web"].update(vlan={"mode": "access", "id": 20}))
+        wait_for(lambda: ha.agent.config.ports["a1"].vlan.id == 20)
+        # one port group item changed (and meta): one item decoded, not the whole switch
+        assert ha.index.decoded - before == 1
+        # an item written behind vspan's back that does not validate: reported, not taken
+        store.txn([], [Put(keys.item("ports", "a2"), dumps({"host": "h1", "type": "memory",
+                                                            "vlan": {"mode": "nonsense"}}))])
+        wait_for(lambda: any("ports/a2" in e for e in ha.errors))
+        assert "a2" in ha.agent.config.ports  # the last good version stays
+        assert any("keeping the last good version" in e for e in ha.status()["errors"])
+
+
+def test_agent_started_while_the_store_is_down_runs_its_cached_configuration(
+        tmp_path: Path) -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1", state_dir=str(tmp_path)) as ha:
+        wait_for(lambda: ha.cache_file.writes >= 1)
+        gen = ha.applied_generation
+    cache = tmp_path / "lab.h1.json"
+    assert cache.exists()
+    store.set_available(False)
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha2 = HostAgent(store, "lab", "h1", "192.0.2.1", agent, state_dir=str(tmp_path))
+    ha2.start()
+    try:
+        wait_for(lambda: ha2.running_cached is not None)
+        assert sorted(agent.config.ports) == ["a1", "a2", "overlay"]
+        st = ha2.status()
+        assert st["store"]["state"] == "unreachable"
+        assert f"generation {gen}" in st["store"]["running_cached"]
+        assert st["applied"]["generation"] == gen
+        store.set_available(True)  # etcd is back: the store's configuration takes over
+        wait_for(lambda: ha2.running_cached is None and ha2.store_state == "connected")
+        assert ha2.status()["store"]["running_cached"] is None
+    finally:
+        ha2.stop()
+        agent.stop()
+    # without a cache file the agent starts empty and says nothing about a cache
+    store.set_available(False)
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha3 = HostAgent(store, "lab", "h1", "192.0.2.1", agent, state_dir=str(tmp_path / "none"))
+    ha3.start()
+    try:
+        wait_for(lambda: ha3.store_state == "unreachable")
+        assert not agent.config.ports and ha3.running_cached is None
+    finally:
+        ha3.stop()
+        agent.stop()

@@ -30,6 +30,52 @@ class HostPlan:
     skipped: dict[str, str] = field(default_factory=dict)  # port -> why it is not attached
 
 
+class PortCache:
+    """Ports of the distributed switch as single-host ports (their group merged in), their
+    VLANs and their JSON form, recomputed only when the port's or its group's item changed.
+
+    The store index replaces an item's object when the item changes, so an entry is
+    fresh while it refers to the very objects the configuration holds.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[object, object, PortConfig, frozenset[int],
+                                       dict[str, Any] | None]] = {}
+
+    def _entry(self, dvs: DvsConfig, name: str) -> tuple[object, object, PortConfig,
+                                                          frozenset[int], dict[str, Any] | None]:
+        port = dvs.ports[name]
+        group = dvs.port_groups.get(port.port_group) if port.port_group else None
+        e = self._entries.get(name)
+        if e is None or e[0] is not port or e[1] is not group:
+            eff = effective_port(dvs, name)
+            e = (port, group, eff, frozenset(port_vlans(eff)), None)
+            self._entries[name] = e
+        return e
+
+    def effective(self, dvs: DvsConfig, name: str) -> PortConfig:
+        """Port ``name`` with its group merged in."""
+        return self._entry(dvs, name)[2]
+
+    def vlans(self, dvs: DvsConfig, name: str) -> frozenset[int]:
+        """The VLANs port ``name`` carries (0: the untagged network)."""
+        return self._entry(dvs, name)[3]
+
+    def data(self, dvs: DvsConfig, name: str) -> dict[str, Any]:
+        """Port ``name`` as single-host configuration data (a fresh copy)."""
+        e = self._entry(dvs, name)
+        if e[4] is None:
+            e = (*e[:4], e[2].model_dump(mode="json", exclude_unset=True))
+            self._entries[name] = e
+        assert e[4] is not None
+        return dict(e[4])
+
+    def forget(self, keep: Collection[str]) -> None:
+        """Drop entries of ports no longer in the switch."""
+        for name in [n for n in self._entries if n not in keep]:
+            del self._entries[name]
+
+
 def port_vlans(cfg: PortConfig) -> set[int]:
     """The VLANs (inside the switch) a port carries; 0 stands for the untagged network."""
     v = cfg.vlan
@@ -51,7 +97,8 @@ def overlay_supported() -> bool:
 
 
 def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
-                  live: Mapping[str, LiveHost], notes: list[str]) -> dict[str, Any]:
+                  live: Mapping[str, LiveHost], notes: list[str],
+                  cache: PortCache | None = None) -> dict[str, Any]:
     """The VXLAN port joining this host to the other hosts (as config data).
 
     ``vnis``: every VLAN that has ports on two hosts or more -> ``vni_base + VLAN``;
@@ -59,9 +106,10 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
     *registered* hosts with ports in it; ``peers``: every other registered host.
     None when no VLAN of this host is shared (or without an underlay address).
     """
+    cache = cache or PortCache()
     by_vlan: dict[int, set[str]] = {}
     for name, port in dvs.ports.items():
-        for v in port_vlans(effective_port(dvs, name)):
+        for v in cache.vlans(dvs, name):
             by_vlan.setdefault(v, set()).add(port.host)
     shared = sorted(v for v, hosts in by_vlan.items() if len(hosts) > 1)
     local_shared = [v for v in shared if host in by_vlan[v]]
@@ -95,7 +143,8 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
         }}}
 
 
-def _firewall(dvs: DvsConfig, local: Collection[str]) -> FirewallConfig | None:
+def _firewall(dvs: DvsConfig, local: Collection[str],
+              cache: PortCache) -> FirewallConfig | None:
     fw = dvs.firewall
     if fw is None:
         return None
@@ -103,7 +152,7 @@ def _firewall(dvs: DvsConfig, local: Collection[str]) -> FirewallConfig | None:
     def addresses(ports: Collection[str]) -> tuple[str, ...]:
         out: list[str] = []
         for p in ports:
-            pol = effective_port(dvs, p).policy
+            pol = cache.effective(dvs, p).policy
             if pol is not None:
                 out.extend(pol.addresses)
         return tuple(dict.fromkeys(out))
@@ -180,26 +229,27 @@ def _mirrors(dvs: DvsConfig, host: str, local: Collection[str],
 def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
                  control_socket: str | None = None,
                  unavailable: Mapping[str, str] | None = None,
-                 underlay: str | None = None) -> HostPlan:
+                 underlay: str | None = None, cache: PortCache | None = None) -> HostPlan:
     """Host ``host``'s switch configuration (``underlay``: its VTEP address).
 
     ``unavailable`` maps ports that cannot be attached here (their interface is
-    missing) to the reason; they are left out until they can be.
+    missing) to the reason; they are left out until they can be. ``cache`` keeps
+    the per-port work of earlier compiles (an agent compiles after every change).
     """
     unavailable = unavailable or {}
+    cache = cache or PortCache()
     notes: list[str] = []
     placed = [n for n, p in dvs.ports.items() if p.host == host]
     local = [n for n in placed if n not in unavailable]
-    ports: dict[str, Any] = {
-        n: effective_port(dvs, n).model_dump(mode="json", exclude_unset=True) for n in local}
-    ports.update(overlay_ports(dvs, host, underlay, live, notes))
+    ports: dict[str, Any] = {n: cache.data(dvs, n) for n in local}
+    ports.update(overlay_ports(dvs, host, underlay, live, notes, cache))
     switch = dvs.switch.model_dump(mode="json", exclude_unset=True,
                                    exclude={"vxlan_port", "mtu", "vni_base"})
     if control_socket:
         switch["control_socket"] = control_socket
     data: dict[str, Any] = {"switch": switch, "ports": ports,
                             "mirrors": _mirrors(dvs, host, set(local), notes)}
-    fw = _firewall(dvs, set(local))
+    fw = _firewall(dvs, set(local), cache)
     if fw is not None:
         data["firewall"] = fw.model_dump(mode="json", exclude_unset=False)
     config = parse_config(data, f"dvs {dvs.switch.name} on host {host}")

@@ -28,20 +28,16 @@ from collections.abc import Callable
 from typing import Any
 
 from vspan.config.dvs import DvsConfig
+from vspan.config.load import ConfigError
 from vspan.config.model import Config, PortConfig, PortType
 from vspan.control.agent import Agent, AgentError
-from vspan.control.dvs.compile import HostPlan, compile_host
-from vspan.control.dvs.document import (
-    LiveHost,
-    SchemaError,
-    StoredDataError,
-    decode,
-    dumps,
-)
+from vspan.control.dvs.compile import HostPlan, PortCache, compile_host
+from vspan.control.dvs.document import LiveHost, SchemaError, dumps
+from vspan.control.dvs.hostcache import HostCache, SavedConfig
+from vspan.control.dvs.index import DvsIndex, Touched
 from vspan.control.dvs.keys import DvsKeys
 from vspan.control.store.base import (
     Compare,
-    KeyValue,
     Put,
     Store,
     StoreError,
@@ -71,7 +67,8 @@ class HostAgent:
                  control_socket: str | None = None, ttl: int = 10,
                  status_interval: float = 1.0, store_url: str = "",
                  iface_exists: Callable[[str], bool] = interface_exists,
-                 probe_port: Callable[[str, PortConfig], str | None] | None = None) -> None:
+                 probe_port: Callable[[str, PortConfig], str | None] | None = None,
+                 state_dir: str | None = None) -> None:
         self.store = store
         self.keys = DvsKeys(dvs)
         self.dvs = dvs
@@ -85,15 +82,18 @@ class HostAgent:
         self.iface_exists = iface_exists
         self.probe_port = probe_port
         agent.managed_by = f"distributed switch {dvs!r} (host {host})"
-        self.items: dict[str, KeyValue] = {}
-        self.revision = 0  # the cache is complete up to this revision
+        self.index = DvsIndex(dvs)  # the store's items, decoded one by one
+        self.cache = PortCache()  # per-port compile work, kept between reconciles
+        self.cache_file = HostCache.for_host(state_dir, dvs, host)
+        self.running_cached: SavedConfig | None = None  # started from the cache file
+        self._need_full_read = False
         self.applied_generation = 0
         self.applied_revision = 0
         self.applied_at = 0.0
         self.reconciles = 0
+        self.reconcile_seconds = 0.0  # time spent reconciling (benchmarks)
         self.plan: HostPlan | None = None
         self.desired: DvsConfig | None = None
-        self._config_dirty = True  # config/ keys changed since the last validation
         self.live: dict[str, LiveHost] = {}
         self.errors: list[str] = []
         self.refused: str | None = None
@@ -167,15 +167,19 @@ class HostAgent:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                if full_read:
-                    snap = self.store.get_range(start, end)
-                    self.items = snap.as_dict()
-                    self.revision = snap.revision
-                    self._config_dirty = True
+                if full_read or self._need_full_read:
+                    self._need_full_read = False
+                    try:
+                        snap = self.store.get_range(start, end)
+                    except StoreUnavailable:
+                        if not self.reconciles and self.running_cached is None:
+                            self.start_from_cache()
+                        raise
                     self._connected()
-                    self.reconcile("read")
+                    self._take(lambda s=snap: self.index.load(  # type: ignore[misc]
+                        s.items, s.revision))
                     full_read = False
-                watch = self.store.watch(start, end, self.revision + 1)
+                watch = self.store.watch(start, end, self.index.revision + 1)
                 self._watch = watch
                 if self._stop.is_set():
                     watch.close()
@@ -183,23 +187,19 @@ class HostAgent:
                 self._connected()
                 backoff = 0.2
                 for batch in watch:
-                    for ev in batch.events:
-                        if ev.kv.key.startswith(self.keys.config):
-                            self._config_dirty = True
-                        if ev.type == "put":
-                            self.items[ev.kv.key] = ev.kv
-                        else:
-                            self.items.pop(ev.kv.key, None)
-                        self.revision = max(self.revision, ev.kv.mod_revision)
-                    if not batch.events:  # progress notification
-                        self.revision = max(self.revision, batch.revision)
                     self._connected()
-                    if batch.events:
-                        self.reconcile("watch")
+                    if not batch.events:  # progress notification
+                        self.index.revision = max(self.index.revision, batch.revision)
+                        continue
+                    self._take(lambda b=batch: self.index.apply(  # type: ignore[misc]
+                        b.events, b.revision))
+                    if self._need_full_read:
+                        break
             except WatchCompacted as err:
                 self.compactions += 1
                 log.warning("watch from revision %d was compacted (oldest kept %d): "
-                            "re-reading the switch", self.revision + 1, err.compact_revision)
+                            "re-reading the switch", self.index.revision + 1,
+                            err.compact_revision)
                 full_read = True
             except StoreUnavailable as err:
                 self._unreachable(err)
@@ -212,50 +212,66 @@ class HostAgent:
             finally:
                 self._watch = None
 
+    @property
+    def revision(self) -> int:
+        """The store revision the agent's view is complete up to."""
+        return self.index.revision
+
+    def _take(self, update: Callable[[], Touched]) -> None:
+        """Bring the index up to date (under the reconcile lock) and reconcile if needed."""
+        with self._lock:
+            try:
+                touched = update()
+            except SchemaError as err:
+                if self.refused != str(err):
+                    log.error("%s", err)
+                self.refused = str(err)
+                self._need_full_read = True  # the rest of the batch was not taken
+                return
+            self.refused = None
+        if touched:
+            self.reconcile("watch")
+
     def reconcile(self, reason: str = "") -> None:
-        """Compile this host's switch from the cached keys and apply the difference."""
+        """Compile this host's switch from the held items and apply the difference."""
+        t0 = time.perf_counter()
         with self._lock:
             try:
                 self._reconcile(reason)
             finally:
                 self.reconciles += 1
+                self.reconcile_seconds += time.perf_counter() - t0
         if self.on_applied is not None:
             self.on_applied(self)
 
     def _reconcile(self, reason: str) -> None:
-        try:
-            state = decode(self.dvs, self.revision, self.items)
-        except SchemaError as err:
-            if self.refused != str(err):
-                log.error("%s", err)
-            self.refused = str(err)
+        index = self.index
+        if self.refused is not None:
             return
-        except StoredDataError as err:
-            self.errors = [str(err)]
-            return
-        self.refused = None
-        self.live = state.live
-        if not state.exists:
+        self.live = index.live
+        if not index.exists:
             self.errors = [f"distributed switch {self.dvs!r} is not in the store "
                            "(create it with `vspan dvs create` or `vspan dvs apply`)"]
             return
-        try:
-            # registrations alone (hosts/ keys) do not change the configuration: keep
-            # the validated one (a registration storm costs a compile, not a validation)
-            dvs = state.config() if self._config_dirty or self.desired is None \
-                else self.desired
-            self._config_dirty = False
-        except StoredDataError as err:
-            self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
-            log.error("%s", self.errors[0])
-            return
-        errors: list[str] = []
+        dvs = index.config()
+        errors: list[str] = index.errors()
         if self.host not in dvs.hosts:
             errors.append(f"host {self.host!r} is not declared in the switch's 'hosts'")
+        self.cache.forget(dvs.ports)
+        plan: HostPlan | None = None
+        failed: dict[str, str] = {}
         for _ in range(len(dvs.ports) + 1):
             unavailable = self._unavailable(dvs.ports)
-            plan = compile_host(dvs, self.host, state.live, self.control_socket,
-                                unavailable, self.underlay)
+            try:
+                plan = compile_host(dvs, self.host, index.live, self.control_socket,
+                                    unavailable, self.underlay, self.cache)
+            except (ConfigError, KeyError, ValueError) as err:
+                # stored items that do not fit together (not written by `dvs apply`)
+                errors.append(f"stored configuration does not compile, keeping the last "
+                              f"one: {err}")
+                log.error("%s", errors[-1])
+                self.errors = errors
+                return
             failed = self._apply(plan.config)
             if not failed:
                 break
@@ -268,11 +284,35 @@ class HostAgent:
         self.errors = errors
         self.plan = plan
         self.desired = dvs
-        self.applied_generation = state.meta.generation
-        self.applied_revision = self.revision
+        self.applied_generation = index.meta.generation
+        self.applied_revision = index.revision
         self.applied_at = time.time()
-        log.debug("reconciled (%s) at revision %d, generation %d", reason, self.revision,
+        self.running_cached = None
+        if plan is not None and "" not in failed:
+            self.cache_file.save(self.agent.config, self.applied_generation,
+                                 self.applied_revision, plan.notes, plan.port_ids)
+        log.debug("reconciled (%s) at revision %d, generation %d", reason, index.revision,
                   self.applied_generation)
+
+    def start_from_cache(self) -> bool:
+        """Etcd is unreachable at start-up: run the last configuration this host applied
+        (from its local cache file), and say so in the status. True if one was found."""
+        saved = self.cache_file.load(self.control_socket)
+        if saved is None:
+            return False
+        with self._lock:
+            failed = self._apply(saved.config)
+            if failed:
+                log.error("the cached configuration did not apply: %s", failed)
+            self.plan = HostPlan(saved.config, list(saved.notes), dict(saved.port_ids), {})
+            self.applied_generation = saved.generation
+            self.applied_revision = saved.revision
+            self.applied_at = time.time()
+            self.running_cached = saved
+        log.warning("etcd is unreachable: running the cached configuration of generation %d "
+                    "(saved %s)", saved.generation,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at)))
+        return True
 
     def _unavailable(self, ports: Any) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -399,7 +439,11 @@ class HostAgent:
             "host": self.host, "underlay": self.underlay, "pid": os.getpid(),
             "store": {"state": self.store_state, "url": self.store_url,
                       "error": self.store_error, "unreachable_since": self.unreachable_since,
-                      "outages": self.outages, "compactions": self.compactions},
+                      "outages": self.outages, "compactions": self.compactions,
+                      "running_cached": (
+                          f"etcd was unreachable at start-up: running the cached "
+                          f"configuration ({self.running_cached.describe()}) from "
+                          f"{self.cache_file.path}" if self.running_cached else None)},
             "applied": {"generation": self.applied_generation,
                         "revision": self.applied_revision, "at": self.applied_at},
             "refused": self.refused,
