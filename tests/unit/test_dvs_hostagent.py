@@ -96,9 +96,10 @@ def test_compile_restricts_ports_firewall_and_mirrors_to_the_host() -> None:
     assert [s.port for s in h1.config.mirrors["remote"].sources] == ["a1"]
     h2 = compile_host(dvs, "h2", {})
     assert sorted(h2.config.ports) == ["b1"] and not h2.config.mirrors
-    assert any("remote" in n and "not delivered" in n for n in h2.notes)
-    # VLAN 10 spans hosts, but without an underlay address there is no overlay: said
+    # VLAN 10 spans hosts, but without an underlay address there is no overlay: said,
+    # and so is the session whose copies cannot travel
     assert any("no underlay address" in n for n in h2.notes), h2.notes
+    assert any("mirror remote" in n for n in h2.notes), h2.notes
 
 
 def test_agent_applies_its_ports_and_follows_changes() -> None:

@@ -342,6 +342,9 @@ class RspanDestination(Strict):
     port: str
     vlan: VlanId
     keep_original_tag: bool = False  # keep the frame's own tag as an inner tag
+    # with keep_original_tag: a frame untagged on the wire gets an inner tag of the VLAN it
+    # was switched in (false: the copy is the frame as seen, with only the RSPAN tag added)
+    tag_untagged: bool = True
 
 
 class RspanSource(Strict):
@@ -356,7 +359,10 @@ class MirrorSession(Strict):
     """A mirror session: sources copied to local ports, an RSPAN VLAN or an ERSPAN target.
 
     A "remote mirroring destination" session has ``rspan_source`` instead of
-    ``sources`` and delivers that mirror VLAN to its ``destinations``.
+    ``sources`` and delivers that mirror VLAN to its ``destinations`` -- or, with
+    ``rspan`` instead of destinations, relays it out of another port on another
+    mirror VLAN (the outer tag is replaced; a distributed switch uses this to carry
+    copies from the overlay to a physical RSPAN uplink).
     """
 
     enabled: bool = True
@@ -377,10 +383,17 @@ class MirrorSession(Strict):
     @model_validator(mode="after")
     def _check(self) -> MirrorSession:
         if self.rspan_source is not None:
-            if self.sources or self.rspan or self.erspan:
-                raise ValueError("an rspan_source session takes no sources, rspan or erspan")
-            if not self.destinations:
-                raise ValueError("an rspan_source session needs destinations")
+            if self.sources or self.erspan:
+                raise ValueError("an rspan_source session takes no sources or erspan")
+            if not self.destinations and self.rspan is None:
+                raise ValueError("an rspan_source session needs destinations (or rspan to "
+                                 "relay the copies)")
+            if self.destinations and self.rspan is not None:
+                raise ValueError("an rspan_source session has destinations or rspan, not both")
+            if self.rspan is not None and self.rspan.port == self.rspan_source.port \
+                    and self.rspan.vlan == self.rspan_source.vlan:
+                raise ValueError("an rspan_source session cannot relay a mirror VLAN back "
+                                 "onto itself")
             return self
         if not self.sources:
             raise ValueError("a session needs at least one source")

@@ -17,6 +17,7 @@ switch on the port. Everything here is validated with the path of the field
           peers: [10.1.0.4]             # more VTEPs accepted (learned from, not flooded to)
           static: [{mac: "02:00:00:00:01:05", vlan: 10, vtep: 10.1.0.3}]
           learning: true
+          mirror_vlans: [4000]          # VLANs carrying mirror copies between hosts
           aging_seconds: 300
           max_macs: 16384
           underlay_mtu: 1500            # VMs get 1500 - 50 = 1450
@@ -120,6 +121,10 @@ class VxlanConfig(Strict):
     peers: tuple[IPv4Text, ...] = ()
     static: tuple[VxlanStatic, ...] = ()
     learning: bool = True
+    # VLANs of ``vnis`` that carry mirror copies (RSPAN over the overlay): sent to their
+    # flood list whatever the destination MAC, inner 802.1Q tags carried (the copy of a
+    # tagged frame keeps its tag), nothing learned from them on receive
+    mirror_vlans: tuple[OverlayVlan, ...] = ()
     aging_seconds: int = Field(default=300, ge=1, le=1_000_000)
     max_macs: int = Field(default=16384, ge=1, le=10_000_000)
     underlay_mtu: int = Field(default=1500, ge=576, le=65535)
@@ -153,6 +158,21 @@ class VxlanConfig(Strict):
             if local is not None and local in vteps:
                 raise ValueError(f"VLAN {vlan}: {local} is this host's own local_ip")
         return flood
+
+    @field_validator("mirror_vlans")
+    @classmethod
+    def _check_mirror_vlans(cls, vlans: tuple[int, ...], info: ValidationInfo
+                            ) -> tuple[int, ...]:
+        vnis = info.data.get("vnis")
+        for vlan in vlans:
+            if vlan == UNTAGGED_VLAN:
+                raise ValueError("the untagged network (VLAN 0) cannot carry mirror copies")
+            if vnis is not None and vlan not in vnis:
+                raise ValueError(f"VLAN {vlan} has no VNI in 'vnis'")
+        dup = sorted({v for v in vlans if vlans.count(v) > 1})
+        if dup:
+            raise ValueError(f"VLAN {dup[0]} listed twice")
+        return vlans
 
     @field_validator("peers")
     @classmethod

@@ -66,6 +66,9 @@ class DueStop:
     target: str  # session name or capture id
     reason: str
 
+EngineHook = Callable[[Engine, ChangeSet], None]
+"""Work done on the engine thread next to a reload (see :meth:`Agent.apply`)."""
+
 
 @dataclass(frozen=True)
 class ReloadResult:
@@ -117,17 +120,34 @@ class Agent:
         self.engine.close()
 
     # ----------------------------------------------------------- config changes
-    def apply(self, new: Config) -> ChangeSet:
-        """Apply a validated config live (backends opened first; failure changes nothing)."""
-        with self._lock:
-            return self._apply(new)
+    def apply(self, new: Config, before: EngineHook | None = None,
+              after: EngineHook | None = None) -> ChangeSet:
+        """Apply a validated config live (backends opened first; failure changes nothing).
 
-    def _apply(self, new: Config) -> ChangeSet:
+        ``before`` and ``after`` run on the engine thread right before and after the
+        reload, with no frame handled in between (a host agent takes a leaving port's
+        state out, or puts an arriving port's state in, there).
+        """
+        with self._lock:
+            return self._apply(new, before, after)
+
+    def _apply(self, new: Config, before: EngineHook | None = None,
+               after: EngineHook | None = None) -> ChangeSet:
         """Apply ``new`` (the caller holds the lock): the change set is computed here, once,
         and handed to the engine."""
         changes = diff(self.config, new)
+        engine = self.engine
+
+        def run() -> ChangeSet:
+            if before is not None:
+                before(engine, changes)
+            done = engine.reload(new, changes)
+            if after is not None:
+                after(engine, changes)
+            return done
+
         try:
-            return self.engine.call(lambda: self.engine.reload(new, changes))
+            return engine.call(run)
         except ConfigError:
             raise
         except Exception as err:

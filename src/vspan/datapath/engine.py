@@ -493,7 +493,8 @@ class Engine:
         if rs is None or uplink is None or not uplink.enabled or len(data) < 14:
             m.dropped += 1
             return
-        copy = rspan_copy(data, rs.vlan, rs.keep_original_tag, original_vlan=vlan)
+        copy = rspan_copy(data, rs.vlan, rs.keep_original_tag,
+                          original_vlan=vlan if rs.tag_untagged else 0)
         if vnet and len(copy) != len(data):
             vnet = vnet_shift(vnet, len(copy) - len(data))
         m.mirrored += 1

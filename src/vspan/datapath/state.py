@@ -94,7 +94,7 @@ class MirrorRuntime:
     config: MirrorSession
     dest_ports: tuple[int, ...] = ()
     kind: str = MIRROR_LOCAL
-    uplink: int = 0  # RSPAN: the port copies leave by / arrive on
+    uplink: int = 0  # RSPAN: the port copies leave by (a receiving session: arrive on)
     filter: PacketFilter | None = None
     sender: Any = None  # ERSPAN: a vspan.mirror.encap.RawGreSender, managed by the engine
     dest_error: str = ""  # why the destination cannot be used (copies are dropped)
@@ -230,8 +230,9 @@ class SwitchState:
             self.mirrors.append(m)
             if not sess.enabled:
                 continue
-            if m.kind == MIRROR_RSPAN_IN:
-                self.ports[m.uplink].rspan_in[sess.rspan_source.vlan] = i  # type: ignore[union-attr]
+            if sess.rspan_source is not None:  # a receiving (or relaying) session
+                rx = self.ports[self.by_name[sess.rspan_source.port]]
+                rx.rspan_in[sess.rspan_source.vlan] = i
             for d in m.dest_ports:
                 rt = self.ports[d]
                 if not rt.mirror_dest:

@@ -3,8 +3,9 @@
 A host's switch holds: the ports placed on it (their port group's VLAN and
 policy merged in), the overlay port to the other hosts (see :func:`overlay_ports`),
 the firewall restricted to what applies here (port groups become firewall
-groups whose remote members count by address), and the mirror sessions, or the
-parts of them, that run here. What cannot run here yet is said in ``notes``.
+groups whose remote members count by address), and the parts of the mirror
+sessions that run here (:mod:`vspan.control.dvs.mirrorplan`). What cannot run
+here is said in ``notes``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port, group_memb
 from vspan.config.load import parse_config
 from vspan.config.model import Config, PortConfig, PortType
 from vspan.control.dvs.document import LiveHost
+from vspan.control.dvs.mirrorplan import ROLE_LOCAL, MirrorPlan, plan_mirrors
 from vspan.policy.config import FirewallConfig, GroupConfig
 
 
@@ -28,6 +30,8 @@ class HostPlan:
     notes: list[str] = field(default_factory=list)
     port_ids: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # port -> why it is not attached
+    # single-host session -> (distributed session, role: local / tx / rx)
+    mirror_parts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class PortCache:
@@ -98,13 +102,16 @@ def overlay_supported() -> bool:
 
 def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
                   live: Mapping[str, LiveHost], notes: list[str],
-                  cache: PortCache | None = None) -> dict[str, Any]:
+                  cache: PortCache | None = None,
+                  mirror: MirrorPlan | None = None) -> dict[str, Any]:
     """The VXLAN port joining this host to the other hosts (as config data).
 
-    ``vnis``: every VLAN that has ports on two hosts or more -> ``vni_base + VLAN``;
-    ``flood``: per VLAN with ports here, the underlay addresses of the other
-    *registered* hosts with ports in it; ``peers``: every other registered host.
-    None when no VLAN of this host is shared (or without an underlay address).
+    ``vnis``: every VLAN that has ports on two hosts or more -> ``vni_base + VLAN``,
+    and the mirror VLANs this host sends or receives copies on; ``flood``: per
+    VLAN with ports here, the underlay addresses of the other *registered* hosts
+    with ports in it, and per mirror VLAN sent from here the hosts that receive
+    it; ``peers``: every other registered host. Empty when this host shares no
+    VLAN and carries no mirror copies (or has no underlay address).
     """
     cache = cache or PortCache()
     by_vlan: dict[int, set[str]] = {}
@@ -113,7 +120,8 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
             by_vlan.setdefault(v, set()).add(port.host)
     shared = sorted(v for v, hosts in by_vlan.items() if len(hosts) > 1)
     local_shared = [v for v in shared if host in by_vlan[v]]
-    if not local_shared:
+    mirror_vlans = sorted(mirror.vlans) if mirror is not None else []
+    if not local_shared and not mirror_vlans:
         return {}
     others = {h: lh.underlay for h, lh in live.items() if h != host and lh.underlay}
     if not overlay_supported():
@@ -127,6 +135,8 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
         return {}
     flood = {str(v): sorted({others[h] for h in by_vlan[v] if h in others})
              for v in local_shared}
+    if mirror is not None:
+        flood.update({str(v): list(ips) for v, ips in mirror.flood.items()})
     missing = sorted({h for v in local_shared for h in by_vlan[v]
                       if h != host and h not in others})
     if missing:
@@ -136,8 +146,9 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
         "description": f"VXLAN overlay of distributed switch {dvs.switch.name}",
         "vxlan": {
             "local_ip": underlay, "udp_port": dvs.switch.vxlan_port,
-            "vnis": {str(v): vni_of(dvs, v) for v in shared},
+            "vnis": {str(v): vni_of(dvs, v) for v in sorted({*shared, *mirror_vlans})},
             "flood": {v: ips for v, ips in flood.items() if ips},
+            "mirror_vlans": mirror_vlans,
             "peers": sorted(set(others.values())),
             "underlay_mtu": dvs.switch.mtu,
         }}}
@@ -186,46 +197,6 @@ def _firewall(dvs: DvsConfig, local: Collection[str],
                                  "sections": tuple(sections)})
 
 
-def _mirrors(dvs: DvsConfig, host: str, local: Collection[str],
-             notes: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for sname, s in dvs.mirrors.items():
-        data = s.model_dump(mode="json", exclude_unset=True)
-        if s.rspan_source is not None:
-            if s.rspan_source.port in local:
-                out[sname] = data
-            continue
-        sources: list[dict[str, Any]] = []
-        for src in s.sources:
-            names = [src.port] if src.port else group_members(dvs, src.port_group or "")
-            sources.extend({"port": n, "direction": src.direction.value}
-                           for n in names if n in local)
-        if not sources:
-            remote_dest = [d for d in s.destinations if d in local]
-            if remote_dest:
-                notes.append(f"mirror {sname}: destination {', '.join(remote_dest)} is here "
-                             "but its sources are on other hosts (cross-host mirroring is "
-                             "not in this build)")
-            continue
-        data["sources"] = sources
-        if s.destinations:
-            here = [d for d in s.destinations if d in local]
-            away = [d for d in s.destinations if d not in local]
-            if away:
-                notes.append(f"mirror {sname}: copies for {', '.join(away)} on "
-                             f"{', '.join(sorted({dvs.ports[d].host for d in away}))} are not "
-                             "delivered (cross-host mirroring is not in this build)")
-            if not here:
-                continue
-            data["destinations"] = here
-        if s.rspan is not None and s.rspan.port not in local:
-            notes.append(f"mirror {sname}: the RSPAN uplink {s.rspan.port} is on host "
-                         f"{dvs.ports[s.rspan.port].host}; sources here are not mirrored")
-            continue
-        out[sname] = data
-    return out
-
-
 def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
                  control_socket: str | None = None,
                  unavailable: Mapping[str, str] | None = None,
@@ -242,16 +213,24 @@ def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
     placed = [n for n, p in dvs.ports.items() if p.host == host]
     local = [n for n in placed if n not in unavailable]
     ports: dict[str, Any] = {n: cache.data(dvs, n) for n in local}
-    ports.update(overlay_ports(dvs, host, underlay, live, notes, cache))
+    mirror = plan_mirrors(dvs, host, set(local), live)
+    notes.extend(mirror.notes)
+    ports.update(overlay_ports(dvs, host, underlay, live, notes, cache, mirror))
+    if OVERLAY_PORT not in ports:  # no overlay here: parts that would use it cannot run
+        for part, (sname, role) in list(mirror.parts.items()):
+            if role != ROLE_LOCAL:
+                notes.append(f"mirror {sname}: no overlay port on this host, its copies "
+                             "between hosts are not carried")
+                del mirror.parts[part]
+                del mirror.sessions[part]
     switch = dvs.switch.model_dump(mode="json", exclude_unset=True,
                                    exclude={"vxlan_port", "mtu", "vni_base"})
     if control_socket:
         switch["control_socket"] = control_socket
-    data: dict[str, Any] = {"switch": switch, "ports": ports,
-                            "mirrors": _mirrors(dvs, host, set(local), notes)}
+    data: dict[str, Any] = {"switch": switch, "ports": ports, "mirrors": mirror.sessions}
     fw = _firewall(dvs, set(local), cache)
     if fw is not None:
         data["firewall"] = fw.model_dump(mode="json", exclude_unset=False)
     config = parse_config(data, f"dvs {dvs.switch.name} on host {host}")
     return HostPlan(config, notes, {n: str(dvs.ports[n].port_id) for n in placed},
-                    {n: unavailable[n] for n in placed if n in unavailable})
+                    {n: unavailable[n] for n in placed if n in unavailable}, mirror.parts)

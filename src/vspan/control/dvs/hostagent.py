@@ -27,15 +27,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vspan.config.diff import ChangeSet
 from vspan.config.dvs import DvsConfig
 from vspan.config.load import ConfigError
 from vspan.config.model import Config, PortConfig, PortType
-from vspan.control.agent import Agent, AgentError
+from vspan.control.agent import Agent, AgentError, EngineHook
 from vspan.control.dvs.compile import HostPlan, PortCache, compile_host
 from vspan.control.dvs.document import LiveHost, SchemaError, dumps
 from vspan.control.dvs.hostcache import HostCache, SavedConfig
 from vspan.control.dvs.index import DvsIndex, Touched
 from vspan.control.dvs.keys import DvsKeys
+from vspan.control.dvs.mirrorplan import summed_counters
 from vspan.control.store.base import (
     Compare,
     Put,
@@ -45,6 +47,7 @@ from vspan.control.store.base import (
     WatchCompacted,
     WatchStream,
 )
+from vspan.datapath.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class HostAgent:
         self.lease = 0
         self.registrations = 0
         self.port_failures: dict[str, str] = {}  # port -> why its backend did not open
+        self.mirror_base: dict[str, dict[str, int]] = {}  # part -> counts before a restart
+        self.part_roles: dict[str, tuple[str, str]] = {}  # part -> (session, role), ever
         self._watch: WatchStream | None = None
         self._stop = threading.Event()
         self._lock = threading.RLock()  # one reconcile at a time
@@ -326,12 +331,19 @@ class HostAgent:
                 out[name] = self.port_failures[name]
         return out
 
-    def _apply(self, config: Config) -> dict[str, str]:
+    def _apply(self, config: Config, before: EngineHook | None = None,
+               after: EngineHook | None = None) -> dict[str, str]:
         """Apply; on failure find the ports whose backend does not open ({} = applied)."""
         if config == self.agent.config:
             return {}
+
+        def keep_counts(engine: Engine, changes: ChangeSet) -> None:
+            self._keep_mirror_counts(engine, config)
+            if before is not None:
+                before(engine, changes)
+
         try:
-            changes = self.agent.apply(config)
+            changes = self.agent.apply(config, keep_counts, after)
         except AgentError as err:
             failed: dict[str, str] = {}
             if self.probe_port is not None:
@@ -450,9 +462,44 @@ class HostAgent:
             "errors": list(self.errors),
             "notes": list(plan.notes) if plan else [],
             "ports": ports,
-            "mirrors": {n: {"counters": m["counters"], "status": m["status"]}
-                        for n, m in mirrors.items()},
+            "mirrors": self._mirror_report(mirrors),
         }
+
+    def _keep_mirror_counts(self, engine: Engine, new: Config) -> None:
+        """Before a reload (engine thread): sessions whose configuration changes or that go
+        away restart their counters, so add what they counted to their base (the host
+        keeps reporting every part's total, e.g. across a migration's re-plan)."""
+        for m in engine.state.mirrors:
+            if new.mirrors.get(m.name) == m.config:
+                continue
+            base = self.mirror_base.setdefault(m.name, {})
+            for k, v in m.counters().items():
+                base[k] = base.get(k, 0) + v
+
+    def _mirror_report(self, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Per distributed session: its parts here by role (counters with their bases) and
+        status."""
+        plan = self.plan
+        if plan is not None:
+            self.part_roles.update(plan.mirror_parts)
+        desired = self.desired
+        out: dict[str, Any] = {}
+        for part in sorted(set(rows) | set(self.mirror_base)):
+            session, role = self.part_roles.get(part, (part, "local"))
+            if desired is not None and session not in desired.mirrors:
+                continue  # the session was deleted
+            row = rows.get(part)
+            counters = dict(row["counters"]) if row is not None else {}
+            for k, v in self.mirror_base.get(part, {}).items():
+                counters[k] = counters.get(k, 0) + v
+            entry = out.setdefault(session, {"parts": {}, "status": "ok"})
+            entry["parts"][role] = counters
+            if row is not None and row["status"] != "ok":
+                entry["status"] = f"{part}: {row['status']}"
+            # the whole session's numbers from this host (what `show mirrors` adds up)
+        for entry in out.values():
+            entry["counters"] = summed_counters({self.host: entry["parts"]})
+        return out
 
     def _show(self, what: str) -> list[dict[str, Any]]:
         try:

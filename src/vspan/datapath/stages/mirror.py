@@ -72,13 +72,20 @@ def egress_copies(port: PortRuntime, mirrors: list[MirrorRuntime], names: dict[i
 
 def rspan_delivery(port: PortRuntime, vlan: int, mirrors: list[MirrorRuntime],
                    names: dict[int, str], tr: Tracer) -> Decision:
-    """A frame of a mirror VLAN on an uplink: hand it to the remote-destination session only."""
+    """A frame of a mirror VLAN on an uplink: hand it to the remote-destination session only
+    (which delivers it to its destination ports, or relays it on another mirror VLAN)."""
     s = port.rspan_in[vlan]
     m = mirrors[s]
-    strip = m.config.rspan_source is None or m.config.rspan_source.strip_tag
+    relay = m.config.rspan
+    strip = relay is None and (m.config.rspan_source is None or m.config.rspan_source.strip_tag)
     if tr.enabled:
-        dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
-        how = "tag stripped" if strip else "as received"
-        tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session {m.name}: "
-                  f"deliver to {dests} ({how}), never switched")
+        if relay is not None:
+            tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session "
+                      f"{m.name}: relay out of {names.get(m.uplink, str(m.uplink))} on VLAN "
+                      f"{relay.vlan}, never switched")
+        else:
+            dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
+            how = "tag stripped" if strip else "as received"
+            tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session "
+                      f"{m.name}: deliver to {dests} ({how}), never switched")
     return Decision((MirrorCopy(s, "rspan", VLAN_POP if strip else VLAN_KEEP),))
