@@ -200,5 +200,5 @@ def test_apply_gives_each_session_a_stable_mirror_vlan() -> None:
     # a full range is refused with advice, nothing written
     tiny = text.replace("switch: {name: prod}",
                         "switch: {name: prod, mirror_vlans: {first: 4000, last: 4000}}")
-    with pytest.raises(DvsError, match="no free VLAN left in switch.mirror_vlans"):
+    with pytest.raises(DvsError, match=r"no free VLAN left in switch\.mirror_vlans"):
         admin.apply(load(tiny))

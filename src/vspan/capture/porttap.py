@@ -52,6 +52,8 @@ class PortCapture:
     packets: int = 0
     dropped_written: int = 0
     started: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # comments for the next packet written
+    annotations: int = 0
 
     def __post_init__(self) -> None:
         # captured traffic is for the one who captured it: owner-only
@@ -92,6 +94,8 @@ class PortCapture:
         comments: tuple[str, ...] = ()
         if drop is not None:
             comments = (drop_comment(drop.reason.value, drop.rule, where, drop.detail),)
+        if self.notes:
+            comments = (*self.notes, *comments)
         written = self.writer.write_packet(
             iface, data, time.time_ns(),
             flags=epb_flags(direction, reception_type(data)),
@@ -101,6 +105,7 @@ class PortCapture:
         if not written:
             self.capped = True
             return
+        self.notes = []
         if drop is not None:
             self.dropped_written += 1
         self.packets += 1
@@ -132,6 +137,18 @@ class PortCapture:
                 or self.direction == "in":
             return
         self._write(self.iface_ids[idx], data, DIR_OUTBOUND, drop, self.ports[idx])
+
+    def annotate(self, text: str) -> None:
+        """Say ``text`` in the capture: now, as a comment of an interface statistics block
+        (of the capture's first port), and again on the next packet written (e.g. "VM web1
+        migrated from esx1 to esx2 at ...")."""
+        if self.writer.closed:
+            return
+        first = next(iter(self.iface_ids.values()), None)
+        if first is not None:
+            self.writer.write_statistics(first, time.time_ns(), comment=text)
+        self.notes.append(text)
+        self.annotations += 1
 
     def summary(self) -> dict[str, object]:
         """What was captured."""

@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
                    help="where the agent keeps its copy of the last configuration it applied "
                         "(started from when etcd is unreachable; default %(default)s; '' for "
                         "none)")
+    p.add_argument("--no-move-interfaces", dest="move_interfaces", action="store_false",
+                   help="never hand a migrating VM's interface to another host's network "
+                        "namespace (by default done when both hosts are namespaces of this "
+                        "machine; otherwise the hypervisor moves the VM)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
                    help="also serve /metrics and /health (read only) over TCP")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     host = HostAgent(store, args.dvs, args.host, args.underlay, agent, control_socket=sock,
                      ttl=args.ttl, status_interval=args.status_interval, store_url=args.etcd,
-                     probe_port=_probe_port, state_dir=args.state_dir or None)
+                     probe_port=_probe_port, state_dir=args.state_dir or None,
+                     move_interfaces=args.move_interfaces)
     host.start()
 
     from vspan.api.access import check_table

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "vspan.cli.agent_cmd",
     "vspan.cli.token_cmd",
     "vspan.cli.audit_cmd",
+    "vspan.cli.vm_cmd",
 )
 
 

@@ -283,6 +283,9 @@ class Engine:
         entries = cache.entries
         counters = rt.counters
         counters.rx_frames += len(frames)
+        counters.last_rx = now
+        if not counters.first_seen:
+            counters.first_seen = now
         self.batches += 1
         if self._stamp_ports:
             for f in frames:
@@ -589,11 +592,15 @@ class Engine:
         if not tx:
             return
         caps = self.captures
+        now = self.clock()
         for idx, frames in tx.items():
             backend = self.backends.get(idx)
             rt = self.state.ports.get(idx)
             if backend is None or rt is None:
                 continue
+            rt.counters.last_tx = now
+            if not rt.counters.first_seen:
+                rt.counters.first_seen = now
             if caps:
                 for cap in caps:
                     for fr in frames:
@@ -657,6 +664,32 @@ class Engine:
             for cap in self.captures:
                 cap.member(idx, member, inbound, f.data, f.pid)
         return tap
+
+    def annotate(self, text: str) -> int:
+        """Write ``text`` into every running capture (see :meth:`PortCapture.annotate`)."""
+        for cap in self.captures:
+            cap.annotate(text)
+        return len(self.captures)
+
+    def announce(self, port_name: str, frames: list[bytes]) -> int:
+        """Switch ``frames`` as if port ``port_name`` had sent them (a migrated VM's RARP
+        announcements, made by the switch on its behalf as QEMU's announce-self makes
+        them): learned, forwarded, mirrored and judged like the VM's own frames, but not
+        counted as frames the port received. Returns how many were handled."""
+        idx = self.state.by_name.get(port_name)
+        if idx is None:
+            return 0
+        now = self.clock()
+        for data in frames:
+            key = extract(data, idx)
+            d = self.pipeline.run(key, data, idx)
+            if d.learn is not None:
+                vlan, mac, port = d.learn
+                rt = self.state.ports[idx]
+                self.state.fdb.learn(vlan, mac, port, now, rt.config.mac_limit)
+            self._apply(d, Frame(data), key, idx, now)
+        self.flush()
+        return len(frames)
 
     def trace(self, port_name: str, data: bytes) -> tuple[Decision, Tracer]:
         """Run the pipeline on ``data`` as if received on ``port_name``, with tracing."""

@@ -37,6 +37,7 @@ from vspan.control.dvs.document import LiveHost, SchemaError, dumps
 from vspan.control.dvs.hostcache import HostCache, SavedConfig
 from vspan.control.dvs.index import DvsIndex, Touched
 from vspan.control.dvs.keys import DvsKeys
+from vspan.control.dvs.migrator import Migrator
 from vspan.control.dvs.mirrorplan import summed_counters
 from vspan.control.store.base import (
     Compare,
@@ -51,7 +52,7 @@ from vspan.datapath.engine import Engine
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 
 def interface_exists(name: str) -> bool:
@@ -71,7 +72,7 @@ class HostAgent:
                  status_interval: float = 1.0, store_url: str = "",
                  iface_exists: Callable[[str], bool] = interface_exists,
                  probe_port: Callable[[str, PortConfig], str | None] | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, move_interfaces: bool = True) -> None:
         self.store = store
         self.keys = DvsKeys(dvs)
         self.dvs = dvs
@@ -117,12 +118,14 @@ class HostAgent:
         self._last_status: dict[str, Any] | None = None
         self.status_writes = 0
         self.on_applied: Callable[[HostAgent], None] | None = None  # benchmarks, tests
+        self.migrator = Migrator(self, move_interfaces)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start the sync, lease and status threads."""
         for name, fn in (("sync", self._sync_loop), ("lease", self._lease_loop),
-                         ("status", self._status_loop)):
+                         ("status", self._status_loop),
+                         ("migrate", lambda: self.migrator.run(self._stop))):
             t = threading.Thread(target=fn, name=f"dvs-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -236,6 +239,8 @@ class HostAgent:
             self.refused = None
         if touched:
             self.reconcile("watch")
+        if touched.migrations or touched.config:
+            self.migrator.wake()
 
     def reconcile(self, reason: str = "") -> None:
         """Compile this host's switch from the held items and apply the difference."""
@@ -320,9 +325,9 @@ class HostAgent:
         return True
 
     def _unavailable(self, ports: Any) -> dict[str, str]:
-        out: dict[str, str] = {}
+        out: dict[str, str] = self.migrator.unavailable()
         for name, port in ports.items():
-            if port.host != self.host:
+            if port.host != self.host or name in out:
                 continue
             ifname = port.ifname(name)
             if port.type is PortType.AFPACKET and not self.iface_exists(ifname):
@@ -337,13 +342,19 @@ class HostAgent:
         if config == self.agent.config:
             return {}
 
-        def keep_counts(engine: Engine, changes: ChangeSet) -> None:
+        def pre(engine: Engine, changes: ChangeSet) -> None:
             self._keep_mirror_counts(engine, config)
+            self.migrator.before(engine, changes)
             if before is not None:
                 before(engine, changes)
 
+        def post(engine: Engine, changes: ChangeSet) -> None:
+            self.migrator.after(engine, changes)
+            if after is not None:
+                after(engine, changes)
+
         try:
-            changes = self.agent.apply(config, keep_counts, after)
+            changes = self.agent.apply(config, pre, post)
         except AgentError as err:
             failed: dict[str, str] = {}
             if self.probe_port is not None:
@@ -383,12 +394,18 @@ class HostAgent:
     # ------------------------------------------------------------------ lease
     def _register(self) -> None:
         lease = self.store.grant(self.ttl)
-        record = {"underlay": self.underlay, "started": time.time(), "pid": os.getpid(),
-                  "version": VERSION, "socket": self.control_socket or ""}
+        record = self._registration()
         self.store.txn([], [Put(self.keys.live(self.host), dumps(record), lease)])
         self.lease = lease
         self.registrations += 1
         log.info("registered host %s (lease %x, TTL %d s)", self.host, lease, self.ttl)
+
+    def _registration(self) -> dict[str, Any]:
+        return {"underlay": self.underlay, "started": time.time(), "pid": os.getpid(),
+                "version": VERSION, "socket": self.control_socket or "",
+                "boot_id": self.migrator.boot_id,
+                "features": ["migrate", "mirror-overlay"] + (
+                    ["move-interfaces"] if self.migrator.move_interfaces else [])}
 
     def _lease_loop(self) -> None:
         period = max(self.ttl / 3.0, 0.2)
@@ -406,10 +423,8 @@ class HostAgent:
                             and self.reconciles:
                         # our registration was deleted while the lease lives: put it back
                         self.store.txn([Compare(self.keys.live(self.host), 0)], [Put(
-                            self.keys.live(self.host), dumps({
-                                "underlay": self.underlay, "started": time.time(),
-                                "pid": os.getpid(), "version": VERSION,
-                                "socket": self.control_socket or ""}), self.lease)])
+                            self.keys.live(self.host), dumps(self._registration()),
+                            self.lease)])
                 self._connected()
             except StoreUnavailable as err:
                 self._unreachable(err)
@@ -463,6 +478,7 @@ class HostAgent:
             "notes": list(plan.notes) if plan else [],
             "ports": ports,
             "mirrors": self._mirror_report(mirrors),
+            "migrations": self.migrator.report(),
         }
 
     def _keep_mirror_counts(self, engine: Engine, new: Config) -> None:

@@ -15,7 +15,7 @@ kind of thing changed (:class:`Touched`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,7 +224,7 @@ class DvsIndex:
         """Items that were not taken, with the reason (their last good version is used)."""
         return [f"{why} (keeping the last good version)" for why in self.bad.values()]
 
-    def migration(self, port: str) -> Mapping[str, Any] | None:
+    def migration(self, port: str) -> dict[str, Any] | None:
         """The decoded migration record of ``port`` (None when absent or unreadable)."""
         kv = self.migrations.get(port)
         if kv is None:
