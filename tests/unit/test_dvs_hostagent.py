@@ -289,3 +289,16 @@ def test_agent_started_while_the_store_is_down_runs_its_cached_configuration(
     finally:
         ha3.stop()
         agent.stop()
+
+
+def test_the_overlay_port_is_never_judged_by_the_distributed_firewall() -> None:
+    # regression: with a default-drop firewall the overlay port was covered like a VM's
+    # port, so every frame from another host was dropped by rule "default"
+    from vspan.control.dvs.document import LiveHost
+
+    dvs = load(DVS.replace("default_action: allow", "default_action: drop"))
+    live = {"h1": LiveHost("h1", "198.18.1.2"), "h2": LiveHost("h2", "198.18.2.2")}
+    plan = compile_host(dvs, "h1", live, underlay="198.18.1.2")
+    assert "overlay" in plan.config.ports
+    fw = plan.config.firewall
+    assert fw is not None and "overlay" in fw.exclude

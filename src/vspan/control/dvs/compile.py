@@ -154,8 +154,8 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
         }}}
 
 
-def _firewall(dvs: DvsConfig, local: Collection[str],
-              cache: PortCache) -> FirewallConfig | None:
+def _firewall(dvs: DvsConfig, local: Collection[str], cache: PortCache,
+              overlay: bool = False) -> FirewallConfig | None:
     fw = dvs.firewall
     if fw is None:
         return None
@@ -193,7 +193,10 @@ def _firewall(dvs: DvsConfig, local: Collection[str],
             rules.append(rule.model_copy(update={"applied_to": targets(rule.applied_to)}))
         sections.append(sec.model_copy(update={"applied_to": targets(sec.applied_to),
                                                "rules": tuple(rules)}))
-    return fw.model_copy(update={"groups": groups, "exclude": targets(fw.exclude),
+    # the overlay port stands for other hosts, not for a VM: the distributed firewall
+    # judges VMs' ports only (it is at both ends of a flow already)
+    exclude = targets(fw.exclude) + ((OVERLAY_PORT,) if overlay else ())
+    return fw.model_copy(update={"groups": groups, "exclude": exclude,
                                  "sections": tuple(sections)})
 
 
@@ -228,7 +231,7 @@ def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
     if control_socket:
         switch["control_socket"] = control_socket
     data: dict[str, Any] = {"switch": switch, "ports": ports, "mirrors": mirror.sessions}
-    fw = _firewall(dvs, set(local), cache)
+    fw = _firewall(dvs, set(local), cache, OVERLAY_PORT in ports)
     if fw is not None:
         data["firewall"] = fw.model_dump(mode="json", exclude_unset=False)
     config = parse_config(data, f"dvs {dvs.switch.name} on host {host}")
