@@ -277,3 +277,42 @@ def test_port_state_import_takes_what_is_sound_and_counts_the_rest() -> None:
     assert conn.expires > 5000.0 and conn.rule_id == "http"
     with pytest.raises(ValueError, match="format"):
         import_port(dst, "web", {"format": 99}, 0.0)
+
+
+def test_collect_gets_a_comment_on_the_first_frame_after_a_switch_over(
+        store: MemoryStore, tmp_path: Path) -> None:
+    from scapy.contrib.erspan import ERSPAN_II
+    from scapy.layers.l2 import GRE
+
+    from vspan.capture.collector import Collector
+    from vspan.capture.pcapng import RotatingPcapngWriter
+    from vspan.control.dvs.document import dumps
+    from vspan.control.dvs.keys import DvsKeys
+    from vspan.control.dvs.migration import MigrationWatcher, advanced
+    from vspan.control.store.base import Put
+
+    out = str(tmp_path / "c.pcapng")
+    writer = RotatingPcapngWriter(out, application="test")
+    col = Collector(writer)
+    watcher = MigrationWatcher(store, "lab", col.note, since=0.0)
+    rec = {"id": "m1", "vm": "web-vm", "port": "web", "port_id": "1", "from": "h1",
+           "to": "h2", "history": []}
+    keys = DvsKeys("lab")
+    store.txn([], [Put(keys.migration("web"), dumps(advanced(rec, "exported", "h1")))])
+    assert watcher.poll() == 0  # not switched over yet
+    store.txn([], [Put(keys.migration("web"), dumps(advanced(rec, "attached", "h2")))])
+    assert watcher.poll() == 1 and watcher.poll() == 0  # once
+    frame = Ether(src=WEB, dst=CLI) / IP() / TCP()
+
+    def erspan(seq: int) -> bytes:
+        return raw(IP(src="192.0.2.1", dst="192.0.2.2") / GRE(
+            seqnum_present=1, sequence_number=seq, proto=0x88BE) / ERSPAN_II(
+            session_id=5) / frame)
+
+    assert col.handle_ip(erspan(1), 1)
+    assert col.handle_ip(erspan(2), 2)
+    writer.close()
+    comments = [p.comments for p in read_capture(out)]
+    assert any("VM web-vm (port web, id 1) migrated from h1 to h2" in c
+               for c in comments[0]), comments
+    assert not comments[1]

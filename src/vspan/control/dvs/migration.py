@@ -29,15 +29,17 @@ stays where it was); after it, only migrating back undoes it.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from vspan.config.dvs import DvsConfig, group_members
 from vspan.control.dvs.document import ClusterState, Meta, dumps, loads
 from vspan.control.dvs.keys import DvsKeys
-from vspan.control.store.base import Compare, KeyValue, Put, Store
+from vspan.control.store.base import Compare, KeyValue, Put, Store, StoreError, prefix_end
 
 PHASES = ("requested", "prepared", "exported", "moved", "attached", "done")
 ENDED = ("done", "failed", "aborted")
@@ -219,3 +221,65 @@ def switch_over(record: Mapping[str, Any]) -> dict[str, float | None]:
     return {"switch_over": diff(last, first),
             "detached": diff(exp.get("detached_at"), att.get("attached_at")),
             "total": diff(record.get("requested_at"), end)}
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """The line a capture gets at a migration's switch-over."""
+    at = next((h["at"] for h in record.get("history", []) if h["phase"] == "attached"),
+              time.time())
+    when = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return (f"VM {record['vm']} (port {record['port']}, id {record['port_id']}) migrated "
+            f"from {record['from']} to {record['to']} at {when} (migration {record['id']})")
+
+
+class MigrationWatcher:
+    """Calls ``on_switch_over(text)`` once for every migration of switch ``dvs`` that
+    reaches its switch-over (phase ``attached`` or later) after ``since`` -- for captures
+    not made by an agent (``vspan collect --dvs``). Polls the store every ``interval``."""
+
+    def __init__(self, store: Store, dvs: str, on_switch_over: Callable[[str], None],
+                 since: float | None = None, interval: float = 0.2) -> None:
+        self.store = store
+        self.keys = DvsKeys(dvs)
+        self.on_switch_over = on_switch_over
+        self.since = time.time() if since is None else since
+        self.interval = interval
+        self.seen: set[str] = set()
+        self.error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="migrations", daemon=True)
+
+    def start(self) -> None:
+        """Start polling."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def poll(self) -> int:
+        """One look; how many switch-overs were new."""
+        pre = self.keys.migrations_prefix
+        new = 0
+        for kv in self.store.get_range(pre, prefix_end(pre)).items:
+            rec = loads(kv.value, kv.key)
+            if not isinstance(rec, dict) or rec.get("id") in self.seen:
+                continue
+            at = next((h["at"] for h in rec.get("history", []) if h["phase"] == "attached"),
+                      None)
+            if at is None:
+                continue
+            self.seen.add(str(rec.get("id")))
+            if at >= self.since:
+                self.on_switch_over(describe(rec))
+                new += 1
+        return new
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+                self.error = ""
+            except StoreError as err:
+                self.error = str(err)

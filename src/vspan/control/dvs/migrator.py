@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from vspan.config.diff import ChangeSet
 from vspan.control.dvs.document import Meta, dumps, loads
 from vspan.control.dvs.migration import (
     advanced,
+    describe,
     is_active,
     lost_copies,
     moved_port_ops,
@@ -442,11 +442,7 @@ class Migrator:
         if mid in self.annotated:
             return
         self.annotated.add(mid)
-        at = next((h["at"] for h in rec.get("history", []) if h["phase"] == "attached"),
-                  time.time())
-        when = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-        text = (f"VM {rec['vm']} (port {rec['port']}, id {rec['port_id']}) migrated from "
-                f"{rec['from']} to {rec['to']} at {when} (migration {mid})")
+        text = describe(rec)
         engine = self.ha.agent.engine
         try:
             n = engine.call(lambda: engine.annotate(text))
@@ -455,4 +451,3 @@ class Migrator:
             return
         if n:
             log.info("%d capture(s) annotated: %s", n, text)
-
