@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scapy.compat import raw
@@ -111,12 +112,12 @@ def tcp(src: str, dst: str, sip: str, dip: str, sport: int, dport: int, flags: s
                / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=65535))
 
 
-def migrate(store: MemoryStore, vm: str, to: str) -> dict[str, object]:
+def migrate(store: MemoryStore, vm: str, to: str) -> dict[str, Any]:
     admin = DvsAdmin(store, "lab")
     return request(store, admin.state(), vm, to, "test")
 
 
-def record(store: MemoryStore, port: str) -> dict[str, object]:
+def record(store: MemoryStore, port: str) -> dict[str, Any]:
     _kv, rec = read(store, DvsAdmin(store, "lab").keys, port)
     assert rec is not None
     return rec
@@ -147,7 +148,7 @@ def test_the_port_moves_with_its_id_counters_connections_and_announces_itself(
         assert rec["port"] == "web" and rec["phase"] == "requested"
         wait_for(lambda: record(store, "web")["phase"] == "done", what="migration done")
         done = record(store, "web")
-        assert [h["phase"] for h in done["history"]] == [  # type: ignore[union-attr]
+        assert [h["phase"] for h in done["history"]] == [
             "requested", "prepared", "exported", "attached", "done"]
         assert "web" not in h1.agent.config.ports and "web" in h2.agent.config.ports
         assert h2.status()["ports"]["web"]["port_id"] == pid  # the id stays
@@ -166,9 +167,9 @@ def test_the_port_moves_with_its_id_counters_connections_and_announces_itself(
                  if f.data[12:14] == b"\x80\x35"]
         assert len(rarps) == 5 and all(r[6:12] == bytes.fromhex(WEB.replace(":", ""))
                                        for r in rarps)
-        res = done["result"]  # type: ignore[index]
+        res = done["result"]
         assert res["lost"]["measured"] is False  # no kernel interfaces in this test
-        assert done["attach"]["imported"]["connections"] == 1  # type: ignore[index]
+        assert done["attach"]["imported"]["connections"] == 1
         # the connection goes on at h2 without a new handshake (cli is on h1, no overlay
         # here: the data segment is injected as the peer would send it)
         data = tcp(WEB, CLI, "10.0.0.10", "10.0.0.20", 80, 40000, "PA", 5001, 1001)
@@ -216,7 +217,7 @@ def test_an_agent_that_was_down_does_its_part_when_it_comes_back(store: MemorySt
             assert "web" not in h1.agent.config.ports
         rec = record(store, "web")
         # a restarted source had no state to give: said, not hidden
-        assert "was not attached" in rec["export"]["state_lost"]  # type: ignore[index]
+        assert "was not attached" in rec["export"]["state_lost"]
         assert "web" in h2.agent.config.ports
 
 
