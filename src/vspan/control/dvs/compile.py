@@ -10,13 +10,16 @@ here is said in ``notes``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port, group_members
 from vspan.config.load import parse_config
-from vspan.config.model import Config, PortConfig, PortType
+from vspan.config.model import Config, PortConfig, PortType, VlanConfig
 from vspan.control.dvs.document import LiveHost
 from vspan.control.dvs.mirrorplan import ROLE_LOCAL, MirrorPlan, plan_mirrors
 from vspan.policy.config import FirewallConfig, GroupConfig
@@ -34,45 +37,71 @@ class HostPlan:
     mirror_parts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-class PortCache:
-    """Ports of the distributed switch as single-host ports (their group merged in), their
-    VLANs and their JSON form, recomputed only when the port's or its group's item changed.
+@dataclass
+class _Entry:
+    port: object  # the items the entry was made from (fresh while they are the same
+    group: object  # objects: the store index replaces an item's object when it changes)
+    vlans: frozenset[int]
+    addresses: tuple[str, ...]
+    effective: PortConfig | None = None
+    data: dict[str, Any] | None = None
 
-    The store index replaces an item's object when the item changes, so an entry is
-    fresh while it refers to the very objects the configuration holds.
+
+class PortCache:
+    """Per-port compile work kept between an agent's compiles: every port's VLANs and
+    addresses (what other hosts need to know of it), and, for ports of this host, the
+    single-host port (group merged in), its JSON form and its validated configuration.
+    An entry is redone only when the port's or its group's item changed.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[object, object, PortConfig, frozenset[int],
-                                       dict[str, Any] | None]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._valid: dict[str, tuple[str, PortConfig]] = {}
 
-    def _entry(self, dvs: DvsConfig, name: str) -> tuple[object, object, PortConfig,
-                                                          frozenset[int], dict[str, Any] | None]:
+    def _entry(self, dvs: DvsConfig, name: str) -> _Entry:
         port = dvs.ports[name]
         group = dvs.port_groups.get(port.port_group) if port.port_group else None
         e = self._entries.get(name)
-        if e is None or e[0] is not port or e[1] is not group:
-            eff = effective_port(dvs, name)
-            e = (port, group, eff, frozenset(port_vlans(eff)), None)
+        if e is None or e.port is not port or e.group is not group:
+            vlan = group.vlan if group is not None else port.vlan
+            own = port.policy.addresses if port.policy is not None else ()
+            e = _Entry(port, group, frozenset(vlan_set(vlan)), tuple(own))
             self._entries[name] = e
         return e
 
     def effective(self, dvs: DvsConfig, name: str) -> PortConfig:
         """Port ``name`` with its group merged in."""
-        return self._entry(dvs, name)[2]
+        e = self._entry(dvs, name)
+        if e.effective is None:
+            e.effective = effective_port(dvs, name)
+        return e.effective
 
     def vlans(self, dvs: DvsConfig, name: str) -> frozenset[int]:
         """The VLANs port ``name`` carries (0: the untagged network)."""
-        return self._entry(dvs, name)[3]
+        return self._entry(dvs, name).vlans
+
+    def addresses(self, dvs: DvsConfig, name: str) -> tuple[str, ...]:
+        """Port ``name``'s own addresses (``policy.addresses``)."""
+        return self._entry(dvs, name).addresses
 
     def data(self, dvs: DvsConfig, name: str) -> dict[str, Any]:
         """Port ``name`` as single-host configuration data (a fresh copy)."""
         e = self._entry(dvs, name)
-        if e[4] is None:
-            e = (*e[:4], e[2].model_dump(mode="json", exclude_unset=True))
-            self._entries[name] = e
-        assert e[4] is not None
-        return dict(e[4])
+        if e.data is None:
+            e.data = self.effective(dvs, name).model_dump(mode="json", exclude_unset=True)
+        return dict(e.data)
+
+    def validated(self, name: str, data: dict[str, Any]) -> PortConfig:
+        """``data`` as a validated single-host port (the last result again while the data
+        is the same: an overlay port's long flood lists are checked once, not per change).
+        Raises pydantic's ValidationError."""
+        key = json.dumps(data, sort_keys=True)
+        hit = self._valid.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        cfg = PortConfig.model_validate(data)
+        self._valid[name] = (key, cfg)
+        return cfg
 
     def forget(self, keep: Collection[str]) -> None:
         """Drop entries of ports no longer in the switch."""
@@ -80,14 +109,18 @@ class PortCache:
             del self._entries[name]
 
 
-def port_vlans(cfg: PortConfig) -> set[int]:
-    """The VLANs (inside the switch) a port carries; 0 stands for the untagged network."""
-    v = cfg.vlan
+def vlan_set(v: VlanConfig) -> set[int]:
+    """The VLANs (inside the switch) a VLAN setting carries; 0 is the untagged network."""
     if v.mode.value == "access" and v.id is not None:
         return {v.id}
     if v.mode.value == "trunk":
         return set(v.allowed) | ({v.native} if v.native is not None else set())
     return {0}
+
+
+def port_vlans(cfg: PortConfig) -> set[int]:
+    """The VLANs (inside the switch) a port carries; 0 stands for the untagged network."""
+    return vlan_set(cfg.vlan)
 
 
 def vni_of(dvs: DvsConfig, vlan: int) -> int:
@@ -123,7 +156,12 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
     mirror_vlans = sorted(mirror.vlans) if mirror is not None else []
     if not local_shared and not mirror_vlans:
         return {}
-    others = {h: lh.underlay for h, lh in live.items() if h != host and lh.underlay}
+    others = {h: lh.underlay for h, lh in live.items()
+              if h != host and lh.underlay and lh.underlay != underlay}
+    same = sorted(h for h, lh in live.items() if h != host and lh.underlay == underlay)
+    if same:
+        notes.append(f"hosts {', '.join(same)} registered this host's underlay address "
+                     f"{underlay}: not flooded to")
     if not overlay_supported():
         notes.append(
             "no VXLAN overlay in this build: VLANs "
@@ -163,9 +201,7 @@ def _firewall(dvs: DvsConfig, local: Collection[str], cache: PortCache,
     def addresses(ports: Collection[str]) -> tuple[str, ...]:
         out: list[str] = []
         for p in ports:
-            pol = cache.effective(dvs, p).policy
-            if pol is not None:
-                out.extend(pol.addresses)
+            out.extend(cache.addresses(dvs, p))
         return tuple(dict.fromkeys(out))
 
     groups: dict[str, GroupConfig] = {}
@@ -227,13 +263,18 @@ def compile_host(dvs: DvsConfig, host: str, live: Mapping[str, LiveHost],
                 del mirror.parts[part]
                 del mirror.sessions[part]
     switch = dvs.switch.model_dump(mode="json", exclude_unset=True,
-                                   exclude={"vxlan_port", "mtu", "vni_base"})
+                                   exclude={"vxlan_port", "mtu", "vni_base", "mirror_vlans"})
     if control_socket:
         switch["control_socket"] = control_socket
     data: dict[str, Any] = {"switch": switch, "ports": ports, "mirrors": mirror.sessions}
     fw = _firewall(dvs, set(local), cache, OVERLAY_PORT in ports)
     if fw is not None:
         data["firewall"] = fw.model_dump(mode="json", exclude_unset=False)
-    config = parse_config(data, f"dvs {dvs.switch.name} on host {host}")
+    source = f"dvs {dvs.switch.name} on host {host}"
+    try:  # ports validated one by one (cached), then the whole
+        data["ports"] = {n: cache.validated(n, d) for n, d in ports.items()}
+    except ValidationError:
+        data["ports"] = ports  # the full validation names the path of what is wrong
+    config = parse_config(data, source)
     return HostPlan(config, notes, {n: str(dvs.ports[n].port_id) for n in placed},
                     {n: unavailable[n] for n in placed if n in unavailable}, mirror.parts)

@@ -96,6 +96,7 @@ class HostAgent:
         self.applied_at = 0.0
         self.reconciles = 0
         self.reconcile_seconds = 0.0  # time spent reconciling (benchmarks)
+        self.last_reconcile_seconds = 0.0
         self.plan: HostPlan | None = None
         self.desired: DvsConfig | None = None
         self.live: dict[str, LiveHost] = {}
@@ -250,7 +251,8 @@ class HostAgent:
                 self._reconcile(reason)
             finally:
                 self.reconciles += 1
-                self.reconcile_seconds += time.perf_counter() - t0
+                self.last_reconcile_seconds = time.perf_counter() - t0
+                self.reconcile_seconds += self.last_reconcile_seconds
         if self.on_applied is not None:
             self.on_applied(self)
 
