@@ -309,8 +309,10 @@ def render_migrations(runs: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|",
     ]
     rows = [
-        ("switch-over ms (last frame switched on the old host -> first on the new)",
-         "switch_over_ms"),
+        ("switch-over ms (last frame switched on the old host -> first on the new: the "
+         "VM's RARP announcement or its traffic)", "switch_over_ms"),
+        ("the VM's own traffic on the new host after, ms (its and its peer's timers)",
+         "traffic_resumed_ms"),
         ("port attached nowhere, ms (detach -> attach)", "detached_ms"),
         ("whole migration ms (request -> done)", "total_ms"),
         ("datagrams sent in the switch-over window (both directions)", "sent_in_window"),

@@ -60,8 +60,9 @@ def measure(rec: dict[str, Any], sent: dict[int, list[tuple[int, int]]],
     """One run's numbers (see bench_dvs.py's docstring)."""
     res = rec.get("result", {})
     times = res.get("switch_over", {})
-    exp, att = rec.get("export", {}), rec.get("attach", {})
-    t0, t1 = exp.get("last_frame"), att.get("first_frame")
+    exp = rec.get("export", {})
+    t0 = exp.get("last_frame")
+    t1 = None if times.get("switch_over") is None or t0 is None else t0 + times["switch_over"]
     in_window = 0
     if t0 is not None and t1 is not None:
         in_window = sum(1 for s in sent.values() for _q, ts in s if t0 <= ts / 1e9 <= t1)
@@ -72,6 +73,7 @@ def measure(rec: dict[str, Any], sent: dict[int, list[tuple[int, int]]],
 
     return {
         "switch_over_ms": ms(times.get("switch_over")),
+        "traffic_resumed_ms": ms(times.get("traffic_resumed")),
         "detached_ms": ms(times.get("detached")),
         "total_ms": ms(times.get("total")),
         "sent_in_window": in_window,

@@ -135,9 +135,11 @@ def _report(rec: dict[str, Any]) -> None:
     exp, att, res = rec.get("export", {}), rec.get("attach", {}), rec.get("result", {})
     times = res.get("switch_over", {})
     out.write(f"port {rec['port']} keeps id {rec['port_id']}; now on {rec['to']}\n")
-    out.write(f"  switch-over (last frame on {rec['from']} -> first on {rec['to']}): "
-              f"{_ms(times.get('switch_over'))}; port attached nowhere for "
-              f"{_ms(times.get('detached'))}; whole migration {_ms(times.get('total'))}\n")
+    out.write(f"  switch-over (last frame on {rec['from']} -> first on {rec['to']}, its "
+              f"announcement or its traffic): {_ms(times.get('switch_over'))}; the VM's own "
+              f"traffic again after {_ms(times.get('traffic_resumed'))}; port attached "
+              f"nowhere for {_ms(times.get('detached'))}; whole migration "
+              f"{_ms(times.get('total'))}\n")
     c0, c1 = exp.get("counters", {}), att.get("counters", {})
     out.write(f"  counters carried: rx {c0.get('rx_frames', 0)} tx {c0.get('tx_frames', 0)} "
               f"on {rec['from']} -> rx {c1.get('rx_frames', 0)} tx {c1.get('tx_frames', 0)} "

@@ -206,19 +206,28 @@ def lost_copies(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def switch_over(record: Mapping[str, Any]) -> dict[str, float | None]:
-    """Times of the move: the last frame on the old host to the first on the new one
-    (switch-over), the detach to the attach (the port attached nowhere), the request to
-    the end."""
+    """Times of the move, in seconds.
+
+    ``switch_over``: from the last frame the old host switched for the port to the first
+    frame the new host switched for it -- the VM's own traffic or its first RARP
+    announcement, whichever came first (as in a live migration, where the announcement
+    is the VM's first frame on the new host); ``traffic_resumed``: to the first frame of
+    the VM's own traffic (it depends on the VM's and its peers' retransmission timers);
+    ``detached``: the port attached nowhere (detach to attach); ``total``: the request
+    to the end.
+    """
     exp = record.get("export", {})
     att = record.get("attach", {})
-    last, first = exp.get("last_frame"), att.get("first_frame")
+    last, traffic, rarp = exp.get("last_frame"), att.get("first_frame"), att.get(
+        "first_announce")
+    first = min((t for t in (traffic, rarp) if t is not None), default=None)
     hist = {h["phase"]: h["at"] for h in record.get("history", [])}
     end = hist.get("done") or hist.get("failed") or hist.get("aborted")
 
     def diff(a: float | None, b: float | None) -> float | None:
         return round(b - a, 6) if a is not None and b is not None else None
 
-    return {"switch_over": diff(last, first),
+    return {"switch_over": diff(last, first), "traffic_resumed": diff(last, traffic),
             "detached": diff(exp.get("detached_at"), att.get("attached_at")),
             "total": diff(record.get("requested_at"), end)}
 

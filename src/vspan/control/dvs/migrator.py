@@ -393,13 +393,17 @@ class Migrator:
             macs.add(rec["mac"])
         frames = [rarp_announce(mac_bytes(m)) for m in sorted(macs)]
         sent = 0
+        first_announce: float | None = None
         for delay in ANNOUNCE_DELAYS:
             time.sleep(delay)
             try:
-                sent += engine.call(lambda: engine.announce(port, frames))
+                n = engine.call(lambda: engine.announce(port, frames))
             except Exception as err:  # the port went away meanwhile: stop announcing
                 log.warning("announcing %s: %s", port, err)
                 break
+            if n and first_announce is None:
+                first_announce = time.time()
+            sent += n
         first = None
         deadline = time.monotonic() + FIRST_FRAME_WAIT
         while time.monotonic() < deadline:
@@ -416,7 +420,7 @@ class Migrator:
                 time.sleep(0.05)  # our own "attached" may not be in the index yet
                 continue
             attach = dict(cur.get("attach", {}), first_frame=first, announced=sent,
-                          announced_macs=sorted(macs))
+                          first_announce=first_announce, announced_macs=sorted(macs))
             done = dict(cur, attach=attach)
             result = {"switch_over": switch_over(advanced(done, "done", "")),
                       "lost": lost_copies(done)}
