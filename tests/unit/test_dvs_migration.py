@@ -317,3 +317,18 @@ def test_collect_gets_a_comment_on_the_first_frame_after_a_switch_over(
     assert any("VM web-vm (port web, id 1) migrated from h1 to h2" in c
                for c in comments[0]), comments
     assert not comments[1]
+
+
+def test_an_agent_without_migrations_is_refused(store: MemoryStore) -> None:
+    from vspan.control.dvs.document import dumps
+    from vspan.control.dvs.keys import DvsKeys
+    from vspan.control.store.base import Put
+
+    hosts = Hosts(store)
+    with hosts.agent("h1"):
+        lease = store.grant(30)  # h2 registered by an agent of an earlier vspan
+        store.txn([], [Put(DvsKeys("lab").live("h2"), dumps(
+            {"underlay": "", "version": "0.1.0", "pid": 1}), lease)])
+        with pytest.raises(MigrationError, match=r"h2 \(vspan 0\.1\.0\) cannot migrate"):
+            migrate(store, "web", "h2")
+        assert read(store, DvsAdmin(store, "lab").keys, "web") == (None, None)

@@ -112,9 +112,14 @@ def request(store: Store, st: ClusterState, vm: str, to: str, who: str) -> dict[
     if cfg.host == to:
         raise MigrationError(f"port {port} is on host {to} already")
     for host, role in ((cfg.host, "source"), (to, "destination")):
-        if host not in st.live:
+        live = st.live.get(host)
+        if live is None:
             raise MigrationError(f"the {role} host {host} has no agent running (its lease "
                                  "is gone): nothing was changed")
+        if "migrate" not in live.features:
+            raise MigrationError(f"the agent on the {role} host {host} (vspan "
+                                 f"{live.version or '?'}) cannot migrate ports: upgrade it; "
+                                 "nothing was changed")
     kv, old = read(store, keys, port)
     if is_active(old):
         assert old is not None
