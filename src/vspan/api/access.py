@@ -70,6 +70,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/config"): Rule(P.READ),
     ("GET", "/show/{what}"): Rule(P.READ),
     ("GET", "/live"): Rule(P.READ),
+    ("GET", "/state"): Rule(P.READ),
     ("GET", "/metrics"): Rule(P.READ),
     ("POST", "/trace"): Rule(P.READ),
     ("POST", "/policy/explain"): Rule(P.READ),

@@ -195,6 +195,11 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Changes made on the running switch that its file does not carry."""
         return agent.live_changes()
 
+    @app.get("/state", responses=_REFUSED)
+    def state() -> dict[str, Any]:
+        """The state file: what it holds, what this start restored, the saves since."""
+        return agent.state_info()
+
     @app.get("/metrics", response_class=PlainTextResponse, responses=_errors_as_json())
     def metrics() -> PlainTextResponse:
         """Prometheus metrics."""

@@ -17,7 +17,7 @@ from vspan.cli.client import (
     fail,
     request,
 )
-from vspan.config.load import ConfigError
+from vspan.cli.upstate import add_state_args, load_switch, report_restored
 
 
 def register(sub: Any) -> None:
@@ -41,9 +41,7 @@ def register(sub: Any) -> None:
                    help="PEM certificate (chain) for --listen (default: switch.api.tls_cert)")
     p.add_argument("--tls-key", metavar="FILE", default=None,
                    help="PEM private key for --listen (default: switch.api.tls_key)")
-    p.add_argument("--state-dir", metavar="DIR", default=None,
-                   help="tokens, audit log and captures (default: switch.state_dir or "
-                        "/var/lib/vspan/<name>)")
+    add_state_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_up)
     r: argparse.ArgumentParser = sub.add_parser(
@@ -68,19 +66,15 @@ def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
     from vspan.api.rest import create_app, create_metrics_app
     from vspan.cli.serving import ServeError, auth_guard, tcp_server_config
-    from vspan.control.agent import Agent
     from vspan.control.limits import LimitWatcher
     from vspan.ports.base import PortError
-    from vspan.ports.factory import open_backend
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        agent = Agent.from_file(args.config, open_backend)
-    except ConfigError as err:
-        for line in err.errors:
-            sys.stderr.write(f"{err.source}: {line}\n")
+    loaded = load_switch(args)
+    if loaded is None:
         return 1
+    agent, keeper = loaded
     if args.state_dir:
         agent.state_dir = os.path.abspath(args.state_dir)
     try:
@@ -89,20 +83,26 @@ def run_up(args: argparse.Namespace) -> int:
         guard = auth_guard(agent)
     except ServeError as err:
         sys.stderr.write(f"vspan: {err}\n")
+        keeper.close()
         return 1
     sock = args.socket or agent.config.switch.socket_path()
     group = args.socket_group or agent.config.switch.control_socket_group
     listener = open_control_socket(sock, group)
     if listener is None:
+        keeper.close()
         return 1
     try:
-        agent.start()
-    except (PortError, OSError) as err:
-        sys.stderr.write(f"vspan: cannot open ports: {err}\n")
+        agent.start(keeper.restore_fdb)
+        keeper.begin(agent.config, agent.live)
+    except Exception as err:
+        what = "cannot open ports" if isinstance(err, PortError | OSError) else "cannot start"
+        sys.stderr.write(f"vspan: {what}: {err}\n")
         agent.stop()
+        keeper.close()
         listener.close()
         os.unlink(sock)
         return 1
+    report_restored(keeper)
     servers = api_servers(create_app(agent, guard), listener, args.metrics,
                           create_metrics_app(agent), tcp.kwargs if tcp is not None else None)
     who = f"owner and group {group}" if group else "owner only"
@@ -117,6 +117,7 @@ def run_up(args: argparse.Namespace) -> int:
     finally:
         watcher.stop()
         agent.stop()
+        keeper.stop()
         listener.close()
         if os.path.exists(sock):
             os.unlink(sock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from vspan.cli.client import (
@@ -23,9 +24,10 @@ def register(sub: Any) -> None:
     """Add ``show``."""
     p: argparse.ArgumentParser = sub.add_parser("show", help="show the running switch's state")
     p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "vteps", "config",
-                                    "live", "metrics"],
+                                    "live", "state", "metrics"],
                    help="config: the running configuration as YAML (save it to keep live "
-                        "changes); live: changes made with commands that the file lacks")
+                        "changes); live: changes made with commands that the file lacks; "
+                        "state: the state file and what the last start restored from it")
     p.add_argument("--json", action="store_true", help="JSON output")
     add_socket_arg(p)
     p.set_defaults(func=run)
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         if args.what == "metrics":
             sys.stdout.write(request(endpoint(args), "GET", "/metrics"))
             return 0
-        path = {"config": "/config", "live": "/live"}.get(args.what, f"/show/{args.what}")
+        path = {"config": "/config", "live": "/live", "state": "/state"}.get(
+            args.what, f"/show/{args.what}")
         data = request(endpoint(args), "GET", path)
         if args.what == "config" and not args.json:
             return _print_config(endpoint(args), data)
@@ -124,6 +127,8 @@ def render(what: str, data: Any) -> None:
             sys.stdout.write(f"(cannot read the configuration file: {data['file_problem']})\n")
     elif what == "vteps":
         _render_vteps(data)
+    elif what == "state":
+        render_state(data)
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),
@@ -183,3 +188,37 @@ def with_team_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "counters": {"rx_frames": c["rx_frames"], "tx_frames": c["tx_frames"],
                                      "mirrored_out": "", "dropped": m["rx_inactive"]}})
     return out
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def render_state(data: dict[str, Any]) -> None:
+    """``vspan show state`` for humans."""
+    out = sys.stdout
+    out.write(f"state file: {data['path']} ({data['bytes']} bytes, schema version "
+              f"{data['schema_version']})\n")
+    out.write(f"configuration saved: {_when(data['config_saved'])} (from "
+              f"{data['config_source'] or '-'}), {data['live_changes']} live changes\n")
+    out.write(f"learned MACs saved: {_when(data['fdb_saved'])}, {data['fdb_entries']} entries "
+              f"(every {data['fdb_save_seconds']:g} s and at a clean stop; "
+              f"{data['fdb_save_errors']} failed saves)\n")
+    if data.get("last_error"):
+        out.write(f"last save error: {data['last_error']}\n")
+    started = data["started"]
+    out.write(f"this start: {started['how']}\n")
+    for line in started["notes"]:
+        out.write(f"  {line}\n")
+    fdb = started["fdb"]
+    if started["how"] != "new":
+        out.write(f"  MACs restored: {fdb['restored']}; not restored: {fdb['aged']} aged, "
+                  f"{fdb['port_gone']} port gone, {fdb['not_member']} port left the VLAN, "
+                  f"{fdb['port_down']} port down, {fdb['refused']} table/port limit\n")
+    caps = data["captures"]
+    if caps:
+        out.write("\n")
+        print_table([{**c, "ports": ",".join(c.get("ports", [])), "started": _when(c["started"]),
+                      "ended": _when(c["ended"]) if c["ended"] else "-"} for c in caps],
+                    [("CAPTURE", "id"), ("STATE", "state"), ("PORTS", "ports"),
+                     ("FILE", "path"), ("STARTED", "started"), ("ENDED", "ended")])

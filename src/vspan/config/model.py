@@ -430,12 +430,14 @@ class SwitchConfig(Strict):
     name: str = Field(default="vspan0", pattern=PORT_NAME_RE.pattern)
     fdb_aging_seconds: int = Field(default=300, ge=1, le=1_000_000)
     fdb_max_entries: int = Field(default=16384, ge=1)
+    # the learned MAC table is written to the state file this often (and at a clean stop)
+    fdb_save_seconds: int = Field(default=10, ge=1, le=3600)
     flow_cache_size: int = Field(default=65536, ge=0)
     batch_size: int = Field(default=64, ge=1, le=4096)
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)
-    state_dir: str | None = None  # default: /var/lib/vspan/<name> (tokens, audit log, captures)
+    state_dir: str | None = None  # default: /var/lib/vspan/<name> (state.db, tokens, audit log, captures)
     roles: RolesConfig = RolesConfig()  # control-socket peers' roles
     api: ApiConfig = ApiConfig()  # the REST API over TCP (bearer tokens)
 

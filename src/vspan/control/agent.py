@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vspan.capture.pcapng import PcapngWriter
 from vspan.config.diff import ChangeSet, diff
@@ -30,7 +30,11 @@ from vspan.control.live import (
     MirrorItem,
     config_data,
 )
+from vspan.control.statedb.store import StateWriteError
 from vspan.datapath.engine import BackendFactory, Engine
+
+if TYPE_CHECKING:
+    from vspan.control.statedb.keeper import StateKeeper
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Agent:
         self.finished: deque[dict[str, Any]] = deque(maxlen=FINISHED_CAPTURES)
         self._capture_files: dict[int, tuple[str, PcapngWriter]] = {}  # id -> path, writer
         self.state_dir = config.switch.state_path()  # tokens, audit log, captures
+        self.keeper: StateKeeper | None = None  # the state file (vspan up), if any
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
         self.managed_by: str | None = None
@@ -110,9 +115,11 @@ class Agent:
         """The running configuration."""
         return self.engine.state.config
 
-    def start(self) -> None:
-        """Open ports and start forwarding."""
+    def start(self, prepare: Callable[[], object] | None = None) -> None:
+        """Open ports, run ``prepare`` (e.g. restore the MAC table), start forwarding."""
         self.engine.open()
+        if prepare is not None:
+            prepare()
         self.engine.start()
 
     def stop(self) -> None:
@@ -129,7 +136,10 @@ class Agent:
         state out, or puts an arriving port's state in, there).
         """
         with self._lock:
-            return self._apply(new, before, after)
+            prev, prev_live = self.config, self.live.to_data()
+            changes = self._apply(new, before, after)
+            self._save(prev, prev_live)
+            return changes
 
     def _apply(self, new: Config, before: EngineHook | None = None,
                after: EngineHook | None = None) -> ChangeSet:
@@ -170,6 +180,7 @@ class Agent:
         _check_config_file(target)
         from_file = load_file(target)
         with self._lock:
+            before, before_live = self.config, self.live.to_data()
             data = config_data(from_file)
             undone = self.live.undone_by(data)
             lines = [ch.undo_text(data) for ch in undone]
@@ -188,6 +199,7 @@ class Agent:
             changes = self._apply(new)
             kept = undone if live == "keep" else []
             self.live.keep_only(kept)
+            self._save(before, before_live, (str(Path(target).resolve()), from_file))
             if path:
                 self.config_path = str(Path(path).resolve())
         return ReloadResult(changes, tuple(f"{c.item.label} ({c.history})" for c in kept),
@@ -204,13 +216,37 @@ class Agent:
         """
         self._check_unmanaged()
         with self._lock:
-            data = config_data(self.config)
+            before, before_live = self.config, self.live.to_data()
+            data = config_data(before)
             change(data)
             new = parse_config(data, what)
             changes = self._apply(new)
             if item is not None and not changes.empty:
                 self.live.record(item(), config_data(self.config), verb, command)
+            if not changes.empty:
+                self._save(before, before_live)
             return changes
+
+    def _save(self, before: Config, before_live: list[dict[str, Any]],
+              source: tuple[str, Config] | None = None) -> None:
+        """Make the running configuration and live changes durable in the state file (the
+        caller holds the lock). When the write fails the switch is put back as it was
+        (``before``) and the command fails: nothing runs that a restart would lose."""
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.save_config(self.config, self.live, source)
+        except StateWriteError as err:
+            self._apply(before)
+            self.live = LiveChanges.from_data(before_live)
+            raise AgentError(f"not changed: the change could not be saved to the state file "
+                             f"({err})", 500) from None
+
+    def state_info(self) -> dict[str, Any]:
+        """The state file and what this start restored from it (``vspan show state``)."""
+        if self.keeper is None:
+            raise AgentError("this switch keeps no state file", 404)
+        return self.keeper.info()
 
     def live_changes(self) -> dict[str, Any]:
         """The live changes, each with whether the configuration file now carries it."""
@@ -452,7 +488,17 @@ class Agent:
             self._capture_files[cap.id] = (path, cap.writer)
             return cap.summary() | {"running": True, "full": False}
 
-        return self.engine.call(start)
+        summary = self.engine.call(start)
+        if self.keeper is not None:
+            spec = {"ports": ports, "path": path, "direction": direction, "drops": drops,
+                    "filter": filter_expr, "max_packets": max_packets}
+            try:
+                self.keeper.capture_started(summary, spec)
+            except StateWriteError as err:
+                self.engine.call(lambda: self.engine.capture_stop(int(summary["id"])))
+                raise AgentError(f"capture not started: it could not be recorded in the "
+                                 f"state file ({err})", 500) from None
+        return summary
 
     def capture_stop(self, capture_id: int, stopped_by: str = "",
                      reason: str = "stopped") -> dict[str, Any]:
@@ -472,6 +518,8 @@ class Agent:
         known = running | {c["id"] for c in self.finished}
         for gone in [i for i in self._capture_files if i not in known]:
             del self._capture_files[gone]
+        if self.keeper is not None:
+            self.keeper.capture_ended(capture_id)
         return summary
 
     def captures(self) -> list[dict[str, Any]]:
