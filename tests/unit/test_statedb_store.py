@@ -113,7 +113,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = saved_store(tmp_path)
     conn = sqlite3.connect(path)
     conn.execute("INSERT INTO schema_version VALUES (?, 0, '9.9')",
-                 (store_mod.SCHEMA_VERSION + 1,))
+                 (schema_mod.SCHEMA_VERSION + 1,))
     conn.commit()
     conn.close()
     err = refuses(path)
@@ -185,7 +185,7 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
 def test_migration_from_an_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                          ) -> None:
     path = saved_store(tmp_path)  # version 1
-    target = store_mod.SCHEMA_VERSION + 1
+    target = schema_mod.SCHEMA_VERSION + 1
     monkeypatch.setitem(schema_mod.MIGRATIONS, target,
                         ("CREATE TABLE tokens (name TEXT PRIMARY KEY)",))
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", target)

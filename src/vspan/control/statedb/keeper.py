@@ -129,6 +129,8 @@ class StateKeeper:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.store.closed:
+            return
         try:
             self.save_fdb()
         except Exception as err:

@@ -220,6 +220,7 @@ class StateStore:
         self.switch = switch
         self.created = False  # True when this open made the file
         self.backups: list[str] = []  # where reset moved an old file
+        self.closed = False
         self.run = f"{time.time():.6f}-{os.getpid()}"  # this process's captures
         self._lock = threading.Lock()
         make_state_dir(os.path.dirname(os.path.abspath(path)))
@@ -309,8 +310,11 @@ class StateStore:
                 "is kept beside it as a backup)")
 
     def close(self) -> None:
-        """Close the file and give up its lock."""
+        """Close the file and give up its lock (writes nothing; again: nothing)."""
         with self._lock:
+            if self.closed:
+                return
+            self.closed = True
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._flock.release()
