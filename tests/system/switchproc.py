@@ -63,6 +63,13 @@ class SwitchProcess:
         return sum(d["frames"] for d in self.show("counters")["drops"]
                    if d["reason"] == reason and (port is None or d["port"] == port))
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (nothing is saved at the end)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
         if self.proc is None:

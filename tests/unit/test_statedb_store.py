@@ -84,10 +84,13 @@ def test_durability_settings_and_private_files(tmp_path: Path) -> None:
 
 
 def refuses(path: str, switch: str = "sw") -> StateError:
+    before = Path(path).read_bytes() if os.path.exists(path) else None
     with pytest.raises(StateError) as info:
         StateStore(path, switch).close()
     err = info.value
     assert err.remedy, "a refusal always says what to do"
+    after = Path(path).read_bytes() if os.path.exists(path) else None
+    assert after == before, "a refused file is left as it was"
     return err
 
 

@@ -22,14 +22,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vspan.control.statedb.schema import SCHEMA_VERSION, file_version, migrate
 
 STATE_FILE = "state.db"
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite database
 SIDE_FILES = ("-wal", "-shm")  # SQLite's companions of a WAL-mode database
+T = TypeVar("T")
 KEEP_CAPTURES = 50  # ended/interrupted capture records kept
 
 
@@ -250,25 +253,44 @@ class StateStore:
                              "(its last writes) is there")
 
     def _open(self) -> sqlite3.Connection:
+        """Inspect the file read-only (a refused file is not modified), then open it for
+        writing and migrate it when it is older."""
         path = self.path
         if not os.path.isfile(path):
             raise StateError(path, "not a regular file")
-        try:
-            conn = _connect(path)
-        except sqlite3.DatabaseError as err:
-            raise StateError(path, f"damaged, or not a SQLite database (SQLite: {err})") \
-                from None
-        try:
-            self._check(conn)
-        except sqlite3.DatabaseError as err:
-            conn.close()
-            raise StateError(path, f"damaged (SQLite: {err})") from None
-        except BaseException:
-            conn.close()
-            raise
+        with open(path, "rb") as fh:
+            header = fh.read(len(SQLITE_MAGIC))
+        if not header and not os.path.exists(path + "-wal"):
+            raise StateError(path, "empty: the file holds nothing (truncated?)")
+        if header != SQLITE_MAGIC:
+            raise StateError(path, "damaged, or not a SQLite database (its header is wrong)")
+        version = self._run_checked(self._inspect)
+        conn = self._run_checked(lambda: _connect(path))
+        if version < SCHEMA_VERSION:
+            try:
+                self._migrate(conn, version)
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
-    def _check(self, conn: sqlite3.Connection) -> None:
+    def _run_checked(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.DatabaseError as err:
+            raise StateError(self.path, f"damaged, or not a SQLite database (SQLite: {err})") \
+                from None
+
+    def _inspect(self) -> int:
+        """Check the file through a read-only connection; its schema version."""
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=5)
+        try:
+            return self._check(conn)
+        finally:
+            conn.close()
+
+    def _check(self, conn: sqlite3.Connection) -> int:
         path = self.path
         problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
@@ -286,19 +308,6 @@ class StateStore:
                 "run the newer vspan that wrote it, or start afresh from the configuration "
                 "file with `vspan up --reset-state` (the old file is kept beside it as a "
                 "backup)")
-        if version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                migrate(conn, version, SCHEMA_VERSION)
-            except sqlite3.Error as err:
-                conn.execute("ROLLBACK")
-                raise StateError(path, f"cannot be migrated from state schema version "
-                                 f"{version} to {SCHEMA_VERSION} (SQLite: {err}); the file "
-                                 "was left at its version") from None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         row = conn.execute("SELECT value FROM meta WHERE key = 'switch'").fetchone()
         if row is None:
             raise StateError(path, "not a vspan state file (it names no switch)")
@@ -308,6 +317,22 @@ class StateStore:
                 "give this switch its own state directory (--state-dir or "
                 "switch.state_dir), or start afresh with --reset-state (the old file "
                 "is kept beside it as a backup)")
+        return version
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring an older file to :data:`SCHEMA_VERSION` in one transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrate(conn, version, SCHEMA_VERSION)
+        except sqlite3.Error as err:
+            conn.execute("ROLLBACK")
+            raise StateError(self.path, f"cannot be migrated from state schema version "
+                             f"{version} to {SCHEMA_VERSION} (SQLite: {err}); the file "
+                             "was left at its version") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close the file and give up its lock (writes nothing; again: nothing)."""
