@@ -186,6 +186,29 @@ class Topology:
         self.links.remove(end_a)
         return hosts[0], hosts[1]
 
+    def veth_between(self, short: str, a: tuple[str, str], b: tuple[str, str],
+                     mac_b: str | None = None, cidr_a: str | None = None,
+                     cidr_b: str | None = None) -> None:
+        """A veth pair between two namespaces: ``a``/``b`` = (namespace, interface name);
+        both ends up, without IPv6, with the given MAC (``b``) and addresses."""
+        end_a, end_b = self.name(short + "a"), self.name(short + "b")
+        for end in (end_a, end_b):
+            self._drop_link(end)
+        sh("ip", "link", "add", end_a, "type", "veth", "peer", "name", end_b)
+        self.links.append(end_a)
+        for end, (ns, ifname), mac, cidr in ((end_a, a, None, cidr_a),
+                                             (end_b, b, mac_b, cidr_b)):
+            sh("ip", "link", "set", end, "netns", ns)
+            sh("ip", "-n", ns, "link", "set", end, "name", ifname)
+            if mac:
+                sh("ip", "-n", ns, "link", "set", ifname, "address", mac)
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+               f"net.ipv6.conf.{ifname}.disable_ipv6=1", check=False)
+            if cidr:
+                sh("ip", "-n", ns, "addr", "add", cidr, "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+        self.links.remove(end_a)  # gone with the namespaces
+
     def veth_to_root(self, root_name: str, ns: str, mac: str, cidr: str | None,
                      ifname: str = "eth0") -> Host:
         """A veth pair: ``ifname`` inside ``ns``, ``root_name`` (prefixed) in the root namespace.
