@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common import (
-    VSPAN,
     BenchError,
     Host,
     Switch,
@@ -157,19 +156,6 @@ def wait_api(sock: str, timeout: float = 30.0) -> float:
     raise BenchError(f"the switch did not answer on {sock} within {timeout} s")
 
 
-def spawn(switch: Switch) -> float:
-    """Start ``vspan up`` (pinned), like :meth:`Switch.start` without waiting; spawn time
-    (Unix)."""
-    t0 = time.time()
-    with open(switch.log_path, "ab") as logf:
-        switch.proc = subprocess.Popen(
-            ["taskset", "-c", str(SWITCH_CPU), *VSPAN, *switch.up_args()], stdout=logf,
-            stderr=logf, start_new_session=True)
-    PIDFILE.parent.mkdir(parents=True, exist_ok=True)
-    PIDFILE.write_text(f"{switch.proc.pid} {switch.config_path}\n", encoding="utf-8")
-    return t0
-
-
 def prepare(switch: Switch, hosts: dict[str, Host], macs: int) -> None:
     """Learn the hosts and ``macs`` more, add live changes, wait for the save."""
     snd, rcv, thr = hosts["snd"], hosts["rcv"], hosts["thr"]
@@ -227,7 +213,8 @@ def one_run(hosts: dict[str, Host], wd: str, run: int, macs: int) -> Sample:
         t_kill = time.time()
         switch.proc.kill()
         switch.proc.wait()
-        t0 = spawn(switch)
+        t0 = time.time()
+        switch.spawn()
         m0 = time.monotonic() - (time.time() - t0)
         s.api_s = wait_api(switch.socket) - m0
         time.sleep(2.0)  # ping goes on through the new switch
