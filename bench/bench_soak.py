@@ -161,6 +161,20 @@ class Sample:
     violations: list[str] = field(default_factory=list)
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
@@ -311,7 +325,8 @@ def soak(lab: Lab, wd: str, res: Result) -> None:
             s = take(switch.socket, pid, lab, time.monotonic() - t0)
             s.violations = check(s)
             res.samples.append(s)
-            res.others.append(", ".join(busy_processes(exclude=(pid,))) or "-")
+            ours = (pid, gen.pid, *children(gen.pid))  # trafgen forks its sender
+            res.others.append(", ".join(busy_processes(exclude=ours)) or "-")
             prev = res.samples[-2]
             use = (s.cpu_s - prev.cpu_s) / max(s.t - prev.t, 1e-6)
             log(f"t={s.t:5.0f} s rss {s.rss_kib / 1024:.1f} MiB, switch CPU {100 * use:.0f} %, "
