@@ -51,12 +51,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_erspan import NsSwitch
 from common import (
     BenchError,
     Host,
     MeasureError,
+    Switch,
     Topology,
+    Underlay,
     bench_arguments,
     busy_processes,
     cpu_seconds,
@@ -68,6 +69,7 @@ from common import (
     link_stats,
     loadavg,
     machine_description,
+    rss_bytes,
     sh,
     stop_process,
     trafgen_pps,
@@ -129,20 +131,16 @@ class Lab:
 
 def build(topo: Topology) -> Lab:
     """Switch namespace (no default route) with three ports and an underlay."""
-    host = topo.netns("host")
-    snd, rcv, mon, col = (topo.netns(n) for n in ("snd", "rcv", "mon", "col"))
-    topo.veth_between("ls", (host, "vk-s"), (snd, "eth0"), SND[1], cidr_b=SND[0])
-    topo.veth_between("lr", (host, "vk-r"), (rcv, "eth0"), RCV[1], cidr_b=RCV[0])
-    topo.veth_between("lm", (host, "vk-m"), (mon, "eth0"), MON_MAC)
-    topo.veth_between("lu", (host, "vk-u"), (col, "eth0"), COL_MAC, cidr_a=f"{HOST_U}/30",
-                      cidr_b=f"{COL_U}/30")
-    routes = sh("ip", "-n", host, "route", "show", "default").stdout.strip()
+    sw = topo.switch_namespace("host", [("vk-s", "snd", SND[1], SND[0]),
+                                        ("vk-r", "rcv", RCV[1], RCV[0]),
+                                        ("vk-m", "mon", MON_MAC, None)],
+                               Underlay("vk-u", "col", HOST_U, COL_U, COL_MAC))
+    routes = sh("ip", "-n", sw.ns, "route", "show", "default").stdout.strip()
     if routes:
-        raise BenchError(f"{host} has a default route ({routes}); ERSPAN must not leave")
-    sh(*in_ns(host, "ping", "-c", "1", "-W", "2", COL_U))  # neighbour resolved
-    return Lab(topo, host, Host(snd, "eth0", SND[1], SND[0].split("/")[0]),
-               Host(rcv, "eth0", RCV[1], RCV[0].split("/")[0]), Host(mon, "eth0", MON_MAC, None),
-               Host(col, "eth0", COL_MAC, COL_U))
+        raise BenchError(f"{sw.ns} has a default route ({routes}); ERSPAN must not leave")
+    assert sw.collector is not None
+    return Lab(topo, sw.ns, sw.hosts["vk-s"], sw.hosts["vk-r"], sw.hosts["vk-m"],
+               sw.collector)
 
 
 # ------------------------------------------------------------------ sampling
@@ -175,14 +173,6 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
 def metrics(sock: str) -> Sample:
     """Every switch counter from one scrape of ``GET /metrics`` (the switch takes them in
     one snapshot between two batches, so they agree with each other)."""
@@ -209,7 +199,7 @@ def metrics(sock: str) -> Sample:
 def take(sock: str, pid: int, lab: Lab, t: float) -> Sample:
     """Sample RSS, the switch's counters and counters outside the switch."""
     s = metrics(sock)
-    s.t, s.rss_kib, s.cpu_s = t, rss_kib(pid), cpu_seconds(pid)
+    s.t, s.rss_kib, s.cpu_s = t, rss_bytes(pid) // 1024, cpu_seconds(pid)
     s.kernel = {"snd_tx": link_stats(lab.snd.ns, "eth0")["tx_packets"],
                 "rcv_rx": link_stats(lab.rcv.ns, "eth0")["rx_packets"],
                 "mon_rx": link_stats(lab.mon.ns, "eth0")["rx_packets"],
@@ -287,7 +277,7 @@ class Result:
 
 def soak(lab: Lab, wd: str, res: Result) -> None:
     """Capacity, then the soak with sampling; fills ``res``."""
-    switch = NsSwitch(lab.host, SWITCH_YAML, wd, SWITCH_CPU, PIDFILE, name="soak")
+    switch = Switch(SWITCH_YAML, wd, SWITCH_CPU, PIDFILE, name="soak", ns=lab.host)
     gen: subprocess.Popen[bytes] | None = None
     try:
         switch.start()

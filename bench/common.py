@@ -186,29 +186,6 @@ class Topology:
         self.links.remove(end_a)
         return hosts[0], hosts[1]
 
-    def veth_between(self, short: str, a: tuple[str, str], b: tuple[str, str],
-                     mac_b: str | None = None, cidr_a: str | None = None,
-                     cidr_b: str | None = None) -> None:
-        """A veth pair between two namespaces: ``a``/``b`` = (namespace, interface name);
-        both ends up, without IPv6, with the given MAC (``b``) and addresses."""
-        end_a, end_b = self.name(short + "a"), self.name(short + "b")
-        for end in (end_a, end_b):
-            self._drop_link(end)
-        sh("ip", "link", "add", end_a, "type", "veth", "peer", "name", end_b)
-        self.links.append(end_a)
-        for end, (ns, ifname), mac, cidr in ((end_a, a, None, cidr_a),
-                                             (end_b, b, mac_b, cidr_b)):
-            sh("ip", "link", "set", end, "netns", ns)
-            sh("ip", "-n", ns, "link", "set", end, "name", ifname)
-            if mac:
-                sh("ip", "-n", ns, "link", "set", ifname, "address", mac)
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw",
-               f"net.ipv6.conf.{ifname}.disable_ipv6=1", check=False)
-            if cidr:
-                sh("ip", "-n", ns, "addr", "add", cidr, "dev", ifname)
-            sh("ip", "-n", ns, "link", "set", ifname, "up")
-        self.links.remove(end_a)  # gone with the namespaces
-
     def veth_to_root(self, root_name: str, ns: str, mac: str, cidr: str | None,
                      ifname: str = "eth0") -> Host:
         """A veth pair: ``ifname`` inside ``ns``, ``root_name`` (prefixed) in the root namespace.
@@ -366,6 +343,7 @@ class Switch:
         self.socket = os.path.join(workdir, f"{name}.sock")
         self.config_path = os.path.join(workdir, f"{name}.yaml")
         self.log_path = os.path.join(workdir, f"{name}.log")
+        self.state_dir = os.path.join(workdir, f"{name}.state")
         self.cpu = cpu
         self.pidfile = pidfile
         self.proc: subprocess.Popen[bytes] | None = None
@@ -379,17 +357,27 @@ class Switch:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 30) -> None:
-        """Start the switch and wait until its control API answers."""
-        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
-        argv = [*VSPAN, "up", "-c", self.config_path, "--state-dir",
-                os.path.join(self.workdir, "state")]
-        argv = in_ns(self.ns, *argv, cpu=self.cpu) if self.ns else [*pin, *argv]
+    def command(self) -> list[str]:
+        """The argv running the switch: pinned to :attr:`cpu`, inside :attr:`ns` if set
+        (``ip netns exec`` and taskset exec it: the pid is the switch's), with its own
+        state directory (every run starts fresh)."""
+        argv = [*VSPAN, "up", "-c", self.config_path, "--state-dir", self.state_dir]
+        if self.ns:
+            return in_ns(self.ns, *argv, cpu=self.cpu)
+        return [*(["taskset", "-c", str(self.cpu)] if self.cpu is not None else []), *argv]
+
+    def spawn(self) -> None:
+        """Start the switch process without waiting for it (its pid goes to the pidfile)."""
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=str(REPO),
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
+                                         cwd=str(REPO), start_new_session=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.write_text(f"{self.proc.pid} {self.config_path}\n", encoding="utf-8")
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the switch and wait until its control API answers."""
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
