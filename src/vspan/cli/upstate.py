@@ -19,8 +19,8 @@ def add_state_args(p: argparse.ArgumentParser) -> None:
     """``--state-dir`` and ``--reset-state``."""
     p.add_argument("--state-dir", metavar="DIR", default=None,
                    help="where the switch keeps its state (state.db: configuration, live "
-                        "changes, learned MACs), tokens, audit log and captures (default: switch.state_dir or "
-                        "/var/lib/vspan/<name>)")
+                        "changes, learned MACs), tokens, audit log and captures (default: "
+                        "switch.state_dir or /var/lib/vspan/<name>)")
     p.add_argument("--reset-state", action="store_true",
                    help="start afresh from the configuration file: the old state file is "
                         "moved aside (kept as state.db.old-<time>), not deleted")

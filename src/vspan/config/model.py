@@ -437,7 +437,8 @@ class SwitchConfig(Strict):
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)
-    state_dir: str | None = None  # default: /var/lib/vspan/<name> (state.db, tokens, audit log, captures)
+    # default: /var/lib/vspan/<name> (state.db, tokens, audit log, captures)
+    state_dir: str | None = None
     roles: RolesConfig = RolesConfig()  # control-socket peers' roles
     api: ApiConfig = ApiConfig()  # the REST API over TCP (bearer tokens)
 
