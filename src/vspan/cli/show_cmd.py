@@ -103,6 +103,8 @@ def render(what: str, data: Any) -> None:
                            ("MACS", "macs"), ("RX", "counters.rx_frames"),
                            ("TX", "counters.tx_frames"), ("MIRRORED", "counters.mirrored_out"),
                            ("DROPPED", "counters.dropped")])
+        for line in team_lines(data):
+            sys.stdout.write(line + "\n")
     elif what == "fdb":
         print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("VTEP", "vtep"),
                            ("AGE", "age")])
@@ -170,6 +172,23 @@ def _render_vteps(data: dict[str, Any]) -> None:
         sys.stdout.write("\n")
         print_table(data["table"], [("PORT", "port"), ("VLAN", "vlan"), ("MAC", "mac"),
                                     ("VTEP", "vtep"), ("STATIC", "static"), ("AGE", "age")])
+
+
+def team_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per team under the table: mode, active members and the failover counters."""
+    lines = []
+    for row in rows:
+        team = row.get("team")
+        if not team:
+            continue
+        per_member = ", ".join(f"{m['name']} {m['failovers']}" for m in team["members"])
+        policy = team["mode"] + (f" {team['load_balancing']}" if team.get("load_balancing")
+                                 else "")
+        lines.append(f"team {row['name']}: {policy}; active: "
+                     f"{', '.join(team['active']) or 'none'}; failovers {team['failovers']} "
+                     f"({per_member}); frames with no member to go to "
+                     f"{team['no_member_drops']}")
+    return lines
 
 
 def with_team_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
