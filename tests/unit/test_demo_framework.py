@@ -29,7 +29,7 @@ def test_list_shows_each_demo_once_in_story_order() -> None:
     proc = vspan("demo", "--list")
     assert proc.returncode == 0, proc.stderr
     names = [line.split()[0] for line in proc.stdout.splitlines()[:len(DEMOS)]]
-    assert names == ["mirror", "rspan", "erspan", "firewall", "troubleshoot", "metro"]
+    assert names == ["mirror", "rspan", "erspan", "firewall", "lbfo", "troubleshoot", "metro"]
     assert [s.number for s in DEMOS] == sorted(s.number for s in DEMOS)
     rows = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in proc.stdout.splitlines()[:5]}
     assert rows["mirror"].startswith("1. Hyper-V port mirroring (story 000): ")
