@@ -31,7 +31,7 @@ def test_list_shows_each_demo_once_in_story_order() -> None:
     names = [line.split()[0] for line in proc.stdout.splitlines()[:len(DEMOS)]]
     assert names == ["mirror", "rspan", "erspan", "firewall", "lbfo", "troubleshoot", "metro"]
     assert [s.number for s in DEMOS] == sorted(s.number for s in DEMOS)
-    rows = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in proc.stdout.splitlines()[:5]}
+    rows = {ln.split()[0]: " ".join(ln.split()[1:]) for ln in proc.stdout.splitlines()[:len(DEMOS)]}
     assert rows["mirror"].startswith("1. Hyper-V port mirroring (story 000): ")
     assert rows["rspan"].startswith("2. vDS remote mirroring over a mirror VLAN (story 003): ")
     assert rows["troubleshoot"].startswith("6. VLAN and ACL troubleshooting (story 002): ")
