@@ -343,6 +343,7 @@ class Switch:
         self.socket = os.path.join(workdir, f"{name}.sock")
         self.config_path = os.path.join(workdir, f"{name}.yaml")
         self.log_path = os.path.join(workdir, f"{name}.log")
+        self.state_dir = os.path.join(workdir, f"{name}.state")
         self.cpu = cpu
         self.pidfile = pidfile
         self.proc: subprocess.Popen[bytes] | None = None
@@ -356,16 +357,27 @@ class Switch:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 30) -> None:
-        """Start the switch and wait until its control API answers."""
-        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
-        argv = [*VSPAN, "up", "-c", self.config_path]
-        argv = in_ns(self.ns, *argv, cpu=self.cpu) if self.ns else [*pin, *argv]
+    def command(self) -> list[str]:
+        """The argv running the switch: pinned to :attr:`cpu`, inside :attr:`ns` if set
+        (``ip netns exec`` and taskset exec it: the pid is the switch's), with its own
+        state directory (every run starts fresh)."""
+        argv = [*VSPAN, "up", "-c", self.config_path, "--state-dir", self.state_dir]
+        if self.ns:
+            return in_ns(self.ns, *argv, cpu=self.cpu)
+        return [*(["taskset", "-c", str(self.cpu)] if self.cpu is not None else []), *argv]
+
+    def spawn(self) -> None:
+        """Start the switch process without waiting for it (its pid goes to the pidfile)."""
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=str(REPO),
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
+                                         cwd=str(REPO), start_new_session=True)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.write_text(f"{self.proc.pid} {self.config_path}\n", encoding="utf-8")
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the switch and wait until its control API answers."""
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -3,10 +3,10 @@
 # Idempotent; needs root. Safe to run on a fresh Debian 12 machine.
 set -euo pipefail
 # qemu-system-x86 and busybox-static: the test VM (scripts/build-test-vm.sh);
-# util-linux (setpriv): unprivileged TAP attach tests
+# util-linux (setpriv): unprivileged TAP attach tests; openssl: the API's TLS test
 PKGS=(iproute2 iputils-ping tcpdump tshark iperf3 netsniff-ng ethtool procps psmisc
       python3-venv nftables qemu-system-x86 busybox-static util-linux
-      etcd-server curl)
+      etcd-server curl openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

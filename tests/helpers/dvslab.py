@@ -168,7 +168,8 @@ class DvsLab:
             ap.proc = subprocess.Popen(
                 ["ip", "netns", "exec", h.ns, *VSPAN, "agent", "--dvs", self.dvs,
                  "--host", host, "--etcd", self.etcd_url, "--underlay", h.underlay,
-                 "--socket", sock, "--ttl", str(ttl), "--status-interval", "0.5", *extra],
+                 "--socket", sock, "--ttl", str(ttl), "--status-interval", "0.5",
+                 "--state-dir", str(self.workdir / f"state-{host}"), *extra],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         h.agent = ap
         if wait:
@@ -233,6 +234,30 @@ class DvsLab:
         if check and proc.returncode != 0:
             raise RuntimeError(f"vspan dvs {' '.join(args)} failed: {proc.stderr}")
         return proc
+
+    def vm_cli(self, *args: str, check: bool = True,
+               timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        """``vspan vm ARGS --etcd URL --dvs DVS`` run where etcd is reachable (the router)."""
+        proc = subprocess.run(["ip", "netns", "exec", self.router, *VSPAN, "vm", *args,
+                               "--etcd", self.etcd_url, "--dvs", self.dvs],
+                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"vspan vm {' '.join(args)} failed: {proc.stderr}"
+                               f"{proc.stdout}")
+        return proc
+
+    def migrate(self, vm: str, to: str, check: bool = True) -> dict[str, Any]:
+        """``vspan vm migrate VM --to HOST --json``: the final migration record. The lab's
+        bookkeeping follows the VM to its new host."""
+        proc = self.vm_cli("migrate", vm, "--to", to, "--json", check=check)
+        record: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        if record.get("phase") == "done":
+            for h in self.hosts.values():
+                moved = h.vms.pop(vm, None)
+                if moved is not None:
+                    moved.host = to
+                    self.hosts[to].vms[vm] = moved
+        return record
 
     def apply(self, yaml_text: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``vspan dvs apply`` of ``yaml_text``."""

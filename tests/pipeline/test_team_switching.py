@@ -194,6 +194,8 @@ def test_show_ports_json_metrics_and_table_list_members(
     render("ports", rows)
     out = capsys.readouterr().out
     assert "team0:m2" in out and "down (no carrier)" in out and "member" in out
+    assert "team team0: switch-independent layer3+4; active: m1; failovers 1 (m1 0, m2 1); " \
+           "frames with no member to go to 0\n" in out, out
 
 
 def test_team_as_rspan_uplink_and_as_mirror_source() -> None:

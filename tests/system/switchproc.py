@@ -23,9 +23,10 @@ class SwitchProcess:
         self.up_args = up_args  # extra `vspan up` options
         self.socket = str(workdir / "switch.sock")
         self.config = workdir / "switch.yaml"
+        self.state_dir = workdir / "state"  # tokens, audit log, captures
         self.config.write_text(
-            f"switch: {{name: t, control_socket: {self.socket}}}\n" + yaml_text,
-            encoding="utf-8")
+            f"switch: {{name: t, control_socket: {self.socket}, state_dir: {self.state_dir}}}\n"
+            + yaml_text, encoding="utf-8")
         self.log = workdir / "switch.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -61,6 +62,13 @@ class SwitchProcess:
         """Drops of ``reason`` (at ``port``) counted by the switch."""
         return sum(d["frames"] for d in self.show("counters")["drops"]
                    if d["reason"] == reason and (port is None or d["port"] == port))
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (nothing is saved at the end)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""

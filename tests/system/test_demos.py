@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.netns import requires_root
-from vspan.demos import DEMOS, find, mirror
+from vspan.demos import DEMOS, find, lbfo, mirror
 from vspan.demos.runner import run_demo
 
 pytestmark = [pytest.mark.system, requires_root]
@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.system, requires_root]
 VSPAN = [sys.executable, "-m", "vspan.cli.main"]
 HEADER = re.compile(r"namespaces are called (vdemo[0-9a-f]{4})-NAME, its files are in (\S+);")
 
-# what each demo must say it observed (besides "demo ok: NAME")
-EXPECTED = {
+# what each demo must say it observed (besides "demo ok: NAME"): a whole line, or a pattern
+# for a line whose numbers depend on the run (bytes, which member carried more)
+EXPECTED: dict[str, list[str | re.Pattern[str]]] = {
     "mirror": ["sniffie saw columbia's 4 echo requests and 4 replies",
                "sniffie saw atlantis's 4 echo requests and 4 replies"],
     "rspan": ["the monitor (port 2258) saw 172.24.4.52's 4 echo requests and 4 replies",
@@ -42,12 +43,32 @@ EXPECTED = {
                  "the scan found no open port on web or db (6 ports each)",
                  "vspan trace names rule 1003 for compromised -> db:3306",
                  "the db saw no IP packet of the compromised VM"],
+    "lbfo": ["psping connected 3 times to fs01:445 over the team",
+             re.compile(r"every one of the \d+ packets twice: once at its pNIC "
+                        r"\(lbfo:pnicN\), once at the tNIC \(lbfo\), with one packet id"),
+             "two SYN and two SYN-ACK per connection (6 and 6 for 3)",
+             re.compile(r"tshark calls [1-9]\d* copies retransmissions and [1-9]\d* "
+                        r"duplicate ACKs"),
+             re.compile(r"vspan flows: 3 connections \(SF\), \d+ duplicates, "
+                        r"0 retransmissions"),
+             re.compile(r"vspan dedup: \d+ frames before, \d+ after, all from lbfo; tshark "
+                        r"flags none of them"),
+             re.compile(r"the transfer went on after pnic[12] went down: [\d,]+ bytes in the "
+                        r"\d+ intervals after it"),
+             re.compile(r"vspan show ports: lbfo:pnic[12] down \(no carrier\), active "
+                        r"pnic[12], failovers [1-9]"),
+             re.compile(r"the far team po1 failed over too \(active eth[12]\)")],
     "troubleshoot": ["vspan trace: app1's ARP floods VLAN 10 to app2 and says 'not to guest: "
                      "not a member of VLAN 10'",
                      "after vspan reload guest reaches app1 (2/2)",
                      "vspan trace names the ACL entry deny-all at app2",
                      "after vspan acl remove guest reaches app2 (2/2)"],
+    # numbers vary run to run: the fixed part of each evidence line
+    "metro": ["the stream ran before (", "the sniffer kept seeing the VM: ",
+              "vspan vm migrate reported ", "the flow became asymmetric: site 1's perimeter",
+              "vspan's per-port firewall dropped nothing: the VM's "],
 }
+PREFIX_ONLY = {"metro"}
 
 
 def left_behind(tag: str, workdir: str) -> list[str]:
@@ -89,7 +110,12 @@ def test_demo(name: str) -> None:
     assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr}\n{proc.stdout[-4000:]}"
     assert f"demo ok: {name}\n" in proc.stdout
     for line in EXPECTED[name]:
-        assert f"  observed: {line}\n" in proc.stdout, (line, proc.stdout[-3000:])
+        if isinstance(line, re.Pattern):
+            assert re.search(rf"^  observed: {line.pattern}", proc.stdout, re.M), \
+                (line.pattern, proc.stdout[-3000:])
+        else:
+            want = f"  observed: {line}" if name in PREFIX_ONLY else f"  observed: {line}\n"
+            assert want in proc.stdout, (line, proc.stdout[-3000:])
     assert "--- what you saw" in proc.stdout
     tag, workdir = header(proc.stdout)
     assert left_behind(tag, workdir) == []
@@ -107,6 +133,32 @@ def test_a_demo_without_its_evidence_fails(monkeypatch: pytest.MonkeyPatch) -> N
     assert rc == 1
     assert "vspan demo mirror: NOT OBSERVED: sniffie saw 0 of columbia's 4 echo requests and " \
            "0 of its 4 replies" in err, err
+    assert not any(line.startswith("demo ok") for line in out)
+    tag, workdir = header("\n".join(out))
+    assert left_behind(tag, workdir) == []
+
+
+def test_lbfo_without_duplicates_or_a_failure_mid_transfer_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lbfo demo capturing only at the team (each packet once) and pulling the cable
+    after the transfer has ended: it must name each missing piece of evidence and exit 1."""
+    monkeypatch.setattr(lbfo, "POINTS", (lbfo.TEAM,))
+    monkeypatch.setattr(lbfo, "FAIL_AT_S", lbfo.TRANSFER_S + 1.5)
+    out: list[str] = []
+    err: list[str] = []
+    rc = run_demo(find("lbfo"), out.append, err.append)
+    assert rc == 1, (err, out[-40:])
+    said = [line.removeprefix("vspan demo lbfo: NOT OBSERVED: ") for line in err]
+    for start in ("the packets were not each seen once at a member and once at the team",
+                  "3 SYN and 3 SYN-ACK captured for 3 connections, not 6 each",
+                  "tshark flags 0 retransmissions and 0 duplicate ACKs",
+                  "vspan flows found 3 connections (SF, SF, SF), 0 duplicates and "
+                  "0 retransmissions",
+                  "vspan dedup left",
+                  "the transfer did not go on after the failure",
+                  "member counters around the failure"):
+        assert any(line.startswith(start) for line in said), (start, err)
+    assert len(said) == 7, err  # psping worked, and the member did fail (both teams)
     assert not any(line.startswith("demo ok") for line in out)
     tag, workdir = header("\n".join(out))
     assert left_behind(tag, workdir) == []

@@ -58,6 +58,23 @@ BAD = [
      "port_groups.a: a port has the same name"),
     ("hosts: {h: {}}\nport_groups: {g: {vlan: {mode: trunk, allowed: [5000]}}}",
      "port_groups.g.vlan.allowed: 5000 is not a VLAN id"),
+    ("hosts: {h: {}}\nport_groups: {g: {vlan: {mode: trunk, allowed: [10, 4001]}}}",
+     "port_groups.g.vlan: VLAN 4001 is reserved for mirror copies between hosts "
+     "(switch.mirror_vlans: 4000-4094)"),
+    ("switch: {mirror_vlans: {first: 100, last: 199}}\nhosts: {h: {}}\n"
+     "ports: {a: {host: h, vlan: {mode: access, id: 150}}}",
+     "ports.a.vlan: VLAN 150 is reserved"),
+    ("switch: {mirror_vlans: {first: 300, last: 200}}", "last (200) is below first (300)"),
+    ("hosts: {h: {}}\nports: {a: {host: h}, b: {host: h}}\n"
+     "mirrors: {m.rx: {sources: [a], destinations: [b]}}",
+     "mirrors.m.rx: session names may not end in .tx or .rx"),
+    ("hosts: {h: {}}\nports: {a: {host: h}, b: {host: h}}\n"
+     "mirrors: {m: {sources: [a], destinations: [b], overlay_vlan: 12}}",
+     "mirrors.m.overlay_vlan: 12 is not in switch.mirror_vlans (4000-4094)"),
+    ("hosts: {h: {}}\nports: {a: {host: h}, b: {host: h}}\n"
+     "mirrors: {m: {sources: [a], destinations: [b], overlay_vlan: 4000},\n"
+     "          n: {sources: [b], destinations: [a], overlay_vlan: 4000}}",
+     "mirrors.n.overlay_vlan: 4000 is already the overlay VLAN of session 'm'"),
 ]
 
 
@@ -164,3 +181,24 @@ def test_a_change_too_big_for_one_etcd_transaction_is_refused_with_advice() -> N
     with pytest.raises(DvsError, match="--max-txn-ops"):
         DvsAdmin(store, "big").apply(load(f"switch: {{name: big}}\nhosts:\n{hosts}"))
     assert store.revision == 1  # nothing written
+
+
+def test_apply_gives_each_session_a_stable_mirror_vlan() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    text = BASE + ("mirrors:\n  a: {sources: [web1], destinations: [snf]}\n"
+                   "  b: {sources: [web2], rspan: {port: web1, vlan: 55}}\n"
+                   "  c: {sources: [web1], erspan: {remote_ip: 192.0.2.9}}\n")
+    admin.apply(load(text))
+    got = {n: m.overlay_vlan for n, m in admin.state().config().mirrors.items()}
+    assert got == {"a": 4000, "b": 4001, "c": None}  # ERSPAN goes from each host itself
+    # removing a frees its VLAN for a new session; b keeps its own
+    admin.apply(load(text.replace("  a: {sources: [web1], destinations: [snf]}\n",
+                                  "  d: {sources: [web1], destinations: [snf]}\n")))
+    got = {n: m.overlay_vlan for n, m in admin.state().config().mirrors.items()}
+    assert got == {"b": 4001, "c": None, "d": 4000}
+    # a full range is refused with advice, nothing written
+    tiny = text.replace("switch: {name: prod}",
+                        "switch: {name: prod, mirror_vlans: {first: 4000, last: 4000}}")
+    with pytest.raises(DvsError, match=r"no free VLAN left in switch\.mirror_vlans"):
+        admin.apply(load(tiny))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -66,11 +67,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def host_agent(store: MemoryStore, host: str, ttl: int = 10) -> Iterator[HostAgent]:
+def host_agent(store: MemoryStore, host: str, ttl: int = 10,
+               state_dir: str | None = None) -> Iterator[HostAgent]:
     agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
     agent.start()
     ha = HostAgent(store, "lab", host, f"192.0.2.{host[-1]}", agent, ttl=ttl,
-                   status_interval=0.05)
+                   status_interval=0.05, state_dir=state_dir)
     ha.start()
     try:
         assert ha.wait_synced()
@@ -94,9 +96,10 @@ def test_compile_restricts_ports_firewall_and_mirrors_to_the_host() -> None:
     assert [s.port for s in h1.config.mirrors["remote"].sources] == ["a1"]
     h2 = compile_host(dvs, "h2", {})
     assert sorted(h2.config.ports) == ["b1"] and not h2.config.mirrors
-    assert any("remote" in n and "not delivered" in n for n in h2.notes)
-    # VLAN 10 spans hosts, but without an underlay address there is no overlay: said
+    # VLAN 10 spans hosts, but without an underlay address there is no overlay: said,
+    # and so is the session whose copies cannot travel
     assert any("no underlay address" in n for n in h2.notes), h2.notes
+    assert any("mirror remote" in n for n in h2.notes), h2.notes
 
 
 def test_agent_applies_its_ports_and_follows_changes() -> None:
@@ -225,3 +228,77 @@ def test_overlay_is_a_reserved_port_name() -> None:
 
     with pytest.raises(ConfigError, match="reserved for the VXLAN port"):
         load("hosts: {h: {}}\nports: {overlay: {host: h}}")
+
+
+def test_agent_validates_only_changed_items_and_keeps_the_last_good_one() -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    keys = DvsKeys("lab")
+    with host_agent(store, "h1") as ha:
+        before = ha.index.decoded
+        admin.edit(lambda d: d["port_groups"]["web"].update(vlan={"mode": "access", "id": 20}))
+        wait_for(lambda: ha.agent.config.ports["a1"].vlan.id == 20)
+        # one port group item changed (and meta): one item decoded, not the whole switch
+        assert ha.index.decoded - before == 1
+        # an item written behind vspan's back that does not validate: reported, not taken
+        store.txn([], [Put(keys.item("ports", "a2"), dumps({"host": "h1", "type": "memory",
+                                                            "vlan": {"mode": "nonsense"}}))])
+        wait_for(lambda: any("ports/a2" in e for e in ha.errors))
+        assert "a2" in ha.agent.config.ports  # the last good version stays
+        assert any("keeping the last good version" in e for e in ha.status()["errors"])
+
+
+def test_agent_started_while_the_store_is_down_runs_its_cached_configuration(
+        tmp_path: Path) -> None:
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    with host_agent(store, "h1", state_dir=str(tmp_path)) as ha:
+        wait_for(lambda: ha.cache_file.writes >= 1)
+        gen = ha.applied_generation
+    cache = tmp_path / "lab.h1.json"
+    assert cache.exists()
+    store.set_available(False)
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha2 = HostAgent(store, "lab", "h1", "192.0.2.1", agent, state_dir=str(tmp_path))
+    ha2.start()
+    try:
+        wait_for(lambda: ha2.running_cached is not None)
+        assert sorted(agent.config.ports) == ["a1", "a2", "overlay"]
+        st = ha2.status()
+        assert st["store"]["state"] == "unreachable"
+        assert f"generation {gen}" in st["store"]["running_cached"]
+        assert st["applied"]["generation"] == gen
+        store.set_available(True)  # etcd is back: the store's configuration takes over
+        wait_for(lambda: ha2.running_cached is None and ha2.store_state == "connected")
+        assert ha2.status()["store"]["running_cached"] is None
+    finally:
+        ha2.stop()
+        agent.stop()
+    # without a cache file the agent starts empty and says nothing about a cache
+    store.set_available(False)
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha3 = HostAgent(store, "lab", "h1", "192.0.2.1", agent, state_dir=str(tmp_path / "none"))
+    ha3.start()
+    try:
+        wait_for(lambda: ha3.store_state == "unreachable")
+        assert not agent.config.ports and ha3.running_cached is None
+    finally:
+        ha3.stop()
+        agent.stop()
+
+
+def test_the_overlay_port_is_never_judged_by_the_distributed_firewall() -> None:
+    # regression: with a default-drop firewall the overlay port was covered like a VM's
+    # port, so every frame from another host was dropped by rule "default"
+    from vspan.control.dvs.document import LiveHost
+
+    dvs = load(DVS.replace("default_action: allow", "default_action: drop"))
+    live = {"h1": LiveHost("h1", "198.18.1.2"), "h2": LiveHost("h2", "198.18.2.2")}
+    plan = compile_host(dvs, "h1", live, underlay="198.18.1.2")
+    assert "overlay" in plan.config.ports
+    fw = plan.config.firewall
+    assert fw is not None and "overlay" in fw.exclude

@@ -32,6 +32,11 @@ BAD = [
     ("ports: {ov: {type: vxlan, vxlan: {local_ip: 224.0.0.5, vnis: {10: 1}}}}",
      "ports.ov.vxlan.local_ip: '224.0.0.5' is not a unicast address"),
     (OV.format(extra=", colour: red"), "ports.ov.vxlan.colour: unknown key"),
+    ("ports: {ov: {type: vxlan, vxlan: {local_ip: 10.0.0.1, vnis: {10: 1}, "
+     "mirror_vlans: [20]}}}", "ports.ov.vxlan.mirror_vlans: VLAN 20 has no VNI in 'vnis'"),
+    ("ports: {ov: {type: vxlan, vxlan: {local_ip: 10.0.0.1, vnis: {0: 1}, "
+     "mirror_vlans: [0]}}}", "ports.ov.vxlan.mirror_vlans: the untagged network (VLAN 0) "
+     "cannot carry mirror copies"),
     ("ports: {ov: {type: vxlan, vxlan: {local_ip: 10.0.0.1, vnis: {}}}}",
      "ports.ov.vxlan.vnis: map at least one VLAN to a VNI"),
     ("ports: {ov: {type: vxlan, vxlan: {local_ip: 10.0.0.1, vnis: {4095: 1}}}}",

@@ -327,6 +327,11 @@ class Collector:
         self._ifaces: dict[tuple[str, str, int | None, int | None], int] = {}
         self._iface_names: list[str] = []
         self._next_seq: dict[tuple[str, str, int | None], int] = {}
+        self._notes: list[str] = []  # comments for the next frame written
+
+    def note(self, text: str) -> None:
+        """Comment the next frame written with ``text`` (another thread may call this)."""
+        self._notes.append(text)
 
     # ---- input -------------------------------------------------------------------------
 
@@ -381,6 +386,9 @@ class Collector:
         if d.timestamp is not None and d.ts_ns is None:
             comments.append(f"ERSPAN timestamp {d.timestamp} (granularity {d.granularity}) "
                             "not usable: receive time written")
+        if self._notes:
+            notes, self._notes = self._notes, []
+            comments[:0] = notes
         ifid = self._interface(d)
         direction = DIR_UNKNOWN
         if d.direction is not None:

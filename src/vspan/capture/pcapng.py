@@ -337,6 +337,7 @@ class PcapngWriter:
         self.path = path
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                        mode)
+        self.final: tuple[int, int, int, int] | None = None  # see close()
         self.bytes_written = 0
         self.packets = 0
         self.interfaces: list[Interface] = []
@@ -362,14 +363,17 @@ class PcapngWriter:
                      orig_len: int | None = None, comments: Sequence[str] = (),
                      flags: int | None = None, dropcount: int | None = None,
                      verdicts: Sequence[bytes] = (), packet_id: int | None = None,
-                     queue: int | None = None) -> int:
-        """Write one EPB; return its size in bytes."""
+                     queue: int | None = None, limit: int | None = None) -> int:
+        """Write one EPB; return its size in bytes (0, and nothing written, when it would
+        take the file past ``limit`` bytes)."""
         if not 0 <= interface_id < len(self.interfaces):
             raise ValueError(f"interface id {interface_id} was not added to {self.path}")
         block = packet_block(interface_id, ts_ns, data, orig_len=orig_len,
                              snaplen=self.interfaces[interface_id].snaplen, comments=comments,
                              flags=flags, dropcount=dropcount, verdicts=verdicts,
                              packet_id=packet_id, queue=queue)
+        if limit is not None and self.bytes_written + len(block) > limit:
+            return 0
         self._write(block)
         self.packets += 1
         return len(block)
@@ -379,8 +383,11 @@ class PcapngWriter:
         self._write(statistics_block(interface_id, ts_ns, **kw))  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file (idempotent); :attr:`final` then identifies the file as written
+        (device, inode, size, modification time in ns), whatever its name becomes."""
         if self._fd is not None:
+            st = os.fstat(self._fd)
+            self.final = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             os.close(self._fd)
             self._fd = None
 

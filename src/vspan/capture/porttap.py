@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from vspan.capture.filter import PacketFilter
 from vspan.capture.pcapng import (
@@ -39,18 +40,24 @@ class PortCapture:
     drops: bool = False
     filter: PacketFilter | None = None
     max_packets: int = 0  # 0 = unlimited
+    max_bytes: int = 0  # the file never grows past this (0 = unlimited)
+    stop_at: float | None = None  # Unix time the switch stops it (time-boxed)
     snaplen: int = 262144
     members: dict[tuple[int, str], str] = field(default_factory=dict)  # team member points
     descriptions: dict[str, str] = field(default_factory=dict)  # point name -> IDB text
     writer: PcapngWriter = field(init=False)
     iface_ids: dict[int, int] = field(default_factory=dict)
     member_ids: dict[tuple[int, str], int] = field(default_factory=dict)
+    capped: bool = False  # a packet did not fit under max_bytes
     packets: int = 0
     dropped_written: int = 0
     started: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # comments for the next packet written
+    annotations: int = 0
 
     def __post_init__(self) -> None:
-        self.writer = PcapngWriter(self.path, comment="vspan capture")
+        # captured traffic is for the one who captured it: owner-only
+        self.writer = PcapngWriter(self.path, comment="vspan capture", mode=0o600)
         points: dict[str, int | tuple[int, str]] = {n: i for i, n in self.ports.items()}
         points.update({n: k for k, n in self.members.items()})
         order = [n for n in self.descriptions if n in points]
@@ -67,8 +74,18 @@ class PortCapture:
 
     @property
     def full(self) -> bool:
-        """Whether the packet limit is reached."""
-        return bool(self.max_packets) and self.packets >= self.max_packets
+        """Whether the packet or byte limit is reached."""
+        return self.capped or (bool(self.max_packets) and self.packets >= self.max_packets)
+
+    def stop_reason(self, now: float) -> str:
+        """Why the switch should stop this capture by itself now ("" = it should not)."""
+        if self.capped:
+            return f"max_bytes {self.max_bytes} reached"
+        if self.max_packets and self.packets >= self.max_packets:
+            return f"max_packets {self.max_packets} reached"
+        if self.stop_at is not None and now >= self.stop_at:
+            return "time box over"
+        return ""
 
     def _write(self, iface: int, data: bytes, direction: int, drop: Drop | None,
                where: str = "", pid: int = 0) -> None:
@@ -77,13 +94,20 @@ class PortCapture:
         comments: tuple[str, ...] = ()
         if drop is not None:
             comments = (drop_comment(drop.reason.value, drop.rule, where, drop.detail),)
-            self.dropped_written += 1
-        self.writer.write_packet(
+        if self.notes:
+            comments = (*self.notes, *comments)
+        written = self.writer.write_packet(
             iface, data, time.time_ns(),
             flags=epb_flags(direction, reception_type(data)),
             comments=comments,
             verdicts=(drop_verdict(drop is not None),) if self.drops else (),
-            packet_id=pid or None)
+            packet_id=pid or None, limit=self.max_bytes or None)
+        if not written:
+            self.capped = True
+            return
+        self.notes = []
+        if drop is not None:
+            self.dropped_written += 1
         self.packets += 1
 
     def rx(self, idx: int, data: bytes, frame_drops: list[Drop], pid: int = 0) -> None:
@@ -114,12 +138,27 @@ class PortCapture:
             return
         self._write(self.iface_ids[idx], data, DIR_OUTBOUND, drop, self.ports[idx])
 
+    def annotate(self, text: str) -> None:
+        """Say ``text`` in the capture: now, as a comment of an interface statistics block
+        (of the capture's first port), and again on the next packet written (e.g. "VM web1
+        migrated from esx1 to esx2 at ...")."""
+        if self.writer.closed:
+            return
+        first = next(iter(self.iface_ids.values()), None)
+        if first is not None:
+            self.writer.write_statistics(first, time.time_ns(), comment=text)
+        self.notes.append(text)
+        self.annotations += 1
+
     def summary(self) -> dict[str, object]:
         """What was captured."""
         return {"id": self.id, "path": self.path,
                 "ports": [*self.ports.values(), *self.members.values()],
                 "packets": self.packets, "dropped_frames": self.dropped_written,
-                "bytes": self.writer.bytes_written, "seconds": round(time.time() - self.started, 1)}
+                "bytes": self.writer.bytes_written, "seconds": round(time.time() - self.started, 1),
+                "max_packets": self.max_packets, "max_bytes": self.max_bytes,
+                "stop_at": None if self.stop_at is None else
+                datetime.fromtimestamp(self.stop_at, UTC).isoformat()}
 
     def close(self) -> None:
         """Close the file."""

@@ -14,7 +14,15 @@ import argparse
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, print_json, print_table, request
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    print_json,
+    print_table,
+    request,
+)
 
 
 def register(sub: Any) -> None:
@@ -73,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
     """Talk to the switch."""
     try:
         if args.action_name == "add":
-            data = request(args.socket, "POST", f"/ports/{args.port}/acls", _entry(args))
+            data = request(endpoint(args), "POST", f"/ports/{args.port}/acls", _entry(args))
         elif args.action_name == "remove":
-            data = request(args.socket, "DELETE", f"/ports/{args.port}/acls/{args.id}")
+            data = request(endpoint(args), "DELETE", f"/ports/{args.port}/acls/{args.id}")
         else:
-            shown = request(args.socket, "GET", f"/ports/{args.port}/acls")
+            shown = request(endpoint(args), "GET", f"/ports/{args.port}/acls")
             if args.json:
                 print_json(shown)
             else:

@@ -33,6 +33,15 @@ def register(sub: Any) -> None:
                    help="lease TTL in seconds: a host whose agent stops shows down after it")
     p.add_argument("--status-interval", type=float, default=1.0,
                    help="at most one status write per this many seconds (default 1)")
+    p.add_argument("--state-dir", default=os.environ.get("VSPAN_AGENT_STATE_DIR",
+                                                         "/var/lib/vspan/agent"),
+                   help="where the agent keeps its copy of the last configuration it applied "
+                        "(started from when etcd is unreachable; default %(default)s; '' for "
+                        "none)")
+    p.add_argument("--no-move-interfaces", dest="move_interfaces", action="store_false",
+                   help="never hand a migrating VM's interface to another host's network "
+                        "namespace (by default done when both hosts are namespaces of this "
+                        "machine; otherwise the hypervisor moves the VM)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
                    help="also serve /metrics and /health (read only) over TCP")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -84,13 +93,16 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     host = HostAgent(store, args.dvs, args.host, args.underlay, agent, control_socket=sock,
                      ttl=args.ttl, status_interval=args.status_interval, store_url=args.etcd,
-                     probe_port=_probe_port)
+                     probe_port=_probe_port, state_dir=args.state_dir or None,
+                     move_interfaces=args.move_interfaces)
     host.start()
 
+    from vspan.api.access import check_table
     from vspan.api.rest import create_app, create_metrics_app
 
     app = create_app(agent)
     app.add_api_route("/dvs/status", host.status, methods=["GET"])
+    check_table(app)  # its route too has an access rule (vspan.api.access)
     sys.stderr.write(f"vspan: agent for {args.dvs} on host {args.host} (underlay "
                      f"{args.underlay}, etcd {args.etcd}); control socket {sock}\n")
     try:

@@ -1,4 +1,4 @@
-"""Talk to a running switch over its control socket."""
+"""Talk to a running switch: over its control socket, or over its TCP API with a token."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -13,18 +14,64 @@ import httpx
 DEFAULT_SOCKET = "/run/vspan/vspan0.sock"
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the switch's API is: its control socket, or a URL (``vspan up --listen``)
+    with a bearer token read from ``token_file`` or the VSPAN_TOKEN variable."""
+
+    socket: str = DEFAULT_SOCKET
+    url: str | None = None
+    token_file: str | None = None
+    cacert: str | None = None  # CA bundle (or the self-signed certificate) for https
+
+    def __str__(self) -> str:
+        return self.url or self.socket
+
+    def token(self) -> str:
+        """The bearer token (ClientError when there is none)."""
+        if self.token_file:
+            try:
+                with open(self.token_file, encoding="utf-8") as fh:
+                    token = fh.read().strip()
+            except OSError as err:
+                raise ClientError(f"cannot read the token file {self.token_file}: "
+                                  f"{err.strerror}") from None
+        else:
+            token = os.environ.get("VSPAN_TOKEN", "").strip()
+        if not token:
+            raise ClientError(f"{self.url} needs a token: put it in VSPAN_TOKEN or a file "
+                              "given with --token-file (never on the command line)")
+        return token
+
+
 class ClientError(Exception):
     """The switch could not be reached or refused the request (``data``: its JSON answer)."""
 
-    def __init__(self, message: str, data: Any = None) -> None:
+    def __init__(self, message: str, data: Any = None, status: int = 0) -> None:
         super().__init__(message)
         self.data = data
+        self.status = status  # the HTTP status of a refused request (0: none came)
 
 
 def add_socket_arg(p: argparse.ArgumentParser) -> None:
-    """The common ``--socket`` option (env VSPAN_SOCKET)."""
+    """The common options saying where the switch is: ``--socket`` (env VSPAN_SOCKET), or
+    ``--url`` (env VSPAN_URL) with ``--token-file`` / VSPAN_TOKEN and ``--cacert``."""
     p.add_argument("--socket", "-S", default=os.environ.get("VSPAN_SOCKET", DEFAULT_SOCKET),
                    help="control socket of the running switch (default: %(default)s)")
+    p.add_argument("--url", default=os.environ.get("VSPAN_URL") or None,
+                   help="use the switch's TCP API instead (vspan up --listen), e.g. "
+                        "https://sw1:8443; the token comes from VSPAN_TOKEN or --token-file")
+    p.add_argument("--token-file", metavar="FILE",
+                   default=os.environ.get("VSPAN_TOKEN_FILE") or None,
+                   help="file holding the bearer token for --url")
+    p.add_argument("--cacert", metavar="FILE", default=os.environ.get("VSPAN_CACERT") or None,
+                   help="CA certificate (or the switch's self-signed one) to verify --url")
+
+
+def endpoint(args: argparse.Namespace) -> Endpoint:
+    """The :class:`Endpoint` the common options name."""
+    return Endpoint(args.socket, getattr(args, "url", None), getattr(args, "token_file", None),
+                    getattr(args, "cacert", None))
 
 
 _NO_ACCESS = ("permission denied on the control socket {0}: only its owner (and the group "
@@ -44,18 +91,38 @@ def _check_socket(socket: str) -> None:
         raise ClientError(_NO_ACCESS.format(socket))
 
 
-def request(socket: str, method: str, path: str, body: Any = None,
-            timeout: float = 15.0) -> Any:
-    """One request; returns the decoded JSON (or text for /metrics)."""
-    _check_socket(socket)
-    transport = httpx.HTTPTransport(uds=socket)
+def _client(target: Endpoint, timeout: float) -> httpx.Client:
+    if target.url is not None:
+        verify: Any = True
+        if target.cacert:
+            import ssl
+
+            try:
+                verify = ssl.create_default_context(cafile=target.cacert)
+            except (OSError, ssl.SSLError) as err:
+                raise ClientError(f"cannot use the CA certificate {target.cacert}: "
+                                  f"{err}") from None
+        return httpx.Client(base_url=target.url, timeout=timeout, verify=verify,
+                            headers={"Authorization": f"Bearer {target.token()}"})
+    _check_socket(target.socket)
+    return httpx.Client(transport=httpx.HTTPTransport(uds=target.socket),
+                        base_url="http://vspan", timeout=timeout)
+
+
+def request(target: str | Endpoint, method: str, path: str, body: Any = None,
+            timeout: float = 15.0, params: dict[str, Any] | None = None) -> Any:
+    """One request to the switch at ``target`` (a control socket path or an
+    :class:`Endpoint`); returns the decoded JSON (or text for /metrics)."""
+    if isinstance(target, str):
+        target = Endpoint(target)
     try:
-        with httpx.Client(transport=transport, base_url="http://vspan", timeout=timeout) as c:
-            resp = c.request(method, path, json=body)
+        with _client(target, timeout) as c:
+            resp = c.request(method, path, json=body, params=params)
     except httpx.HTTPError as err:
-        if isinstance(err.__cause__, PermissionError) or "Permission denied" in str(err):
-            raise ClientError(_NO_ACCESS.format(socket)) from err
-        raise ClientError(f"cannot talk to the switch at {socket}: {err}") from err
+        if target.url is None and (isinstance(err.__cause__, PermissionError)
+                                   or "Permission denied" in str(err)):
+            raise ClientError(_NO_ACCESS.format(target.socket)) from err
+        raise ClientError(f"cannot talk to the switch at {target}: {err}") from err
     if resp.headers.get("content-type", "").startswith("application/json"):
         data = resp.json()
     else:
@@ -64,11 +131,41 @@ def request(socket: str, method: str, path: str, body: Any = None,
         if isinstance(data, dict) and "details" in data:
             lines = [f"{data.get('source', '')}: {d}" if data.get("source") else d
                      for d in data["details"]]
-            raise ClientError(f"{data['error']}:\n  " + "\n  ".join(lines), data)
+            raise ClientError(f"{data['error']}:\n  " + "\n  ".join(lines), data,
+                              resp.status_code)
         if isinstance(data, dict) and "error" in data:
-            raise ClientError(str(data["error"]), data)
-        raise ClientError(f"HTTP {resp.status_code}: {data}", data)
+            raise ClientError(str(data["error"]), data, resp.status_code)
+        raise ClientError(f"HTTP {resp.status_code}: {data}", data, resp.status_code)
     return data
+
+
+def download(target: str | Endpoint, path: str, dest: str, timeout: float = 60.0) -> int:
+    """GET ``path`` into the file ``dest`` (created owner-only); return its size."""
+    if isinstance(target, str):
+        target = Endpoint(target)
+    size = 0
+    try:
+        with _client(target, timeout) as c, c.stream("GET", path) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                try:
+                    message = str(resp.json().get("error", resp.text))
+                except ValueError:
+                    message = resp.text
+                raise ClientError(message, None, resp.status_code)
+            old = os.umask(0o077)
+            try:
+                with open(dest, "wb") as fh:
+                    for chunk in resp.iter_bytes():
+                        fh.write(chunk)
+                        size += len(chunk)
+            finally:
+                os.umask(old)
+    except httpx.HTTPError as err:
+        raise ClientError(f"cannot talk to the switch at {target}: {err}") from err
+    except OSError as err:
+        raise ClientError(f"cannot write {dest}: {err.strerror}") from err
+    return size
 
 
 def fail(err: Exception) -> int:

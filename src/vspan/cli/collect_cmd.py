@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
                    help="keep only mirrored frames matching this filter expression")
     p.add_argument("--snaplen", type=int, default=262144, metavar="N",
                    help="cut stored frames to N bytes (default 262144)")
+    p.add_argument("--dvs", metavar="NAME",
+                   help="comment the capture when a VM of distributed switch NAME migrates "
+                        "(\"VM X migrated from A to B at T\" on the next frame); needs --etcd")
+    p.add_argument("--etcd", metavar="URL", help="etcd of the distributed switch (--dvs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     p.add_argument("--progress", type=float, default=5.0, metavar="SEC",
                    help="seconds between progress lines on stderr (default 5)")
@@ -111,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     collector = Collector(writer, sessions=frozenset(args.session) if args.session else None,
                           packet_filter=flt, snaplen=args.snaplen)
+    watcher = _migration_watcher(args, collector)
     limits = RunLimits(count=args.count, duration=args.duration,
                        should_stop=lambda: stop["flag"])
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -143,12 +148,33 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if watcher is not None:
+            watcher.stop()
         collector.close()
         drops = kernel_drops(sock) if sock is not None else None
         if sock is not None:
             sock.close()
     _summary(collector, writer, drops, time.monotonic() - started)
     return rc
+
+
+def _migration_watcher(args: argparse.Namespace, collector: Collector) -> Any:
+    """With --dvs: a started watcher that notes migrations in the capture."""
+    if not args.dvs:
+        return None
+    from vspan.control.dvs.migration import MigrationWatcher
+    from vspan.control.store.etcd import EtcdStore
+
+    store = EtcdStore(args.etcd or "http://127.0.0.1:2379")
+
+    def note(text: str) -> None:
+        collector.note(text)
+        if not args.quiet:
+            _err(text)
+
+    watcher = MigrationWatcher(store, args.dvs, note)
+    watcher.start()
+    return watcher
 
 
 def _summary(collector: Collector, writer: RotatingPcapngWriter, drops: int | None,

@@ -10,8 +10,14 @@ import socket
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, request
-from vspan.config.load import ConfigError
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    request,
+)
+from vspan.cli.upstate import add_state_args, load_switch, report_restored
 
 
 def register(sub: Any) -> None:
@@ -25,8 +31,17 @@ def register(sub: Any) -> None:
                    help="let members of GROUP use the control socket (mode 0660; default: "
                         "switch.control_socket_group, else owner only, 0600)")
     p.add_argument("--metrics", metavar="HOST:PORT", default=None,
-                   help="also serve /metrics and /health (read only) over TCP "
+                   help="also serve /metrics and /health (read only, no token) over TCP "
                         "(e.g. 127.0.0.1:9477)")
+    p.add_argument("--listen", metavar="HOST:PORT", default=None,
+                   help="also serve the whole API over TCP, bearer tokens required (default: "
+                        "switch.api.listen); plain HTTP only on a loopback address, else "
+                        "give --tls-cert and --tls-key")
+    p.add_argument("--tls-cert", metavar="FILE", default=None,
+                   help="PEM certificate (chain) for --listen (default: switch.api.tls_cert)")
+    p.add_argument("--tls-key", metavar="FILE", default=None,
+                   help="PEM private key for --listen (default: switch.api.tls_key)")
+    add_state_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=run_up)
     r: argparse.ArgumentParser = sub.add_parser(
@@ -50,41 +65,59 @@ def register(sub: Any) -> None:
 def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
     from vspan.api.rest import create_app, create_metrics_app
-    from vspan.control.agent import Agent
+    from vspan.cli.serving import ServeError, auth_guard, tcp_server_config
+    from vspan.control.limits import LimitWatcher
     from vspan.ports.base import PortError
-    from vspan.ports.factory import open_backend
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loaded = load_switch(args)
+    if loaded is None:
+        return 1
+    agent, keeper = loaded
+    if args.state_dir:
+        agent.state_dir = os.path.abspath(args.state_dir)
     try:
-        agent = Agent.from_file(args.config, open_backend)
-    except ConfigError as err:
-        for line in err.errors:
-            sys.stderr.write(f"{err.source}: {line}\n")
+        tcp = tcp_server_config(agent.config.switch.api, args.listen, args.tls_cert,
+                                args.tls_key)
+        guard = auth_guard(agent)
+    except ServeError as err:
+        sys.stderr.write(f"vspan: {err}\n")
+        keeper.close()
         return 1
     sock = args.socket or agent.config.switch.socket_path()
     group = args.socket_group or agent.config.switch.control_socket_group
     listener = open_control_socket(sock, group)
     if listener is None:
+        keeper.close()
         return 1
     try:
-        agent.start()
-    except (PortError, OSError) as err:
-        sys.stderr.write(f"vspan: cannot open ports: {err}\n")
+        agent.start(keeper.restore_fdb)
+        keeper.begin(agent.config, agent.live)
+    except Exception as err:
+        what = "cannot open ports" if isinstance(err, PortError | OSError) else "cannot start"
+        sys.stderr.write(f"vspan: {what}: {err}\n")
         agent.stop()
+        keeper.close()
         listener.close()
         os.unlink(sock)
         return 1
-    servers = api_servers(create_app(agent), listener, args.metrics,
-                          create_metrics_app(agent))
+    report_restored(keeper)
+    servers = api_servers(create_app(agent, guard), listener, args.metrics,
+                          create_metrics_app(agent), tcp.kwargs if tcp is not None else None)
     who = f"owner and group {group}" if group else "owner only"
     sys.stderr.write(
         f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
-        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})\n")
+        f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})"
+        + (f"; API on {tcp.url} (bearer tokens)" if tcp is not None else "") + "\n")
+    watcher = LimitWatcher(agent, guard.audit)
+    watcher.start()
     try:
         serve(servers)
     finally:
+        watcher.stop()
         agent.stop()
+        keeper.stop()
         listener.close()
         if os.path.exists(sock):
             os.unlink(sock)
@@ -102,8 +135,12 @@ def open_control_socket(sock: str, group: str | None) -> socket.socket | None:
     if os.path.exists(sock):
         try:
             request(sock, "GET", "/health", timeout=2)
-        except ClientError:
-            os.unlink(sock)  # stale socket of a dead switch
+        except ClientError as err:
+            if not err.status:  # nothing answered: the socket of a dead switch
+                os.unlink(sock)
+            else:  # a switch answered (and refused us)
+                sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
+                return None
         else:
             sys.stderr.write(f"vspan: a switch is already running at {sock}\n")
             return None
@@ -118,12 +155,19 @@ Servers = list[tuple[Any, list[socket.socket] | None]]
 
 
 def api_servers(app: Any, listener: socket.socket, metrics: str | None,
-                metrics_app: Any) -> Servers:
-    """uvicorn servers: the API on the control socket, /metrics on TCP ``HOST:PORT``."""
+                metrics_app: Any, tcp: dict[str, Any] | None = None) -> Servers:
+    """uvicorn servers: the API on the control socket (each connection's peer uid handed to
+    the API: :mod:`vspan.api.peercred`), the API on TCP (``tcp``: uvicorn's host, port and
+    TLS settings; bearer tokens), /metrics on TCP ``HOST:PORT``."""
     import uvicorn
 
+    from vspan.api.peercred import PeerCredProtocol
+
     servers: Servers = [
-        (uvicorn.Server(uvicorn.Config(app, log_level="warning")), [listener])]
+        (uvicorn.Server(uvicorn.Config(app, http=PeerCredProtocol, log_level="warning")),
+         [listener])]
+    if tcp is not None:
+        servers.append((uvicorn.Server(uvicorn.Config(app, log_level="warning", **tcp)), None))
     if metrics:
         host, _, port = metrics.rpartition(":")
         servers.append((uvicorn.Server(uvicorn.Config(
@@ -155,7 +199,7 @@ def run_reload(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"path": os.path.abspath(args.file)} if args.file else {}
     body["live"] = "keep" if args.keep_live else "drop" if args.force else "refuse"
     try:
-        data = request(args.socket, "POST", "/reload", body)
+        data = request(endpoint(args), "POST", "/reload", body)
     except ClientError as err:
         live = err.data.get("live_changes") if isinstance(err.data, dict) else None
         if not live:

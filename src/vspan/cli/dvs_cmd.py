@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -335,8 +334,17 @@ def _render(what: str, rows: list[dict[str, Any]], name: str, generation: int) -
                            ("EXT_ACLS", "extended_acls"), ("GUARDS", "guards")])
     else:
         for r in rows:
-            r["where"] = json.dumps(r["hosts"]) if r["hosts"] else "-"
+            r["where"] = " ".join(f"{h}({','.join(roles)})"
+                                  for h, roles in r["roles"].items()) or "-"
+            r["vlan"] = r["overlay_vlan"] if r["overlay_vlan"] is not None else "-"
         print_table(rows, [("SESSION", "name"), ("ENABLED", "enabled"), ("SOURCES", "sources"),
                            ("DESTINATIONS", "destinations"), ("FILTER", "filter"),
-                           ("MIRRORED", "counters.mirrored"), ("DROPPED", "counters.dropped"),
+                           ("OFFERED", "counters.offered"), ("MIRRORED", "counters.mirrored"),
+                           ("OVERLAY_TX", "counters.overlay_sent"),
+                           ("OVERLAY_RX", "counters.overlay_received"),
+                           ("DROPPED", "counters.dropped"), ("MIRROR_VLAN", "vlan"),
                            ("HOSTS", "where")])
+        for r in rows:
+            for h, status in r["hosts"].items():
+                if status and status != "ok":
+                    sys.stdout.write(f"  {r['name']} on {h}: {status}\n")

@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, print_json, print_table, request
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    print_json,
+    print_table,
+    request,
+)
 
 
 def register(sub: Any) -> None:
@@ -41,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Talk to the switch."""
     try:
         if args.fw_action == "show":
-            shown = request(args.socket, "GET", "/firewall")
+            shown = request(endpoint(args), "GET", "/firewall")
             if args.json:
                 print_json(shown)
             else:
@@ -56,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
                     body[key] = getattr(args, flag)
             if args.position is not None:
                 body["position"] = args.position
-            data = request(args.socket, "POST", f"/firewall/sections/{args.section}/rules", body)
+            data = request(endpoint(args), "POST", f"/firewall/sections/{args.section}/rules", body)
         else:
-            data = request(args.socket, "DELETE", f"/firewall/rules/{args.id}")
+            data = request(endpoint(args), "DELETE", f"/firewall/rules/{args.id}")
     except ClientError as err:
         return fail(err)
     for line in data["changes"] or ["no changes"]:

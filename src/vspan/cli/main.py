@@ -30,6 +30,9 @@ COMMAND_MODULES = (
     "vspan.cli.flows_cmd",
     "vspan.cli.dvs_cmd",
     "vspan.cli.agent_cmd",
+    "vspan.cli.token_cmd",
+    "vspan.cli.audit_cmd",
+    "vspan.cli.vm_cmd",
 )
 
 

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.cli import units
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    request,
+)
 
 
 def register(sub: Any) -> None:
@@ -25,12 +32,32 @@ def register(sub: Any) -> None:
     c.add_argument("--allow-normal-io", action="store_true",
                    help="destination ports also carry normal traffic")
     c.add_argument("--disabled", action="store_true", help="create the session disabled")
+    _limit_args(c)
     for action in ("delete", "enable", "disable"):
         a = acts.add_parser(action, help=f"{action} a mirror session")
         a.add_argument("name")
+        if action == "enable":
+            _limit_args(a)
     for a in acts.choices.values():
         add_socket_arg(a)
     p.set_defaults(func=run)
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=units.duration, default=None, metavar="TIME",
+                   help="the switch disables the session after TIME (90, 30s, 10m, 2h, 7d)")
+    p.add_argument("--max-bytes", type=units.size, default=None, metavar="SIZE",
+                   help="the switch disables the session once its copies reach SIZE bytes "
+                        "(64k, 10M, 1G)")
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.duration is not None:
+        out["duration"] = args.duration
+    if args.max_bytes is not None:
+        out["max_bytes"] = args.max_bytes
+    return out
 
 
 def _spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,18 +71,21 @@ def _spec(args: argparse.Namespace) -> dict[str, Any]:
                             "enabled": not args.disabled}
     if args.truncate is not None:
         spec["mirrored_packet_length"] = args.truncate
-    return spec
+    return spec | _limits(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """Send the change to the switch."""
     try:
         if args.action == "create":
-            data = request(args.socket, "POST", f"/mirrors/{args.name}", _spec(args))
+            data = request(endpoint(args), "POST", f"/mirrors/{args.name}", _spec(args))
         elif args.action == "delete":
-            data = request(args.socket, "DELETE", f"/mirrors/{args.name}")
+            data = request(endpoint(args), "DELETE", f"/mirrors/{args.name}")
+        elif args.action == "enable":
+            data = request(endpoint(args), "POST", f"/mirrors/{args.name}/enable",
+                           _limits(args) or None)
         else:
-            data = request(args.socket, "POST", f"/mirrors/{args.name}/{args.action}")
+            data = request(endpoint(args), "POST", f"/mirrors/{args.name}/{args.action}")
     except ClientError as err:
         return fail(err)
     for line in data["changes"] or ["no changes"]:

@@ -8,7 +8,13 @@ import json
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    request,
+)
 from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.policy import PortPolicyConfig
 from vspan.packet.errors import PacketError
@@ -119,7 +125,7 @@ def run_explain(args: argparse.Namespace) -> int:
         if args.config:
             cfg = load_file(args.config)
         else:
-            cfg = parse_config(request(args.socket, "GET", "/config"), args.socket)
+            cfg = parse_config(request(endpoint(args), "GET", "/config"), str(endpoint(args)))
     except ConfigError as err:
         for line in err.errors:
             sys.stderr.write(f"{err.source}: {line}\n")
@@ -151,7 +157,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def _explain_live(args: argparse.Namespace, frame: bytes) -> int:
     """Let the running switch explain: it consults its connections and sessions."""
     try:
-        data = request(args.socket, "POST", "/policy/explain",
+        data = request(endpoint(args), "POST", "/policy/explain",
                        {"port": args.port, "direction": args.direction, "frame": frame.hex()})
     except ClientError as err:
         return fail(err)

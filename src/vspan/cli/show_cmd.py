@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, print_json, print_table, request
+from vspan.cli.client import (
+    ClientError,
+    Endpoint,
+    add_socket_arg,
+    endpoint,
+    fail,
+    print_json,
+    print_table,
+    request,
+)
 from vspan.config.load import ConfigError, dump_text, parse_config
 
 
@@ -14,9 +24,10 @@ def register(sub: Any) -> None:
     """Add ``show``."""
     p: argparse.ArgumentParser = sub.add_parser("show", help="show the running switch's state")
     p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "vteps", "config",
-                                    "live", "metrics"],
+                                    "live", "state", "metrics"],
                    help="config: the running configuration as YAML (save it to keep live "
-                        "changes); live: changes made with commands that the file lacks")
+                        "changes); live: changes made with commands that the file lacks; "
+                        "state: the state file and what the last start restored from it")
     p.add_argument("--json", action="store_true", help="JSON output")
     add_socket_arg(p)
     p.set_defaults(func=run)
@@ -26,12 +37,13 @@ def run(args: argparse.Namespace) -> int:
     """Fetch and print."""
     try:
         if args.what == "metrics":
-            sys.stdout.write(request(args.socket, "GET", "/metrics"))
+            sys.stdout.write(request(endpoint(args), "GET", "/metrics"))
             return 0
-        path = {"config": "/config", "live": "/live"}.get(args.what, f"/show/{args.what}")
-        data = request(args.socket, "GET", path)
+        path = {"config": "/config", "live": "/live", "state": "/state"}.get(
+            args.what, f"/show/{args.what}")
+        data = request(endpoint(args), "GET", path)
         if args.what == "config" and not args.json:
-            return _print_config(args.socket, data)
+            return _print_config(endpoint(args), data)
     except ClientError as err:
         return fail(err)
     if args.json:
@@ -41,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_config(socket: str, data: Any) -> int:
+def _print_config(socket: Endpoint, data: Any) -> int:
     """The running configuration as YAML (``vspan check-config`` accepts it), headed by
     comments naming the live changes its file lacks."""
     try:
-        cfg = parse_config(data, socket)
+        cfg = parse_config(data, str(socket))
     except ConfigError as err:
         return fail(err)
     live = request(socket, "GET", "/live")
@@ -72,6 +84,16 @@ def truncated_text(counters: dict[str, Any]) -> str:
     return text
 
 
+def limits_text(session: dict[str, Any]) -> str:
+    """A session's time box and byte cap: ``"until 10:30:00Z, 1000/5000 B"``."""
+    parts = []
+    if session.get("stop_at"):
+        parts.append(f"until {session['stop_at']}")
+    if session.get("max_bytes"):
+        parts.append(f"{session['counters'].get('cap_bytes', 0)}/{session['max_bytes']} B")
+    return ", ".join(parts)
+
+
 def render(what: str, data: Any) -> None:
     """Tables for humans."""
     if what == "ports":
@@ -81,17 +103,21 @@ def render(what: str, data: Any) -> None:
                            ("MACS", "macs"), ("RX", "counters.rx_frames"),
                            ("TX", "counters.tx_frames"), ("MIRRORED", "counters.mirrored_out"),
                            ("DROPPED", "counters.dropped")])
+        for line in team_lines(data):
+            sys.stdout.write(line + "\n")
     elif what == "fdb":
         print_table(data, [("VLAN", "vlan"), ("MAC", "mac"), ("PORT", "port"), ("VTEP", "vtep"),
                            ("AGE", "age")])
     elif what == "mirrors":
-        print_table([{**m, "cut": truncated_text(m["counters"])} for m in data],
+        print_table([{**m, "cut": truncated_text(m["counters"]), "limits": limits_text(m)}
+                     for m in data],
                     [("SESSION", "name"), ("KIND", "kind"), ("ENABLED", "enabled"),
                      ("SOURCES", "sources"), ("DESTINATIONS", "destinations"),
                      ("FILTER", "filter"),
                      ("TRUNC", "mirrored_packet_length"), ("SAMPLE", "sampling_rate"),
                      ("MIRRORED", "counters.mirrored"), ("TRUNCATED", "cut"),
-                     ("DROPPED", "counters.dropped"), ("STATUS", "status")])
+                     ("DROPPED", "counters.dropped"), ("LIMITS", "limits"),
+                     ("STATUS", "status")])
     elif what == "live":
         rows = [{**c, "state": "in file" if c.get("in_file") else "not in file"
                  if c.get("in_file") is False else "-"} for c in data["changes"]]
@@ -103,6 +129,8 @@ def render(what: str, data: Any) -> None:
             sys.stdout.write(f"(cannot read the configuration file: {data['file_problem']})\n")
     elif what == "vteps":
         _render_vteps(data)
+    elif what == "state":
+        render_state(data)
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),
@@ -150,6 +178,23 @@ def _render_vteps(data: dict[str, Any]) -> None:
                                     ("VTEP", "vtep"), ("STATIC", "static"), ("AGE", "age")])
 
 
+def team_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per team under the table: mode, active members and the failover counters."""
+    lines = []
+    for row in rows:
+        team = row.get("team")
+        if not team:
+            continue
+        per_member = ", ".join(f"{m['name']} {m['failovers']}" for m in team["members"])
+        policy = team["mode"] + (f" {team['load_balancing']}" if team.get("load_balancing")
+                                 else "")
+        lines.append(f"team {row['name']}: {policy}; active: "
+                     f"{', '.join(team['active']) or 'none'}; failovers {team['failovers']} "
+                     f"({per_member}); frames with no member to go to "
+                     f"{team['no_member_drops']}")
+    return lines
+
+
 def with_team_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The port rows with one indented row per team member under its team."""
     out: list[dict[str, Any]] = []
@@ -166,3 +211,37 @@ def with_team_members(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "counters": {"rx_frames": c["rx_frames"], "tx_frames": c["tx_frames"],
                                      "mirrored_out": "", "dropped": m["rx_inactive"]}})
     return out
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def render_state(data: dict[str, Any]) -> None:
+    """``vspan show state`` for humans."""
+    out = sys.stdout
+    out.write(f"state file: {data['path']} ({data['bytes']} bytes, schema version "
+              f"{data['schema_version']})\n")
+    out.write(f"configuration saved: {_when(data['config_saved'])} (from "
+              f"{data['config_source'] or '-'}), {data['live_changes']} live changes\n")
+    out.write(f"learned MACs saved: {_when(data['fdb_saved'])}, {data['fdb_entries']} entries "
+              f"(every {data['fdb_save_seconds']:g} s and at a clean stop; "
+              f"{data['fdb_save_errors']} failed saves)\n")
+    if data.get("last_error"):
+        out.write(f"last save error: {data['last_error']}\n")
+    started = data["started"]
+    out.write(f"this start: {started['how']}\n")
+    for line in started["notes"]:
+        out.write(f"  {line}\n")
+    fdb = started["fdb"]
+    if started["how"] != "new":
+        out.write(f"  MACs restored: {fdb['restored']}; not restored: {fdb['aged']} aged, "
+                  f"{fdb['port_gone']} port gone, {fdb['not_member']} port left the VLAN, "
+                  f"{fdb['port_down']} port down, {fdb['refused']} table/port limit\n")
+    caps = data["captures"]
+    if caps:
+        out.write("\n")
+        print_table([{**c, "ports": ",".join(c.get("ports", [])), "started": _when(c["started"]),
+                      "ended": _when(c["ended"]) if c["ended"] else "-"} for c in caps],
+                    [("CAPTURE", "id"), ("STATE", "state"), ("PORTS", "ports"),
+                     ("FILE", "path"), ("STARTED", "started"), ("ENDED", "ended")])

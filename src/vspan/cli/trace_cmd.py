@@ -7,7 +7,13 @@ import json
 import sys
 from typing import Any
 
-from vspan.cli.client import ClientError, add_socket_arg, fail, request
+from vspan.cli.client import (
+    ClientError,
+    add_socket_arg,
+    endpoint,
+    fail,
+    request,
+)
 from vspan.config.load import ConfigError, load_file
 from vspan.packet.errors import PacketError
 
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config:
             result = trace_offline(args.config, args.in_port, frame)
         else:
-            result = request(args.socket, "POST", "/trace",
+            result = request(endpoint(args), "POST", "/trace",
                              {"port": args.in_port, "frame": frame.hex()})
     except ConfigError as err:
         return fail(err)

@@ -48,6 +48,7 @@ from vspan.config.model import (
     PortConfig,
     SwitchConfig,
     VlanConfig,
+    VlanId,
 )
 from vspan.config.policy import (
     AclEntryConfig,
@@ -63,6 +64,10 @@ from vspan.config.policy import (
 
 DEFAULT_VXLAN_PORT = 4789
 OVERLAY_PORT = "overlay"  # the VXLAN port every host's switch gets; no user port may use it
+# a session's parts on one host are named SESSION (local copies), SESSION.tx (copies sent
+# over the overlay) and SESSION.rx (copies received from it): user sessions may not end so
+PART_SUFFIXES = (".tx", ".rx")
+SESSION_NAME_MAX = 29  # 32 (a port/session name) minus a part suffix
 
 
 def _port_id(value: Any) -> Any:
@@ -83,6 +88,26 @@ def port_id_key(value: int | str) -> str:
     return str(value)
 
 
+class MirrorVlanRange(Strict):
+    """VLANs reserved for mirror copies between hosts (one per session; never a port's)."""
+
+    first: VlanId = 4000
+    last: VlanId = 4094
+
+    @model_validator(mode="after")
+    def _order(self) -> MirrorVlanRange:
+        if self.last < self.first:
+            raise ValueError(f"last ({self.last}) is below first ({self.first})")
+        return self
+
+    def __contains__(self, vlan: object) -> bool:
+        return isinstance(vlan, int) and self.first <= vlan <= self.last
+
+    def text(self) -> str:
+        """``4000-4094``."""
+        return f"{self.first}-{self.last}"
+
+
 class DvsSwitchConfig(SwitchConfig):
     """Switch-wide settings of a distributed switch (the same on every host)."""
 
@@ -92,6 +117,9 @@ class DvsSwitchConfig(SwitchConfig):
                      description="underlay MTU between hosts (inner frames are 50 bytes less)")
     vni_base: int = Field(default=10000, ge=0, le=(1 << 24) - 4095,
                           description="VNI of VLAN v is vni_base + v (untagged network: +0)")
+    mirror_vlans: MirrorVlanRange = Field(
+        default_factory=MirrorVlanRange,
+        description="VLANs (and so VNIs) reserved for mirror copies between hosts")
 
     @model_validator(mode="after")
     def _no_socket(self) -> DvsSwitchConfig:
@@ -175,6 +203,9 @@ class DvsMirrorSession(MirrorSession):
 
     sources: Annotated[tuple[DvsMirrorSource, ...],
                        BeforeValidator(_dvs_sources)] = ()  # type: ignore[assignment]
+    overlay_vlan: VlanId | None = Field(
+        default=None, description="the mirror VLAN carrying this session's copies between "
+        "hosts (from switch.mirror_vlans; assigned by `dvs apply` when absent)")
 
     @model_validator(mode="after")
     def _check(self) -> DvsMirrorSession:
@@ -230,6 +261,7 @@ class DvsConfig(Strict):
             if name in fw_groups:
                 errors.append(f"port_groups.{name}: a firewall group has the same name")
         errors.extend(self._port_errors())
+        errors.extend(self._reserved_vlan_errors())
         errors.extend(self._mirror_errors())
         if not errors:
             policies = {n: effective_port(self, n).policy for n in self.ports}
@@ -237,6 +269,21 @@ class DvsConfig(Strict):
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _reserved_vlan_errors(self) -> list[str]:
+        """Ports and port groups may not use the VLANs reserved for mirror copies."""
+        reserved = self.switch.mirror_vlans
+        errors: list[str] = []
+        items = [(f"port_groups.{n}", g.vlan) for n, g in self.port_groups.items()]
+        items += [(f"ports.{n}", p.vlan) for n, p in self.ports.items()
+                  if "vlan" in p.model_fields_set]
+        for where, v in items:
+            used = sorted({x for x in (v.id, v.native, *v.allowed)
+                           if x is not None and x in reserved})
+            if used:
+                errors.append(f"{where}.vlan: VLAN {used[0]} is reserved for mirror copies "
+                              f"between hosts (switch.mirror_vlans: {reserved.text()})")
+        return errors
 
     def _port_errors(self) -> list[str]:
         errors: list[str] = []
@@ -286,8 +333,23 @@ class DvsConfig(Strict):
 
     def _mirror_errors(self) -> list[str]:
         errors: list[str] = []
+        reserved = self.switch.mirror_vlans
+        overlay_vlans: dict[int, str] = {}
         for sname, s in self.mirrors.items():
             base = f"mirrors.{sname}"
+            if sname.endswith(PART_SUFFIXES) or len(sname) > SESSION_NAME_MAX:
+                errors.append(f"{base}: session names may not end in "
+                              f"{' or '.join(PART_SUFFIXES)} and have at most "
+                              f"{SESSION_NAME_MAX} characters (the parts of a session on a "
+                              "host are named after it)")
+            if s.overlay_vlan is not None:
+                if s.overlay_vlan not in reserved:
+                    errors.append(f"{base}.overlay_vlan: {s.overlay_vlan} is not in "
+                                  f"switch.mirror_vlans ({reserved.text()})")
+                elif s.overlay_vlan in overlay_vlans:
+                    errors.append(f"{base}.overlay_vlan: {s.overlay_vlan} is already the "
+                                  f"overlay VLAN of session {overlay_vlans[s.overlay_vlan]!r}")
+                overlay_vlans[s.overlay_vlan] = sname
             src_ports: set[str] = set()
             for i, src in enumerate(s.sources):
                 if src.port is not None:

@@ -12,8 +12,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from vspan.config.access import ApiConfig, RolesConfig
 from vspan.config.base import FREEZE, IFNAME_RE, PORT_NAME_RE, THAW, FrozenMap, Strict
 from vspan.config.policy import FirewallConfig, PortPolicyConfig, policy_reference_errors
 from vspan.config.team import TeamConfig
@@ -335,6 +343,9 @@ class RspanDestination(Strict):
     port: str
     vlan: VlanId
     keep_original_tag: bool = False  # keep the frame's own tag as an inner tag
+    # with keep_original_tag: a frame untagged on the wire gets an inner tag of the VLAN it
+    # was switched in (false: the copy is the frame as seen, with only the RSPAN tag added)
+    tag_untagged: bool = True
 
 
 class RspanSource(Strict):
@@ -349,7 +360,10 @@ class MirrorSession(Strict):
     """A mirror session: sources copied to local ports, an RSPAN VLAN or an ERSPAN target.
 
     A "remote mirroring destination" session has ``rspan_source`` instead of
-    ``sources`` and delivers that mirror VLAN to its ``destinations``.
+    ``sources`` and delivers that mirror VLAN to its ``destinations`` -- or, with
+    ``rspan`` instead of destinations, relays it out of another port on another
+    mirror VLAN (the outer tag is replaced; a distributed switch uses this to carry
+    copies from the overlay to a physical RSPAN uplink).
     """
 
     enabled: bool = True
@@ -363,14 +377,24 @@ class MirrorSession(Strict):
     mirrored_packet_length: int | None = Field(default=None, ge=60, le=65535)
     sampling_rate: int = Field(default=1, ge=1, le=1_000_000)
     description: str = ""
+    # limits: the switch disables the session by itself when one is reached (audited)
+    stop_at: AwareDatetime | None = None  # time-boxed: copies stop at this time
+    max_bytes: int | None = Field(default=None, ge=1)  # bytes of copies since the last change
 
     @model_validator(mode="after")
     def _check(self) -> MirrorSession:
         if self.rspan_source is not None:
-            if self.sources or self.rspan or self.erspan:
-                raise ValueError("an rspan_source session takes no sources, rspan or erspan")
-            if not self.destinations:
-                raise ValueError("an rspan_source session needs destinations")
+            if self.sources or self.erspan:
+                raise ValueError("an rspan_source session takes no sources or erspan")
+            if not self.destinations and self.rspan is None:
+                raise ValueError("an rspan_source session needs destinations (or rspan to "
+                                 "relay the copies)")
+            if self.destinations and self.rspan is not None:
+                raise ValueError("an rspan_source session has destinations or rspan, not both")
+            if self.rspan is not None and self.rspan.port == self.rspan_source.port \
+                    and self.rspan.vlan == self.rspan_source.vlan:
+                raise ValueError("an rspan_source session cannot relay a mirror VLAN back "
+                                 "onto itself")
             return self
         if not self.sources:
             raise ValueError("a session needs at least one source")
@@ -405,15 +429,25 @@ class SwitchConfig(Strict):
     name: str = Field(default="vspan0", pattern=PORT_NAME_RE.pattern)
     fdb_aging_seconds: int = Field(default=300, ge=1, le=1_000_000)
     fdb_max_entries: int = Field(default=16384, ge=1)
+    # the learned MAC table is written to the state file this often (and at a clean stop)
+    fdb_save_seconds: int = Field(default=10, ge=1, le=3600)
     flow_cache_size: int = Field(default=65536, ge=0)
     batch_size: int = Field(default=64, ge=1, le=4096)
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)
+    # default: /var/lib/vspan/<name> (state.db, tokens, audit log, captures)
+    state_dir: str | None = None
+    roles: RolesConfig = RolesConfig()  # control-socket peers' roles
+    api: ApiConfig = ApiConfig()  # the REST API over TCP (bearer tokens)
 
     def socket_path(self) -> str:
         """Where the daemon's control socket lives."""
         return self.control_socket or f"/run/vspan/{self.name}.sock"
+
+    def state_path(self) -> str:
+        """The switch's state directory."""
+        return self.state_dir or f"/var/lib/vspan/{self.name}"
 
 
 class Config(Strict):

@@ -17,6 +17,7 @@ switch on the port. Everything here is validated with the path of the field
           peers: [10.1.0.4]             # more VTEPs accepted (learned from, not flooded to)
           static: [{mac: "02:00:00:00:01:05", vlan: 10, vtep: 10.1.0.3}]
           learning: true
+          mirror_vlans: [4000]          # VLANs carrying mirror copies between hosts
           aging_seconds: 300
           max_macs: 16384
           underlay_mtu: 1500            # VMs get 1500 - 50 = 1450
@@ -29,6 +30,8 @@ See ``docs/overlay.md``.
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -69,19 +72,28 @@ def _vni(value: Any) -> int:
 
 
 def _ipv4(value: Any) -> str:
-    """Text of a unicast IPv4 address (IPv6 underlays are not supported yet)."""
+    """Text of a unicast IPv4 address (IPv6 underlays are not supported yet).
+
+    The common case is checked by ``inet_pton`` (a distributed switch's agents check
+    flood lists of hundreds of addresses on every change); anything it refuses goes
+    through :mod:`ipaddress` for the precise message.
+    """
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not an IPv4 address")
+    text = value.strip()
     try:
-        addr = ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address") from None
-    if addr.version != 4:
-        raise ValueError(f"{value!r}: only IPv4 underlays are supported")
-    if addr.is_multicast or addr.is_unspecified or addr == ipaddress.IPv4Address(
-            "255.255.255.255"):
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 address") from None
+        if addr.version != 4:
+            raise ValueError(f"{value!r}: only IPv4 underlays are supported") from None
+        packed = addr.packed
+    if 224 <= packed[0] <= 239 or packed in (b"\0\0\0\0", b"\xff\xff\xff\xff"):
         raise ValueError(f"{value!r} is not a unicast address")
-    return str(addr)
+    return socket.inet_ntop(socket.AF_INET, packed)
 
 
 def _mac(value: Any) -> str:
@@ -120,6 +132,10 @@ class VxlanConfig(Strict):
     peers: tuple[IPv4Text, ...] = ()
     static: tuple[VxlanStatic, ...] = ()
     learning: bool = True
+    # VLANs of ``vnis`` that carry mirror copies (RSPAN over the overlay): sent to their
+    # flood list whatever the destination MAC, inner 802.1Q tags carried (the copy of a
+    # tagged frame keeps its tag), nothing learned from them on receive
+    mirror_vlans: tuple[OverlayVlan, ...] = ()
     aging_seconds: int = Field(default=300, ge=1, le=1_000_000)
     max_macs: int = Field(default=16384, ge=1, le=10_000_000)
     underlay_mtu: int = Field(default=1500, ge=576, le=65535)
@@ -147,12 +163,27 @@ class VxlanConfig(Strict):
         for vlan, vteps in sorted(flood.items()):
             if vnis is not None and vlan not in vnis:
                 raise ValueError(f"VLAN {vlan} has no VNI in 'vnis'")
-            dup = sorted({v for v in vteps if vteps.count(v) > 1})
+            dup = sorted(v for v, n in Counter(vteps).items() if n > 1)
             if dup:
                 raise ValueError(f"VLAN {vlan}: VTEP {dup[0]} listed twice")
             if local is not None and local in vteps:
                 raise ValueError(f"VLAN {vlan}: {local} is this host's own local_ip")
         return flood
+
+    @field_validator("mirror_vlans")
+    @classmethod
+    def _check_mirror_vlans(cls, vlans: tuple[int, ...], info: ValidationInfo
+                            ) -> tuple[int, ...]:
+        vnis = info.data.get("vnis")
+        for vlan in vlans:
+            if vlan == UNTAGGED_VLAN:
+                raise ValueError("the untagged network (VLAN 0) cannot carry mirror copies")
+            if vnis is not None and vlan not in vnis:
+                raise ValueError(f"VLAN {vlan} has no VNI in 'vnis'")
+        dup = sorted({v for v in vlans if vlans.count(v) > 1})
+        if dup:
+            raise ValueError(f"VLAN {dup[0]} listed twice")
+        return vlans
 
     @field_validator("peers")
     @classmethod

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import secrets
+import stat
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vspan.capture.filter import compile_filter
+from vspan.capture.pcapng import PcapngWriter
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.model import Config
 from vspan.control import views
-from vspan.control.assemble import build_engine, open_capture
+from vspan.control.assemble import build_engine, open_capture, switch_policy
 from vspan.control.live import (
     AclItem,
     FirewallRuleItem,
@@ -24,9 +32,12 @@ from vspan.control.live import (
     MirrorItem,
     config_data,
 )
-from vspan.datapath.engine import BackendFactory
+from vspan.control.statedb.store import StateWriteError
+from vspan.datapath.engine import BackendFactory, Engine
 from vspan.policy.build import SwitchPolicy
-from vspan.policy.layer import PolicyLayer
+
+if TYPE_CHECKING:
+    from vspan.control.statedb.keeper import StateKeeper
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,22 @@ class LiveChangesError(AgentError):
 
 
 LIVE_MODES = ("refuse", "keep", "drop")
+MAX_CONFIG_BYTES = 16 << 20  # a configuration file larger than this is refused
+CAPTURE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")  # fullmatch only
+FINISHED_CAPTURES = 64  # summaries of stopped captures kept for GET /captures/{id}
+KEEP = object()  # "leave as it is" for optional arguments
+
+
+@dataclass(frozen=True)
+class DueStop:
+    """A mirror session or capture that reached a limit and is to be stopped."""
+
+    kind: str  # "mirror" or "capture"
+    target: str  # session name or capture id
+    reason: str
+
+EngineHook = Callable[[Engine, ChangeSet], None]
+"""Work done on the engine thread next to a reload (see :meth:`Agent.apply`)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,10 @@ class Agent:
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
         self._capture_ids = 0
+        self.finished: deque[dict[str, Any]] = deque(maxlen=FINISHED_CAPTURES)
+        self._capture_files: dict[int, tuple[str, PcapngWriter]] = {}  # id -> path, writer
+        self.state_dir = config.switch.state_path()  # tokens, audit log, captures
+        self.keeper: StateKeeper | None = None  # the state file (vspan up), if any
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
         self.managed_by: str | None = None
@@ -86,18 +117,18 @@ class Agent:
     @property
     def switch_policy(self) -> SwitchPolicy:
         """The running switch's compiled policy (and its live state)."""
-        layer = self.engine.policy
-        assert isinstance(layer, PolicyLayer)
-        return layer.policy
+        return switch_policy(self.engine)
 
     @property
     def config(self) -> Config:
         """The running configuration."""
         return self.engine.state.config
 
-    def start(self) -> None:
-        """Open ports and start forwarding."""
+    def start(self, prepare: Callable[[], object] | None = None) -> None:
+        """Open ports, run ``prepare`` (e.g. restore the MAC table), start forwarding."""
         self.engine.open()
+        if prepare is not None:
+            prepare()
         self.engine.start()
 
     def stop(self) -> None:
@@ -105,17 +136,37 @@ class Agent:
         self.engine.close()
 
     # ----------------------------------------------------------- config changes
-    def apply(self, new: Config) -> ChangeSet:
-        """Apply a validated config live (backends opened first; failure changes nothing)."""
-        with self._lock:
-            return self._apply(new)
+    def apply(self, new: Config, before: EngineHook | None = None,
+              after: EngineHook | None = None) -> ChangeSet:
+        """Apply a validated config live (backends opened first; failure changes nothing).
 
-    def _apply(self, new: Config) -> ChangeSet:
+        ``before`` and ``after`` run on the engine thread right before and after the
+        reload, with no frame handled in between (a host agent takes a leaving port's
+        state out, or puts an arriving port's state in, there).
+        """
+        with self._lock:
+            prev, prev_live = self.config, self.live.to_data()
+            changes = self._apply(new, before, after)
+            self._save(prev, prev_live)
+            return changes
+
+    def _apply(self, new: Config, before: EngineHook | None = None,
+               after: EngineHook | None = None) -> ChangeSet:
         """Apply ``new`` (the caller holds the lock): the change set is computed here, once,
         and handed to the engine."""
         changes = diff(self.config, new)
+        engine = self.engine
+
+        def run() -> ChangeSet:
+            if before is not None:
+                before(engine, changes)
+            done = engine.reload(new, changes)
+            if after is not None:
+                after(engine, changes)
+            return done
+
         try:
-            return self.engine.call(lambda: self.engine.reload(new, changes))
+            return engine.call(run)
         except ConfigError:
             raise
         except Exception as err:
@@ -135,8 +186,10 @@ class Agent:
         target = path or self.config_path
         if not target:
             raise AgentError("no configuration file to reload from (give a path)")
+        _check_config_file(target)
         from_file = load_file(target)
         with self._lock:
+            before, before_live = self.config, self.live.to_data()
             data = config_data(from_file)
             undone = self.live.undone_by(data)
             lines = [ch.undo_text(data) for ch in undone]
@@ -155,6 +208,7 @@ class Agent:
             changes = self._apply(new)
             kept = undone if live == "keep" else []
             self.live.keep_only(kept)
+            self._save(before, before_live, (str(Path(target).resolve()), from_file))
             if path:
                 self.config_path = str(Path(path).resolve())
         return ReloadResult(changes, tuple(f"{c.item.label} ({c.history})" for c in kept),
@@ -171,13 +225,37 @@ class Agent:
         """
         self._check_unmanaged()
         with self._lock:
-            data = config_data(self.config)
+            before, before_live = self.config, self.live.to_data()
+            data = config_data(before)
             change(data)
             new = parse_config(data, what)
             changes = self._apply(new)
             if item is not None and not changes.empty:
                 self.live.record(item(), config_data(self.config), verb, command)
+            if not changes.empty:
+                self._save(before, before_live)
             return changes
+
+    def _save(self, before: Config, before_live: list[dict[str, Any]],
+              source: tuple[str, Config] | None = None) -> None:
+        """Make the running configuration and live changes durable in the state file (the
+        caller holds the lock). When the write fails the switch is put back as it was
+        (``before``) and the command fails: nothing runs that a restart would lose."""
+        if self.keeper is None:
+            return
+        try:
+            self.keeper.save_config(self.config, self.live, source)
+        except StateWriteError as err:
+            self._apply(before)
+            self.live = LiveChanges.from_data(before_live)
+            raise AgentError(f"not changed: the change could not be saved to the state file "
+                             f"({err})", 500) from None
+
+    def state_info(self) -> dict[str, Any]:
+        """The state file and what this start restored from it (``vspan show state``)."""
+        if self.keeper is None:
+            raise AgentError("this switch keeps no state file", 404)
+        return self.keeper.info()
 
     def live_changes(self) -> dict[str, Any]:
         """The live changes, each with whether the configuration file now carries it."""
@@ -215,17 +293,51 @@ class Agent:
         return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "removed",
                            "vspan mirror delete")
 
-    def mirror_enable(self, name: str, enabled: bool) -> ChangeSet:
-        """Enable or disable a mirror session."""
+    def mirror_enable(self, name: str, enabled: bool, stop_at: Any = KEEP,
+                      max_bytes: Any = KEEP) -> ChangeSet:
+        """Enable or disable a mirror session.
+
+        Enabling with ``stop_at`` (a datetime, or None for no time box) or ``max_bytes``
+        (int or None) sets those limits; left out, a ``max_bytes`` stays and a
+        ``stop_at`` that has passed is dropped (it would stop the session at once).
+        """
 
         def change(data: dict[str, Any]) -> None:
             if name not in data["mirrors"]:
                 raise AgentError(f"no mirror session named {name!r}", 404)
-            data["mirrors"][name]["enabled"] = enabled
+            sess = data["mirrors"][name]
+            sess["enabled"] = enabled
+            if not enabled:
+                return
+            if stop_at is not KEEP:
+                _set(sess, "stop_at", None if stop_at is None else stop_at.isoformat())
+            elif "stop_at" in sess and _passed(sess["stop_at"]):
+                del sess["stop_at"]
+            if max_bytes is not KEEP:
+                _set(sess, "max_bytes", max_bytes)
 
         action = "enable" if enabled else "disable"
         return self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), f"{action}d",
                            f"vspan mirror {action}")
+
+    def mirror_stop(self, name: str, reason: str) -> dict[str, Any]:
+        """The switch disables a session that reached a limit; returns its last counters
+        (empty when it is gone or already disabled)."""
+        with self._lock:
+            counters = self.engine.call(lambda: {
+                m.name: m.counters() for m in self.engine.state.mirrors.values() if m.enabled})
+        if name not in counters:
+            return {}
+
+        def change(data: dict[str, Any]) -> None:
+            sess = data["mirrors"].get(name)
+            if sess is None or not sess.get("enabled", True):  # a user was quicker
+                raise AgentError(f"mirror session {name!r} is already stopped", 409)
+            sess["enabled"] = False
+
+        self.mutate(change, f"mirror {name}", lambda: MirrorItem(name), "disabled",
+                    f"the switch ({reason})")
+        return counters[name]
 
     # ---------------------------------------------------------- ACLs, firewall
     def _port_policy(self, data: dict[str, Any], port: str) -> dict[str, Any]:
@@ -335,14 +447,42 @@ class Agent:
                                 for p, c in counters["ports"].items() if "connections" in c}}
 
     # ----------------------------------------------------------------- captures
+    @property
+    def capture_dir(self) -> str:
+        """Where captures named without a directory are written."""
+        return os.path.join(self.state_dir, "captures")
+
+    def capture_path(self, path: str, ports: list[str]) -> str:
+        """The file a capture writes: an absolute ``path`` as it is; a bare file name (or
+        nothing: a name is made up) in :attr:`capture_dir`."""
+        if os.path.isabs(path):
+            return os.path.normpath(path)
+        if not path:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            points = re.sub(r"[^A-Za-z0-9_.\-]", "_", "-".join(ports))[:64]  # TEAM:* too
+            path = f"{points}-{stamp}-{secrets.token_hex(3)}.pcapng"
+        if not CAPTURE_NAME_RE.fullmatch(path):
+            raise AgentError(f"{path!r} is not a capture file name (letters, digits, _ . -; "
+                             "no directories) nor an absolute path", 422)
+        old = os.umask(0o077)
+        try:
+            os.makedirs(self.capture_dir, mode=0o700, exist_ok=True)
+        finally:
+            os.umask(old)
+        return os.path.join(self.capture_dir, path)
+
     def capture_start(self, ports: list[str], path: str, direction: str = "both",
                       drops: bool = False, filter_expr: str | None = None,
-                      max_packets: int = 0) -> dict[str, Any]:
-        """Start a capture written by the switch to ``path`` (absolute)."""
+                      max_packets: int = 0, max_bytes: int = 0,
+                      duration: float | None = None) -> dict[str, Any]:
+        """Start a capture written by the switch to ``path`` (see :meth:`capture_path`),
+        stopped by the switch after ``max_packets``, ``max_bytes`` or ``duration`` s."""
         if direction not in ("in", "out", "both"):
             raise AgentError(f"direction must be in, out or both, not {direction!r}")
         if not ports:
             raise AgentError("name at least one port to capture on")
+        path = self.capture_path(path, ports)
+        stop_at = time.time() + duration if duration else None
 
         try:
             flt = compile_filter(filter_expr) if filter_expr else None
@@ -353,32 +493,113 @@ class Agent:
             self._capture_ids += 1
             try:
                 cap = open_capture(self.engine, ports, path, self._capture_ids, direction,
-                                   drops, flt, max_packets)
+                                   drops, flt, max_packets, max_bytes, stop_at)
             except KeyError as err:  # names the bad point
                 raise AgentError(str(err.args[0]), 404) from None
             except OSError as err:
                 raise AgentError(f"cannot write {path}: {err.strerror}") from None
-            return cap.summary()
+            self._capture_files[cap.id] = (path, cap.writer)
+            return cap.summary() | {"running": True, "full": False}
 
-        return self.engine.call(start)
-
-    def capture_stop(self, capture_id: int) -> dict[str, Any]:
-        """Stop a capture and return its summary."""
-
-        def stop() -> dict[str, Any]:
+        summary = self.engine.call(start)
+        if self.keeper is not None:
+            spec = {"ports": ports, "path": path, "direction": direction, "drops": drops,
+                    "filter": filter_expr, "max_packets": max_packets}
             try:
-                cap = self.engine.remove_capture(capture_id)
+                self.keeper.capture_started(summary, spec)
+            except StateWriteError as err:
+                self.engine.call(lambda: self._end_capture(int(summary["id"])))
+                raise AgentError(f"capture not started: it could not be recorded in the "
+                                 f"state file ({err})", 500) from None
+        return summary
+
+    def _end_capture(self, capture_id: int) -> dict[str, Any]:
+        """Stop feeding a capture and close its file (on the engine thread); its summary.
+        KeyError when there is no such capture."""
+        cap = self.engine.remove_capture(capture_id)
+        cap.close()
+        return dict(cap.summary())
+
+    def capture_stop(self, capture_id: int, stopped_by: str = "",
+                     reason: str = "stopped") -> dict[str, Any]:
+        """Stop a capture and return its summary (kept for :meth:`capture_get`)."""
+
+        def stop() -> tuple[dict[str, Any], set[int]]:
+            try:
+                summary = self._end_capture(capture_id)
             except KeyError as err:
                 raise AgentError(str(err.args[0]), 404) from None
-            cap.close()
-            return dict(cap.summary())
+            return summary, {c.id for c in self.engine.captures}
 
-        return self.engine.call(stop)
+        summary, running = self.engine.call(stop)
+        summary |= {"running": False, "full": False, "stopped_by": stopped_by or None,
+                    "stop_reason": reason}
+        self.finished.append(summary)
+        known = running | {c["id"] for c in self.finished}
+        for gone in [i for i in self._capture_files if i not in known]:
+            del self._capture_files[gone]
+        if self.keeper is not None:
+            self.keeper.capture_ended(capture_id)
+        return summary
 
     def captures(self) -> list[dict[str, Any]]:
         """Running captures."""
         return self.engine.call(lambda: [
-            c.summary() | {"full": c.full} for c in self.engine.captures])
+            c.summary() | {"full": c.full, "running": True} for c in self.engine.captures])
+
+    def capture_get(self, capture_id: int) -> dict[str, Any]:
+        """A running capture, or a recently stopped one with who stopped it and why."""
+        found: list[dict[str, Any]] = [c for c in self.captures() if c["id"] == capture_id] + \
+            [c for c in reversed(self.finished) if c["id"] == capture_id]
+        if found:
+            return found[0]
+        raise AgentError(f"no capture with id {capture_id}", 404)
+
+    def capture_file(self, capture_id: int) -> int:
+        """An open descriptor of a stopped capture's file: the very file the capture wrote
+        (a name that now leads elsewhere, by a symlink or a replaced file, is refused)."""
+        cap = self.capture_get(capture_id)
+        if cap["running"]:
+            raise AgentError(f"capture {capture_id} is still running: stop it first", 409)
+        if capture_id not in self._capture_files:
+            raise AgentError(f"capture {capture_id} is too old to hand out", 404)
+        path, writer = self._capture_files[capture_id]
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            raise AgentError(f"the file of capture {capture_id} cannot be read ({path}: "
+                             f"{err.strerror})", 404) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or \
+                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != writer.final:
+            os.close(fd)
+            raise AgentError(f"{path} is no longer the file capture {capture_id} wrote", 404)
+        return fd
+
+    # ------------------------------------------------------------------- limits
+    def due_stops(self, now: float | None = None) -> list[DueStop]:
+        """Enabled mirror sessions and captures that reached a limit (time box, bytes,
+        packets) at ``now`` (Unix time) and are to be stopped."""
+        now = time.time() if now is None else now
+
+        def scan() -> list[DueStop]:
+            due: list[DueStop] = []
+            for m in self.engine.state.mirrors.values():
+                if not m.enabled:
+                    continue
+                stop_at = m.config.stop_at
+                if stop_at is not None and now >= stop_at.timestamp():
+                    due.append(DueStop("mirror", m.name, "time box over"))
+                elif m.cap_reached:
+                    due.append(DueStop("mirror", m.name,
+                                       f"max_bytes {m.config.max_bytes} reached"))
+            for cap in self.engine.captures:
+                reason = cap.stop_reason(now)
+                if reason:
+                    due.append(DueStop("capture", str(cap.id), reason))
+            return due
+
+        return self.engine.call(scan)
 
     # -------------------------------------------------------------------- views
     def show(self, what: str) -> Any:
@@ -427,3 +648,31 @@ class Agent:
             return views.trace_view(self.engine.state, port, frame, decision, outcome, tracer)
 
         return self.engine.call(run)
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+
+
+def _passed(stop_at: Any) -> bool:
+    try:
+        return datetime.fromisoformat(str(stop_at)).timestamp() <= time.time()
+    except ValueError:
+        return False
+
+
+def _check_config_file(path: str) -> None:
+    """Refuse what is not a regular file of sane size (a FIFO or /dev/zero would hang or
+    exhaust the daemon)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise AgentError(f"cannot read {path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AgentError(f"{path} is not a regular file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise AgentError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a "
+                         "configuration file")

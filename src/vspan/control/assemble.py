@@ -19,22 +19,27 @@ from vspan.datapath.engine import BackendFactory, Engine
 from vspan.datapath.pipeline import Pipeline
 from vspan.datapath.state import SwitchState
 from vspan.mirror.senders import ErspanSenders
+from vspan.policy.build import SwitchPolicy
 from vspan.policy.layer import PolicyLayer
 from vspan.ports.base import Port, PortError
 
 
 def open_capture(engine: Engine, points: list[str], path: str, capture_id: int,
                  direction: str = "both", drops: bool = False,
-                 flt: PacketFilter | None = None, max_packets: int = 0) -> PortCapture:
+                 flt: PacketFilter | None = None, max_packets: int = 0, max_bytes: int = 0,
+                 stop_at: float | None = None) -> PortCapture:
     """Start a ``vspan capture`` on ``engine``: the points (``PORT``, ``TEAM:MEMBER``,
-    ``TEAM:*``) resolved, the pcapng file opened, the capture fed from now on.
-    KeyError names a bad point; OSError when the file cannot be written."""
+    ``TEAM:*``) resolved, the pcapng file opened, the capture fed from now on (at most
+    ``max_packets`` packets and ``max_bytes`` bytes; ``stop_at``, Unix time, is for the
+    agent, which stops it). KeyError names a bad point; OSError when the file cannot be
+    written."""
     st = engine.state
     teams = {rt.name: rt.config.team.members for rt in st.ports.values()
              if rt.config.team is not None}
     resolved = resolve(points, st.by_name, teams)
     cap = PortCapture(capture_id, path, resolved.ports, direction, drops, flt, max_packets,
-                      members=resolved.members, descriptions=resolved.descriptions)
+                      max_bytes, stop_at, members=resolved.members,
+                      descriptions=resolved.descriptions)
     engine.add_capture(cap)
     return cap
 
@@ -84,3 +89,10 @@ def offline_engine(config: Config) -> Engine:
     engine = build_engine(config, no_ports, remote=DrySenders())
     engine.mirror_out.sync_senders()
     return engine
+
+
+def switch_policy(engine: Engine) -> SwitchPolicy:
+    """The compiled policy (and its live state) of an engine :func:`build_engine` made."""
+    layer = engine.policy
+    assert isinstance(layer, PolicyLayer)
+    return layer.policy

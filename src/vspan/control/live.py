@@ -1,10 +1,12 @@
 """Live changes: the parts of the running configuration that came from CLI/API commands.
 
 ``vspan acl add``, ``vspan firewall rule add``, ``vspan mirror create`` and their
-siblings change the running switch, not its configuration file. Until a state
-store keeps them, the agent remembers each one here (:class:`LiveChanges`): which
-item it touched (``acl web1/no-ten``, ``firewall rule icmp-ok``, ``mirror mon``),
-what the item looked like afterwards, and which command did it when.
+siblings change the running switch, not its configuration file. The agent
+remembers each one here (:class:`LiveChanges`): which item it touched
+(``acl web1/no-ten``, ``firewall rule icmp-ok``, ``mirror mon``), what the item
+looked like afterwards, and which command did it when. The switch's state store
+(:mod:`vspan.control.statedb`) keeps them across restarts in the JSON form of
+:meth:`LiveChanges.to_data`.
 
 A reload compares every remembered item with the file: an item the file carries
 as it runs is settled; any other would be undone by the reload
@@ -59,6 +61,10 @@ class LiveItem(ABC):
         """The remembered value (``None``: the command removed the item)."""
         return self._value
 
+    @abstractmethod
+    def to_data(self) -> Data:
+        """The item and its remembered value as JSON-shaped data (:func:`item_from_data`)."""
+
 
 def _port_policy(data: Data, port: str, what: str) -> Data:
     p = data.get("ports", {}).get(port)
@@ -87,6 +93,10 @@ class AclItem(LiveItem):
         pol = _port_policy(data, self.port, self.label)
         kept = [e for e in pol.get(self.listname, []) if e.get("id") != self.entry_id]
         pol[self.listname] = kept + copy.deepcopy(self._value or [])
+
+    def to_data(self) -> Data:
+        return {"kind": "acl", "port": self.port, "id": self.entry_id,
+                "extended": self.listname == "extended_acls", "value": self._value}
 
 
 def _rule_id(section: Data, rule: Data, index: int) -> str:
@@ -145,6 +155,11 @@ class FirewallRuleItem(LiveItem):
             0 if self._after is None else len(rules))
         rules.insert(at, copy.deepcopy(rule))
 
+    def to_data(self) -> Data:
+        value = None if self._value is None else list(self._value)
+        return {"kind": "firewall-rule", "id": self.rule_id, "value": value,
+                "section": self._section, "after": self._after}
+
 
 class MirrorItem(LiveItem):
     """A mirror session by name."""
@@ -162,6 +177,32 @@ class MirrorItem(LiveItem):
             mirrors.pop(self.name, None)
         else:
             mirrors[self.name] = copy.deepcopy(self._value)
+
+    def to_data(self) -> Data:
+        return {"kind": "mirror", "name": self.name, "value": self._value}
+
+
+def item_from_data(data: Data) -> LiveItem:
+    """The item :meth:`LiveItem.to_data` described (ValueError when it is not one)."""
+    try:
+        kind, value = data["kind"], copy.deepcopy(data["value"])
+        item: LiveItem
+        if kind == "acl":
+            item = AclItem(str(data["port"]), str(data["id"]), bool(data["extended"]))
+        elif kind == "mirror":
+            item = MirrorItem(str(data["name"]))
+        elif kind == "firewall-rule":
+            rule = FirewallRuleItem(str(data["id"]))
+            rule._section = dict(data["section"])
+            rule._after = None if data["after"] is None else str(data["after"])
+            value = None if value is None else (str(value[0]), dict(value[1]))
+            item = rule
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"not a live change item: {err}") from None
+    item._value = value
+    return item
 
 
 @dataclass(frozen=True)
@@ -196,6 +237,22 @@ class LiveChange:
         live, there = self.item.value, self.item.value_in(data)
         verb = "restores" if live is None else "removes" if there is None else "reverts"
         return f"{verb} {self.item.label} ({self.history})"
+
+    def to_data(self) -> Data:
+        """The change as JSON-shaped data (:meth:`from_data` reads it back)."""
+        return {"item": self.item.to_data(),
+                "steps": [{"verb": s.verb, "command": s.command, "at": s.at}
+                          for s in self.steps]}
+
+    @classmethod
+    def from_data(cls, data: Data) -> LiveChange:
+        """The change :meth:`to_data` described (ValueError when it is not one)."""
+        try:
+            steps = [Step(str(s["verb"]), str(s["command"]), float(s["at"]))
+                     for s in data["steps"]]
+            return cls(item_from_data(data["item"]), steps)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a live change: {err}") from None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -239,6 +296,17 @@ class LiveChanges:
         for ch in changes:
             ch.item.put(out)
         return out
+
+    def to_data(self) -> list[Data]:
+        """Every change, oldest first, as JSON-shaped data."""
+        return [ch.to_data() for ch in self._changes]
+
+    @classmethod
+    def from_data(cls, rows: list[Data]) -> LiveChanges:
+        """The changes :meth:`to_data` described (ValueError when one is not a change)."""
+        live = cls()
+        live._changes = [LiveChange.from_data(r) for r in rows]
+        return live
 
     def keep_only(self, changes: list[LiveChange]) -> None:
         """Forget every change not in ``changes`` (the others are settled or dropped)."""

@@ -122,6 +122,8 @@ def mirrors_view(engine: Engine) -> list[dict[str, Any]]:
             "allow_normal_io": c.allow_normal_io,
             "mirrored_packet_length": c.mirrored_packet_length,
             "sampling_rate": c.sampling_rate,
+            "stop_at": c.stop_at.isoformat() if c.stop_at is not None else None,
+            "max_bytes": c.max_bytes,
             "counters": m.counters(),
         })
     return rows

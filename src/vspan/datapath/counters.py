@@ -16,6 +16,17 @@ class SwitchPortCounters:
     flooded: int = 0  # frames from this port flooded in their VLAN (once per frame)
     mirrored_out: int = 0  # mirror copies delivered to this port (as destination)
     dropped: int = 0
+    # when the port last received / was sent a frame, and first did either on this switch
+    # (the engine's clock; 0: never) -- a migration's switch-over is measured with them
+    last_rx: float = 0.0
+    last_tx: float = 0.0
+    first_seen: float = 0.0
+
+    def carry(self, values: dict[str, int]) -> None:
+        """Continue from counts made elsewhere (a port that migrated here keeps them)."""
+        for name in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "flooded",
+                     "mirrored_out", "dropped"):
+            setattr(self, name, getattr(self, name) + int(values.get(name, 0)))
 
     def as_dict(self) -> dict[str, int]:
         """Plain mapping for JSON/metrics."""

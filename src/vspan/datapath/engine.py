@@ -32,10 +32,12 @@ from vspan.config.model import Config, PortConfig
 from vspan.datapath.decision import Decision
 from vspan.datapath.fastpath import FastPath
 from vspan.datapath.flowcache import FlowCache
+from vspan.datapath.flowkey import extract
 from vspan.datapath.mirrorout import MirrorOut
 from vspan.datapath.pipeline import Pipeline
 from vspan.datapath.plugins import CaptureTap, Policy, RemoteMirrors
 from vspan.datapath.predict import Outcome, predict
+from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState, Touched
 from vspan.datapath.trace import Tracer
 from vspan.datapath.upcall import Upcall
@@ -329,6 +331,31 @@ class Engine:
             for cap in self.captures:
                 cap.member(idx, member, inbound, f.data, f.pid)
         return tap
+
+    def annotate(self, text: str) -> int:
+        """Write ``text`` into every running capture (see :meth:`CaptureTap.annotate`)."""
+        for cap in self.captures:
+            cap.annotate(text)
+        return len(self.captures)
+
+    def announce(self, port_name: str, frames: list[bytes]) -> int:
+        """Switch ``frames`` as if port ``port_name`` had sent them (a migrated VM's RARP
+        announcements, made by the switch on its behalf as QEMU's announce-self makes
+        them): learned, forwarded, mirrored and judged like the VM's own frames, but not
+        counted as frames the port received (and not cached). Returns how many were
+        handled."""
+        idx = self.state.by_name.get(port_name)
+        if idx is None:
+            return 0
+        now = self.clock()
+        fp = self.fastpath
+        for data in frames:
+            key = extract(data, idx)
+            replay(self.pipeline.run(key, data, idx), Frame(data), key, idx, now, fp)
+        if self.policy.replies:
+            fp.send_replies(now)
+        fp.flush()
+        return len(frames)
 
     def trace(self, port_name: str, data: bytes) -> tuple[Decision, Outcome, Tracer]:
         """What the switch would do with ``data`` received on ``port_name`` now: the

@@ -66,6 +66,9 @@ class FastPath:
         entries = cache.entries
         counters = rt.counters
         counters.rx_frames += len(frames)
+        counters.last_rx = now
+        if not counters.first_seen:
+            counters.first_seen = now
         self.batches += 1
         if self.stamp_ports:
             for f in frames:
@@ -133,11 +136,15 @@ class FastPath:
         if not tx:
             return
         caps = self.captures
+        now = self.clock()
         for idx, frames in tx.items():
             backend = self.backends.get(idx)
             rt = self.state.ports.get(idx)
             if backend is None or rt is None:
                 continue
+            rt.counters.last_tx = now
+            if not rt.counters.first_seen:
+                rt.counters.first_seen = now
             if caps:
                 for cap in caps:
                     for fr in frames:

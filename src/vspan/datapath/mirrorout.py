@@ -110,10 +110,19 @@ class MirrorOut:
         cut = False
         if limit and len(data) > limit:
             data, vnet, cut = data[:limit], b"", True  # a cut frame carries no offload work
-            if commit:
-                m.truncated += 1
         s = m.index
         kind = m.kind
+        cap = m.config.max_bytes
+        if cap is not None:
+            # the bytes this copy will add (RSPAN: at most one more tag)
+            size = (len(data) + 4 if kind == MIRROR_RSPAN else len(data)
+                    if kind == MIRROR_ERSPAN else len(data) * len(m.dest_ports))
+            if m.capped or m.bytes - m.cap_base + size > cap:
+                if commit:
+                    m.capped += 1  # the session stops at its byte cap (the agent disables it)
+                return []
+        if cut and commit:
+            m.truncated += 1
         if kind == MIRROR_ERSPAN:
             return [Delivery(s, TO_SENDER, data, b"", cut, c.point == POINT_EGRESS, c.vlan,
                              m.sender is not None)]
@@ -123,7 +132,8 @@ class MirrorOut:
             uplink = ports.get(m.uplink)
             if rs is None or uplink is None or not uplink.enabled or len(data) < 14:
                 return [Delivery(s, m.uplink, data, vnet, cut, ok=False)]
-            copy = rspan_copy(data, rs.vlan, rs.keep_original_tag, original_vlan=c.vlan)
+            copy = rspan_copy(data, rs.vlan, rs.keep_original_tag,
+                             original_vlan=c.vlan if rs.tag_untagged else 0)
             if vnet and len(copy) != len(data):
                 vnet = vnet_shift(vnet, len(copy) - len(data))
             return [Delivery(s, m.uplink, copy, vnet, cut)]
@@ -141,22 +151,26 @@ class MirrorOut:
         mirrors = self.state.mirrors
         if c.encap == MIRROR_LOCAL and c.plain:  # what route() gives such a copy, faster
             m = mirrors.get(c.session)
-            if m is not None:
+            if m is None:
+                return
+            if m.config.max_bytes is None:
                 m.seen += 1
                 ports = self.state.ports
+                size = len(frame.data)
                 for dp in m.dest_ports:
                     prt = ports.get(dp)
                     if prt is None or not prt.enabled:
                         m.dropped += 1
                         continue
                     m.mirrored += 1
+                    m.bytes += size
                     prt.counters.mirrored_out += 1
                     q = tx.get(dp)
                     if q is None:
                         tx[dp] = [frame]
                     else:
                         q.append(frame)
-            return
+                return
         for d in self.route(c, frame, True):
             m = mirrors[d.session]
             if not d.ok:
@@ -168,10 +182,12 @@ class MirrorOut:
                                                       truncated=d.truncated,
                                                       vlan=d.vlan or None):
                     m.mirrored += 1
+                    m.bytes += len(d.data)
                 else:
                     m.dropped += 1
             else:
                 m.mirrored += 1
+                m.bytes += len(d.data)
                 self.state.ports[d.port].counters.mirrored_out += 1
                 copy = frame if d.data is frame.data and d.vnet is frame.vnet else Frame(
                     d.data, d.vnet)

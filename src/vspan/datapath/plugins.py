@@ -151,6 +151,14 @@ class CaptureTap(Protocol):
         """A frame bound for port ``idx`` dropped there."""
         ...
 
+    def annotate(self, text: str) -> None:
+        """Say ``text`` in the capture (e.g. that a VM migrated)."""
+        ...
+
+    def stop_reason(self, now: float) -> str:
+        """Why the switch should stop this capture by itself now ("" = it should not)."""
+        ...
+
     def close(self) -> None:
         """Finish the file."""
         ...

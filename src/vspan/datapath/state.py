@@ -101,7 +101,7 @@ class MirrorRuntime:
     config: MirrorSession
     dest_ports: tuple[int, ...] = ()
     kind: str = MIRROR_LOCAL
-    uplink: int = 0  # RSPAN: the port copies leave by / arrive on
+    uplink: int = 0  # RSPAN: the port copies leave by (a receiving session: arrive on)
     filter: FlowMatch | None = None
     sender: MirrorSender | None = None  # ERSPAN: managed by the engine's remote mirrors
     dest_error: str = ""  # why the destination cannot be used (copies are dropped)
@@ -111,6 +111,14 @@ class MirrorRuntime:
     dropped: int = 0  # copies lost at the destination (down, tx error)
     sampled_out: int = 0
     seen: int = 0  # frames offered (drives 1-in-n sampling)
+    bytes: int = 0  # bytes of the copies sent (as cut; ERSPAN: without the encapsulation)
+    capped: int = 0  # copies not sent because config.max_bytes was reached
+    cap_base: int = 0  # ``bytes`` when the session was last enabled (max_bytes counts on)
+
+    @property
+    def cap_reached(self) -> bool:
+        """Whether the session stopped copying at its ``max_bytes``."""
+        return self.capped > 0
 
     @property
     def enabled(self) -> bool:
@@ -118,12 +126,15 @@ class MirrorRuntime:
         return self.config.enabled
 
     def ports(self, by_name: dict[str, int]) -> set[int]:
-        """Every port the session names: sources, destinations, RSPAN uplink."""
+        """Every port the session names: sources, destinations, RSPAN uplink, the port an
+        RSPAN VLAN arrives on (a receiving or relaying session)."""
         c = self.config
         out = {by_name[s.port] for s in c.sources if s.port in by_name}
         out.update(self.dest_ports)
         if self.kind in (MIRROR_RSPAN, MIRROR_RSPAN_IN):
             out.add(self.uplink)
+        if c.rspan_source is not None and c.rspan_source.port in by_name:
+            out.add(by_name[c.rspan_source.port])
         return out
 
     def counters(self) -> dict[str, int]:
@@ -139,7 +150,9 @@ class MirrorRuntime:
             "dropped": self.dropped,
             "sampled_out": self.sampled_out,
             "offered": self.seen,
-        }
+            "bytes": self.bytes,
+        } | ({"capped": self.capped, "cap_bytes": self.bytes - self.cap_base}
+             if self.config.max_bytes is not None else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,16 +276,24 @@ class SwitchState:
                 m.kind, m.uplink = MIRROR_RSPAN_IN, self.by_name[sess.rspan_source.port]
             if sess.filter:
                 m.filter = compile_match(sess.filter)
-            if prev is not None and prev.config == sess:
+            if prev is not None and _same_session(prev.config, sess):
+                # the same session (perhaps enabled, disabled or given other limits):
+                # its counters go on
                 m.mirrored, m.truncated, m.dropped = prev.mirrored, prev.truncated, prev.dropped
                 m.sampled_out, m.seen = prev.sampled_out, prev.seen
+                m.bytes, m.capped, m.cap_base = prev.bytes, prev.capped, prev.cap_base
+                if (sess.enabled and not prev.config.enabled) or \
+                        sess.max_bytes != prev.config.max_bytes:
+                    m.capped, m.cap_base = 0, m.bytes  # a new byte budget from here
+            if prev is not None and prev.config == sess:
                 m.sender = prev.sender
                 m.dest_error = prev.dest_error
             self.mirrors[i] = m
             if not sess.enabled:
                 continue
-            if sess.rspan_source is not None:
-                self.ports[m.uplink].rspan_in[sess.rspan_source.vlan] = i
+            if sess.rspan_source is not None:  # a receiving (or relaying) session
+                rx = self.ports[self.by_name[sess.rspan_source.port]]
+                rx.rspan_in[sess.rspan_source.vlan] = i
             for d in m.dest_ports:
                 rt = self.ports[d]
                 if not rt.mirror_dest:
@@ -287,3 +308,11 @@ class SwitchState:
                 if src.direction in (Direction.EGRESS, Direction.BOTH):
                     rt.mirror_egress = (*rt.mirror_egress, i)
         self.mirror_by_name = by_name
+
+
+_LIFECYCLE = {"enabled": True, "stop_at": None, "max_bytes": None}
+
+
+def _same_session(old: MirrorSession, new: MirrorSession) -> bool:
+    """Whether ``new`` is ``old`` enabled, disabled or with other limits (nothing else)."""
+    return old.model_copy(update=_LIFECYCLE) == new.model_copy(update=_LIFECYCLE)

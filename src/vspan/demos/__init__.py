@@ -10,11 +10,11 @@ pieces: :mod:`.lab` (namespaces, veths, processes, cleanup), :mod:`.switch`
 
 from __future__ import annotations
 
-from vspan.demos import erspan, firewall, mirror, rspan, troubleshoot
+from vspan.demos import erspan, firewall, lbfo, metro, mirror, rspan, troubleshoot
 from vspan.demos.base import DemoSpec
 
 DEMOS: tuple[DemoSpec, ...] = (mirror.DEMO, rspan.DEMO, erspan.DEMO, firewall.DEMO,
-                               troubleshoot.DEMO)
+                               lbfo.DEMO, troubleshoot.DEMO, metro.DEMO)
 DEFAULT = "mirror"  # `vspan demo` without a name (the README's and scripts/demo.sh's demo)
 
 

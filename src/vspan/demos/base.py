@@ -27,6 +27,18 @@ class DemoContext:
         sw.start()
         return sw
 
+    def switches(self, *specs: tuple[str, str, str]) -> list[DemoSwitch]:
+        """Show each switch's configuration file (``NAME.yaml``), then start them in order
+        (``specs``: host namespace, switch name, configuration body) and show the ``vspan
+        up`` commands; the switches in the same order."""
+        for _ns, name, body in specs:
+            self.say.say(f"{name}'s switch ({name}.yaml):")
+            self.say.block(body)
+        started = [self.switch(ns, name, body) for ns, name, body in specs]
+        for sw in started:
+            self.say.command(sw.name, f"vspan up -c {sw.name}.yaml")
+        return started
+
     def tcpdump(self, ns: str, iface: str, name: str, capture_filter: str = "") -> Tcpdump:
         """A started tcpdump on ``iface`` in ``ns`` writing ``<workdir>/<name>.pcap``."""
         return Tcpdump(self.lab, ns, iface, self.path(f"{name}.pcap"), capture_filter).start()

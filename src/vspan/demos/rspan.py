@@ -78,14 +78,7 @@ def run(ctx: DemoContext) -> None:
                                  ("esx2", VM52[3], VM52[0], VM52[1]),
                                  ("esx2", MONITOR[2], MONITOR[0], "(the mirror adapter)")):
         say.say(f"  {host}  dvPort {port:>4}  VM {name:13} {ip}")
-    say.say("esx1's switch (esx1.yaml):")
-    say.block(ESX1)
-    say.say("esx2's switch (esx2.yaml):")
-    say.block(ESX2)
-    sw2 = ctx.switch(esx2, "esx2", ESX2)
-    sw1 = ctx.switch(esx1, "esx1", ESX1)
-    say.command("esx1", "vspan up -c esx1.yaml")
-    say.command("esx2", "vspan up -c esx2.yaml")
+    sw1, sw2 = ctx.switches((esx1, "esx1", ESX1), (esx2, "esx2", ESX2))
 
     say.step("the monitor captures on its dvPgMirror adapter; the trunk is watched too")
     say.command(MONITOR[0], "tcpdump -i eth0 -w monitor.pcap")

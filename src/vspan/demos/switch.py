@@ -57,7 +57,9 @@ class DemoSwitch:
 
     def text(self, body: str | None = None) -> str:
         """The whole configuration file for ``body`` (default: the current one)."""
-        return (f"switch: {{name: {self.name}, control_socket: {self.socket}}}\n"
+        state = self.lab.workdir / f"{self.name}.state"  # every run starts afresh
+        return (f"switch: {{name: {self.name}, control_socket: {self.socket}, "
+                f"state_dir: {state}}}\n"
                 + (self.body if body is None else body))
 
     def write_config(self, body: str) -> None:

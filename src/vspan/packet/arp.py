@@ -12,7 +12,9 @@ from vspan.packet.errors import PacketError, check_uint, need
 
 ARP_REQUEST = 1
 ARP_REPLY = 2
+RARP_REQUEST = 3  # "request reverse" (RFC 903)
 ARPHRD_ETHER = 1
+ETH_P_RARP = 0x8035
 
 _FIXED = struct.Struct("!HHBBH")
 
@@ -98,3 +100,15 @@ def _v4(raw: bytes) -> ipaddress.IPv4Address:
     if len(raw) != 4:
         raise PacketError("arp", f"protocol address {raw!r} is not IPv4")
     return ipaddress.IPv4Address(raw)
+
+
+def rarp_announce(mac: bytes) -> bytes:
+    """The frame QEMU's ``announce-self`` sends for a NIC that just migrated: a broadcast
+    RARP "request reverse" (ethertype 0x8035, opcode 3) from ``mac`` about ``mac``, no
+    addresses, padded to the 60-byte minimum. Switches on the way learn where the MAC
+    is now."""
+    if len(mac) != 6 or mac[0] & 1:
+        raise PacketError("rarp", f"{mac!r} is not a unicast MAC address")
+    body = ARP(RARP_REQUEST, mac, bytes(4), mac, bytes(4)).pack()
+    frame = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_RARP) + body
+    return frame + bytes(60 - len(frame))

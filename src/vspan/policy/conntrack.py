@@ -498,3 +498,13 @@ class ConnTrack:
         """Forget every connection."""
         self._conns.clear()
         self._pairs.clear()
+
+    def adopt(self, c: Conn) -> bool:
+        """Take over a connection tracked elsewhere (a migrated port's state); False when
+        the table is full or the connection is already tracked here."""
+        if c.key in self._conns or len(self._conns) >= self.max_conns:
+            return False
+        self._conns[c.key] = c
+        pk = (c.key[0], c.key[1], c.key[3])
+        self._pairs[pk] = self._pairs.get(pk, 0) + 1
+        return True

@@ -362,3 +362,17 @@ class ExtAclSessions:
     def flush(self) -> None:
         """Forget every session."""
         self._sessions.clear()
+
+    def entries(self, now: float) -> list[tuple[SessionKey, str, Dir, float, float]]:
+        """Live sessions as (key, rule id, origin, idle timeout, seconds left)."""
+        return [(k, s.rule_id, s.origin, s.idle, s.expires - now)
+                for k, s in self._sessions.items() if s.expires > now]
+
+    def adopt(self, key: SessionKey, rule_id: str, origin: Dir, idle: float,
+              expires: float) -> bool:
+        """Take over a session opened elsewhere (a migrated port's state); False when the
+        table is full."""
+        if key not in self._sessions and len(self._sessions) >= self.max_sessions:
+            return False
+        self._sessions[key] = _Session(rule_id, origin, idle, expires)
+        return True

@@ -150,6 +150,7 @@ class VxlanPort(Port):
         self._vx_hdr = {vlan: vxlan_header(vni) for vlan, vni in cfg.vnis.items()}
         self._push = {vlan: _TAG.pack(0x8100, vlan) for vlan in cfg.vnis if vlan}
         self._flood = {vlan: tuple(cfg.flood.get(vlan, ())) for vlan in cfg.vnis}
+        self._mirror = frozenset(cfg.mirror_vlans)  # VLANs carrying mirror copies
         self._learning = cfg.learning
         self._max_inner = cfg.underlay_mtu - VXLAN_ENCAP_V4
         accepted = cfg.vteps()
@@ -250,6 +251,7 @@ class VxlanPort(Port):
         vteps = self.vteps
         vni_vlan = self._vni_vlan
         push = self._push
+        mirror = self._mirror
         learn = self.table.learn if self._learning else None
         inner_mtu = self._max_inner - 14
         now = self.clock()
@@ -282,22 +284,26 @@ class VxlanPort(Port):
                 vlan = vni_vlan.get((buf[4] << 16) | (buf[5] << 8) | buf[6], -1)
                 if vlan < 0:
                     reason = RX_UNKNOWN_VNI
-                elif buf[20:22] in _TPIDS:
+                elif buf[20:22] in _TPIDS and vlan not in mirror:
                     reason = RX_INNER_TAG
             if reason:
                 errors += 1
                 _bump(self.rx_drops, reason)
                 _bump(vt.rx_drops, reason)
                 continue
-            if learn is not None and not buf[14] & 1:
-                learn(vlan, bytes(buf[14:20]), src, now)
             size = n - VXLAN_HLEN
             tag = push.get(vlan)
-            if tag is None:
+            if vlan in mirror:  # a mirror copy: as sent (tags and all), nothing learned
+                assert tag is not None
+                data = b"".join((mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n]))
+                vnet = b""
+            elif tag is None:
                 data, vnet = receive_offloads(mv[VXLAN_HLEN:n].tobytes(), 14, inner_mtu)
             else:
                 data, vnet = receive_offloads(b"".join(
                     (mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n])), 18, inner_mtu)
+            if learn is not None and not buf[14] & 1 and vlan not in mirror:
+                learn(vlan, bytes(buf[14:20]), src, now)
             out.append(Frame(data, vnet))
             vt.rx_frames += 1
             vt.rx_bytes += size
@@ -343,10 +349,11 @@ class VxlanPort(Port):
         else:
             vlan = 0
         vx = self._vx_hdr.get(vlan)
+        mirror = vlan in self._mirror
         reason = ""
         if vx is None:
             reason = TX_UNMAPPED_VLAN
-        elif data[12:14] in _TPIDS:
+        elif data[12:14] in _TPIDS and not mirror:
             reason = TX_INNER_TAG
         if reason:
             _bump(drops, reason)
@@ -364,7 +371,7 @@ class VxlanPort(Port):
             pieces = [data]
         dst = data[:6]
         targets: tuple[str, ...]
-        if dst[0] & 1:
+        if dst[0] & 1 or mirror:  # a mirror copy goes to the VLAN's receivers, always
             targets = self._flood[vlan]
         else:
             vtep = self.table.lookup(vlan, dst, now)
@@ -433,6 +440,9 @@ class VxlanPort(Port):
         if vtep is not None:
             return f"VXLAN VNI {vni} to VTEP {vtep} (where {mac_str(dst)} was learned)"
         flood = self._flood.get(vlan, ())
+        if vlan in self._mirror:
+            return (f"VXLAN VNI {vni} (mirror copies of VLAN {vlan}) to "
+                    f"{', '.join(flood) or 'nobody'}")
         if not flood:
             return f"VXLAN VNI {vni}: flood list of VLAN {vlan} is empty, sent nowhere"
         return f"VXLAN VNI {vni}, head-end replication to {', '.join(flood)}"
@@ -450,7 +460,10 @@ class VxlanPort(Port):
         rows: list[dict[str, object]] = []
         for ip, vc in self.vteps.items():
             flood = sorted(vlan for vlan, ips in cfg.flood.items() if ip in ips)
+            mirror = [v for v in flood if v in self._mirror]
+            flood = [v for v in flood if v not in self._mirror]
             roles = ([f"flood({','.join(str(v) for v in flood)})"] if flood else []) + (
+                [f"mirror({','.join(str(v) for v in mirror)})"] if mirror else []) + (
                 ["static"] if ip in static else []) + (["peer"] if ip in cfg.peers else [])
             rows.append({"port": self.name, "vtep": ip, "roles": roles,
                          "flood_vlans": flood, "macs": macs.get(ip, 0), **vc.as_dict()})

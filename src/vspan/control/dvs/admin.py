@@ -106,6 +106,48 @@ def assign_port_ids(dvs: DvsConfig, current: DvsConfig | None,
     return dvs.model_copy(update={"ports": ports}), new_meta, gone
 
 
+def needs_overlay_vlan(session: Any) -> bool:
+    """Whether a session's copies may cross the overlay (local destinations or an RSPAN
+    uplink, whose sources can be on other hosts); ERSPAN goes from each host itself."""
+    return session.rspan_source is None and (bool(session.destinations)
+                                              or session.rspan is not None)
+
+
+def assign_overlay_vlans(dvs: DvsConfig, current: DvsConfig | None) -> DvsConfig:
+    """Give every session that needs one a mirror VLAN from ``switch.mirror_vlans``.
+
+    A session keeps its stored VLAN (unless the file names one, or the range moved away
+    from it); a new one takes the lowest free VLAN of the range.
+    """
+    reserved = dvs.switch.mirror_vlans
+    old = current.mirrors if current is not None else {}
+    chosen: dict[str, int | None] = {}
+    for name, sess in dvs.mirrors.items():
+        if not needs_overlay_vlan(sess) or sess.overlay_vlan is not None:
+            chosen[name] = sess.overlay_vlan
+        else:
+            prev = old.get(name)
+            keep = prev.overlay_vlan if prev is not None else None
+            chosen[name] = keep if keep is not None and keep in reserved else None
+    used = {v for v in chosen.values() if v is not None}
+    free = (v for v in range(reserved.first, reserved.last + 1) if v not in used)
+    mirrors: dict[str, Any] = {}
+    for name, sess in dvs.mirrors.items():
+        vlan = chosen[name]
+        if vlan is None and needs_overlay_vlan(sess):
+            vlan = next(free, None)
+            if vlan is None:
+                raise DvsError(f"mirrors.{name}: no free VLAN left in switch.mirror_vlans "
+                               f"({reserved.text()}) for its copies between hosts: widen "
+                               "the range")
+        if vlan == sess.overlay_vlan:
+            mirrors[name] = sess
+            continue
+        mirrors[name] = sess.model_copy(update={"overlay_vlan": vlan})
+        mirrors[name].model_fields_set.add("overlay_vlan")
+    return dvs.model_copy(update={"mirrors": mirrors})
+
+
 def _describe(rel: str, old: bytes | None, new: bytes | None, dvs: DvsConfig) -> str:
     section, _, item = rel.partition("/")
     what = {"hosts": "host", "port_groups": "port group", "ports": "port",
@@ -151,6 +193,7 @@ class DvsAdmin:
             raise DvsError(f"no distributed switch named {self.name!r}")
         current = st.config() if st.exists else None
         dvs, meta, _retired = assign_port_ids(dvs, current, st.meta)
+        dvs = assign_overlay_vlans(dvs, current)
         new_keys = encode(dvs)
         old_keys = encode(current) if current is not None else {}
         result = ApplyResult(port_ids={n: str(p.port_id) for n, p in dvs.ports.items()})

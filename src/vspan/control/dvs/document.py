@@ -46,6 +46,8 @@ class LiveHost:
     pid: int = 0
     version: str = ""
     mod_revision: int = 0
+    boot_id: str = ""  # the kernel's: hosts with equal ones are namespaces of one machine
+    features: tuple[str, ...] = ()  # what the agent can do (e.g. "move-interfaces")
 
     @classmethod
     def decode(cls, kv: KeyValue, host: str) -> LiveHost:
@@ -53,7 +55,9 @@ class LiveHost:
         data = loads(kv.value, kv.key)
         return cls(host=host, underlay=str(data.get("underlay", "")), lease=kv.lease,
                    started=float(data.get("started", 0)), pid=int(data.get("pid", 0)),
-                   version=str(data.get("version", "")), mod_revision=kv.mod_revision)
+                   version=str(data.get("version", "")), mod_revision=kv.mod_revision,
+                   boot_id=str(data.get("boot_id", "")),
+                   features=tuple(str(f) for f in data.get("features", ())))
 
 
 @dataclass

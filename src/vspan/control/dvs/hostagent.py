@@ -27,21 +27,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vspan.config.diff import ChangeSet
 from vspan.config.dvs import DvsConfig
+from vspan.config.load import ConfigError
 from vspan.config.model import Config, PortConfig, PortType
-from vspan.control.agent import Agent, AgentError
-from vspan.control.dvs.compile import HostPlan, compile_host
-from vspan.control.dvs.document import (
-    LiveHost,
-    SchemaError,
-    StoredDataError,
-    decode,
-    dumps,
-)
+from vspan.control.agent import Agent, AgentError, EngineHook
+from vspan.control.dvs.compile import HostPlan, PortCache, compile_host
+from vspan.control.dvs.document import LiveHost, SchemaError, dumps
+from vspan.control.dvs.hostcache import HostCache, SavedConfig
+from vspan.control.dvs.index import DvsIndex, Touched
 from vspan.control.dvs.keys import DvsKeys
+from vspan.control.dvs.migrator import Migrator
+from vspan.control.dvs.mirrorplan import summed_counters
 from vspan.control.store.base import (
     Compare,
-    KeyValue,
     Put,
     Store,
     StoreError,
@@ -49,10 +48,11 @@ from vspan.control.store.base import (
     WatchCompacted,
     WatchStream,
 )
+from vspan.datapath.engine import Engine
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 
 def interface_exists(name: str) -> bool:
@@ -71,7 +71,8 @@ class HostAgent:
                  control_socket: str | None = None, ttl: int = 10,
                  status_interval: float = 1.0, store_url: str = "",
                  iface_exists: Callable[[str], bool] = interface_exists,
-                 probe_port: Callable[[str, PortConfig], str | None] | None = None) -> None:
+                 probe_port: Callable[[str, PortConfig], str | None] | None = None,
+                 state_dir: str | None = None, move_interfaces: bool = True) -> None:
         self.store = store
         self.keys = DvsKeys(dvs)
         self.dvs = dvs
@@ -85,15 +86,19 @@ class HostAgent:
         self.iface_exists = iface_exists
         self.probe_port = probe_port
         agent.managed_by = f"distributed switch {dvs!r} (host {host})"
-        self.items: dict[str, KeyValue] = {}
-        self.revision = 0  # the cache is complete up to this revision
+        self.index = DvsIndex(dvs)  # the store's items, decoded one by one
+        self.cache = PortCache()  # per-port compile work, kept between reconciles
+        self.cache_file = HostCache.for_host(state_dir, dvs, host)
+        self.running_cached: SavedConfig | None = None  # started from the cache file
+        self._need_full_read = False
         self.applied_generation = 0
         self.applied_revision = 0
         self.applied_at = 0.0
         self.reconciles = 0
+        self.reconcile_seconds = 0.0  # time spent reconciling (benchmarks)
+        self.last_reconcile_seconds = 0.0
         self.plan: HostPlan | None = None
         self.desired: DvsConfig | None = None
-        self._config_dirty = True  # config/ keys changed since the last validation
         self.live: dict[str, LiveHost] = {}
         self.errors: list[str] = []
         self.refused: str | None = None
@@ -105,6 +110,8 @@ class HostAgent:
         self.lease = 0
         self.registrations = 0
         self.port_failures: dict[str, str] = {}  # port -> why its backend did not open
+        self.mirror_base: dict[str, dict[str, int]] = {}  # part -> counts before a restart
+        self.part_roles: dict[str, tuple[str, str]] = {}  # part -> (session, role), ever
         self._watch: WatchStream | None = None
         self._stop = threading.Event()
         self._lock = threading.RLock()  # one reconcile at a time
@@ -112,12 +119,14 @@ class HostAgent:
         self._last_status: dict[str, Any] | None = None
         self.status_writes = 0
         self.on_applied: Callable[[HostAgent], None] | None = None  # benchmarks, tests
+        self.migrator = Migrator(self, move_interfaces)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start the sync, lease and status threads."""
         for name, fn in (("sync", self._sync_loop), ("lease", self._lease_loop),
-                         ("status", self._status_loop)):
+                         ("status", self._status_loop),
+                         ("migrate", lambda: self.migrator.run(self._stop))):
             t = threading.Thread(target=fn, name=f"dvs-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -167,15 +176,19 @@ class HostAgent:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                if full_read:
-                    snap = self.store.get_range(start, end)
-                    self.items = snap.as_dict()
-                    self.revision = snap.revision
-                    self._config_dirty = True
+                if full_read or self._need_full_read:
+                    self._need_full_read = False
+                    try:
+                        snap = self.store.get_range(start, end)
+                    except StoreUnavailable:
+                        if not self.reconciles and self.running_cached is None:
+                            self.start_from_cache()
+                        raise
                     self._connected()
-                    self.reconcile("read")
+                    self._take(lambda s=snap: self.index.load(  # type: ignore[misc]
+                        s.items, s.revision))
                     full_read = False
-                watch = self.store.watch(start, end, self.revision + 1)
+                watch = self.store.watch(start, end, self.index.revision + 1)
                 self._watch = watch
                 if self._stop.is_set():
                     watch.close()
@@ -183,23 +196,19 @@ class HostAgent:
                 self._connected()
                 backoff = 0.2
                 for batch in watch:
-                    for ev in batch.events:
-                        if ev.kv.key.startswith(self.keys.config):
-                            self._config_dirty = True
-                        if ev.type == "put":
-                            self.items[ev.kv.key] = ev.kv
-                        else:
-                            self.items.pop(ev.kv.key, None)
-                        self.revision = max(self.revision, ev.kv.mod_revision)
-                    if not batch.events:  # progress notification
-                        self.revision = max(self.revision, batch.revision)
                     self._connected()
-                    if batch.events:
-                        self.reconcile("watch")
+                    if not batch.events:  # progress notification
+                        self.index.revision = max(self.index.revision, batch.revision)
+                        continue
+                    self._take(lambda b=batch: self.index.apply(  # type: ignore[misc]
+                        b.events, b.revision))
+                    if self._need_full_read:
+                        break
             except WatchCompacted as err:
                 self.compactions += 1
                 log.warning("watch from revision %d was compacted (oldest kept %d): "
-                            "re-reading the switch", self.revision + 1, err.compact_revision)
+                            "re-reading the switch", self.index.revision + 1,
+                            err.compact_revision)
                 full_read = True
             except StoreUnavailable as err:
                 self._unreachable(err)
@@ -212,50 +221,69 @@ class HostAgent:
             finally:
                 self._watch = None
 
+    @property
+    def revision(self) -> int:
+        """The store revision the agent's view is complete up to."""
+        return self.index.revision
+
+    def _take(self, update: Callable[[], Touched]) -> None:
+        """Bring the index up to date (under the reconcile lock) and reconcile if needed."""
+        with self._lock:
+            try:
+                touched = update()
+            except SchemaError as err:
+                if self.refused != str(err):
+                    log.error("%s", err)
+                self.refused = str(err)
+                self._need_full_read = True  # the rest of the batch was not taken
+                return
+            self.refused = None
+        if touched:
+            self.reconcile("watch")
+        if touched.migrations or touched.config:
+            self.migrator.wake()
+
     def reconcile(self, reason: str = "") -> None:
-        """Compile this host's switch from the cached keys and apply the difference."""
+        """Compile this host's switch from the held items and apply the difference."""
+        t0 = time.perf_counter()
         with self._lock:
             try:
                 self._reconcile(reason)
             finally:
                 self.reconciles += 1
+                self.last_reconcile_seconds = time.perf_counter() - t0
+                self.reconcile_seconds += self.last_reconcile_seconds
         if self.on_applied is not None:
             self.on_applied(self)
 
     def _reconcile(self, reason: str) -> None:
-        try:
-            state = decode(self.dvs, self.revision, self.items)
-        except SchemaError as err:
-            if self.refused != str(err):
-                log.error("%s", err)
-            self.refused = str(err)
+        index = self.index
+        if self.refused is not None:
             return
-        except StoredDataError as err:
-            self.errors = [str(err)]
-            return
-        self.refused = None
-        self.live = state.live
-        if not state.exists:
+        self.live = index.live
+        if not index.exists:
             self.errors = [f"distributed switch {self.dvs!r} is not in the store "
                            "(create it with `vspan dvs create` or `vspan dvs apply`)"]
             return
-        try:
-            # registrations alone (hosts/ keys) do not change the configuration: keep
-            # the validated one (a registration storm costs a compile, not a validation)
-            dvs = state.config() if self._config_dirty or self.desired is None \
-                else self.desired
-            self._config_dirty = False
-        except StoredDataError as err:
-            self.errors = [f"stored configuration rejected, keeping the last one: {err}"]
-            log.error("%s", self.errors[0])
-            return
-        errors: list[str] = []
+        dvs = index.config()
+        errors: list[str] = index.errors()
         if self.host not in dvs.hosts:
             errors.append(f"host {self.host!r} is not declared in the switch's 'hosts'")
+        self.cache.forget(dvs.ports)
+        plan: HostPlan | None = None
+        failed: dict[str, str] = {}
         for _ in range(len(dvs.ports) + 1):
             unavailable = self._unavailable(dvs.ports)
-            plan = compile_host(dvs, self.host, state.live, self.control_socket,
-                                unavailable, self.underlay)
+            try:
+                plan = compile_host(dvs, self.host, index.live, self.control_socket,
+                                    unavailable, self.underlay, self.cache)
+            except (ConfigError, KeyError, ValueError) as err:
+                # stored items that do not fit together (not written by `dvs apply`)
+                errors.append(f"stored configuration does not compile, keeping the last "
+                              f"one: {err}")
+                log.error("%s", errors[-1])
+                self.errors = errors
+                return
             failed = self._apply(plan.config)
             if not failed:
                 break
@@ -268,16 +296,40 @@ class HostAgent:
         self.errors = errors
         self.plan = plan
         self.desired = dvs
-        self.applied_generation = state.meta.generation
-        self.applied_revision = self.revision
+        self.applied_generation = index.meta.generation
+        self.applied_revision = index.revision
         self.applied_at = time.time()
-        log.debug("reconciled (%s) at revision %d, generation %d", reason, self.revision,
+        self.running_cached = None
+        if plan is not None and "" not in failed:
+            self.cache_file.save(self.agent.config, self.applied_generation,
+                                 self.applied_revision, plan.notes, plan.port_ids)
+        log.debug("reconciled (%s) at revision %d, generation %d", reason, index.revision,
                   self.applied_generation)
 
+    def start_from_cache(self) -> bool:
+        """Etcd is unreachable at start-up: run the last configuration this host applied
+        (from its local cache file), and say so in the status. True if one was found."""
+        saved = self.cache_file.load(self.control_socket)
+        if saved is None:
+            return False
+        with self._lock:
+            failed = self._apply(saved.config)
+            if failed:
+                log.error("the cached configuration did not apply: %s", failed)
+            self.plan = HostPlan(saved.config, list(saved.notes), dict(saved.port_ids), {})
+            self.applied_generation = saved.generation
+            self.applied_revision = saved.revision
+            self.applied_at = time.time()
+            self.running_cached = saved
+        log.warning("etcd is unreachable: running the cached configuration of generation %d "
+                    "(saved %s)", saved.generation,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.saved_at)))
+        return True
+
     def _unavailable(self, ports: Any) -> dict[str, str]:
-        out: dict[str, str] = {}
+        out: dict[str, str] = self.migrator.unavailable()
         for name, port in ports.items():
-            if port.host != self.host:
+            if port.host != self.host or name in out:
                 continue
             ifname = port.ifname(name)
             if port.type is PortType.AFPACKET and not self.iface_exists(ifname):
@@ -286,12 +338,25 @@ class HostAgent:
                 out[name] = self.port_failures[name]
         return out
 
-    def _apply(self, config: Config) -> dict[str, str]:
+    def _apply(self, config: Config, before: EngineHook | None = None,
+               after: EngineHook | None = None) -> dict[str, str]:
         """Apply; on failure find the ports whose backend does not open ({} = applied)."""
         if config == self.agent.config:
             return {}
+
+        def pre(engine: Engine, changes: ChangeSet) -> None:
+            self._keep_mirror_counts(engine, config)
+            self.migrator.before(engine, changes)
+            if before is not None:
+                before(engine, changes)
+
+        def post(engine: Engine, changes: ChangeSet) -> None:
+            self.migrator.after(engine, changes)
+            if after is not None:
+                after(engine, changes)
+
         try:
-            changes = self.agent.apply(config)
+            changes = self.agent.apply(config, pre, post)
         except AgentError as err:
             failed: dict[str, str] = {}
             if self.probe_port is not None:
@@ -331,12 +396,18 @@ class HostAgent:
     # ------------------------------------------------------------------ lease
     def _register(self) -> None:
         lease = self.store.grant(self.ttl)
-        record = {"underlay": self.underlay, "started": time.time(), "pid": os.getpid(),
-                  "version": VERSION, "socket": self.control_socket or ""}
+        record = self._registration()
         self.store.txn([], [Put(self.keys.live(self.host), dumps(record), lease)])
         self.lease = lease
         self.registrations += 1
         log.info("registered host %s (lease %x, TTL %d s)", self.host, lease, self.ttl)
+
+    def _registration(self) -> dict[str, Any]:
+        return {"underlay": self.underlay, "started": time.time(), "pid": os.getpid(),
+                "version": VERSION, "socket": self.control_socket or "",
+                "boot_id": self.migrator.boot_id,
+                "features": ["migrate", "mirror-overlay"] + (
+                    ["move-interfaces"] if self.migrator.move_interfaces else [])}
 
     def _lease_loop(self) -> None:
         period = max(self.ttl / 3.0, 0.2)
@@ -354,10 +425,8 @@ class HostAgent:
                             and self.reconciles:
                         # our registration was deleted while the lease lives: put it back
                         self.store.txn([Compare(self.keys.live(self.host), 0)], [Put(
-                            self.keys.live(self.host), dumps({
-                                "underlay": self.underlay, "started": time.time(),
-                                "pid": os.getpid(), "version": VERSION,
-                                "socket": self.control_socket or ""}), self.lease)])
+                            self.keys.live(self.host), dumps(self._registration()),
+                            self.lease)])
                 self._connected()
             except StoreUnavailable as err:
                 self._unreachable(err)
@@ -399,16 +468,56 @@ class HostAgent:
             "host": self.host, "underlay": self.underlay, "pid": os.getpid(),
             "store": {"state": self.store_state, "url": self.store_url,
                       "error": self.store_error, "unreachable_since": self.unreachable_since,
-                      "outages": self.outages, "compactions": self.compactions},
+                      "outages": self.outages, "compactions": self.compactions,
+                      "running_cached": (
+                          f"etcd was unreachable at start-up: running the cached "
+                          f"configuration ({self.running_cached.describe()}) from "
+                          f"{self.cache_file.path}" if self.running_cached else None)},
             "applied": {"generation": self.applied_generation,
                         "revision": self.applied_revision, "at": self.applied_at},
             "refused": self.refused,
             "errors": list(self.errors),
             "notes": list(plan.notes) if plan else [],
             "ports": ports,
-            "mirrors": {n: {"counters": m["counters"], "status": m["status"]}
-                        for n, m in mirrors.items()},
+            "mirrors": self._mirror_report(mirrors),
+            "migrations": self.migrator.report(),
         }
+
+    def _keep_mirror_counts(self, engine: Engine, new: Config) -> None:
+        """Before a reload (engine thread): sessions whose configuration changes or that go
+        away restart their counters, so add what they counted to their base (the host
+        keeps reporting every part's total, e.g. across a migration's re-plan)."""
+        for m in engine.state.mirrors.values():
+            if new.mirrors.get(m.name) == m.config:
+                continue
+            base = self.mirror_base.setdefault(m.name, {})
+            for k, v in m.counters().items():
+                base[k] = base.get(k, 0) + v
+
+    def _mirror_report(self, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Per distributed session: its parts here by role (counters with their bases) and
+        status."""
+        plan = self.plan
+        if plan is not None:
+            self.part_roles.update(plan.mirror_parts)
+        desired = self.desired
+        out: dict[str, Any] = {}
+        for part in sorted(set(rows) | set(self.mirror_base)):
+            session, role = self.part_roles.get(part, (part, "local"))
+            if desired is not None and session not in desired.mirrors:
+                continue  # the session was deleted
+            row = rows.get(part)
+            counters = dict(row["counters"]) if row is not None else {}
+            for k, v in self.mirror_base.get(part, {}).items():
+                counters[k] = counters.get(k, 0) + v
+            entry = out.setdefault(session, {"parts": {}, "status": "ok"})
+            entry["parts"][role] = counters
+            if row is not None and row["status"] != "ok":
+                entry["status"] = f"{part}: {row['status']}"
+            # the whole session's numbers from this host (what `show mirrors` adds up)
+        for entry in out.values():
+            entry["counters"] = summed_counters({self.host: entry["parts"]})
+        return out
 
     def _show(self, what: str) -> list[dict[str, Any]]:
         try:

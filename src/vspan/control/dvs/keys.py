@@ -12,10 +12,11 @@ Everything of switch ``NAME`` lives under ``/vspan/v1/dvs/NAME/``::
     config/ports/PORT          ports (with their stable port id)
     config/mirrors/SESSION     mirror sessions
     hosts/HOST                 an agent's registration, attached to its lease
+    migrations/PORT            the last migration of a port: phases, exported state
     status/HOST                an agent's report: port states and counters
 
-Agents watch ``config/`` and ``hosts/`` (one key range); ``status/`` is written by
-agents and read by ``vspan dvs show``.
+Agents watch ``config/``, ``hosts/`` and ``migrations/`` (one key range);
+``status/`` is written by agents and read by ``vspan dvs show``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class DvsKeys:
         self.schema = self.config + "schema"
         self.meta = self.config + "meta"
         self.live_prefix = self.prefix + "hosts/"
+        self.migrations_prefix = self.prefix + "migrations/"
         self.status_prefix = self.prefix + "status/"
 
     def item(self, section: str, name: str = "") -> str:
@@ -55,9 +57,14 @@ class DvsKeys:
         """A host agent's status report."""
         return self.status_prefix + host
 
+    def migration(self, port: str) -> str:
+        """The record of port ``port``'s (last) migration."""
+        return self.migrations_prefix + port
+
     def watch_range(self) -> tuple[str, str]:
-        """The range agents watch: ``config/`` and ``hosts/``."""
-        return self.config, prefix_end(self.live_prefix)
+        """The range agents watch: ``config/``, ``hosts/`` and ``migrations/`` (they sort
+        in that order, before ``status/``)."""
+        return self.config, prefix_end(self.migrations_prefix)
 
     def parse(self, key: str) -> tuple[str, str] | None:
         """``(section, name)`` of a config key (name empty for switch/firewall/meta/schema)."""

@@ -8,6 +8,7 @@ from typing import Any
 from vspan.config.dvs import DvsConfig, effective_port, group_members
 from vspan.config.model import PortConfig
 from vspan.control.dvs.document import ClusterState
+from vspan.control.dvs.mirrorplan import summed_counters
 
 
 def vlan_text(cfg: PortConfig) -> str:
@@ -123,19 +124,20 @@ def mirrors_view(dvs: DvsConfig, statuses: dict[str, dict[str, Any]],
             dests = list(s.destinations)
         if s.rspan_source is not None:
             sources = [f"rspan:{s.rspan_source.port}/vlan{s.rspan_source.vlan}"]
-        totals: dict[str, int] = {}
+        parts: dict[str, dict[str, dict[str, Any]]] = {}
         per_host: dict[str, str] = {}
         for h, rep in sorted(statuses.items()):
             if host is not None and h != host:
                 continue
-            part = rep.get("mirrors", {}).get(name)
-            if part is None:
+            entry = rep.get("mirrors", {}).get(name)
+            if entry is None:
                 continue
-            per_host[h] = part.get("status", "")
-            for k, v in part.get("counters", {}).items():
-                if isinstance(v, int):
-                    totals[k] = totals.get(k, 0) + v
+            per_host[h] = entry.get("status", "")
+            # an agent of an earlier version reports one part's counters only
+            parts[h] = entry.get("parts") or {"local": entry.get("counters", {})}
         rows.append({"name": name, "enabled": s.enabled, "sources": sources,
                      "destinations": dests, "filter": s.filter, "hosts": per_host,
-                     "counters": totals})
+                     "overlay_vlan": s.overlay_vlan,
+                     "roles": {h: sorted(p) for h, p in parts.items()},
+                     "counters": summed_counters(parts)})
     return rows

@@ -166,18 +166,25 @@ def egress_copies(port: PortRuntime, mirrors: Mapping[int, MirrorRuntime],
 def rspan_delivery(port: PortRuntime, vlan: int, mirrors: Mapping[int, MirrorRuntime],
                    names: Mapping[int, str], key: FlowKey, data: bytes,
                    tr: Tracer) -> list[Mirror]:
-    """A frame of a mirror VLAN on an uplink: hand it to the remote-destination session only."""
+    """A frame of a mirror VLAN on an uplink: hand it to the remote-destination session only
+    (which delivers it to its destination ports, or relays it on another mirror VLAN)."""
     s = port.rspan_in[vlan]
     m = mirrors[s]
-    strip = m.config.rspan_source is None or m.config.rspan_source.strip_tag
+    relay = m.config.rspan
+    strip = relay is None and (m.config.rspan_source is None or m.config.rspan_source.strip_tag)
     lengths = _lengths(m, key, data)
     if lengths is None:
         if tr.enabled:
             _filtered_out(tr, m)
         return []
     if tr.enabled:
-        dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
-        how = "tag stripped" if strip else "as received"
-        tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session {m.name}: "
-                  f"deliver to {dests} ({how}), never switched")
+        if relay is not None:
+            tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session "
+                      f"{m.name}: relay out of {names.get(m.uplink, str(m.uplink))} on VLAN "
+                      f"{relay.vlan}, never switched")
+        else:
+            dests = ", ".join(names.get(d, str(d)) for d in m.dest_ports)
+            how = "tag stripped" if strip else "as received"
+            tr.report("mirror", f"VLAN {vlan} on {port.name} is the RSPAN VLAN of session "
+                      f"{m.name}: deliver to {dests} ({how}), never switched")
     return [_copy(m, POINT_RSPAN, lengths, 0, VLAN_POP if strip else VLAN_KEEP)]

@@ -1,0 +1,200 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vspan.config.access import Role
+from vspan.config.model import MirrorSession
+
+MAX_DURATION = 366 * 86400.0  # a time box longer than a year is a mistake
+HEX_FRAME = r"^([0-9a-fA-F]{2})*$"
+
+
+class ErrorOut(BaseModel):
+    """An error: ``error`` says what went wrong; some errors carry more fields."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+
+
+class RefusalOut(BaseModel):
+    """A refused request: who asked, with which roles, and which roles would do."""
+
+    error: str
+    identity: str
+    roles: list[str]
+    needs: list[str] | None = None
+
+
+class HealthOut(BaseModel):
+    """The switch answers."""
+
+    status: str
+    switch: str
+    running: bool
+
+
+class ChangesOut(BaseModel):
+    """What a change did to the running configuration."""
+
+    changes: list[str]
+    empty: bool
+
+
+class ReloadIn(BaseModel):
+    """``path``: another configuration file (admin only); ``live``: what to do with live
+    changes the file would undo."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    live: Literal["refuse", "keep", "drop"] = "refuse"
+
+
+class ReloadOut(ChangesOut):
+    """A reload's changes and what became of the live changes."""
+
+    live_kept: list[str]
+    live_dropped: list[str]
+
+
+class Limits(BaseModel):
+    """Limits of a mirror session: the switch disables it when one is reached."""
+
+    model_config = ConfigDict(extra="forbid")
+    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION,
+                                   description="seconds from now until the session stops")
+    max_bytes: int | None = Field(default=None, ge=1, le=1 << 62,
+                                  description="bytes of copies after which it stops")
+
+
+class MirrorCreate(MirrorSession):
+    """A mirror session as in the configuration (``mirrors.<name>``), and ``duration``:
+    seconds until it stops (instead of ``stop_at``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION)
+
+    @model_validator(mode="after")
+    def _one_time_box(self) -> MirrorCreate:
+        if self.duration is not None and self.stop_at is not None:
+            raise ValueError("give duration or stop_at, not both")
+        return self
+
+
+class TraceIn(BaseModel):
+    """A frame (hex) as if received on ``port``."""
+
+    model_config = ConfigDict(extra="forbid")
+    port: str = Field(min_length=1, max_length=64)
+    frame: str = Field(min_length=2, max_length=2 * 65535, pattern=HEX_FRAME)
+
+
+class ExplainIn(TraceIn):
+    """A frame (hex) entering (``in``) or leaving (``out``) ``port``."""
+
+    direction: Literal["in", "out"]
+
+
+class AclIn(BaseModel):
+    """An ACL entry as in ``ports.<name>.policy.acls[]`` (or, with ``extended``, an
+    extended ACL rule); without ``id`` one is made up."""
+
+    model_config = ConfigDict(extra="allow")
+    extended: bool = False
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class FirewallRuleIn(BaseModel):
+    """A firewall rule as in ``firewall.sections[].rules[]``, and where to put it."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=64)
+    position: int | None = Field(default=None, ge=1, le=1_000_000,
+                                 description="1 = first; default: last")
+
+
+class CaptureIn(BaseModel):
+    """A capture the switch writes. ``path``: a file name in the switch's capture directory
+    (default: one is made up), or an absolute path (admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ports: list[str] = Field(min_length=1, max_length=256)
+    path: str = Field(default="", max_length=4096)
+    direction: Literal["in", "out", "both"] = "both"
+    drops: bool = False
+    filter: str | None = Field(default=None, max_length=4096)
+    max_packets: int = Field(default=0, ge=0, le=1 << 62)
+    max_bytes: int = Field(default=0, ge=0, le=1 << 62)
+    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION)
+
+
+class CaptureOut(BaseModel):
+    """A capture, running or finished."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    path: str
+    ports: list[str]
+    packets: int
+    dropped_frames: int
+    bytes: int
+    seconds: float
+    running: bool
+    full: bool = False
+    stopped_by: str | None = None
+    stop_reason: str | None = None
+
+
+class TokenIn(BaseModel):
+    """A new token: its name, its role and, optionally, seconds until it expires."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    role: Role
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 366 * 86400.0)
+
+
+class TokenOut(BaseModel):
+    """A token without its secret."""
+
+    name: str
+    role: Role
+    state: Literal["active", "expired", "revoked"]
+    created: str
+    expires: str | None
+    revoked: str | None
+    last_used: str | None
+
+
+class TokenCreated(TokenOut):
+    """A token just made: ``token`` is shown this once and stored only hashed."""
+
+    token: str
+
+
+class WhoAmI(BaseModel):
+    """The caller as the switch sees it."""
+
+    identity: str
+    roles: list[str]
+    permissions: list[str]
+    source: str
+
+
+class AccessRow(BaseModel):
+    """One endpoint of the access table."""
+
+    method: str
+    path: str
+    permission: str
+    roles: list[str]
+    audited: bool
+    action: str | None
+    extra: str | None
+    only_in: str | None
+
+
+AnyJson = Any
