@@ -241,3 +241,22 @@ def test_made_up_capture_names_fit_team_points(rig: Rig) -> None:
     name = os.path.basename(path)
     assert os.path.dirname(path) == rig.agent.capture_dir
     assert name.startswith("team0__-team0_eth1-a-") and name.endswith(".pcapng")
+
+
+def test_trace_predicts_the_byte_cap(rig: Rig) -> None:
+    """The trace peeks at the cap like forwarding commits it: a copy while the budget
+    lasts, none after, and tracing counts nothing."""
+    rig.agent.mirror_create("cap", {"sources": [A_IN], "destinations": ["sniff"],
+                                    "max_bytes": 250})
+    eng = rig.agent.engine
+    frame = build.ethernet("02:00:00:00:00:0a", "02:00:00:00:00:0b",
+                           ethertype=0x88B5).build(b"\x11" * 86)
+    predicted = []
+    for _ in range(4):
+        before = rig.session("cap")["counters"]
+        _d, outcome, _t = eng.trace("a", frame)
+        assert rig.session("cap")["counters"] == before  # the trace changed nothing
+        predicted.append(len(outcome.copies))
+        rig.send(1, size=100)
+    assert predicted == [1, 1, 0, 0]  # 100 + 100 fit in 250, a third copy would not
+    assert len(rig.sniffed()) == 2
