@@ -25,7 +25,9 @@ _RC = "__R" "C__"  # the marker after each command (split so an echoed command n
 
 
 class VMError(RuntimeError):
-    """The VM did not boot or a command did not finish."""
+    """The VM did not boot, a command did not finish or QEMU went away."""
+
+TAIL = 4096  # bytes of console output a VMError quotes
 
 
 def image_problem() -> str | None:
@@ -94,12 +96,15 @@ class TestVM:
             try:
                 self._send("poweroff -f\n")
                 proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, VMError, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
-                pipe.close()
+                try:
+                    pipe.close()
+                except OSError:  # stdin still held a line QEMU never read
+                    pass
         self.proc = None
 
     def __enter__(self) -> TestVM:
@@ -111,10 +116,44 @@ class TestVM:
 
     # -- console -------------------------------------------------------------
 
+    def _status(self) -> str:
+        """QEMU's state for an error message: running, or how it exited."""
+        if self.proc is None:
+            return "QEMU not started"
+        try:
+            rc = self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return "QEMU still running"
+        return f"QEMU exited with status {rc}"
+
+    def _drain(self) -> None:
+        """Read what the console has ready now (what QEMU printed before it went away)."""
+        if self.proc is None or self.proc.stdout is None or self.proc.stdout.closed:
+            return
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + 2
+        try:
+            while time.monotonic() < deadline and select.select([fd], [], [], 0.1)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                self.output += chunk
+        except OSError:
+            return
+
+    def _failure(self, what: str) -> VMError:
+        """A VMError naming ``what``, QEMU's state and the console's last :data:`TAIL` bytes."""
+        self._drain()
+        return VMError(f"{what} ({self._status()}); last {TAIL} bytes of the console:\n"
+                       f"{self.output[-TAIL:].decode(errors='replace')}")
+
     def _send(self, text: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+        except OSError as e:  # BrokenPipeError: QEMU exited
+            raise self._failure(f"cannot write {text[:60]!r} to the VM's console: {e}") from e
 
     def _read_some(self, deadline: float) -> bool:
         assert self.proc is not None and self.proc.stdout is not None
@@ -139,8 +178,7 @@ class TestVM:
                     return self.output[at:end].decode(errors="replace").strip()
             if not self._read_some(deadline):
                 break
-        raise VMError(f"no {needle!r} from the VM; console:\n"
-                      f"{self.output[-3000:].decode(errors='replace')}")
+        raise self._failure(f"no {needle!r} from the VM within {timeout:g} s")
 
     def run(self, command: str, timeout: float = 30) -> tuple[int, str]:
         """Run one shell command line in the VM; return (exit status, output)."""
