@@ -50,9 +50,11 @@ def concrete(method: str, path: str, caller: str) -> tuple[str, dict[str, Any] |
     """A URL with real path parameters and a body the handler can work with."""
     slug = caller.replace("-", "")
     params = {"what": "ports", "port": "a", "entry_id": "no-such-entry", "section": "s1",
-              "rule_id": "no-such-rule", "capture_id": "999999",
+              "rule_id": "no-such-rule", "capture_id": "999999", "asset": "main.js",
               "name": "no-such-token" if path.startswith("/tokens") else f"m{slug}"}
     url = path.format(**params)
+    if path == "/events":
+        url += "?limit=1&interval=0.25"  # a stream: one event, then it ends
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/trace"): {"port": "a", "frame": ARP},
         ("POST", "/policy/explain"): {"port": "a", "direction": "in", "frame": ARP},

@@ -62,6 +62,10 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): Rule(P.PUBLIC),
     ("GET", "/docs/oauth2-redirect"): Rule(P.PUBLIC),
     ("GET", "/redoc"): Rule(P.PUBLIC),
+    # the web console's files (no switch data: the page asks the API with the user's token)
+    ("GET", "/"): Rule(P.PUBLIC),
+    ("GET", "/console"): Rule(P.PUBLIC),
+    ("GET", "/console/{asset}"): Rule(P.PUBLIC),
     # who am I, what may whom
     ("GET", "/auth/whoami"): Rule(P.IDENTIFIED),
     ("GET", "/auth/access"): Rule(P.READ),
@@ -72,6 +76,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", "/live"): Rule(P.READ),
     ("GET", "/state"): Rule(P.READ),
     ("GET", "/metrics"): Rule(P.READ),
+    ("GET", "/events"): Rule(P.READ),
     ("POST", "/trace"): Rule(P.READ),
     ("POST", "/policy/explain"): Rule(P.READ),
     ("GET", "/ports/{port}/acls"): Rule(P.READ),

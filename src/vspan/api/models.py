@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,12 +84,40 @@ class MirrorCreate(MirrorSession):
         return self
 
 
+MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+IPV4 = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"
+
+
+class PacketIn(BaseModel):
+    """A frame by its fields, as ``vspan trace`` builds it from its options (``proto``
+    left out: icmp when both IPs are given, else a raw Ethernet frame)."""
+
+    model_config = ConfigDict(extra="forbid")
+    src_mac: str = Field("02:00:00:00:00:01", pattern=MAC)
+    dst_mac: str = Field("ff:ff:ff:ff:ff:ff", pattern=MAC)
+    src_ip: str | None = Field(None, pattern=IPV4)
+    dst_ip: str | None = Field(None, pattern=IPV4)
+    vlan: list[Annotated[int, Field(ge=0, le=4095)]] = Field(default_factory=list,
+                                                             max_length=4)
+    proto: Literal["icmp", "tcp", "udp", "arp", "raw"] | None = None
+    sport: int = Field(12345, ge=0, le=65535)
+    dport: int = Field(80, ge=0, le=65535)
+    flags: str = Field("S", pattern=r"^[FSRPAUECN]{0,9}$")
+
+
 class TraceIn(BaseModel):
-    """A frame (hex) as if received on ``port``."""
+    """A frame as if received on ``port``: ``frame`` (hex) or ``packet`` (its fields)."""
 
     model_config = ConfigDict(extra="forbid")
     port: str = Field(min_length=1, max_length=64)
-    frame: str = Field(min_length=2, max_length=2 * 65535, pattern=HEX_FRAME)
+    frame: str | None = Field(None, min_length=2, max_length=2 * 65535, pattern=HEX_FRAME)
+    packet: PacketIn | None = None
+
+    @model_validator(mode="after")
+    def _one_frame(self) -> TraceIn:
+        if (self.frame is None) == (self.packet is None):
+            raise ValueError("give frame (hex) or packet (fields), one of them")
+        return self
 
 
 class ExplainIn(TraceIn):

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +31,8 @@ from vspan.api.access import (
     document_access,
     set_audit,
 )
+from vspan.api.console import add_console
+from vspan.api.events import MEDIA_TYPE, StreamSlots, event_stream
 from vspan.api.metrics import SwitchCollector
 from vspan.config.diff import ChangeSet
 from vspan.config.load import ConfigError
@@ -38,6 +40,7 @@ from vspan.control.agent import Agent, AgentError, LiveChangesError
 from vspan.control.audit import AuditEntry, AuditFilter, parse_time, utc_text
 from vspan.control.roles import Permission
 from vspan.control.tokens import TokenError, TokenInfo
+from vspan.packet.synth import FrameSpec, synth_frame
 
 NAME = Annotated[str, Path(min_length=1, max_length=64)]
 PCAPNG = "application/x-pcapng"
@@ -51,7 +54,8 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of an endpoint: refusals plus ``codes``."""
     what = {400: "bad request (e.g. a body that is not UTF-8 JSON)", 404: "no such thing",
-            409: "conflict", 422: "invalid input (the message names the path)"}
+            409: "conflict", 422: "invalid input (the message names the path)",
+            503: "too many event streams open"}
     return _REFUSED | {c: {"model": m.ErrorOut, "description": what[c]} for c in codes}
 
 
@@ -130,6 +134,8 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     app.state.guard = guard or Guard(None, None, lambda: agent.config.switch.roles,
                                      os.geteuid())
     registry = _registry(agent)
+    slots = app.state.event_slots = StreamSlots()
+    add_console(app)
 
     @app.exception_handler(ConfigError)
     async def config_error(_req: Request, err: ConfigError) -> JSONResponse:
@@ -205,15 +211,30 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """Prometheus metrics."""
         return _metrics_text(registry)
 
-    @app.post("/trace", responses=_errors(400, 404))
-    def trace(body: m.TraceIn) -> dict[str, Any]:
-        """Trace a frame (hex) as if received on a port: every stage's decision."""
-        return agent.trace(body.port, bytes.fromhex(body.frame))
+    @app.get("/events", response_class=StreamingResponse,
+             responses=_errors_as_json(422, 503) | {200: {
+                 "description": "server-sent events: `snapshot` (ports, mirror sessions, "
+                                "drops) every `interval` seconds; `end` when the stream "
+                                "ends (its `limit`, or the token no longer valid)",
+                 "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}})
+    def events(request: Request,
+               interval: Annotated[float, Query(ge=0.25, le=60)] = 1.0,
+               limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+               ) -> StreamingResponse:
+        """Live counters: the ports, mirror sessions and drops as a stream of server-sent
+        events (the token is checked again before every event)."""
+        return event_stream(request, agent, slots, interval, limit)
 
-    @app.post("/policy/explain", responses=_errors(400, 404))
+    @app.post("/trace", responses=_errors(400, 404, 422))
+    def trace(body: m.TraceIn) -> dict[str, Any]:
+        """Trace a frame (hex, or built from its fields) as if received on a port: every
+        stage's decision."""
+        return agent.trace(body.port, _frame(body))
+
+    @app.post("/policy/explain", responses=_errors(400, 404, 422))
     def policy_explain(body: m.ExplainIn) -> dict[str, Any]:
         """Which rule decides a frame at a port, against the live connection state."""
-        return agent.policy_explain(body.port, body.direction, bytes.fromhex(body.frame))
+        return agent.policy_explain(body.port, body.direction, _frame(body))
 
     @app.get("/ports/{port}/acls", responses=_errors(404))
     def acl_show(port: NAME) -> dict[str, Any]:
@@ -394,6 +415,19 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     check_table(app)
     return app
+
+
+def _frame(body: m.TraceIn) -> bytes:
+    """The frame a trace or explain request gives (hex, or fields to build it from)."""
+    if body.frame is not None:
+        return bytes.fromhex(body.frame)
+    assert body.packet is not None  # the model demands one of them
+    p = body.packet
+    try:
+        return synth_frame(FrameSpec(p.src_mac, p.dst_mac, p.src_ip, p.dst_ip, tuple(p.vlan),
+                                     p.proto, p.sport, p.dport, p.flags))
+    except ValueError as err:  # PacketError, or an address out of range
+        raise AgentError(f"packet: {err}", 422) from None
 
 
 def _tokens(request: Request) -> Any:

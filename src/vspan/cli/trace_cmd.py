@@ -51,31 +51,15 @@ def register(sub: Any) -> None:
 
 def build_frame(args: argparse.Namespace) -> bytes:
     """The frame the options describe."""
-    from vspan.packet import build
-    from vspan.packet.ethernet import VlanTag
+    from vspan.packet.synth import FrameSpec, synth_frame
 
     if args.frame:
         return bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
     if args.pcap:
         return _from_capture(args.pcap, args.index)
-    vlan = [VlanTag(vid=v) for v in args.vlan] if args.vlan else None
-    proto = args.proto or ("icmp" if args.src_ip and args.dst_ip else "raw")
-    if proto == "arp":
-        return build.arp_request(args.src_mac, args.src_ip or "0.0.0.0",
-                                 args.dst_ip or "0.0.0.0", vlan=vlan, pad=True)
-    if proto == "raw":
-        eth = build.ethernet(args.src_mac, args.dst_mac, vlan, 0x88B5)  # local experimental
-        return build.build_frame(eth, payload=b"vspan trace", pad=True, fix_types=False)
-    if not (args.src_ip and args.dst_ip):
-        raise PacketError("trace", f"--proto {proto} needs --src-ip and --dst-ip")
-    if proto == "icmp":
-        return build.icmp_echo(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip, 1, 1,
-                               b"vspan trace", vlan=vlan, pad=True)
-    if proto == "tcp":
-        return build.tcp_frame(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip,
-                               args.sport, args.dport, args.flags, vlan=vlan, pad=True)
-    return build.udp_frame(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip, args.sport,
-                           args.dport, b"vspan trace", vlan=vlan, pad=True)
+    return synth_frame(FrameSpec(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip,
+                                 tuple(args.vlan or ()), args.proto, args.sport, args.dport,
+                                 args.flags))
 
 
 def _from_capture(path: str, index: int) -> bytes:
@@ -123,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(f"trace: {len(frame)}-byte frame into port {args.in_port}\n")
     sys.stdout.write(result["text"] + "\n")
-    sys.stdout.write(_verdict(result) + "\n")
+    sys.stdout.write(result["verdict"] + "\n")
     return 0
 
-
-def _verdict(result: dict[str, Any]) -> str:
-    return "verdict: " + str(result["outcome"]["verdict"])

@@ -167,12 +167,15 @@ def decision_view(state: SwitchState, d: Decision) -> dict[str, Any]:
 def trace_view(state: SwitchState, port: str, frame: bytes, d: Decision, outcome: Outcome,
                tracer: Tracer) -> dict[str, Any]:
     """What ``vspan trace`` prints: the decision, what it does now, the trace tree, its
-    text."""
+    text and its verdict line."""
+    done = outcome.as_dict(state)
     return {
         "port": port,
         "frame_len": len(frame),
         "decision": decision_view(state, d),
-        "outcome": outcome.as_dict(state),
+        "outcome": done,
         "trace": [c.as_dict() for c in tracer.root.children],
         "text": tracer.render(),
+        "verdict": "verdict: " + str(done["verdict"]),
     }
+
