@@ -31,7 +31,8 @@ export class ApiError extends Error {
       return `Not logged in (401): ${b.error}`;
     }
     if (this.status === 403) {
-      const needs = b.needs ? ` Needs one of the roles: ${b.needs.join(", ")}.` : "";
+      const said = String(b.error || "").includes("roles");
+      const needs = b.needs && !said ? ` Needs one of the roles: ${b.needs.join(", ")}.` : "";
       return `Refused (403): ${b.error}.${needs}`;
     }
     const details = Array.isArray(b.details) ? ` (${b.details.join("; ")})` : "";
