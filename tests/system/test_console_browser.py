@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -218,6 +219,21 @@ def test_console_in_a_browser(netlab: Lab, tmp_path: Path, browser: Any) -> None
         assert stages and all(s.split()[0] in cli.stdout for s in stages)
         assert "mirror" in stages  # the copy of a's frame to sniff is part of its path
         print(f"console screenshot: {shot(d, 'mirror-admin')}")
+
+        # a hostile session name (the configuration allows it) shows as text, runs nothing
+        hostile = '<img src=x onerror="window.vspanPwned=1">'
+        with sw.client(admin_token) as c:
+            made_hostile = c.post(f"/mirrors/{quote(hostile, safe='')}",
+                                  json={"sources": ["b"], "destinations": ["sniff"]})
+            assert made_hostile.status_code == 200, made_hostile.text
+        until(d, "the hostile name listed as text", lambda d: hostile in text(d, "#mirrors-table"))
+        until(d, "the hostile name in the picture as text", lambda d: hostile in (
+            d.find_element("css selector", "#picture-box svg desc").get_attribute("textContent")))
+        assert d.find_elements("css selector", "#app img") == []
+        assert d.execute_script("return window.vspanPwned;") is None
+        with sw.client(admin_token) as c:
+            assert c.delete(f"/mirrors/{quote(hostile, safe='')}").status_code == 200
+        until(d, "the hostile session gone", lambda d: hostile not in text(d, "#mirrors-table"))
 
         # --------------------------------------------------------- a viewer is refused
         logout(d)

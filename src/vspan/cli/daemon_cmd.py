@@ -109,7 +109,8 @@ def run_up(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"vspan: switch {agent.config.switch.name} up with {len(agent.config.ports)} ports, "
         f"{len(agent.config.mirrors)} mirror sessions; control socket {sock} ({who})"
-        + (f"; API on {tcp.url} (bearer tokens)" if tcp is not None else "") + "\n")
+        + (f"; API on {tcp.url} (bearer tokens), web console {tcp.url}/console"
+           if tcp is not None else "") + "\n")
     watcher = LimitWatcher(agent, guard.audit)
     watcher.start()
     try:
