@@ -45,7 +45,9 @@ class Api:
                             "policy": {"acls": [{"id": "no-ten", "action": "deny",
                                                  "direction": "in",
                                                  "remote_ip": "10.0.0.0/8"}]}},
-                      "b": {"type": "memory", "vlan": {"mode": "access", "id": 10}},
+                      "b": {"type": "memory", "vlan": {"mode": "access", "id": 10},
+                            "policy": {"guards": {"dhcp_guard": True}}},
+                      "c": {"type": "memory"},
                       "s": {"type": "memory"}},
             "mirrors": {"mon": {"sources": ["a"], "destinations": ["s"]}}}, "t")
         self.agent = Agent(cfg, memory)
@@ -185,9 +187,10 @@ def test_a_viewer_follows_the_switch(api: Api) -> None:
     assert [name for name, _ in got] == ["snapshot", "snapshot", "end"]
     snap = got[0][1]
     ports = {p["name"]: p for p in snap["ports"]}
-    assert set(ports) == {"a", "b", "s"}
+    assert set(ports) == {"a", "b", "c", "s"}
     assert ports["a"]["vlan"] == "access 10" and ports["a"]["policy"] == ["1 ACL"]
-    assert ports["b"]["policy"] == [] and ports["s"]["role"].startswith("mirror-dest")
+    assert ports["b"]["policy"] == ["dhcp-guard"] and ports["c"]["policy"] == []
+    assert ports["s"]["role"].startswith("mirror-dest") and ports["a"]["role"] == "mirror-src"
     assert set(ports["a"]["counters"]) >= {"rx_frames", "tx_frames", "dropped"}
     assert [m["name"] for m in snap["mirrors"]] == ["mon"]
     assert snap["mirrors"][0]["destinations"] == ["s"]

@@ -26,7 +26,7 @@ from vspan.control import views
 from vspan.control.agent import Agent, AgentError
 from vspan.control.audit import utc_text
 from vspan.control.roles import Permission
-from vspan.policy.config import PortPolicyConfig
+from vspan.config.policy import PortPolicyConfig, active_guards
 
 MAX_STREAMS = 16  # open event streams per switch
 RETRY_MS = 3000  # what a reconnecting client waits (the SSE `retry` field)
@@ -76,7 +76,8 @@ def snapshot(agent: Agent) -> dict[str, Any]:
 
 
 def policy_summary(policy: PortPolicyConfig | None, firewall: bool) -> list[str]:
-    """What policy applies at a port, as short phrases (empty: none)."""
+    """What policy applies at a port, as short phrases (``2 ACLs``, ``dhcp-guard``,
+    ``firewall``; empty: none)."""
     out: list[str] = []
     if policy is not None:
         if policy.acls:
@@ -84,15 +85,7 @@ def policy_summary(policy: PortPolicyConfig | None, firewall: bool) -> list[str]
         if policy.extended_acls:
             out.append(f"{len(policy.extended_acls)} extended ACL"
                        + ("s" if len(policy.extended_acls) > 1 else ""))
-        g = policy.guards
-        if not g.mac_spoofing:
-            out.append("MAC spoofing guard")
-        if g.dhcp_guard:
-            out.append("DHCP guard")
-        if g.router_guard:
-            out.append("router guard")
-        if g.storm is not None:
-            out.append("storm control")
+        out += active_guards(policy.guards)
     if firewall:
         out.append("firewall")
     return out

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, Protocol
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -231,6 +231,26 @@ class GuardsConfig(Strict):
         if not self.mac_spoofing and not self.macs:
             raise ValueError("mac_spoofing: false needs 'macs' (the MACs the port may use)")
         return self
+
+
+class GuardFlags(Protocol):
+    """What a port's or a port group's guards say (both configurations have these)."""
+
+    @property
+    def mac_spoofing(self) -> bool: ...
+    @property
+    def dhcp_guard(self) -> bool: ...
+    @property
+    def router_guard(self) -> bool: ...
+    @property
+    def storm(self) -> StormConfig | None: ...
+
+
+def active_guards(g: GuardFlags) -> list[str]:
+    """The guards that are on, by short name (for views)."""
+    on = [("no-mac-spoofing", not g.mac_spoofing), ("dhcp-guard", g.dhcp_guard),
+          ("router-guard", g.router_guard), ("storm", g.storm is not None)]
+    return [name for name, is_on in on if is_on]
 
 
 class PortPolicyConfig(Strict):

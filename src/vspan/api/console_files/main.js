@@ -18,6 +18,13 @@ function cell(row, text, cls) {
   return td;
 }
 
+function rowHeader(row, text) {
+  const th = document.createElement("th");
+  th.scope = "row";
+  th.textContent = text;
+  row.append(th);
+}
+
 function num(n) {
   return typeof n === "number" ? n.toLocaleString("en-US") : "";
 }
@@ -44,10 +51,7 @@ function message(id, text, ok) {
 function renderPorts(ports) {
   fill($("ports-table").tBodies[0], ports, (row, p) => {
     row.dataset.port = p.name;
-    const th = document.createElement("th");
-    th.scope = "row";
-    th.textContent = p.name;
-    row.append(th);
+    rowHeader(row, p.name);
     cell(row, p.type);
     cell(row, p.interface);
     cell(row, p.link, `link-${p.link}`);
@@ -82,10 +86,7 @@ function actionButton(label, onClick) {
 function renderMirrors(mirrors) {
   fill($("mirrors-table").tBodies[0], mirrors, (row, m) => {
     row.dataset.session = m.name;
-    const th = document.createElement("th");
-    th.scope = "row";
-    th.textContent = m.name;
-    row.append(th);
+    rowHeader(row, m.name);
     cell(row, m.enabled ? "enabled" : "disabled", "state");
     cell(row, m.sources.join(", "));
     cell(row, m.destinations.join(", "));

@@ -9,6 +9,7 @@ from vspan.config.dvs import DvsConfig, effective_port, group_members
 from vspan.config.model import PortConfig
 from vspan.control.dvs.document import ClusterState
 from vspan.control.dvs.mirrorplan import summed_counters
+from vspan.config.policy import active_guards
 
 
 def vlan_text(cfg: PortConfig) -> str:
@@ -88,17 +89,7 @@ def port_groups_view(dvs: DvsConfig, host: str | None = None) -> list[dict[str, 
         members = [p for p in group_members(dvs, name)
                    if host is None or dvs.ports[p].host == host]
         pol = g.policy
-        guards = []
-        if pol is not None:
-            gd = pol.guards
-            if not gd.mac_spoofing:
-                guards.append("no-mac-spoofing")
-            if gd.dhcp_guard:
-                guards.append("dhcp-guard")
-            if gd.router_guard:
-                guards.append("router-guard")
-            if gd.storm is not None:
-                guards.append("storm")
+        guards = active_guards(pol.guards) if pol is not None else []
         rows.append({
             "port_group": name, "vlan": vlan_text(PortConfig(vlan=g.vlan)),
             "ports": members, "hosts": sorted({dvs.ports[p].host for p in members}),
