@@ -17,9 +17,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from vspan.api.access import Guard, Refused
 from vspan.control import views
@@ -97,36 +99,58 @@ def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     return (head + "data: " + json.dumps(data, separators=(",", ":")) + "\n\n").encode()
 
 
+class EventStreamResponse(StreamingResponse):
+    """A stream that ends as soon as its client goes (it listens for the disconnect while
+    it streams, whatever the server's ASGI version) and then gives its slot back."""
+
+    def __init__(self, content: AsyncIterator[bytes], slots: StreamSlots) -> None:
+        super().__init__(content, media_type=MEDIA_TYPE,
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the client went away mid-write
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            self.slots.give()
+
+
 def event_stream(request: Request, agent: Agent, slots: StreamSlots, interval: float,
                  limit: int | None) -> StreamingResponse:
     """The streaming answer of ``GET /events`` (the caller was admitted already)."""
     if not slots.take():
         raise AgentError(f"too many event streams open ({slots.limit}); close one", 503)
     guard: Guard = request.app.state.guard
-    return StreamingResponse(_events(request, guard, agent, slots, interval, limit),
-                             media_type=MEDIA_TYPE,
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return EventStreamResponse(_events(request, guard, agent, interval, limit), slots)
 
 
-async def _events(request: Request, guard: Guard, agent: Agent, slots: StreamSlots,
-                  interval: float, limit: int | None) -> AsyncIterator[bytes]:
+async def _events(request: Request, guard: Guard, agent: Agent, interval: float,
+                  limit: int | None) -> AsyncIterator[bytes]:
     sent = 0
-    try:
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        while limit is None or sent < limit:
-            refusal = await run_in_threadpool(_still_admitted, guard, request)
-            if refusal is not None:
-                yield sse("end", {"error": str(refusal), "status": refusal.status})
-                return
-            data = await run_in_threadpool(snapshot, agent)
-            sent += 1
-            yield sse("snapshot", data, sent)
-            if limit is not None and sent >= limit:
-                break
-            await asyncio.sleep(interval)
-        yield sse("end", {"reason": f"limit of {limit} snapshots reached"})
-    finally:
-        slots.give()
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    while limit is None or sent < limit:
+        refusal = await run_in_threadpool(_still_admitted, guard, request)
+        if refusal is not None:
+            yield sse("end", {"error": str(refusal), "status": refusal.status})
+            return
+        data = await run_in_threadpool(snapshot, agent)
+        sent += 1
+        yield sse("snapshot", data, sent)
+        if limit is not None and sent >= limit:
+            break
+        await asyncio.sleep(interval)
+    yield sse("end", {"reason": f"limit of {limit} snapshots reached"})
 
 
 def _still_admitted(guard: Guard, request: Request) -> Refused | None:
