@@ -1,6 +1,7 @@
 """The web console in a real browser (headless Chromium driven by Selenium) against a real
 ``vspan up --listen`` with two namespaces: log in with a token, see the ports, create a
-mirror session, watch its counters move while one namespace pings the other (no reload),
+mirror session, watch its counters move while one namespace pings the other and a port
+ACL's drops appear by reason and rule (no reload),
 trace a frame (the page's verdict is the CLI's), and see a viewer refused.
 
 Screenshots are kept under ``.artifacts/console/`` at the repository root (ignored by git).
@@ -130,7 +131,7 @@ def test_console_in_a_browser(netlab: Lab, tmp_path: Path, browser: Any) -> None
     yaml_text = (
         "ports:\n"
         f"  a: {{interface: {h['a'][1]}, vlan: {{mode: access, id: 10}}, policy: {{acls: "
-        "[{id: no-lab, action: deny, direction: in, remote_ip: 10.99.0.0/16}]}}\n"
+        "[{id: no-lab, action: deny, direction: both, remote_ip: 10.99.0.0/16}]}}\n"
         f"  b: {{interface: {h['b'][1]}, vlan: {{mode: access, id: 10}}}}\n"
         "  sniff: {type: memory}\n")
     sw = ApiSwitch(tmp_path, yaml_text)
@@ -197,6 +198,27 @@ def test_console_in_a_browser(netlab: Lab, tmp_path: Path, browser: Any) -> None
         assert number(cell(d, "ports-table", "sniff", "port", "td.mirrored")) > 0
         assert d.execute_script("return window.vspanNoReload;") == 1
         assert "live" in text(d, "#live")
+
+        # frames the port's ACL denies: the drop, its reason and rule appear and count up
+        ns_a = h["a"][0]
+        netlab.exec(ns_a, "ip", "route", "add", "10.99.0.0/16", "dev", "eth0")
+        netlab.exec(ns_a, "ip", "neigh", "replace", "10.99.0.5", "lladdr", "02:00:00:00:09:09",
+                    "dev", "eth0", "nud", "permanent")
+        netlab.exec(ns_a, "ping", "-c", "3", "-i", "0.2", "-W", "1", "10.99.0.5", check=False,
+                    timeout=30)
+
+        def acl_drops(d: Any) -> int:
+            for row in d.find_elements("css selector", "#drops-table tbody tr"):
+                cells = [c.text for c in row.find_elements("css selector", "td")]
+                if len(cells) == 4 and cells[0] == "a" and cells[2] == "no-lab":
+                    return number(cells[3])
+            return 0
+
+        until(d, "the ACL's drops in the table", lambda d: acl_drops(d) >= 3)
+        reasons = {r["reason"] for r in sw.show("counters")["drops"] if r["rule"] == "no-lab"}
+        shown = {c.text for c in d.find_elements("css selector", "#drops-table td:nth-of-type(2)")}
+        assert reasons and reasons <= shown
+        assert d.execute_script("return window.vspanNoReload;") == 1
 
         # a trace, as `vspan trace` shows it
         from selenium.webdriver.support.ui import Select
