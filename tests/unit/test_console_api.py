@@ -49,7 +49,8 @@ class Api:
                             "policy": {"guards": {"dhcp_guard": True}}},
                       "c": {"type": "memory"},
                       "s": {"type": "memory"}},
-            "mirrors": {"mon": {"sources": ["a"], "destinations": ["s"]}}}, "t")
+            "mirrors": {"mon": {"sources": ["a"], "destinations": ["s"]}},
+            "firewall": {"exclude": ["s"]}}, "t")
         self.agent = Agent(cfg, memory)
         self.tokens = SqliteTokenStore(str(tmp / "auth.db"))
         self.audit = AuditLog(str(tmp / "audit.jsonl"))
@@ -188,8 +189,10 @@ def test_a_viewer_follows_the_switch(api: Api) -> None:
     snap = got[0][1]
     ports = {p["name"]: p for p in snap["ports"]}
     assert set(ports) == {"a", "b", "c", "s"}
-    assert ports["a"]["vlan"] == "access 10" and ports["a"]["policy"] == ["1 ACL"]
-    assert ports["b"]["policy"] == ["dhcp-guard"] and ports["c"]["policy"] == []
+    assert ports["a"]["vlan"] == "access 10"
+    assert ports["a"]["policy"] == ["1 ACL", "firewall"]
+    assert ports["b"]["policy"] == ["dhcp-guard", "firewall"]
+    assert ports["c"]["policy"] == ["firewall"] and ports["s"]["policy"] == []  # excluded
     assert ports["s"]["role"].startswith("mirror-dest") and ports["a"]["role"] == "mirror-src"
     assert set(ports["a"]["counters"]) >= {"rx_frames", "tx_frames", "dropped"}
     assert [m["name"] for m in snap["mirrors"]] == ["mon"]

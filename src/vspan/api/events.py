@@ -65,10 +65,11 @@ def snapshot(agent: Agent) -> dict[str, Any]:
         engine = agent.engine
         counters = views.counters_view(engine)
         ports = views.ports_view(engine)
-        firewall = agent.config.firewall is not None
+        firewall = engine.policy.firewall  # None: no firewall, or disabled
         for row in ports:
             port = agent.config.ports.get(row["name"])
-            row["policy"] = policy_summary(port.policy if port else None, firewall)
+            covered = firewall is not None and firewall.ruleset.covers(row["name"])
+            row["policy"] = policy_summary(port.policy if port else None, covered)
         return {"ports": ports, "mirrors": views.mirrors_view(engine),
                 "drops": counters["drops"], "generation": counters["generation"]}
 
@@ -79,7 +80,8 @@ def snapshot(agent: Agent) -> dict[str, Any]:
 
 def policy_summary(policy: PortPolicyConfig | None, firewall: bool) -> list[str]:
     """What policy applies at a port, as short phrases (``2 ACLs``, ``dhcp-guard``,
-    ``firewall``; empty: none)."""
+    ``firewall``; empty: none); ``firewall``: the distributed firewall is enforced there
+    (it is on, and the port is not excluded)."""
     out: list[str] = []
     if policy is not None:
         if policy.acls:
