@@ -289,3 +289,92 @@ def test_console_in_a_browser(netlab: Lab, tmp_path: Path, browser: Any) -> None
             pinger.wait(timeout=10)
         sw.stop()
 
+
+
+# ---------------------------------------------------------------- the frame events part
+OBSERVED = [
+    ("started", {"type": "started", "observer": {"id": 1}}),
+    ("forwarded", {"type": "forwarded", "time": "2026-11-26T18:02:02.371143Z", "frame": 1,
+                   "in_port": "a", "outputs": [{"port": "b", "vlan_op": "keep", "vid": None}],
+                   "summary": {"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "proto": "icmp"}}),
+    ("dropped", {"type": "dropped", "time": "2026-11-26T18:02:02.371790Z", "frame": 2,
+                 "in_port": "a", "port": "c", "stage": "acl", "reason": "acl-deny",
+                 "rule": "no-x", "summary": {"src_ip": "10.0.0.7", "dst_ip": "10.0.0.3",
+                                             "proto": "tcp"}}),
+    ("suppressed", {"type": "suppressed", "sampled_out": 0, "rate_limited": 5231,
+                    "queue_full": 0}),
+]
+
+
+def test_frame_events_part(tmp_path: Path, browser: Any) -> None:
+    """The console's frame events part against a stand-in ``GET /observe`` that sends the
+    events of docs/observe.md (the real stream, ``vspan observe``, is another branch's
+    work): offered only when the access table lists it, lines as they come, Stop."""
+    import asyncio
+    import threading
+    import time as _time
+
+    import uvicorn
+    from fastapi.responses import StreamingResponse
+
+    from tests.system.apiswitch import free_port
+    from vspan.api.access import ACCESS, Guard, Rule
+    from vspan.api.events import sse
+    from vspan.api.rest import create_app
+    from vspan.config.access import Role
+    from vspan.config.load import parse_config
+    from vspan.control.agent import Agent
+    from vspan.control.roles import Permission
+    from vspan.control.tokens import SqliteTokenStore
+    from vspan.ports.memory import MemoryPort
+
+    if ("GET", "/observe") in ACCESS:
+        pytest.skip("GET /observe is on this branch: the stand-in would hide the real one")
+    cfg = parse_config({"switch": {"name": "obs", "state_dir": str(tmp_path)},
+                        "ports": {"a": {"type": "memory"}, "b": {"type": "memory"},
+                                  "c": {"type": "memory"}}}, "t")
+    agent = Agent(cfg, lambda name, _c: MemoryPort(name))
+    tokens = SqliteTokenStore(str(tmp_path / "auth.db"))
+    token = tokens.create("obs-viewer", Role.VIEWER)
+    app = create_app(agent, Guard(tokens, None, lambda: cfg.switch.roles, 0))
+
+    async def stand_in() -> Any:
+        for name, data in OBSERVED:
+            yield sse(name, data)
+        while True:
+            await asyncio.sleep(1)
+
+    ACCESS[("GET", "/observe")] = Rule(Permission.READ)
+    app.add_api_route("/observe", lambda format="sse", verdict="": StreamingResponse(
+        stand_in(), media_type="text/event-stream"), methods=["GET"])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the stand-in server did not start"
+            _time.sleep(0.05)
+        d = browser
+        login(d, f"http://127.0.0.1:{port}", token)
+        until(d, "the frame events offered", lambda d: d.find_element(
+            "id", "observe-form").is_displayed())
+        d.find_element("id", "observe-toggle").click()
+        until(d, "the events listed", lambda d: len(d.find_elements(
+            "css selector", "#observe-list li")) == 3)
+        lines = [e.text for e in d.find_elements("css selector", "#observe-list li")]
+        assert lines == [  # newest first
+            "-- suppressed: 0 sampled out, 5231 over the rate cap, 0 not read in time --",
+            "18:02:02.371 #2 dropped a at c [acl] acl-deny rule no-x | 10.0.0.7 > 10.0.0.3 tcp",
+            "18:02:02.371 #1 forwarded a -> b | 10.0.0.1 > 10.0.0.2 icmp"]
+        assert d.find_element("id", "observe-toggle").text == "Stop"
+        d.find_element("id", "observe-toggle").click()
+        until(d, "the stream stopped", lambda d: d.find_element(
+            "id", "observe-toggle").text == "Watch")
+        print(f"console screenshot: {shot(d, 'frame-events')}")
+    finally:
+        del ACCESS[("GET", "/observe")]
+        server.should_exit = True
+        thread.join(timeout=10)
+        agent.stop()

@@ -3,6 +3,7 @@
 // Every string from the switch goes into the page as text (textContent), never as markup.
 
 import { ApiError, call, forgetToken, readEvents, setToken, token } from "./api.js";
+import { offerObserve, stopObserve } from "./observe.js";
 import { drawSwitch, pictureKey } from "./picture.js";
 import { showTrace, traceBody } from "./trace.js";
 
@@ -232,24 +233,9 @@ async function runTrace(event) {
   }
 }
 
-// ------------------------------------------------------------------------- frame events
-async function offerObserve() {
-  // The place for the per-frame event stream of `vspan observe`: when the switch serves
-  // it (the access table lists it), follow it here and list its events.
-  try {
-    const rows = await call("GET", "/auth/access");
-    const observe = rows.find((r) => r.method === "GET" && r.path.startsWith("/observe"));
-    if (observe) {
-      message("observe-msg", `This switch serves ${observe.path}; the console does not ` +
-        "show it yet.");
-    }
-  } catch {
-    // leave the note as it is
-  }
-}
-
 // ------------------------------------------------------------------------------- session
 function logout(why) {
+  stopObserve();
   if (state.stream) {
     state.stream.abort();
     state.stream = null;
