@@ -193,7 +193,13 @@ def test_console_in_a_browser(netlab: Lab, tmp_path: Path, browser: Any) -> None
                 seen.append(n)
             return len(seen) >= 3 and seen == sorted(seen) and seen[0] >= copies0
 
+        # keyboard focus on a session's button survives the live updates
+        button = d.find_element("css selector",
+                                "#mirrors-table tr[data-session='mon'] td.actions button")
+        d.execute_script("arguments[0].focus();", button)
         until(d, "the session's copies counting up twice", copies_moved)
+        assert d.execute_script("return document.activeElement.getAttribute('aria-label');") \
+            == "Disable session mon"
         assert number(cell(d, "ports-table", "a", "port", "td.rx")) > rx0
         assert number(cell(d, "ports-table", "sniff", "port", "td.mirrored")) > 0
         assert d.execute_script("return window.vspanNoReload;") == 1

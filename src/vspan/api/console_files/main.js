@@ -30,7 +30,10 @@ function num(n) {
   return typeof n === "number" ? n.toLocaleString("en-US") : "";
 }
 
-function fill(tbody, rows, render, empty) {
+// A table's rows from data. When the rows are the same ones as before (same `shape`: their
+// keys and whatever changes their buttons), only the texts that changed are replaced, in
+// place: keyboard focus on a row's button and a screen reader's place survive each update.
+function fill(tbody, rows, render, empty, shape) {
   const fresh = document.createElement("tbody");
   for (const r of rows) {
     render(fresh.insertRow(), r);
@@ -39,7 +42,20 @@ function fill(tbody, rows, render, empty) {
     const td = cell(fresh.insertRow(), empty, "empty");
     td.colSpan = tbody.parentElement.tHead.rows[0].cells.length;
   }
-  tbody.replaceWith(fresh);
+  fresh.dataset.shape = JSON.stringify(rows.map(shape));
+  if (tbody.dataset.shape !== fresh.dataset.shape) {
+    tbody.replaceWith(fresh);
+    return;
+  }
+  [...tbody.rows].forEach((row, i) => {
+    [...row.cells].forEach((old, j) => {
+      const now = fresh.rows[i].cells[j];
+      if (!old.querySelector("button") && old.textContent !== now.textContent) {
+        old.textContent = now.textContent;
+        old.className = now.className;
+      }
+    });
+  });
 }
 
 function message(id, text, ok) {
@@ -64,7 +80,7 @@ function renderPorts(ports) {
     cell(row, num(p.counters.mirrored_out), "num mirrored");
     cell(row, num(p.counters.dropped), "num dropped");
     cell(row, num(p.macs), "num");
-  }, "no ports");
+  }, "no ports", (p) => p.name);
   state.ports = ports.map((p) => p.name);
   const select = $("t-port");
   if (select.options.length !== ports.length) {
@@ -102,7 +118,7 @@ function renderMirrors(mirrors) {
     for (const b of actions.querySelectorAll("button")) {
       b.setAttribute("aria-label", `${b.textContent} session ${m.name}`);
     }
-  }, "no mirror sessions");
+  }, "no mirror sessions", (m) => [m.name, m.enabled]);
 }
 
 function renderDrops(drops) {
@@ -111,7 +127,7 @@ function renderDrops(drops) {
     cell(row, d.reason);
     cell(row, d.rule || "—");
     cell(row, num(d.frames), "num");
-  }, "no drops");
+  }, "no drops", (d) => [d.port, d.reason, d.rule]);
 }
 
 function renderPicture(ports, mirrors) {
