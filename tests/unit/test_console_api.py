@@ -305,3 +305,18 @@ def test_trace_fields_are_checked(api: Api, body: dict[str, Any], says: str) -> 
         resp = c.post("/trace", headers=api.auth(api.viewer), json=body)
     assert resp.status_code == 422, resp.text
     assert says in json.dumps(resp.json())
+
+
+def test_policy_explain_takes_fields_too(api: Api) -> None:
+    packet = {"src_mac": "02:00:00:00:00:0a", "dst_mac": "02:00:00:00:00:0b",
+              "src_ip": "10.1.0.1", "dst_ip": "10.1.0.2", "proto": "udp", "dport": 53}
+    frame = synth_frame(FrameSpec("02:00:00:00:00:0a", "02:00:00:00:00:0b", "10.1.0.1",
+                                  "10.1.0.2", (), "udp", 12345, 53))
+    with TestClient(api.app) as c:
+        h = api.auth(api.viewer)
+        by_fields = c.post("/policy/explain", headers=h,
+                           json={"port": "a", "direction": "in", "packet": packet})
+        by_hex = c.post("/policy/explain", headers=h,
+                        json={"port": "a", "direction": "in", "frame": frame.hex()})
+    assert by_fields.status_code == 200, by_fields.text
+    assert by_fields.json() == by_hex.json()
