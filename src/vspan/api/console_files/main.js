@@ -144,7 +144,11 @@ function render(snapshot) {
   renderMirrors(snapshot.mirrors);
   renderDrops(snapshot.drops);
   renderPicture(snapshot.ports, snapshot.mirrors);
-  message("live", `live · updated ${new Date().toLocaleTimeString()}`, true);
+  if (!state.live) {  // announced once, not at every update
+    state.live = true;
+    message("live", "live", true);
+  }
+  $("live-time").textContent = `· updated ${new Date().toLocaleTimeString()}`;
 }
 
 // ---------------------------------------------------------------------------- live stream
@@ -154,6 +158,8 @@ async function follow() {
   }
   const ctl = new AbortController();
   state.stream = ctl;
+  state.live = false;
+  message("live", "connecting…");
   let wait = 1000;
   while (!ctl.signal.aborted) {
     try {
@@ -173,6 +179,7 @@ async function follow() {
         logout(err.describe());
         return;
       }
+      state.live = false;
       message("live", `disconnected (${err.message}); retrying in ${wait / 1000} s`);
     }
     await new Promise((ok) => setTimeout(ok, wait));
