@@ -24,11 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from vspan.api.access import Guard, Refused
+from vspan.config.policy import PortPolicyConfig, active_guards
 from vspan.control import views
 from vspan.control.agent import Agent, AgentError
+from vspan.control.assemble import switch_policy
 from vspan.control.audit import utc_text
 from vspan.control.roles import Permission
-from vspan.config.policy import PortPolicyConfig, active_guards
 
 MAX_STREAMS = 16  # open event streams per switch
 RETRY_MS = 3000  # what a reconnecting client waits (the SSE `retry` field)
@@ -65,13 +66,13 @@ def snapshot(agent: Agent) -> dict[str, Any]:
         engine = agent.engine
         counters = views.counters_view(engine)
         ports = views.ports_view(engine)
-        firewall = engine.policy.firewall  # None: no firewall, or disabled
+        firewall = switch_policy(engine).firewall  # None: no firewall, or disabled
         for row in ports:
             port = agent.config.ports.get(row["name"])
             covered = firewall is not None and firewall.ruleset.covers(row["name"])
             row["policy"] = policy_summary(port.policy if port else None, covered)
         return {"ports": ports, "mirrors": views.mirrors_view(engine),
-                "drops": counters["drops"], "generation": counters["generation"]}
+                "drops": counters["drops"]}
 
     data = agent.engine.call(read)
     data["time"] = utc_text(time.time())

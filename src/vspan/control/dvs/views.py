@@ -7,9 +7,9 @@ from typing import Any
 
 from vspan.config.dvs import DvsConfig, effective_port, group_members
 from vspan.config.model import PortConfig
+from vspan.config.policy import active_guards
 from vspan.control.dvs.document import ClusterState
 from vspan.control.dvs.mirrorplan import summed_counters
-from vspan.config.policy import active_guards
 
 
 def vlan_text(cfg: PortConfig) -> str:
