@@ -37,6 +37,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vspan.packet.addr import mac_str
@@ -46,6 +47,7 @@ from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
 from vspan.ports.offload import OffloadError, finalize, receive_offloads
 from vspan.ports.vnet import is_plain
 from vspan.ports.vnet import shift as vnet_shift
+from vspan.ports.vxlan_plan import RxPlan, TxPlan
 from vspan.ports.vxlan_table import RemoteTable, VtepCounters
 
 if TYPE_CHECKING:
@@ -249,11 +251,10 @@ class VxlanPort(Port):
         buf = self._buf
         mv = self._view
         vteps = self.vteps
-        vni_vlan = self._vni_vlan
-        push = self._push
         mirror = self._mirror
+        rx_check = self._rx_check
+        rx_frame = self._rx_frame
         learn = self.table.learn if self._learning else None
-        inner_mtu = self._max_inner - 14
         now = self.clock()
         out: list[Frame] = []
         nbytes = 0
@@ -274,34 +275,14 @@ class VxlanPort(Port):
                 _bump(self.rx_drops, RX_UNKNOWN_VTEP)
                 self.last_unknown_vtep = src
                 continue
-            reason = ""
-            vlan = -1
-            if n < _MIN_PACKET:
-                reason = RX_TRUNCATED
-            elif not buf[0] & VXLAN_FLAG_I:
-                reason = RX_BAD_FLAGS
-            else:
-                vlan = vni_vlan.get((buf[4] << 16) | (buf[5] << 8) | buf[6], -1)
-                if vlan < 0:
-                    reason = RX_UNKNOWN_VNI
-                elif buf[20:22] in _TPIDS and vlan not in mirror:
-                    reason = RX_INNER_TAG
+            reason, vlan = rx_check(buf, n)
             if reason:
                 errors += 1
                 _bump(self.rx_drops, reason)
                 _bump(vt.rx_drops, reason)
                 continue
             size = n - VXLAN_HLEN
-            tag = push.get(vlan)
-            if vlan in mirror:  # a mirror copy: as sent (tags and all), nothing learned
-                assert tag is not None
-                data = b"".join((mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n]))
-                vnet = b""
-            elif tag is None:
-                data, vnet = receive_offloads(mv[VXLAN_HLEN:n].tobytes(), 14, inner_mtu)
-            else:
-                data, vnet = receive_offloads(b"".join(
-                    (mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n])), 18, inner_mtu)
+            data, vnet = rx_frame(mv, n, vlan)
             if learn is not None and not buf[14] & 1 and vlan not in mirror:
                 learn(vlan, bytes(buf[14:20]), src, now)
             out.append(Frame(data, vnet))
@@ -313,6 +294,46 @@ class VxlanPort(Port):
         cnt.rx_bytes += nbytes
         cnt.rx_errors += errors
         return out
+
+    def _rx_check(self, buf: bytearray | bytes, n: int) -> tuple[str, int]:
+        """The receive checks of a datagram's first ``n`` bytes: ``(reason, VLAN)``;
+        reason ``""`` when it is accepted (VLAN -1 when the VNI is not mapped)."""
+        if n < _MIN_PACKET:
+            return RX_TRUNCATED, -1
+        if not buf[0] & VXLAN_FLAG_I:
+            return RX_BAD_FLAGS, -1
+        vlan = self._vni_vlan.get((buf[4] << 16) | (buf[5] << 8) | buf[6], -1)
+        if vlan < 0:
+            return RX_UNKNOWN_VNI, -1
+        if buf[20:22] in _TPIDS and vlan not in self._mirror:
+            return RX_INNER_TAG, vlan
+        return "", vlan
+
+    def _rx_frame(self, mv: memoryview, n: int, vlan: int) -> tuple[bytes, bytes]:
+        """The frame (and virtio-net header) the switch receives for an accepted datagram:
+        the inner frame with the VLAN's tag pushed (none for VLAN 0)."""
+        tag = self._push.get(vlan)
+        if vlan in self._mirror:  # a mirror copy: as sent (tags and all), nothing learned
+            assert tag is not None
+            return b"".join((mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n])), b""
+        inner_mtu = self._max_inner - 14
+        if tag is None:
+            return receive_offloads(mv[VXLAN_HLEN:n].tobytes(), 14, inner_mtu)
+        return receive_offloads(b"".join(
+            (mv[VXLAN_HLEN:VXLAN_HLEN + 12], tag, mv[VXLAN_HLEN + 12:n])), 18, inner_mtu)
+
+    def plan_rx(self, source: str, payload: bytes) -> RxPlan:
+        """What receiving ``payload`` (VXLAN header + inner frame) from ``source`` would do,
+        by the receive path's own checks; nothing is learned or counted."""
+        vni = int.from_bytes(payload[4:7]) if len(payload) >= VXLAN_HLEN else None
+        if source not in self.vteps:
+            return RxPlan(source, vni, -1, RX_UNKNOWN_VTEP)
+        reason, vlan = self._rx_check(payload, len(payload))
+        if reason:
+            return RxPlan(source, vni, vlan, reason)
+        data, _vnet = self._rx_frame(memoryview(payload), len(payload), vlan)
+        learns = self._learning and not payload[14] & 1 and vlan not in self._mirror
+        return RxPlan(source, vni, vlan, "", data, learns)
 
     # -- send ------------------------------------------------------------------
 
@@ -333,6 +354,60 @@ class VxlanPort(Port):
                 taken += 1
         return taken
 
+    def _tx_untag(self, data: bytes, vnet: bytes) -> tuple[int, bytes, bytes, str]:
+        """A frame from the switch: ``(VLAN, frame without its tag, vnet header, reason)``,
+        reason ``""`` when it can be sent (its VLAN has a VNI, no second tag)."""
+        if data[12:14] == b"\x81\x00" and len(data) >= 18:
+            vlan = ((data[14] << 8) | data[15]) & 0x0FFF
+            data = data[:12] + data[16:]
+            if vnet:
+                vnet = vnet_shift(vnet, -4)
+        else:
+            vlan = 0
+        if vlan not in self._vx_hdr:
+            return vlan, data, vnet, TX_UNMAPPED_VLAN
+        if data[12:14] in _TPIDS and vlan not in self._mirror:
+            return vlan, data, vnet, TX_INNER_TAG
+        return vlan, data, vnet, ""
+
+    def _targets(self, vlan: int, dst: bytes, lookup: Callable[[int, bytes, float], str | None],
+                 now: float) -> tuple[tuple[str, ...], str]:
+        """The VTEPs a frame of ``vlan`` to ``dst`` goes to, and how they were chosen."""
+        if vlan in self._mirror:  # a mirror copy goes to the VLAN's receivers, always
+            return self._flood[vlan], "mirror"
+        if not dst[0] & 1:
+            vtep = lookup(vlan, dst, now)
+            if vtep is not None:
+                e = self.table.entries.get((vlan, dst))
+                return (vtep,), "static" if e is not None and e.static else "learned"
+        return self._flood[vlan], "flood"
+
+    def plan_tx(self, data: bytes, vnet: bytes = b"") -> TxPlan:
+        """What sending ``data`` (as the switch hands it to this port) would do, by the send
+        path's own steps: VNI, target VTEPs (the table looked up without aging anything),
+        the datagrams and the underlay MTU check. Nothing is sent or counted."""
+        base = TxPlan(self.local_ip, self.udp_port, 0, None, "",
+                      underlay_mtu=self.config.underlay_mtu)
+        if len(data) < 14:
+            return replace(base, reason=TX_MALFORMED)
+        vlan, data, vnet, reason = self._tx_untag(data, vnet)
+        base = replace(base, vlan=vlan, vni=self._vlan_vni.get(vlan))
+        if reason:
+            return replace(base, reason=reason)
+        if vnet and not is_plain(vnet):
+            try:
+                pieces = finalize(Frame(data, vnet))
+            except OffloadError:
+                return replace(base, reason=TX_OFFLOAD)
+        else:
+            pieces = [data]
+        targets, via = self._targets(vlan, data[:6], self.table.peek, self.clock())
+        vx = self._vx_hdr[vlan]
+        return replace(base, reason="" if targets else TX_NO_VTEP, targets=targets, via=via,
+                       sport=flow_entropy(data), packets=tuple(vx + p for p in pieces),
+                       oversize=tuple(i for i, p in enumerate(pieces)
+                                      if len(p) > self._max_inner))
+
     def _send_one(self, sock: socket.socket, f: Frame, now: float) -> bool:
         data = f.data
         vnet = f.vnet
@@ -341,20 +416,8 @@ class VxlanPort(Port):
             _bump(drops, TX_MALFORMED)
             self.counters.tx_errors += 1
             return False
-        if data[12:14] == b"\x81\x00" and len(data) >= 18:
-            vlan = ((data[14] << 8) | data[15]) & 0x0FFF
-            data = data[:12] + data[16:]
-            if vnet:
-                vnet = vnet_shift(vnet, -4)
-        else:
-            vlan = 0
+        vlan, data, vnet, reason = self._tx_untag(data, vnet)
         vx = self._vx_hdr.get(vlan)
-        mirror = vlan in self._mirror
-        reason = ""
-        if vx is None:
-            reason = TX_UNMAPPED_VLAN
-        elif data[12:14] in _TPIDS and not mirror:
-            reason = TX_INNER_TAG
         if reason:
             _bump(drops, reason)
             self.counters.tx_errors += 1
@@ -369,13 +432,7 @@ class VxlanPort(Port):
                 return False
         else:
             pieces = [data]
-        dst = data[:6]
-        targets: tuple[str, ...]
-        if dst[0] & 1 or mirror:  # a mirror copy goes to the VLAN's receivers, always
-            targets = self._flood[vlan]
-        else:
-            vtep = self.table.lookup(vlan, dst, now)
-            targets = (vtep,) if vtep is not None else self._flood[vlan]
+        targets, _via = self._targets(vlan, data[:6], self.table.lookup, now)
         if not targets:
             _bump(drops, TX_NO_VTEP)
             return True
