@@ -11,6 +11,8 @@ from vspan.config.model import MirrorSession
 
 MAX_DURATION = 366 * 86400.0  # a time box longer than a year is a mistake
 HEX_FRAME = r"^([0-9a-fA-F]{2})*$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
 
 
 class ErrorOut(BaseModel):
@@ -105,7 +107,7 @@ class PacketIn(BaseModel):
     flags: str = Field("S", pattern=r"^[FSRPAUECN]{0,9}$")
 
 
-class TraceIn(BaseModel):
+class FrameIn(BaseModel):
     """A frame as if received on ``port``: ``frame`` (hex) or ``packet`` (its fields)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -114,13 +116,21 @@ class TraceIn(BaseModel):
     packet: PacketIn | None = None
 
     @model_validator(mode="after")
-    def _one_frame(self) -> TraceIn:
+    def _one_frame(self) -> FrameIn:
         if (self.frame is None) == (self.packet is None):
             raise ValueError("give frame (hex) or packet (fields), one of them")
         return self
 
 
-class ExplainIn(TraceIn):
+class TraceIn(FrameIn):
+    """A frame (hex) as if received on ``port``; with ``from_vtep`` the frame is a VXLAN
+    payload (header and inner frame) that the overlay port ``port`` receives from that
+    VTEP."""
+
+    from_vtep: str | None = Field(default=None, max_length=15, pattern=IPV4)
+
+
+class ExplainIn(FrameIn):
     """A frame (hex) entering (``in``) or leaving (``out``) ``port``."""
 
     direction: Literal["in", "out"]

@@ -228,8 +228,9 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     @app.post("/trace", responses=_errors(400, 404, 422))
     def trace(body: m.TraceIn) -> dict[str, Any]:
         """Trace a frame (hex, or built from its fields) as if received on a port: every
-        stage's decision."""
-        return agent.trace(body.port, _frame(body))
+        stage's decision, and what an overlay port does with it (``from_vtep``: the frame is
+        a VXLAN payload arriving from that VTEP)."""
+        return agent.trace(body.port, _frame(body), body.from_vtep)
 
     @app.post("/policy/explain", responses=_errors(400, 404, 422))
     def policy_explain(body: m.ExplainIn) -> dict[str, Any]:
@@ -417,7 +418,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     return app
 
 
-def _frame(body: m.TraceIn) -> bytes:
+def _frame(body: m.FrameIn) -> bytes:
     """The frame a trace or explain request gives (hex, or fields to build it from)."""
     if body.frame is not None:
         return bytes.fromhex(body.frame)

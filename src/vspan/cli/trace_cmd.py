@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from vspan.cli import crosstrace_cmd
 from vspan.cli.client import (
     ClientError,
     add_socket_arg,
@@ -25,10 +26,14 @@ def register(sub: Any) -> None:
         description="Build a frame from options (or take one from a capture) and run it "
                     "through the same pipeline the datapath uses, with tracing on. Talks to "
                     "the running switch, or with -c FILE traces offline against a config "
-                    "(empty MAC table).")
-    p.add_argument("--in-port", "-i", required=True, help="port the frame arrives on")
-    p.add_argument("--src-mac", default="02:00:00:00:00:01")
-    p.add_argument("--dst-mac", default="ff:ff:ff:ff:ff:ff")
+                    "(empty MAC table). On a distributed switch, --vm A [--to-vm B] traces "
+                    "the frame VM A sends through its host, the overlay and the hosts it "
+                    "reaches, each host's part by its own agent.")
+    p.add_argument("--in-port", "-i", default=None,
+                   help="port the frame arrives on (not with --vm)")
+    p.add_argument("--src-mac", default=None, help="default 02:00:00:00:00:01 (--vm: the VM's)")
+    p.add_argument("--dst-mac", default=None,
+                   help="default ff:ff:ff:ff:ff:ff (--to-vm: that VM's MAC)")
     p.add_argument("--src-ip", default=None)
     p.add_argument("--dst-ip", default=None)
     p.add_argument("--vlan", type=int, action="append", default=None,
@@ -39,13 +44,16 @@ def register(sub: Any) -> None:
     p.add_argument("--sport", type=int, default=12345)
     p.add_argument("--dport", type=int, default=80)
     p.add_argument("--flags", default="S", help="TCP flags letters (default S)")
-    p.add_argument("--frame", default=None, help="the whole frame as hex instead of options")
+    p.add_argument("--frame", default=None,
+                   help="the whole frame as hex instead of options; with --pcap: which packet "
+                        "of the file (1-based, as --index)")
     p.add_argument("--pcap", default=None, help="take the frame from this pcap/pcapng file")
     p.add_argument("--index", type=int, default=1, help="which packet of --pcap (1-based)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("-c", "--config", default=None,
                    help="trace offline against this configuration file")
     add_socket_arg(p)
+    crosstrace_cmd.add_args(p)
     p.set_defaults(func=run)
 
 
@@ -53,11 +61,18 @@ def build_frame(args: argparse.Namespace) -> bytes:
     """The frame the options describe."""
     from vspan.packet.synth import FrameSpec, synth_frame
 
+    if args.pcap:
+        index = args.index
+        if args.frame is not None:
+            if not args.frame.isdigit():
+                raise PacketError("trace", f"--frame {args.frame!r} with --pcap: give the "
+                                  "packet's number (1-based)")
+            index = int(args.frame)
+        return _from_capture(args.pcap, index)
     if args.frame:
         return bytes.fromhex(args.frame.replace(":", "").replace(" ", ""))
-    if args.pcap:
-        return _from_capture(args.pcap, args.index)
-    return synth_frame(FrameSpec(args.src_mac, args.dst_mac, args.src_ip, args.dst_ip,
+    return synth_frame(FrameSpec(args.src_mac or "02:00:00:00:00:01",
+                                 args.dst_mac or "ff:ff:ff:ff:ff:ff", args.src_ip, args.dst_ip,
                                  tuple(args.vlan or ()), args.proto, args.sport, args.dport,
                                  args.flags))
 
@@ -88,6 +103,10 @@ def trace_offline(config_path: str, port: str, frame: bytes) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Build, trace, print."""
+    if args.vm is not None:
+        return crosstrace_cmd.run(args, build_frame)
+    if args.in_port is None:
+        return fail(ValueError("give --in-port (or, on a distributed switch, --vm)"))
     try:
         frame = build_frame(args)
     except (PacketError, ValueError, OSError) as err:  # CaptureFormatError is a ValueError

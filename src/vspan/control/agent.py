@@ -23,6 +23,7 @@ from vspan.config.load import ConfigError, load_file, parse_config
 from vspan.config.model import Config
 from vspan.control import views
 from vspan.control.assemble import build_engine, open_capture, switch_policy
+from vspan.control.hosttrace import HostTraceError, trace_on_host
 from vspan.control.live import (
     AclItem,
     FirewallRuleItem,
@@ -638,14 +639,17 @@ class Agent:
 
         return self.engine.call(run)
 
-    def trace(self, port: str, frame: bytes) -> dict[str, Any]:
-        """Trace ``frame`` as if received on ``port``; no side effects."""
+    def trace(self, port: str, frame: bytes, from_vtep: str | None = None) -> dict[str, Any]:
+        """Trace ``frame`` as if received on ``port`` (with ``from_vtep``: a VXLAN payload
+        the overlay port ``port`` receives from that VTEP); no side effects."""
         if port not in self.engine.state.by_name:
             raise AgentError(f"no port named {port!r}", 404)
 
         def run() -> dict[str, Any]:
-            decision, outcome, tracer = self.engine.trace(port, frame)
-            return views.trace_view(self.engine.state, port, frame, decision, outcome, tracer)
+            try:
+                return trace_on_host(self.engine, port, frame, from_vtep)
+            except HostTraceError as err:
+                raise AgentError(str(err)) from err
 
         return self.engine.call(run)
 

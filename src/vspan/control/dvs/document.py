@@ -48,6 +48,7 @@ class LiveHost:
     mod_revision: int = 0
     boot_id: str = ""  # the kernel's: hosts with equal ones are namespaces of one machine
     features: tuple[str, ...] = ()  # what the agent can do (e.g. "move-interfaces")
+    socket: str = ""  # the agent's control socket (on its host)
 
     @classmethod
     def decode(cls, kv: KeyValue, host: str) -> LiveHost:
@@ -57,7 +58,8 @@ class LiveHost:
                    started=float(data.get("started", 0)), pid=int(data.get("pid", 0)),
                    version=str(data.get("version", "")), mod_revision=kv.mod_revision,
                    boot_id=str(data.get("boot_id", "")),
-                   features=tuple(str(f) for f in data.get("features", ())))
+                   features=tuple(str(f) for f in data.get("features", ())),
+                   socket=str(data.get("socket", "")))
 
 
 @dataclass
