@@ -83,7 +83,8 @@ def dlab(tmp_path: Path) -> Iterator[DvsLab]:
                    dl.host_ports("h2"), 20, "overlay ports")
         vms = dl.hosts["h1"].vms | dl.hosts["h2"].vms
         # MACs learned on both hosts and behind both VTEPs
-        wait_until(lambda: dl.ping(vms["web1"], vms["web2"], count=1, check=False), 20, "web1 -> web2")
+        wait_until(lambda: dl.ping(vms["web1"], vms["web2"], count=1, check=False), 20,
+                   "web1 -> web2")
         dl.ping(vms["web1"], vms["db1"], count=1)
         yield dl
 
