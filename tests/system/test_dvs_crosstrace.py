@@ -159,6 +159,11 @@ def test_forwarded_frame_arrives_as_the_trace_said(dlab: DvsLab, tmp_path: Path)
     assert seen[0][:6] == bytes.fromhex("020000000201")  # to web2's MAC
     assert seen[0][6:12] == bytes.fromhex("020000000101")  # from web1's MAC
     assert seen[0][12:14] == b"\x08\x00"  # untagged at the VM (access VLAN 10 popped)
+    # from a captured frame: the capture tcpdump wrote, traced as web1 sending it again
+    again = trace(dlab, "--pcap", str(tmp_path / "web2.pcap"), "--frame", "1", "--vm", "web1")
+    assert again["frame"] == path["frame"]
+    assert [(d["host"], d["port"], d["frame"]) for d in again["delivered"]] == [
+        ("h2", "web2", delivered["frame"])]
 
 
 def test_frame_dropped_by_the_destination_firewall(dlab: DvsLab, tmp_path: Path) -> None:
