@@ -6,16 +6,25 @@ socket); each host's pipeline part is the answer an agent gives (``POST /trace``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from vspan.api.access import Guard
+from vspan.api.rest import create_app
+from vspan.config.access import Role
 from vspan.config.dvs import DvsConfig
-from vspan.config.load import parse_model, read_yaml
+from vspan.config.load import parse_config, parse_model, read_yaml
 from vspan.config.model import PortConfig
+from vspan.control.agent import Agent
+from vspan.control.audit import AuditLog
 from vspan.control.dvs.crosstrace import CrossTraceError, render, trace_across, vm_end
 from vspan.control.dvs.document import LiveHost
+from vspan.control.tokens import SqliteTokenStore
 from vspan.packet import build
+from vspan.ports.memory import MemoryPort
 from vspan.ports.vxlan import VxlanPort
 
 DVS = """\
@@ -209,3 +218,30 @@ def test_overlay_plans_use_the_ports_own_checks() -> None:
     assert (rx.reason, rx.vni, rx.vlan, rx.learns) == ("", 10010, 10, True)
     assert rx.frame == tagged(frame())
     assert len(port.table) == 0 and port.rx_drops == {} and port.tx_drops == {}
+
+
+def test_trace_api_refuses_vxlan_payloads_where_there_is_no_overlay(tmp_path: Path) -> None:
+    cfg = parse_config({"switch": {"state_dir": str(tmp_path)},
+                        "ports": {"a": {"type": "memory"}, "b": {"type": "memory"}}}, "t")
+    agent = Agent(cfg, lambda name, _cfg: MemoryPort(name))
+    tokens = SqliteTokenStore(str(tmp_path / "auth.db"))
+    guard = Guard(tokens, AuditLog(str(tmp_path / "audit.jsonl")),
+                  lambda: agent.config.switch.roles, 0)
+    viewer = tokens.create("v", Role.VIEWER)  # a trace changes nothing: viewers may
+    try:
+        with TestClient(create_app(agent, guard),
+                        headers={"Authorization": f"Bearer {viewer}"}) as c:
+            ok = c.post("/trace", json={"port": "a", "frame": frame().hex()})
+            assert ok.status_code == 200, ok.text
+            body = ok.json()
+            assert body["overlay"] == [] and "arrival" not in body
+            assert sorted(o["port"] for o in body["outputs"]) == ["b"]  # flooded
+            bad = c.post("/trace", json={"port": "a", "frame": frame().hex(),
+                                         "from_vtep": H1})
+            assert bad.status_code == 400
+            assert "not an open vxlan port" in bad.json()["error"]
+            for vtep in ("999.1.1.1", "10.0.0.1; rm", "", "::1"):
+                resp = c.post("/trace", json={"port": "a", "frame": "00", "from_vtep": vtep})
+                assert resp.status_code == 422, vtep
+    finally:
+        agent.stop()
