@@ -100,13 +100,15 @@ def trace(dl: DvsLab, *args: str) -> dict[str, Any]:
 
 
 def state(dl: DvsLab, host: str) -> dict[str, Any]:
-    """What a trace must not change: learned MACs (both tables), drops, mirror counts."""
+    """What a trace must not change: learned MACs (both tables), firewall connections,
+    drops, mirror counts."""
     fdb = {(r["vlan"], r["mac"], r["port"], r["vtep"]) for r in dl.local(host, "GET",
                                                                           "/show/fdb")}
     vteps = dl.local(host, "GET", "/show/vteps")
     drops = dl.local(host, "GET", "/show/counters")["drops"]
     mirrors = {m["name"]: m["counters"] for m in dl.local(host, "GET", "/show/mirrors")}
-    return {"fdb": fdb, "table": sorted(json.dumps(r["mac"]) + r["vtep"]
+    conns = dl.local(host, "GET", "/firewall")["connections"]
+    return {"fdb": fdb, "connections": conns, "table": sorted(json.dumps(r["mac"]) + r["vtep"]
                                         for r in vteps["table"]),
             "drops": drops, "mirrors": mirrors}
 
