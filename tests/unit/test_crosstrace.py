@@ -245,3 +245,39 @@ def test_trace_api_refuses_vxlan_payloads_where_there_is_no_overlay(tmp_path: Pa
                 assert resp.status_code == 422, vtep
     finally:
         agent.stop()
+
+
+def test_the_predicted_outcome_decides_where_the_agent_gives_one() -> None:
+    """Agents that replay the decision with peeked per-frame checks answer an ``outcome``:
+    a connection-tracking drop the static decision cannot know, and only the copies that
+    are really made (a sampled-out session makes none)."""
+    h1, h2 = overlay(H1, [H2]), overlay(H2, [H1])
+    plain = Hosts(h1, h2)
+
+    def ask(host: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = plain(host, body)
+        if host == "h1":
+            return answer | {"outcome": {"outputs": [{"port": "overlay", "bytes": 64}],
+                                         "copies": [], "drops": []}}
+        return answer | {"outcome": {"outputs": [], "copies": [], "drops": [
+            {"reason": "firewall-state-invalid", "port": "web2", "rule": "default",
+             "detail": "no connection"}]}}
+
+    path = trace_across(dvs(), LIVE, "web1", frame(), ask)
+    assert path["delivered"] == [] and path["copies"] == []
+    drop, = path["drops"]
+    assert (drop["host"], drop["stage"], drop["reason"], drop["rule"]) == (
+        "h2", "firewall", "firewall-state-invalid", "default")
+
+    def copying(host: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = plain(host, body)
+        if host == "h1":
+            return answer | {"outcome": {"outputs": [{"port": "overlay", "bytes": 64}],
+                                         "drops": [], "copies": [
+                {"session": "watch.tx", "to": "overlay", "bytes": 64, "truncated": False,
+                 "delivered": True}]}}
+        return answer
+
+    copy, = trace_across(dvs(), LIVE, "web1", frame(), copying)["copies"]
+    assert (copy["session"], copy["point"], copy["to"], copy["delivered"]) == (
+        "watch", "ingress", ["snf (h2)"], True)

@@ -112,57 +112,81 @@ def _drop_row(host: str, d: Mapping[str, Any]) -> dict[str, Any]:
             "detail": d.get("detail", "")}
 
 
-def _copies(dvs: DvsConfig, host: str, decision: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The mirror copies a host's decision makes, named by the distributed session."""
-    found = [(c, "ingress") for c in decision.get("ingress_mirrors", [])]
+def _session_to(dvs: DvsConfig, session: str, local: list[str]) -> list[str]:
+    """Where a distributed session's copies end up (``local``: the host's own view)."""
+    cfg = dvs.mirrors.get(session)
+    if cfg is not None and cfg.destinations:
+        return [f"{d} ({dvs.ports[d].host})" if d in dvs.ports else d
+                for d in cfg.destinations]
+    if cfg is not None and cfg.rspan is not None:
+        return [f"rspan {cfg.rspan.port} VLAN {cfg.rspan.vlan}"]
+    if cfg is not None and cfg.erspan is not None:
+        return [f"erspan {cfg.erspan.remote_ip} session {cfg.erspan.session_id}"]
+    return local
+
+
+def _copies(dvs: DvsConfig, host: str, decision: Mapping[str, Any],
+            outcome: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The mirror copies a host makes, named by the distributed session: those its
+    decision offers, or (when the agent predicts the outcome) those really made."""
+    offered: dict[str, tuple[str, list[str]]] = {}
+    for c in decision.get("ingress_mirrors", []):
+        offered.setdefault(str(c["session"]), ("ingress", list(c.get("destinations", []))))
     for out in decision.get("outputs", []):
-        found += [(c, f"egress of {out['port']}") for c in out.get("mirrors", [])]
+        for c in out.get("mirrors", []):
+            offered.setdefault(str(c["session"]), (f"egress of {out['port']}",
+                                                   list(c.get("destinations", []))))
+    made: list[tuple[str, dict[str, Any]]]
+    if outcome is None:
+        made = [(part, {}) for part in offered]
+    else:
+        made = [(str(c["session"]), {"bytes": c.get("bytes"), "truncated": c.get("truncated"),
+                                     "delivered": c.get("delivered")})
+                for c in outcome.get("copies", [])]
     rows = []
-    for c, where in found:
-        part = str(c["session"])
+    for part, extra in made:
         session = part.removesuffix(".tx").removesuffix(".rx")
+        point, local = offered.get(part, ("", []))
         cfg = dvs.mirrors.get(session)
-        if cfg is not None and cfg.destinations:
-            to = [f"{d} ({dvs.ports[d].host})" if d in dvs.ports else d
-                  for d in cfg.destinations]
-        elif cfg is not None and cfg.rspan is not None:
-            to = [f"rspan {cfg.rspan.port} VLAN {cfg.rspan.vlan}"]
-        elif cfg is not None and cfg.erspan is not None:
-            to = [f"erspan {cfg.erspan.remote_ip} session {cfg.erspan.session_id}"]
-        else:
-            to = list(c.get("destinations", []))
-        via = ("the overlay (mirror VLAN "
-               f"{cfg.overlay_vlan if cfg is not None else '?'})") if part.endswith(".tx") \
-            else "local"
-        rows.append({"host": host, "session": session, "part": part, "point": where,
-                     "to": to, "via": via})
+        via = (f"the overlay (mirror VLAN {cfg.overlay_vlan if cfg is not None else '?'})"
+               if part.endswith(".tx") else "local")
+        rows.append({"host": host, "session": session, "part": part, "point": point,
+                     "to": _session_to(dvs, session, local), "via": via} | extra)
     return rows
 
 
 def _host_part(dvs: DvsConfig, host: str, role: str, result: Mapping[str, Any],
                vm_of: Mapping[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]],
                                                   list[dict[str, Any]], list[dict[str, Any]]]:
-    """One host's entry of the path, and its deliveries, drops and copies."""
+    """One host's entry of the path, and its deliveries, drops and copies. With the
+    agent's predicted ``outcome`` (per-frame checks peeked) that decides; otherwise the
+    decision does."""
     decision = result.get("decision") or {}
+    outcome = result.get("outcome")
     frames = {o["port"]: o["frame"] for o in result.get("outputs", [])}
+    ops = {o["port"]: o for o in decision.get("outputs", [])}
+    ports = ([o["port"] for o in outcome.get("outputs", [])] if outcome is not None
+             else list(ops))
     delivered = []
-    for out in decision.get("outputs", []):
-        if out["port"] == OVERLAY_PORT:
+    for port in ports:
+        if port == OVERLAY_PORT:
             continue
-        delivered.append({"host": host, "port": out["port"], "vm": vm_of.get(out["port"]),
-                          "vlan_op": out["vlan_op"], "vid": out["vid"],
-                          "frame": frames.get(out["port"], "")})
-    drops = [_drop_row(host, d) for d in decision.get("drops", [])]
+        op = ops.get(port, {})
+        delivered.append({"host": host, "port": port, "vm": vm_of.get(port),
+                          "vlan_op": op.get("vlan_op", "keep"), "vid": op.get("vid", 0),
+                          "frame": frames.get(port, "")})
+    drops = [_drop_row(host, d) for d in (outcome if outcome is not None
+                                          else decision).get("drops", [])]
     arrival = result.get("arrival")
     if arrival is not None and arrival.get("reason"):
         drops.append({"host": host, "stage": "overlay", "reason": arrival["reason"],
                       "rule": "", "port": OVERLAY_PORT,
                       "detail": f"from VTEP {arrival['source']}, VNI {arrival['vni']}"})
-    copies = _copies(dvs, host, decision)
+    copies = _copies(dvs, host, decision, outcome)
     part = {"host": host, "role": role, "in_port": result.get("port", ""),
             "arrival": arrival, "text": result.get("text", ""),
-            "decision": decision or None, "delivered": delivered, "drops": drops,
-            "copies": copies}
+            "decision": decision or None, "outcome": outcome, "delivered": delivered,
+            "drops": drops, "copies": copies}
     return part, delivered, drops, copies
 
 
