@@ -147,6 +147,9 @@ def test_forwarded_frame_arrives_as_the_trace_said(dlab: DvsLab, tmp_path: Path)
     assert hop["fits"] and hop["underlay_mtu"] == 1600 and hop["via"] == "learned"
     assert hop["outer_ip_bytes"] == 20 + 8 + 8 + path["frame_len"]
     assert path["drops"] == []
+    # each host answered what it would do now (per-frame checks peeked), not only its
+    # cached decision
+    assert all(p["outcome"] is not None for p in path["hosts"])
     delivered, = path["delivered"]
     assert (delivered["host"], delivered["port"], delivered["vm"]) == ("h2", "web2", "web2")
     assert path["hosts"][1]["arrival"]["vlan"] == 10
