@@ -13,6 +13,7 @@ MAX_DURATION = 366 * 86400.0  # a time box longer than a year is a mistake
 HEX_FRAME = r"^([0-9a-fA-F]{2})*$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+IPV4_LIKE = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"  # the builder names a bad octet itself
 
 
 class ErrorOut(BaseModel):
@@ -87,7 +88,6 @@ class MirrorCreate(MirrorSession):
 
 
 MAC = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
-IPV4 = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"
 
 
 class PacketIn(BaseModel):
@@ -97,8 +97,8 @@ class PacketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     src_mac: str = Field("02:00:00:00:00:01", pattern=MAC)
     dst_mac: str = Field("ff:ff:ff:ff:ff:ff", pattern=MAC)
-    src_ip: str | None = Field(None, pattern=IPV4)
-    dst_ip: str | None = Field(None, pattern=IPV4)
+    src_ip: str | None = Field(None, pattern=IPV4_LIKE)
+    dst_ip: str | None = Field(None, pattern=IPV4_LIKE)
     vlan: list[Annotated[int, Field(ge=0, le=4095)]] = Field(default_factory=list,
                                                              max_length=4)
     proto: Literal["icmp", "tcp", "udp", "arp", "raw"] | None = None
