@@ -103,6 +103,8 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("DELETE", "/captures/{capture_id}"): Rule(P.MIRROR, "capture.stop", "{capture_id}"),
     ("GET", "/captures/{capture_id}/file"): Rule(P.MIRROR, "capture.download",
                                                  "{capture_id}"),
+    ("GET", "/observe"): Rule(P.MIRROR, "observe"),  # live per-frame events (headers)
+    ("GET", "/observers"): Rule(P.READ),
     # administration
     ("GET", "/tokens"): Rule(P.ADMIN),
     ("POST", "/tokens"): Rule(P.ADMIN, "token.create"),

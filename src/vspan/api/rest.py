@@ -34,6 +34,7 @@ from vspan.api.access import (
 from vspan.api.console import add_console
 from vspan.api.events import MEDIA_TYPE, StreamSlots, event_stream
 from vspan.api.metrics import SwitchCollector
+from vspan.api.observe import add_observe_routes
 from vspan.config.diff import ChangeSet
 from vspan.config.load import ConfigError
 from vspan.control.agent import Agent, AgentError, LiveChangesError
@@ -412,6 +413,8 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                 title=app.title, version=app.version, description=app.description,
                 routes=app.routes))
         return app.openapi_schema
+
+    add_observe_routes(app, agent)
 
     app.openapi = openapi  # type: ignore[method-assign]
     check_table(app)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,3 +198,27 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
     for line in table:
         sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                          + "\n")
+
+
+def stream_lines(target: str | Endpoint, path: str, params: dict[str, Any]) -> Iterator[str]:
+    """``GET path`` as a stream of text lines (newline-delimited JSON answers) from the
+    switch at ``target``; raises :class:`ClientError` when it cannot be reached or
+    refuses."""
+    if isinstance(target, str):
+        target = Endpoint(target)
+    timeout = httpx.Timeout(15.0, read=None)  # a quiet stream is not a dead one
+    try:
+        with _client(target, 15.0) as c, \
+                c.stream("GET", path, params=params, timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                try:
+                    data = resp.json()
+                except ValueError:
+                    data = resp.text
+                msg = data.get("error") if isinstance(data, dict) else None
+                raise ClientError(str(msg or f"HTTP {resp.status_code}: {data}"), data,
+                                  resp.status_code)
+            yield from resp.iter_lines()
+    except httpx.HTTPError as err:
+        raise ClientError(f"cannot talk to the switch at {target}: {err}") from err

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "vspan.cli.token_cmd",
     "vspan.cli.audit_cmd",
     "vspan.cli.vm_cmd",
+    "vspan.cli.observe_cmd",
 )
 
 

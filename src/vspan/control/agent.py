@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import stat
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vspan.capture.filter import compile_filter
+from vspan.capture.observe import ObserveError, Observer
 from vspan.capture.pcapng import PcapngWriter
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.load import ConfigError, load_file, parse_config
@@ -33,6 +35,7 @@ from vspan.control.live import (
     MirrorItem,
     config_data,
 )
+from vspan.control.observing import SwitchNames, observe_spec
 from vspan.control.statedb.store import StateWriteError
 from vspan.datapath.engine import BackendFactory, Engine
 from vspan.policy.build import SwitchPolicy
@@ -101,6 +104,7 @@ class Agent:
         self._capture_files: dict[int, tuple[str, PcapngWriter]] = {}  # id -> path, writer
         self.state_dir = config.switch.state_path()  # tokens, audit log, captures
         self.keeper: StateKeeper | None = None  # the state file (vspan up), if any
+        self._observer_ids = 0
         # set when a distributed switch's host agent owns the configuration: local
         # edits would be overwritten by the next reconcile, so they are refused
         self.managed_by: str | None = None
@@ -601,6 +605,42 @@ class Agent:
             return due
 
         return self.engine.call(scan)
+
+    # ---------------------------------------------------------------- observers
+    def observe_start(self, body: dict[str, Any]) -> Observer:
+        """Attach an observer (``vspan observe``) built from a request; the caller reads its
+        events and must :meth:`observe_stop` it."""
+
+        def start() -> Observer:
+            try:
+                spec = observe_spec(self.config, self.engine.state.by_name, body)
+            except ObserveError as err:
+                raise AgentError(str(err)) from None
+            self._observer_ids += 1
+            obs = Observer(self._observer_ids, spec, SwitchNames(self.engine),
+                           self.config.switch.name, socket.gethostname(), self.engine.clock())
+            self.engine.add_observer(obs)
+            return obs
+
+        return self.engine.call(start)
+
+    def observe_stop(self, observer_id: int) -> dict[str, Any]:
+        """Detach an observer; its summary."""
+
+        def stop() -> dict[str, Any]:
+            try:
+                obs = self.engine.remove_observer(observer_id)
+            except KeyError as err:
+                raise AgentError(str(err.args[0]), 404) from None
+            assert isinstance(obs, Observer)
+            return obs.summary()
+
+        return self.engine.call(stop)
+
+    def observers(self) -> list[dict[str, Any]]:
+        """Running observers."""
+        return self.engine.call(lambda: [o.summary() for o in self.engine.observers
+                                         if isinstance(o, Observer)])
 
     # -------------------------------------------------------------------- views
     def show(self, what: str) -> Any:

@@ -8,7 +8,8 @@ The work is split by job:
 * :mod:`~vspan.datapath.upcall` — the slow path (pipeline, install);
 * :mod:`~vspan.datapath.mirrorout` — mirror copies and the remote senders
   (ERSPAN, injected as :class:`~vspan.datapath.plugins.RemoteMirrors`);
-* captures — injected :class:`~vspan.datapath.plugins.CaptureTap` objects;
+* captures and observers — injected :class:`~vspan.datapath.plugins.CaptureTap` and
+  :class:`~vspan.datapath.plugins.FrameObserver` objects;
 * this module — backends, the poll loop, links, housekeeping and reload,
   each telling the flow cache exactly what changed.
 
@@ -35,7 +36,7 @@ from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import extract
 from vspan.datapath.mirrorout import MirrorOut
 from vspan.datapath.pipeline import Pipeline
-from vspan.datapath.plugins import CaptureTap, Policy, RemoteMirrors
+from vspan.datapath.plugins import CaptureTap, FrameObserver, Policy, RemoteMirrors
 from vspan.datapath.predict import Outcome, predict
 from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState, Touched
@@ -356,6 +357,24 @@ class Engine:
             fp.send_replies(now)
         fp.flush()
         return len(frames)
+    def add_observer(self, obs: FrameObserver) -> None:
+        """Start telling an observer every frame's fate (``vspan observe``)."""
+        self.fastpath.observers.append(obs)
+
+    def remove_observer(self, observer_id: int) -> FrameObserver:
+        """Stop telling an observer (KeyError if unknown). With none left, frames take the
+        short way again: observing costs nothing when nobody observes."""
+        observers = self.fastpath.observers
+        for obs in observers:
+            if obs.id == observer_id:
+                observers.remove(obs)
+                return obs
+        raise KeyError(f"no observer with id {observer_id}")
+
+    @property
+    def observers(self) -> list[FrameObserver]:
+        """Running observers."""
+        return self.fastpath.observers
 
     def trace(self, port_name: str, data: bytes) -> tuple[Decision, Outcome, Tracer]:
         """What the switch would do with ``data`` received on ``port_name`` now: the

@@ -14,14 +14,24 @@ it reads the same action lists and calls up here for everything else.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 
-from vspan.datapath.decision import Check, CheckOutcome, Drop, Learn, Mirror, Refresh
+from vspan.datapath.decision import (
+    Check,
+    CheckOutcome,
+    Decision,
+    Drop,
+    Learn,
+    Mirror,
+    Refresh,
+)
 from vspan.datapath.fdb import FdbEntry, LearnResult
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract, fast_key
 from vspan.datapath.mirrorout import MirrorOut
-from vspan.datapath.plugins import CaptureTap, Checker, Policy
+from vspan.datapath.observed import SOURCE_FAST, SOURCE_REPLY, SOURCE_SLOW, Recorder
+from vspan.datapath.plugins import CaptureTap, Checker, FrameObserver, Policy
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState
@@ -47,6 +57,8 @@ class FastPath:
         self.clock = clock
         self.captures: list[CaptureTap] = []  # live `vspan capture` sessions
         self.frame_drops: list[Drop] = []  # drops of the frame in hand (captures only)
+        self.observers: list[FrameObserver] = []  # live `vspan observe` streams
+        self.recorder = Recorder(self, state)  # replays frames while someone observes
         self.batches = 0
         self.pids = itertools.count(1)  # pcapng packet ids shared by a frame's capture points
         self.stamp_ports = False  # a backend (team by Hyper-V port) needs Frame.port
@@ -74,6 +86,9 @@ class FastPath:
             for f in frames:
                 f.port = in_port
         caps = self.captures
+        observers = self.observers
+        watch = bool(caps or observers)  # anyone watching: frames the long way, but ...
+        simple: list[tuple[Frame, int, object]] = []  # ... simple forwards, told per batch
         tx = self.tx
         key: FlowKey | None
         ref: FdbEntry | None
@@ -85,6 +100,7 @@ class FastPath:
             if hit is not None:
                 d, key, ref = hit
                 cache.hits += 1
+                source = SOURCE_FAST
                 if d.simple_port and not caps:  # one output, nothing else: the common case
                     if ref is not None:
                         ref.last_seen = now
@@ -93,6 +109,8 @@ class FastPath:
                         tx[d.simple_port] = [f]
                     else:
                         q.append(f)
+                    if observers:  # ... these: their fate is known without recording
+                        simple.append((f, d.simple_port, fk))
                     continue
             else:
                 key = extract(data, in_port)
@@ -100,22 +118,48 @@ class FastPath:
                 if hit is not None:
                     d, _, ref = hit
                     cache.hits += 1
+                    source = SOURCE_FAST
                 else:
                     cache.misses += 1
                     d = self.upcall.decide(fk, key, data, in_port)
                     ref = None
-            if caps:
-                if not f.pid:
-                    f.pid = next(self.pids)
-                self.frame_drops.clear()
-                replay(d, f, key, in_port, now, self, ref)
-                for cap in caps:
-                    cap.rx(in_port, data, self.frame_drops, f.pid)
+                    source = SOURCE_SLOW
+            if watch:
+                if simple:  # observers get the frames in order
+                    for obs in observers:
+                        obs.simple(in_port, simple, now)
+                    simple = []
+                self.watched(d, f, key, in_port, now, ref, source)
             else:
                 replay(d, f, key, in_port, now, self, ref)
+        if simple:
+            for obs in observers:
+                obs.simple(in_port, simple, now)
         if self.policy.replies:
             self.send_replies(now)
         self.flush()
+
+    def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
+                ref: FdbEntry | None, source: str, received: bool = True) -> None:
+        """Replay one frame while captures or observers run: captures get the frame with its
+        drops (``received``: a frame a port sent, not one the switch made), observers what
+        became of it (:class:`~vspan.datapath.observed.Seen`)."""
+        caps = self.captures
+        if caps and not f.pid:
+            f.pid = next(self.pids)
+        self.frame_drops.clear()
+        observers = self.observers
+        if observers:
+            rec = self.recorder
+            seen = rec.start(d, in_port, f, f.ts_ns or time.time_ns(), source)
+            replay(d, f, key, in_port, now, rec, ref)
+            for obs in observers:
+                obs.observe(seen, now)
+        else:
+            replay(d, f, key, in_port, now, self, ref)
+        if received:
+            for cap in caps:
+                cap.rx(in_port, f.data, self.frame_drops, f.pid)
 
     def send_replies(self, now: float) -> None:
         """Reject answers (TCP RST / ICMP unreachable) committed checks asked for."""
@@ -123,11 +167,17 @@ class FastPath:
             if reply.to_port:
                 # delivered to the port's VM: through the port's egress taps
                 d = self.upcall.deliver(reply.port, reply.data, reply.vlan)
-                replay(d, Frame(reply.data), None, reply.port, now, self)
+                key = None
             elif reply.port in self.state.ports:
                 # switched as if the port had sent it (its ingress taps), not judged again
                 key = extract(reply.data, reply.port)
                 d = self.upcall.decide_unjudged(key, reply.data, reply.port)
+            else:
+                continue
+            if self.observers:
+                self.watched(d, Frame(reply.data), key, reply.port, now, None, SOURCE_REPLY,
+                             received=False)
+            else:
                 replay(d, Frame(reply.data), key, reply.port, now, self)
 
     def flush(self) -> None:

@@ -13,7 +13,8 @@ them in.
   (configuration, housekeeping, reject answers);
 * :class:`MirrorSender` and :class:`RemoteMirrors` (:mod:`~vspan.datapath.remote`) —
   ERSPAN/GRE senders;
-* :class:`CaptureTap` — a running ``vspan capture``.
+* :class:`CaptureTap` — a running ``vspan capture``;
+* :class:`FrameObserver` — a running ``vspan observe`` (per-frame events).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from vspan.config.diff import ChangeSet
 from vspan.config.model import Config
 from vspan.datapath.decision import PASS, Check, CheckOutcome, Drop, Reply
 from vspan.datapath.flowkey import FlowKey
+from vspan.datapath.observed import Seen
 from vspan.datapath.remote import MirrorSender as MirrorSender
 from vspan.datapath.remote import RemoteMirrors as RemoteMirrors
 from vspan.datapath.remote import SenderStats as SenderStats
 from vspan.datapath.stages.base import EgressStage, IngressStage
+from vspan.ports.base import Frame
 
 
 class Checker(Protocol):
@@ -165,4 +168,27 @@ class CaptureTap(Protocol):
 
     def summary(self) -> dict[str, object]:
         """What was captured."""
+        ...
+
+
+class FrameObserver(Protocol):
+    """A running ``vspan observe``: told every frame's fate while it is attached.
+
+    Called on the engine thread for every frame (cache hits, upcalls and the
+    switch's own reject answers alike); it must stay cheap: filter, sample and
+    rate-limit here, format elsewhere.
+    """
+
+    id: int
+
+    def observe(self, seen: Seen, now: float) -> None:
+        """One frame and what the switch did with it (``now``: the engine's clock for the
+        frame's batch)."""
+        ...
+
+    def simple(self, in_port: int, frames: list[tuple[Frame, int, object]],
+               now: float) -> None:
+        """Frames of one batch that cached decisions delivered unchanged to one port each
+        and did nothing else with: the common case, told once per batch as (frame, output
+        port, fast flow key — equal keys, equal flow keys) without a :class:`Seen`."""
         ...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 
 class DropReason(enum.StrEnum):
@@ -31,3 +33,84 @@ class DropReason(enum.StrEnum):
     ROUTER_GUARD = "router-guard"
     STORM_LIMIT = "storm-limit"
     TX_ERROR = "tx-error"  # the port backend refused the frame
+
+
+EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
+    DropReason.MALFORMED: "the frame could not be parsed as Ethernet/802.1Q/IP (cut short, bad "
+                          "header length, impossible fields); counted and dropped, never forwarded",
+    DropReason.PORT_DOWN: "the ingress or egress port is administratively disabled or its link "
+                          "is down (or the port no longer exists)",
+    DropReason.VLAN_NOT_ALLOWED: "the frame's 802.1Q tag is not in the port's allowed VLANs (an "
+                                 "access or untagged port accepts no tagged frames at all)",
+    DropReason.VLAN_UNTAGGED_NOT_ALLOWED: "an untagged frame arrived on a trunk that has no "
+                                          "native VLAN",
+    DropReason.VLAN_INNER_TAG: "a second (inner) tag would be taken for the frame's VLAN after "
+                               "the outer tag is popped: dropped to stop VLAN hopping",
+    DropReason.VLAN_TPID: "the outer tag is 802.1ad (0x88a8) or 0x9100, not 802.1Q: vspan "
+                          "does not switch QinQ service tags",
+    DropReason.NO_DESTINATION: "nowhere to send the frame: the destination is learned on the "
+                               "port it came from, or the flood set is empty",
+    DropReason.SAME_PORT: "the destination MAC is learned on the ingress port itself (a frame is "
+                          "never sent back where it came from)",
+    DropReason.MAC_LIMIT: "the port already learned its configured maximum of source MACs "
+                          "(mac_limit); frames from new MACs are dropped",
+    DropReason.MIRROR_DEST_PORT: "a mirror destination port sent or would receive normal "
+                                 "traffic (allow_normal_io is off for it)",
+    DropReason.MTU: "the IP packet (or a GSO segment of it) is larger than the egress port's MTU",
+    DropReason.RESERVED_MULTICAST: "the destination is link-local 01:80:c2:00:00:0x (STP, LACP, "
+                                   "802.1X ...): such frames are never forwarded",
+    DropReason.SOURCE_MULTICAST: "the source MAC is a multicast or broadcast address, which no "
+                                 "station may send from",
+    DropReason.ACL_DENY: "a port ACL entry denies the frame (the rule names the entry)",
+    DropReason.EXT_ACL_DENY: "an extended ACL rule denies the frame, or it has no live session of "
+                             "a stateful rule (the rule names the deciding rule)",
+    DropReason.FIREWALL_DENY: "a distributed firewall rule (or the default rule) with action "
+                              "drop matched the new connection",
+    DropReason.FIREWALL_REJECT: "a firewall rule with action reject matched: the frame is dropped "
+                                "and a TCP RST / ICMP unreachable is sent back",
+    DropReason.FIREWALL_STATE_INVALID: "connection tracking found the frame invalid for its "
+                                       "connection (no SYN for a new strict TCP connection, "
+                                       "out of window, table full, ...)",
+    DropReason.MAC_SPOOF: "the source MAC is not one assigned to the port (MAC spoofing "
+                          "guard)",
+    DropReason.DHCP_GUARD: "a DHCP server answer from a port that may not act as DHCP server",
+    DropReason.ROUTER_GUARD: "an IPv6 router advertisement (or redirect) from a port that may not "
+                             "act as a router",
+    DropReason.STORM_LIMIT: "the port's broadcast/multicast/unknown-unicast storm limit "
+                            "(token bucket) is exhausted",
+    DropReason.TX_ERROR: "the port's backend refused the frame on transmit (queue full, "
+                         "interface gone)",
+})
+"""One line per drop reason: what it means (``vspan explain-reason``)."""
+
+STAGES: Mapping[DropReason, str] = MappingProxyType({
+    DropReason.MALFORMED: "parse",
+    DropReason.PORT_DOWN: "port",
+    DropReason.VLAN_NOT_ALLOWED: "vlan",
+    DropReason.VLAN_UNTAGGED_NOT_ALLOWED: "vlan",
+    DropReason.VLAN_INNER_TAG: "vlan",
+    DropReason.VLAN_TPID: "vlan",
+    DropReason.NO_DESTINATION: "forward",
+    DropReason.SAME_PORT: "forward",
+    DropReason.MAC_LIMIT: "learn",
+    DropReason.MIRROR_DEST_PORT: "port",
+    DropReason.MTU: "output",
+    DropReason.RESERVED_MULTICAST: "forward",
+    DropReason.SOURCE_MULTICAST: "port",
+    DropReason.ACL_DENY: "acl",
+    DropReason.EXT_ACL_DENY: "extended-acl",
+    DropReason.FIREWALL_DENY: "firewall",
+    DropReason.FIREWALL_REJECT: "firewall",
+    DropReason.FIREWALL_STATE_INVALID: "firewall",
+    DropReason.MAC_SPOOF: "guards",
+    DropReason.DHCP_GUARD: "guards",
+    DropReason.ROUTER_GUARD: "guards",
+    DropReason.STORM_LIMIT: "storm",
+    DropReason.TX_ERROR: "transmit",
+})
+"""The pipeline stage (or step) that gives each drop reason."""
+
+
+def explain(reason: str) -> str:
+    """The one-line explanation of ``reason`` (ValueError if it is no drop reason)."""
+    return EXPLANATIONS[DropReason(reason)]
