@@ -55,6 +55,8 @@ def concrete(method: str, path: str, caller: str) -> tuple[str, dict[str, Any] |
     url = path.format(**params)
     if path == "/events":
         url += "?limit=1&interval=0.25"  # a stream: one event, then it ends
+    elif (method, path) == ("GET", "/observe"):
+        url += "?duration=0.5"  # a stream: ended by the switch, not by the client
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/trace"): {"port": "a", "frame": ARP},
         ("POST", "/policy/explain"): {"port": "a", "direction": "in", "frame": ARP},

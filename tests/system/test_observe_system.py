@@ -186,6 +186,16 @@ def test_the_stream_as_server_sent_events_for_a_browser(netlab: Lab, tmp_path: P
         with httpx.Client(transport=transport, base_url="http://vspan") as c:
             bad = c.get("/observe", params={"reason": "nope"})
             assert bad.status_code == 400 and "no drop reason 'nope'" in bad.json()["error"]
+            for params in ({"sample": 0}, {"max_rate": 0}, {"max_rate": "x"}, {"count": -1},
+                           {"duration": 1e9}, {"format": "xml"}, {"filter": "tcp port"},
+                           {"port": "nosuch"}, {"verdict": "maybe"}, {"filter": "x" * 2000}):
+                bad = c.get("/observe", params=params)
+                assert bad.status_code in (400, 422), (params, bad.text)
+                assert "error" in bad.json(), params
+            # a stream the switch ends: duration and count
+            with c.stream("GET", "/observe", params={"duration": 0.3}) as resp:
+                types = [json.loads(x)["type"] for x in resp.iter_lines()]  # it ends
+                assert types[0] == "started"
             # the observer of the closed stream is detached (soon: the server notices the
             # client left when it next looks)
             deadline = time.monotonic() + 10

@@ -414,7 +414,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                 routes=app.routes))
         return app.openapi_schema
 
-    add_observe_routes(app, agent)
+    add_observe_routes(app, agent, _errors_as_json(400, 422), _REFUSED)
 
     app.openapi = openapi  # type: ignore[method-assign]
     check_table(app)
