@@ -95,6 +95,8 @@ def test_the_table_says_what_the_issue_says() -> None:
         elif path.startswith(("/mirrors", "/captures")) and (
                 method != "GET" or path.endswith("/file")):
             assert who == {"mirror-admin", "admin"}, (method, path)  # seeing traffic
+        elif (method, path) == ("GET", "/observe"):
+            assert who == {"mirror-admin", "admin"}, (method, path)  # live frame headers
         elif method == "GET" or path in ("/trace", "/policy/explain"):
             assert who == everyone, (method, path)  # viewer: read (trace/explain change nothing)
         else:  # ports, VLANs, ACLs, firewall, reload
