@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -433,6 +433,8 @@ class SwitchConfig(Strict):
     fdb_save_seconds: int = Field(default=10, ge=1, le=3600)
     flow_cache_size: int = Field(default=65536, ge=0)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    # which replay forwards cached flows: the C extension when built (auto), or Python
+    fastpath: Literal["auto", "native", "python"] = "auto"
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from vspan.config.diff import ChangeSet, diff
 from vspan.config.model import Config, PortConfig
+from vspan.datapath import native
 from vspan.datapath.decision import Decision
 from vspan.datapath.fastpath import FastPath
 from vspan.datapath.flowcache import FlowCache
@@ -73,6 +74,10 @@ class Engine:
         self.upcall = Upcall(pipeline, self.cache)
         self.fastpath = FastPath(state, self.cache, policy, self.upcall, self.mirror_out,
                                  self._tx, self.backends, clock)
+        if native.wanted(config.switch.fastpath):
+            table = native.NativeTable(state)
+            self.cache.native = table
+            self.fastpath.native = table
         self._fd_port: dict[int, int] = {}
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from vspan.datapath.counters import SwitchPortCounters
 from vspan.datapath.decision import (
     Check,
     CheckOutcome,
@@ -30,6 +31,7 @@ from vspan.datapath.fdb import FdbEntry, LearnResult
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey, extract, fast_key
 from vspan.datapath.mirrorout import MirrorOut
+from vspan.datapath.native import NativeTable
 from vspan.datapath.observed import SOURCE_FAST, SOURCE_REPLY, SOURCE_SLOW, Recorder
 from vspan.datapath.plugins import CaptureTap, Checker, FrameObserver, Policy
 from vspan.datapath.reasons import DropReason
@@ -62,6 +64,7 @@ class FastPath:
         self.batches = 0
         self.pids = itertools.count(1)  # pcapng packet ids shared by a frame's capture points
         self.stamp_ports = False  # a backend (team by Hyper-V port) needs Frame.port
+        self.native: NativeTable | None = None  # the native replay, when used
         # the two effects every policed or mirrored frame calls: bound once
         self.check = self.checker.commit  # type: ignore[method-assign]
         self.mirror = mirror_out.emit  # type: ignore[method-assign,assignment]
@@ -74,8 +77,6 @@ class FastPath:
         if rt is None:
             return
         now = self.clock()
-        cache = self.cache
-        entries = cache.entries
         counters = rt.counters
         counters.rx_frames += len(frames)
         counters.last_rx = now
@@ -85,6 +86,24 @@ class FastPath:
         if self.stamp_ports:
             for f in frames:
                 f.port = in_port
+        nat = self.native
+        if nat is not None and not self.captures and not self.observers:
+            # the native replay takes every frame it can; the others come back here, in order
+            # (while captures or observers watch, every frame takes the Python replay)
+            nat.process(in_port, frames, self.tx, now,
+                        lambda run: self._replay(in_port, run, now, counters))
+            nat.fold(self.cache)
+        else:
+            self._replay(in_port, frames, now, counters)
+        if self.policy.replies:
+            self.send_replies(now)
+        self.flush()
+
+    def _replay(self, in_port: int, frames: Iterable[Frame], now: float,
+                counters: SwitchPortCounters) -> None:
+        """The Python replay of frames received on ``in_port``."""
+        cache = self.cache
+        entries = cache.entries
         caps = self.captures
         observers = self.observers
         watch = bool(caps or observers)  # anyone watching: frames the long way, but ...
@@ -135,9 +154,6 @@ class FastPath:
         if simple:
             for obs in observers:
                 obs.simple(in_port, simple, now)
-        if self.policy.replies:
-            self.send_replies(now)
-        self.flush()
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 ref: FdbEntry | None, source: str, received: bool = True) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from itertools import islice
+from typing import Any, Protocol
 
 from vspan.datapath.decision import Decision, Deps
 from vspan.datapath.fdb import FdbEntry
@@ -38,11 +39,26 @@ MacDep = tuple[int, bytes]
 EVICT_FRACTION = 8  # a full cache evicts 1/8 of its entries, oldest first
 
 
+class Mirrored(Protocol):
+    """A table that follows the cache's fast-key entries (the native replay's)."""
+
+    def install(self, key: tuple[Any, ...], d: Decision, ref: FdbEntry | None) -> None:
+        """An entry was stored under fast key ``key``."""
+        ...
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """The entry of fast key ``key`` was forgotten."""
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+
 class FlowCache:
     """A bounded mapping of flow keys to decisions, with dependency-based invalidation."""
 
     __slots__ = ("_by_mac", "_room", "entries", "evictions", "hits", "invalidated",
-                 "invalidations", "max_entries", "misses")
+                 "invalidations", "max_entries", "misses", "native")
 
     def __init__(self, max_entries: int = 65536) -> None:
         self.entries: dict[object, CacheValue] = {}
@@ -54,6 +70,8 @@ class FlowCache:
         self.invalidations = 0  # invalidation events that forgot at least one entry
         self.invalidated = 0  # entries forgotten by invalidation
         self.evictions = 0  # entries evicted for room
+        # the native replay's table: told of every fast-key install and forget
+        self.native: Mirrored | None = None
 
     # ----------------------------------------------------------------- install
     def put(self, key: object, decision: Decision, flow: FlowKey | None,
@@ -75,11 +93,15 @@ class FlowCache:
                 keys.add(key)
         if deps.fdb_room:
             self._room.add(key)
+        if self.native is not None and type(key) is tuple:  # a fast key (FlowKey: Python)
+            self.native.install(key, decision, refresh)
 
     def _forget(self, key: object) -> None:
         value = self.entries.pop(key, None)
         if value is None:
             return
+        if self.native is not None and type(key) is tuple:
+            self.native.forget(key)  # every invalidation, eviction and resize passes here
         deps = value[0].deps
         for dep in deps.macs:
             keys = self._by_mac.get(dep)
@@ -174,6 +196,7 @@ class FlowCache:
             "evictions": self.evictions,
             "bytes_per_entry": per_entry,
             "bytes": per_entry * len(self.entries),
+            "native_entries": len(self.native) if self.native is not None else 0,
         }
 
 

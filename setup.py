@@ -1,0 +1,40 @@
+"""Build of the optional native fast path (``vspan.datapath._native``).
+
+Everything else is in pyproject.toml. The C extension needs only a C compiler
+and the Python headers; when it cannot be built the package still installs and
+the switch uses the Python replay (``docs/datapath.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+log = logging.getLogger("vspan.setup")
+
+
+class OptionalBuildExt(build_ext):
+    """Build extensions, but never fail the install because of them."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as err:  # no compiler, no headers: the Python path is used
+            log.warning("vspan: native fast path not built (%s); using the Python path", err)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as err:
+            log.warning("vspan: %s not built (%s); using the Python path", ext.name, err)
+
+
+setup(
+    ext_modules=[Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
+                           extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                                               "-Wno-missing-field-initializers"],
+                           optional=True)],
+    cmdclass={"build_ext": OptionalBuildExt},
+)

@@ -1,0 +1,256 @@
+"""The native replay (``vspan.datapath._native``) as the fast path sees it.
+
+:class:`NativeTable` mirrors the Python :class:`~vspan.datapath.flowcache.FlowCache`
+for the flows the C extension can replay alone: the cache calls
+:meth:`NativeTable.install` when it stores a decision under a fast key and
+:meth:`NativeTable.forget` whenever it forgets one (every invalidation, eviction and
+resize goes through ``FlowCache._forget``: one code path). A decision is compiled
+once (it is interned) into a ``Program``; one the C side cannot run alone (checks,
+learning, ERSPAN/GRE copies, more than 16 length ranges) is not installed, and its
+frames keep the Python replay.
+
+:meth:`NativeTable.process` runs a batch: the C loop takes frames while it can,
+hands the first it cannot back (the caller replays it in Python, which may install
+or forget entries) and continues after it; counters are folded into the Python
+counter objects at the end of the batch (``docs/datapath.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from vspan.datapath.decision import (
+    MIRROR_ERSPAN,
+    MIRROR_RSPAN,
+    OP_CHECK,
+    OP_DROP,
+    OP_LEARN,
+    OP_MIRROR,
+    OP_OUTPUT,
+    OP_REFRESH,
+    Decision,
+    Mirror,
+)
+from vspan.datapath.fdb import FdbEntry
+from vspan.datapath.flowcache import FlowCache
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.state import SwitchState
+from vspan.ports.base import Frame
+
+log = logging.getLogger(__name__)
+
+_mod: ModuleType | None
+try:
+    from vspan.datapath import _native
+
+    _mod = _native
+except ImportError:  # not built (no compiler or headers at install): the Python replay
+    _mod = None
+
+ENV = "VSPAN_FASTPATH"
+MAX_LENGTHS = 16  # length ranges per mirror the C side takes
+KIND_LOCAL, KIND_RSPAN, KIND_REMOTE = 0, 1, 2
+
+
+def available() -> bool:
+    """Whether the C extension was built."""
+    return _mod is not None
+
+
+def wanted(setting: str) -> bool:
+    """Whether to use the native replay: ``VSPAN_FASTPATH`` (python|native|auto) overrides
+    the config's ``switch.fastpath``; ``auto`` means native when built. Asking for native
+    when it was not built logs a warning and uses Python."""
+    choice = os.environ.get(ENV, "").strip().lower() or setting
+    if choice not in ("auto", "native", "python"):
+        log.warning("%s=%r is not python|native|auto; using auto", ENV, choice)
+        choice = "auto"
+    if choice == "python":
+        return False
+    if _mod is None:
+        if choice == "native":
+            log.warning("native fast path asked for but vspan.datapath._native is not built; "
+                        "using the Python replay")
+        return False
+    return True
+
+
+def key_bytes(fast: tuple[Any, ...]) -> bytes:
+    """The native key of a :func:`~vspan.datapath.flowkey.fast_key` tuple (what the C side
+    computes from the frame: in_port LE32, the L2 header, proto, addresses, ports)."""
+    in_port, l2, proto, addrs, ports = fast
+    out: bytes = int(in_port).to_bytes(4, "little") + l2 + bytes((proto,)) + addrs + ports
+    return out
+
+
+def frame_key(data: bytes, in_port: int) -> bytes | None:
+    """The native key the C side computes for a frame (for tests)."""
+    return _native.key(data, in_port)
+
+
+class NativeTable:
+    """The native flow table, its compiled programs and its counters."""
+
+    def __init__(self, state: SwitchState) -> None:
+        assert _mod is not None, "vspan.datapath._native is not built"
+        self.state = state
+        self.table = _native.Table(Frame)
+        self._programs: WeakKeyDictionary[Decision, _native.Program | None] = (
+            WeakKeyDictionary())
+        self._drop_ids: dict[tuple[int, str, str], int] = {}
+        self.drops: list[tuple[int, str, str]] = []
+        self.installed = 0
+        self.punted = 0  # frames handed back to the Python replay
+        self.replayed = 0  # frames the native table replayed
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # ----------------------------------------------------------- install/forget
+    def install(self, key: tuple[Any, ...], d: Decision, ref: FdbEntry | None) -> None:
+        """Install ``d`` under the fast key ``key`` when the C side can replay it alone."""
+        if d in self._programs:
+            prog = self._programs[d]
+        else:
+            prog = self._programs[d] = self._compile(d)
+        if prog is not None:
+            self.table.put(key_bytes(key), prog, ref)
+            self.installed += 1
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """Forget the entry of fast key ``key`` (if installed)."""
+        self.table.forget(key_bytes(key))
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self.table.clear()
+
+    def _drop_id(self, port: int, reason: str, rule: str) -> int:
+        k = (port, reason, rule)
+        i = self._drop_ids.get(k)
+        if i is None:
+            i = self._drop_ids[k] = len(self.drops)
+            self.drops.append(k)
+        return i
+
+    def _compile(self, d: Decision) -> _native.Program | None:
+        """The ``Program`` of ``d``, or ``None`` when the C side cannot replay it alone."""
+        ops: list[tuple[int, ...]] = []
+        mirrors: list[tuple[Any, ...]] = []
+
+        def mirror(m: Mirror) -> bool:
+            if m.encap == MIRROR_ERSPAN or len(m.lengths) > MAX_LENGTHS:
+                return False
+            mirrors.append((m.session, m.vlan_op, m.vid, m.truncate, m.sample, m.vlan,
+                            len(m.lengths), tuple(m.lengths)))
+            return True
+
+        for op, a in d.program:
+            if op in (OP_CHECK, OP_LEARN):
+                return None
+            if op == OP_OUTPUT:
+                if a.checks:
+                    return None
+                first = len(mirrors)
+                if not all(mirror(m) for m in a.mirrors):
+                    return None
+                ops.append((OP_OUTPUT, a.port, a.vlan_op, a.vid, a.mtu,
+                            self._drop_id(a.port, DropReason.MTU.value, ""), first,
+                            len(a.mirrors)))
+            elif op == OP_MIRROR:
+                if not mirror(a):
+                    return None
+                ops.append((OP_MIRROR, len(mirrors) - 1))
+            elif op == OP_REFRESH:
+                ops.append((OP_REFRESH,))
+            elif op == OP_DROP:
+                ops.append((OP_DROP, self._drop_id(a.port, a.reason.value, a.rule)))
+        try:
+            return _native.Program(tuple(ops), tuple(mirrors), d.flood)
+        except (ValueError, TypeError, OverflowError) as err:
+            log.debug("decision not compiled natively: %s", err)
+            return None
+
+    # -------------------------------------------------------------------- batch
+    def _push_sessions(self) -> None:
+        mirrors = self.state.mirrors
+        if not mirrors:
+            self.table.sessions([])
+            return
+        ports = self.state.ports
+        specs: list[tuple[Any, ...] | None] = [None] * (max(mirrors) + 1)
+        for idx, m in mirrors.items():
+            kind = (KIND_REMOTE if m.kind == MIRROR_ERSPAN else
+                    KIND_RSPAN if m.kind == MIRROR_RSPAN else KIND_LOCAL)
+            dests = tuple((dp, int(p is not None and p.enabled))
+                          for dp in m.dest_ports for p in (ports.get(dp),))
+            rs = m.config.rspan
+            up = ports.get(m.uplink)
+            ok = rs is not None and up is not None and up.enabled
+            specs[idx] = (kind, m.seen, dests, m.uplink, int(ok),
+                          rs.vlan if rs is not None else 0,
+                          int(rs.keep_original_tag) if rs is not None else 0)
+        self.table.sessions(specs)
+
+    def _pull_seen(self) -> None:
+        mirrors = self.state.mirrors
+        for idx, seen in self.table.seen():
+            m = mirrors.get(idx)
+            if m is not None:
+                m.seen = seen
+
+    def process(self, in_port: int, frames: list[Frame], tx: dict[int, list[Frame]],
+                now: float, python: Callable[[Frame], None]) -> None:
+        """Replay ``frames`` (received on ``in_port``): natively while the table answers,
+        each other frame through ``python`` (the Python replay of one frame), in order."""
+        table = self.table
+        mirrored = bool(self.state.mirrors)
+        n = len(frames)
+        i = 0
+        if mirrored:
+            self._push_sessions()
+        while True:
+            i = table.run(frames, i, in_port, tx, now)
+            if i >= n:
+                break
+            if mirrored:
+                self._pull_seen()
+            self.punted += 1
+            python(frames[i])
+            i += 1
+            if mirrored:
+                self._push_sessions()
+        if mirrored:
+            self._pull_seen()
+
+    def fold(self, cache: FlowCache) -> None:
+        """Add the native counters' deltas to the Python counters (end of every batch)."""
+        hits, ports, sessions, drops = self.table.take()
+        cache.hits += hits
+        self.replayed += hits
+        st = self.state
+        for idx, rx_bytes, flooded, mirrored_out in ports:
+            rt = st.ports.get(idx)
+            if rt is not None:
+                c = rt.counters
+                c.rx_bytes += rx_bytes
+                c.flooded += flooded
+                c.mirrored_out += mirrored_out
+        for idx, sampled_out, truncated, mirrored, dropped in sessions:
+            m = st.mirrors.get(idx)
+            if m is not None:
+                m.sampled_out += sampled_out
+                m.truncated += truncated
+                m.mirrored += mirrored
+                m.dropped += dropped
+        for did, n in drops:
+            port, reason, rule = self.drops[did]
+            st.drops.add(port, reason, rule, n)
+            rt = st.ports.get(port)
+            if rt is not None:
+                rt.counters.dropped += n

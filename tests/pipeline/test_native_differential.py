@@ -1,0 +1,47 @@
+"""The native replay does what the Python replay does: the same random frame sequences
+(VLAN tags, learned/unknown MACs, MAC churn, a filtered, sampled and truncated mirror,
+RSPAN, ERSPAN, an MTU, ACLs, meters, storm limits, a stateful extended ACL, a
+default-drop firewall with TCP conversations, malformed frames, offloaded frames with
+virtio-net headers) in random batches through a switch with ``VSPAN_FASTPATH=native``
+and one with ``python``; after every batch every output byte, offload header, ERSPAN
+copy, counter and table must be equal."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers.agreement import CONFIG, pick_from
+from tests.helpers.differential import PLAIN, run_pair
+from vspan.datapath import native
+
+pytestmark = pytest.mark.skipif(not native.available(),
+                                reason="vspan.datapath._native was not built (no C compiler?)")
+
+
+@pytest.mark.parametrize("config", [PLAIN, CONFIG], ids=["plain", "policy"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_native_and_python_agree(config: str, seed: int) -> None:
+    pick, integer = pick_from(random.Random(seed))
+    replayed, diff = run_pair(config, pick, integer, 1500)
+    assert diff == [], diff
+    assert replayed > 100, f"the native table replayed only {replayed} frames"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.data_too_large])
+@given(st.data())
+def test_native_and_python_agree_drawn(data: st.DataObject) -> None:
+    def pick(seq: Sequence[Any]) -> Any:
+        return data.draw(st.sampled_from(seq))
+
+    def integer(lo: int, hi: int) -> int:
+        return data.draw(st.integers(lo, hi))
+
+    _, diff = run_pair(PLAIN, pick, integer, 60)
+    assert diff == [], diff
