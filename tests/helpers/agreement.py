@@ -210,9 +210,9 @@ def random_case(pick: Callable[[Sequence[Any]], Any], integer: Callable[[int, in
     return Case(port, bytes(pkt), float(pick([0, 0, 0, 0, 0, 0.1, 1, 5, 40])), what)
 
 
-def make() -> tuple[Switch, RecordingSender]:
-    """The switch of :data:`CONFIG` with a recording ERSPAN sender."""
-    sw = make_switch(CONFIG)
+def make(config: str = CONFIG) -> tuple[Switch, RecordingSender]:
+    """The switch of ``config`` (default :data:`CONFIG`) with a recording ERSPAN sender."""
+    sw = make_switch(config)
     rec = RecordingSender()
     for m in sw.engine.state.mirrors.values():
         if m.config.erspan is not None:

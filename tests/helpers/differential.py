@@ -21,10 +21,11 @@ from tests.helpers.agreement import (
     Case,
     Conversations,
     RecordingSender,
+    make,
     random_case,
     snapshot,
 )
-from tests.pipeline.harness import Switch, make_switch
+from tests.pipeline.harness import Switch
 from vspan.ports.base import Frame
 from vspan.ports.vnet import F_NEEDS_CSUM, GSO_TCPV4, VNET_STRUCT
 
@@ -59,13 +60,7 @@ def fastpath(mode: str) -> Iterator[None]:
 def build(config: str, mode: str) -> tuple[Switch, RecordingSender]:
     """The switch of ``config`` with the given fast path and a recording ERSPAN sender."""
     with fastpath(mode):
-        sw = make_switch(config)
-    rec = RecordingSender()
-    for m in sw.engine.state.mirrors.values():
-        if m.config.erspan is not None:
-            m.sender = rec
-            m.dest_error = ""
-    return sw, rec
+        return make(config)
 
 
 def offloaded(case: Case, gso_size: int) -> Frame:
