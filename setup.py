@@ -1,4 +1,4 @@
-"""Build of the optional native fast path (``vspan.datapath._native``).
+"""Build of the optional native fast path (``vspan.datapath._native``, ``vspan.ports._ring``).
 
 Everything else is in pyproject.toml. The C extension needs only a C compiler
 and the Python headers; when it cannot be built the package still installs and
@@ -31,10 +31,14 @@ class OptionalBuildExt(build_ext):
             log.warning("vspan: %s not built (%s); using the Python path", ext.name, err)
 
 
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+
 setup(
-    ext_modules=[Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
-                           extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                               "-Wno-missing-field-initializers"],
-                           optional=True)],
+    ext_modules=[
+        Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
+                  extra_compile_args=FLAGS, optional=True),
+        Extension("vspan.ports._ring", ["src/vspan/ports/_ring.c"],
+                  extra_compile_args=FLAGS, optional=True),
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

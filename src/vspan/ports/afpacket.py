@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from vspan.ports import constants as c
-from vspan.ports import ethtool, netdev
+from vspan.ports import ethtool, netdev, ringio
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
 from vspan.ports.tx import DEFAULT_GSO_MAX_SIZE, NO_GSO, GsoSupport, send_frames
 from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, shift
@@ -110,7 +110,8 @@ class RxRing:
     times cheaper than ``bytes(memoryview[a:b])``.)
     """
 
-    __slots__ = ("_frame_size", "_head", "_map", "_mv", "_offsets", "_status", "losing")
+    __slots__ = ("_frame_size", "_head", "_map", "_mv", "_offsets", "_status", "losing",
+                 "native")
 
     def __init__(self, buf: mmap.mmap, geometry: RingGeometry) -> None:
         if len(buf) < geometry.size:
@@ -118,11 +119,13 @@ class RxRing:
         self._map = buf
         self._mv = memoryview(buf)
         self._status = self._mv.cast("I")  # item assignment = one aligned 32-bit store
-        self._offsets = geometry.offsets()
+        self._offsets = tuple(geometry.offsets())
         self._frame_size = geometry.frame_size
         self._head = 0
         #: set when a slot carried TP_STATUS_LOSING (the kernel dropped frames)
         self.losing = False
+        #: drain with the C loop (vspan.ports._ring) instead of the Python one
+        self.native = ringio.enabled()
 
     def release(self) -> None:
         """Drop the views on the buffer (needed before an mmap can be closed)."""
@@ -131,6 +134,15 @@ class RxRing:
 
     def drain(self, max_frames: int, counters: PortCounters) -> list[Frame]:
         """Take up to ``max_frames`` ready frames out of the ring."""
+        if self.native and ringio._mod is not None:
+            frames: list[Frame]
+            frames, self._head, nbytes, errors, losing = ringio._mod.drain(
+                self._map, self._offsets, self._head, max_frames, self._frame_size, Frame)
+            self.losing = self.losing or losing
+            counters.rx_frames += len(frames)
+            counters.rx_bytes += nbytes
+            counters.rx_errors += errors
+            return frames
         m = self._map
         mv = self._mv
         status_words = self._status
@@ -257,6 +269,7 @@ class AfPacketPort(Port):
         self.gso: GsoSupport = NO_GSO
         #: errno of the last failed send (debugging aid)
         self.last_tx_errno: int | None = None
+        self._native_tx = ringio.enabled()  # send runs of frames with sendmmsg (C)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -447,7 +460,8 @@ class AfPacketPort(Port):
             return 0
         bypass = self._bypass_now
         return send_frames(frames, sock.send, sock.sendmsg, self.counters, self._tx_error,
-                           self.gso, kernel_gso=not bypass, retry_in_software=bypass)
+                           self.gso, kernel_gso=not bypass, retry_in_software=bypass,
+                           fd=sock.fileno() if self._native_tx else None)
 
     def _tx_error(self, exc: OSError) -> None:
         # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),
