@@ -46,7 +46,8 @@ def test_truncated_and_garbage_frames_through_native_entries() -> None:
         for sw in (nsw, psw):
             sw.send("b", bytes(Ether(src=B, dst=A) / IP() / UDP()))  # b learned
             for f in flows:
-                sw.send("a", f, f, f)
+                for _ in range(3):
+                    sw.send("a", f)
         nat = nsw.engine.fastpath.native
         assert nat is not None and len(nat) > 0 and nat.replayed > 0
         batches: list[list[Frame]] = []

@@ -1079,10 +1079,37 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
     return 0;
 }
 
+/* whether this side would handle the frame now (no effect) */
+static int can_handle(Table *t, PyObject *fobj, long in_port)
+{
+    unsigned char key[KEY_MAX];
+    PyObject *data = PyObject_GetAttr(fobj, t->s_data);
+    if (!data)
+        return -1;
+    PyObject *vnet = PyObject_GetAttr(fobj, t->s_vnet);
+    if (!vnet) {
+        Py_DECREF(data);
+        return -1;
+    }
+    int ok = 0;
+    if (PyBytes_CheckExact(data) && PyBytes_CheckExact(vnet)) {
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+        int kl = native_key(d, PyBytes_GET_SIZE(data), in_port, key);
+        Entry *e = kl ? lookup(t, key, kl) : NULL;
+        ok = e && frame_ok(t, e, PyBytes_GET_SIZE(data),
+                           (const unsigned char *)PyBytes_AS_STRING(vnet), PyBytes_GET_SIZE(vnet));
+    }
+    Py_DECREF(data);
+    Py_DECREF(vnet);
+    return ok;
+}
+
 /*
- * Table.run(frames, start, in_port, tx, now) -> int: replay frames[start:] of
- * cached flows; return the position of the first frame this side cannot
- * handle alone (len(frames) when it handled them all).
+ * Table.run(frames, start, in_port, tx, now) -> (i, j): replay frames[start:] of
+ * cached flows; stop at the first frame this side cannot handle alone (i), and
+ * say how far the run of such frames goes (j: frames[i:j] are for the Python
+ * replay; the Python replay of a frame this side could have taken is the same).
+ * (len(frames), len(frames)) when it handled them all.
  */
 static PyObject *Table_run(Table *self, PyObject *args)
 {
@@ -1131,7 +1158,16 @@ static PyObject *Table_run(Table *self, PyObject *args)
         if (!handled)
             break;
     }
-    return PyLong_FromSsize_t(i);
+    Py_ssize_t j = i < n ? i + 1 : n;
+    while (j < n) {
+        int ok = can_handle(self, PyList_GET_ITEM(frames, j), in_port);
+        if (ok < 0)
+            return NULL;
+        if (ok)
+            break;
+        j++;
+    }
+    return Py_BuildValue("(nn)", i, j);
 }
 
 /* module-level key(data, in_port) -> bytes | None: the native key (tests, install) */

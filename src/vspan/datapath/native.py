@@ -205,9 +205,9 @@ class NativeTable:
                 m.seen = seen
 
     def process(self, in_port: int, frames: list[Frame], tx: dict[int, list[Frame]],
-                now: float, python: Callable[[Frame], None]) -> None:
+                now: float, python: Callable[[list[Frame]], None]) -> None:
         """Replay ``frames`` (received on ``in_port``): natively while the table answers,
-        each other frame through ``python`` (the Python replay of one frame), in order."""
+        each run of other frames through ``python`` (the Python replay), in order."""
         table = self.table
         mirrored = bool(self.state.mirrors)
         n = len(frames)
@@ -215,14 +215,16 @@ class NativeTable:
         if mirrored:
             self._push_sessions()
         while True:
-            i = table.run(frames, i, in_port, tx, now)
+            i, j = table.run(frames, i, in_port, tx, now)
             if i >= n:
                 break
             if mirrored:
                 self._pull_seen()
-            self.punted += 1
-            python(frames[i])
-            i += 1
+            self.punted += j - i
+            python(frames[i:j])
+            i = j
+            if i >= n:
+                return  # the Python replay had the last word on the sessions' counters
             if mirrored:
                 self._push_sessions()
         if mirrored:
