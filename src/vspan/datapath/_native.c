@@ -30,8 +30,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
 
 /* opcodes: the same numbers as vspan.datapath.decision.OP_* */
 #define OP_OUTPUT 0
@@ -47,7 +51,23 @@
 /* mirror session kinds, as vspan.datapath.native pushes them */
 #define KIND_LOCAL 0
 #define KIND_RSPAN 1
-#define KIND_REMOTE 2 /* ERSPAN/GRE: not done here, such frames go to Python */
+#define KIND_REMOTE 2 /* ERSPAN/GRE through a Python sender: such frames go to Python */
+#define KIND_ERSPAN 3 /* ERSPAN/GRE encapsulated and sent here (see Encap) */
+
+/* encapsulations (mirror.encap.EncapType) */
+#define ENC_GRE 0
+#define ENC_ERSPAN2 1
+#define ENC_ERSPAN3 2
+#define GRE_FLAG_K 0x2000
+#define GRE_FLAG_S 0x1000
+#define GRE_PROTO_TEB 0x6558
+#define GRE_PROTO_ERSPAN2 0x88BE
+#define GRE_PROTO_ERSPAN3 0x22EB
+#define GRA_100US 0
+#define GRA_100NS 1
+#define PLATF_SWITCH_PORT_SECONDS 5
+#define ENCAP_MAX 32 /* the longest header: ERSPAN III with the platform subheader */
+#define SEND_BATCH 64
 
 #define VNET_LEN 10
 #define F_NEEDS_CSUM 1
@@ -299,6 +319,200 @@ static PyObject *rspan_copy(const unsigned char *d, Py_ssize_t n, int vlan, int 
     return out;
 }
 
+
+/* ------------------------------------------------------------------ ERSPAN / GRE */
+
+/*
+ * One remote session's encapsulation, as mirror.encap.ErspanEncapsulator and
+ * RawGreSender.send build it (the byte layout is tested against them).
+ */
+typedef struct {
+    int type;             /* ENC_* */
+    int session_id, hw_id, gra, plat, switch_id;
+    long index;
+    long long gre_key;    /* -1: none */
+    int gre_seq;
+    uint32_t seq;         /* the next GRE sequence number */
+    long max_frame;       /* the longest mirrored frame sent whole (path MTU) */
+    int fd;
+    int family;           /* 4 or 6 */
+    unsigned char local[16], remote[16];
+    int has_local;
+} Encap;
+
+static void be16(unsigned char *o, unsigned v) { o[0] = (v >> 8) & 0xFF; o[1] = v & 0xFF; }
+static void be32(unsigned char *o, uint32_t v)
+{
+    o[0] = v >> 24;
+    o[1] = (v >> 16) & 0xFF;
+    o[2] = (v >> 8) & 0xFF;
+    o[3] = v & 0xFF;
+}
+
+/* RawGreSender.is_own_output: GRE to the session's remote (from its local address) */
+static int own_output(const Encap *e, const unsigned char *f, Py_ssize_t n)
+{
+    Py_ssize_t off = 12;
+    if (n < 14)
+        return 0;
+    unsigned et = rd16(f + 12);
+    while (is_tpid(et) && n >= off + 6) {
+        off += 4;
+        et = rd16(f + off);
+    }
+    off += 2;
+    if (et == 0x0800 && n >= off + 20) {
+        if (e->family != 4 || f[off + 9] != 47 || memcmp(f + off + 16, e->remote, 4))
+            return 0;
+        return !e->has_local || memcmp(f + off + 12, e->local, 4) == 0;
+    }
+    if (et == 0x86DD && n >= off + 40) {
+        if (e->family != 6 || f[off + 6] != 47 || memcmp(f + off + 24, e->remote, 16))
+            return 0;
+        return !e->has_local || memcmp(f + off + 8, e->local, 16) == 0;
+    }
+    return 0;
+}
+
+/*
+ * The GRE payload carrying f[0:n] (ErspanEncapsulator.encapsulate): writes the
+ * header into hdr, returns its length; the frame follows it.  vlan < 0: none.
+ */
+static int encap_header(Encap *e, unsigned char *hdr, const unsigned char *f, Py_ssize_t n,
+                        int egress, int truncated, int vlan, long long ts_ns)
+{
+    uint32_t seq = e->seq;
+    e->seq = seq + 1;
+    int k = 0;
+    if (e->type == ENC_GRE) {
+        be16(hdr, (e->gre_key >= 0 ? GRE_FLAG_K : 0) | (e->gre_seq ? GRE_FLAG_S : 0));
+        be16(hdr + 2, GRE_PROTO_TEB);
+        k = 4;
+        if (e->gre_key >= 0) {
+            be32(hdr + k, (uint32_t)e->gre_key);
+            k += 4;
+        }
+        if (e->gre_seq) {
+            be32(hdr + k, seq);
+            k += 4;
+        }
+        return k;
+    }
+    unsigned vid, pcp, en;
+    if (n >= 18 && is_tpid(rd16(f + 12))) {
+        unsigned tci = rd16(f + 14);
+        vid = tci & 0xFFF;
+        pcp = tci >> 13;
+        en = 3;
+        if (vid == 0 && vlan >= 0)
+            vid = (unsigned)vlan & 0xFFF; /* priority-tagged: the VLAN it was switched in */
+    } else {
+        vid = vlan >= 0 ? (unsigned)vlan & 0xFFF : 0;
+        pcp = 0;
+        en = 0;
+    }
+    be16(hdr, GRE_FLAG_S);
+    if (e->type == ENC_ERSPAN2) {
+        be16(hdr + 2, GRE_PROTO_ERSPAN2);
+        be32(hdr + 4, seq);
+        be16(hdr + 8, 0x1000 | vid);
+        be16(hdr + 10, (pcp << 13) | (en << 11) | ((unsigned)truncated << 10) |
+                           (unsigned)e->session_id);
+        be32(hdr + 12, (uint32_t)e->index);
+        return 16;
+    }
+    uint32_t ts;
+    if (e->gra == GRA_100US)
+        ts = (uint32_t)((unsigned long long)ts_ns / 100000ULL);
+    else if (e->gra == GRA_100NS)
+        ts = (uint32_t)((unsigned long long)ts_ns / 100ULL);
+    else
+        ts = (uint32_t)((unsigned long long)ts_ns % 1000000000ULL);
+    be16(hdr + 2, GRE_PROTO_ERSPAN3);
+    be32(hdr + 4, seq);
+    be16(hdr + 8, 0x2000 | vid);
+    be16(hdr + 10, (pcp << 13) | ((unsigned)truncated << 10) | (unsigned)e->session_id);
+    be32(hdr + 12, ts);
+    be16(hdr + 16, 0); /* SGT */
+    be16(hdr + 18, 0x8000 | ((unsigned)e->hw_id << 4) | ((unsigned)egress << 3) |
+                       ((unsigned)e->gra << 1) | (unsigned)e->plat);
+    k = 20;
+    if (e->plat) {
+        be32(hdr + 20, ((uint32_t)PLATF_SWITCH_PORT_SECONDS << 26) |
+                           ((uint32_t)e->switch_id << 16) | ((uint32_t)e->index & 0xFFFF));
+        be32(hdr + 24, (uint32_t)((unsigned long long)ts_ns / 1000000000ULL));
+        k = 28;
+    }
+    return k;
+}
+
+static long long wall_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int parse_encap(PyObject *t, Encap *e)
+{
+    Py_buffer local, remote;
+    unsigned long seq;
+    if (!PyArg_ParseTuple(t, "iiiliiiLpkliy*y*", &e->type, &e->session_id, &e->hw_id, &e->index,
+                          &e->gra, &e->plat, &e->switch_id, &e->gre_key, &e->gre_seq, &seq,
+                          &e->max_frame, &e->fd, &local, &remote))
+        return -1;
+    e->seq = (uint32_t)seq;
+    int ok = (remote.len == 4 || remote.len == 16) && (local.len == 0 || local.len == remote.len);
+    if (ok) {
+        e->family = remote.len == 4 ? 4 : 6;
+        memcpy(e->remote, remote.buf, (size_t)remote.len);
+        e->has_local = local.len != 0;
+        if (local.len)
+            memcpy(e->local, local.buf, (size_t)local.len);
+    }
+    PyBuffer_Release(&local);
+    PyBuffer_Release(&remote);
+    if (!ok || e->type < 0 || e->type > 2) {
+        PyErr_SetString(PyExc_ValueError, "bad encapsulation parameters");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, next seq,
+ * cut): the payload the native side sends (tests compare it with the Python one).
+ */
+static PyObject *mod_erspan_payload(PyObject *mod, PyObject *args)
+{
+    PyObject *params;
+    const char *f;
+    Py_ssize_t n;
+    int egress, truncated, vlan;
+    long long ts;
+    if (!PyArg_ParseTuple(args, "O!y#ppiL", &PyTuple_Type, &params, &f, &n, &egress, &truncated,
+                          &vlan, &ts))
+        return NULL;
+    Encap e;
+    memset(&e, 0, sizeof(e));
+    if (parse_encap(params, &e) < 0)
+        return NULL;
+    int cut = 0;
+    if (n > e.max_frame) {
+        n = e.max_frame > 0 ? e.max_frame : 0;
+        truncated = 1;
+        cut = 1;
+    }
+    unsigned char hdr[ENCAP_MAX];
+    int k = encap_header(&e, hdr, (const unsigned char *)f, n, egress, truncated, vlan, ts);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, k + n);
+    if (!out)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(out), hdr, (size_t)k);
+    memcpy(PyBytes_AS_STRING(out) + k, f, (size_t)n);
+    return Py_BuildValue("(Nki)", out, (unsigned long)e.seq, cut);
+}
+
 /* ------------------------------------------------------------------ programs */
 
 typedef struct {
@@ -306,7 +520,8 @@ typedef struct {
     int vlan_op, vid;
     long truncate;
     long sample;
-    int vlan; /* the VLAN the frame is switched in (RSPAN inner tag) */
+    int vlan; /* the VLAN the frame is switched in (RSPAN inner tag, ERSPAN VLAN) */
+    int egress; /* copied on egress (the ERSPAN direction bit) */
     int nlengths;
     long lo[MAX_LENGTHS], hi[MAX_LENGTHS];
 } MirrorOp;
@@ -348,8 +563,9 @@ static void Program_dealloc(Program *self)
 static int parse_mirror(PyObject *t, MirrorOp *m)
 {
     PyObject *lengths;
-    if (!PyArg_ParseTuple(t, "iiillliO!", &m->session, &m->vlan_op, &m->vid, &m->truncate,
-                          &m->sample, &m->vlan, &m->nlengths, &PyTuple_Type, &lengths))
+    if (!PyArg_ParseTuple(t, "iiilliiiO!", &m->session, &m->vlan_op, &m->vid, &m->truncate,
+                          &m->sample, &m->vlan, &m->egress, &m->nlengths, &PyTuple_Type,
+                          &lengths))
         return -1;
     Py_ssize_t nl = PyTuple_GET_SIZE(lengths);
     if (nl > MAX_LENGTHS || nl != m->nlengths) {
@@ -372,7 +588,7 @@ static int parse_mirror(PyObject *t, MirrorOp *m)
  * Program(ops, mirrors, flood): ops is a tuple of
  *   (OP_OUTPUT, port, vlan_op, vid, mtu, mtu_drop, first_mirror, nmirrors)
  *   (OP_MIRROR, mirror)  (OP_REFRESH,)  (OP_DROP, drop_id)
- * and mirrors a tuple of (session, vlan_op, vid, truncate, sample, vlan, n, lengths).
+ * and mirrors a tuple of (session, vlan_op, vid, truncate, sample, vlan, egress, n, lengths).
  */
 static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
@@ -514,6 +730,11 @@ typedef struct {
     long *dest;
     int *dest_ok;
     PyObject **dest_obj;
+    Encap enc;          /* KIND_ERSPAN */
+    PyObject *pending;  /* KIND_ERSPAN: payloads to send at the end of the run (a list) */
+    int64_t sent, sent_bytes, truncated, loop_skipped;
+    PyObject *errors;   /* list of errno of failed sends */
+    PyObject *resend;   /* list of payloads refused with EMSGSIZE (the Python retry) */
 } Session;
 
 enum { P_RX_BYTES, P_FLOODED, P_MIRRORED_OUT, P_N };
@@ -553,6 +774,9 @@ static void free_sessions(Table *t)
         PyMem_Free(s->dest_ok);
         PyMem_Free(s->dest_obj);
         Py_XDECREF(s->uplink_obj);
+        Py_XDECREF(s->pending);
+        Py_XDECREF(s->errors);
+        Py_XDECREF(s->resend);
     }
     PyMem_Free(t->sessions);
     t->sessions = NULL;
@@ -723,8 +947,9 @@ static PyObject *Table_clear(Table *self, PyObject *unused)
 static Py_ssize_t Table_len(Table *self) { return (Py_ssize_t)self->count; }
 
 /*
- * Table.sessions(list of None | (kind, seen, dests, uplink, uplink_ok, rspan_vlan, keep))
- * indexed by session index; dests = tuple of (port, enabled).  Called before run().
+ * Table.sessions(list of None | (kind, seen, dests, uplink, uplink_ok, rspan_vlan, keep,
+ * encap)) indexed by session index; dests = tuple of (port, enabled); encap = None or the
+ * KIND_ERSPAN parameters (see parse_encap).  Called before run().
  */
 static PyObject *Table_sessions(Table *self, PyObject *arg)
 {
@@ -743,11 +968,20 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
         Session *s = &self->sessions[i];
         if (t == Py_None)
             continue;
-        PyObject *dests;
+        PyObject *dests, *enc;
         long long seen;
-        if (!PyArg_ParseTuple(t, "iLO!liii", &s->kind, &seen, &PyTuple_Type, &dests, &s->uplink,
-                              &s->uplink_ok, &s->rspan_vlan, &s->rspan_keep))
+        if (!PyArg_ParseTuple(t, "iLO!liiiO", &s->kind, &seen, &PyTuple_Type, &dests, &s->uplink,
+                              &s->uplink_ok, &s->rspan_vlan, &s->rspan_keep, &enc))
             return NULL;
+        if (s->kind == KIND_ERSPAN) {
+            if (!PyTuple_Check(enc) || parse_encap(enc, &s->enc) < 0)
+                return NULL;
+            s->pending = PyList_New(0);
+            s->errors = PyList_New(0);
+            s->resend = PyList_New(0);
+            if (!s->pending || !s->errors || !s->resend)
+                return NULL;
+        }
         if (s->kind == KIND_RSPAN && (s->rspan_vlan < 1 || s->rspan_vlan > 4094))
             s->uplink_ok = 0; /* rspan_copy would refuse it: counted as lost */
         s->seen = seen;
@@ -770,7 +1004,11 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Table.seen() -> list of (session, seen): the sampling counters after run() */
+/*
+ * Table.seen() -> list of (session, seen, erspan): the sampling counters after run(),
+ * and for natively sent ERSPAN sessions (next seq, sent, sent_bytes, truncated,
+ * loop_skipped, errnos, payloads to retry after EMSGSIZE) taken and zeroed; else None.
+ */
 static PyObject *Table_seen(Table *self, PyObject *unused)
 {
     PyObject *out = PyList_New(0);
@@ -779,7 +1017,27 @@ static PyObject *Table_seen(Table *self, PyObject *unused)
     for (Py_ssize_t i = 0; i < self->nsessions; i++) {
         if (!self->sessions[i].present)
             continue;
-        PyObject *t = Py_BuildValue("(nL)", i, (long long)self->sessions[i].seen);
+        Session *s = &self->sessions[i];
+        PyObject *t;
+        if (s->kind == KIND_ERSPAN) {
+            t = Py_BuildValue("(nL(kLLLLOO))", i, (long long)s->seen, (unsigned long)s->enc.seq,
+                              (long long)s->sent, (long long)s->sent_bytes,
+                              (long long)s->truncated, (long long)s->loop_skipped, s->errors,
+                              s->resend);
+            s->sent = s->sent_bytes = s->truncated = s->loop_skipped = 0;
+            PyObject *e1 = PyList_New(0), *e2 = PyList_New(0);
+            if (!e1 || !e2) {
+                Py_XDECREF(e1);
+                Py_XDECREF(e2);
+                Py_XDECREF(t);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_SETREF(s->errors, e1);
+            Py_SETREF(s->resend, e2);
+        } else {
+            t = Py_BuildValue("(nLO)", i, (long long)s->seen, Py_None);
+        }
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(out);
@@ -891,8 +1149,8 @@ static int frame_ok(Table *t, Entry *e, Py_ssize_t n, const unsigned char *v, Py
     for (int i = 0; i < p->nmirrors; i++) {
         int s = p->mirrors[i].session;
         if (s >= 0 && s < t->nsessions && t->sessions[s].present &&
-            t->sessions[s].kind == KIND_REMOTE)
-            return 0; /* ERSPAN/GRE copies: Python's senders */
+            (t->sessions[s].kind == KIND_REMOTE || (t->sessions[s].kind == KIND_ERSPAN && !plain)))
+            return 0; /* copies for Python's senders; offloaded frames to segment first */
     }
     for (int i = 0; i < p->nops; i++) {
         const Op *o = &p->ops[i];
@@ -934,7 +1192,7 @@ static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data
     if (c->sample > 1 && s->seen % c->sample) {
         return arr_add(&t->sess[S_SAMPLED_OUT], c->session, 1);
     }
-    int rc = -1;
+    int rc = -1, cut = 0;
     PyObject *cd = data, *cv = vnet; /* the copy */
     Py_INCREF(cd);
     Py_INCREF(cv);
@@ -959,8 +1217,36 @@ static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data
         Py_SETREF(cd, nd);
         Py_INCREF(t->empty);
         Py_SETREF(cv, t->empty); /* a cut frame carries no offload work */
+        cut = 1;
         if (arr_add(&t->sess[S_TRUNCATED], c->session, 1) < 0)
             goto out;
+    }
+    if (s->kind == KIND_ERSPAN) {
+        /* RawGreSender.send: loop guard, path-MTU cut, encapsulate; sent at the run's end */
+        const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(cd);
+        Py_ssize_t fn = PyBytes_GET_SIZE(cd);
+        if (own_output(&s->enc, f, fn)) {
+            s->loop_skipped++;
+            rc = arr_add(&t->sess[S_DROPPED], c->session, 1);
+            goto out;
+        }
+        int trunc = cut;
+        if (fn > s->enc.max_frame) {
+            s->truncated++;
+            fn = s->enc.max_frame > 0 ? s->enc.max_frame : 0;
+            trunc = 1;
+        }
+        unsigned char hdr[ENCAP_MAX];
+        int k = encap_header(&s->enc, hdr, f, fn, c->egress, trunc, c->vlan ? c->vlan : -1,
+                             s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
+        PyObject *pl = PyBytes_FromStringAndSize(NULL, k + fn);
+        if (!pl)
+            goto out;
+        memcpy(PyBytes_AS_STRING(pl), hdr, (size_t)k);
+        memcpy(PyBytes_AS_STRING(pl) + k, f, (size_t)fn);
+        rc = PyList_Append(s->pending, pl);
+        Py_DECREF(pl);
+        goto out;
     }
     if (s->kind == KIND_RSPAN) {
         if (!s->uplink_ok || PyBytes_GET_SIZE(cd) < 14) {
@@ -1079,6 +1365,73 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
     return 0;
 }
 
+/*
+ * Send every natively encapsulated copy of the run, per session in order, with
+ * sendmmsg(2); a refused one is counted (its errno kept for the sender's
+ * counters), one refused with EMSGSIZE is kept for the Python retry (path MTU).
+ */
+static int flush_remote(Table *t)
+{
+    for (Py_ssize_t si = 0; si < t->nsessions; si++) {
+        Session *s = &t->sessions[si];
+        if (!s->present || s->kind != KIND_ERSPAN || PyList_GET_SIZE(s->pending) == 0)
+            continue;
+        Py_ssize_t n = PyList_GET_SIZE(s->pending), i = 0;
+        while (i < n) {
+            struct mmsghdr msgs[SEND_BATCH];
+            struct iovec iov[SEND_BATCH];
+            int k = 0;
+            memset(msgs, 0, sizeof(msgs));
+            for (; k < SEND_BATCH && i + k < n; k++) {
+                PyObject *pl = PyList_GET_ITEM(s->pending, i + k);
+                iov[k].iov_base = PyBytes_AS_STRING(pl);
+                iov[k].iov_len = (size_t)PyBytes_GET_SIZE(pl);
+                msgs[k].msg_hdr.msg_iov = &iov[k];
+                msgs[k].msg_hdr.msg_iovlen = 1;
+            }
+            int done = 0;
+            while (done < k) {
+                int r;
+                Py_BEGIN_ALLOW_THREADS
+                r = sendmmsg(s->enc.fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
+                Py_END_ALLOW_THREADS
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) { /* the message at done failed */
+                    int code = r < 0 ? errno : EAGAIN;
+                    PyObject *pl = PyList_GET_ITEM(s->pending, i + done);
+                    if (code == EMSGSIZE) {
+                        if (PyList_Append(s->resend, pl) < 0)
+                            return -1;
+                    } else {
+                        PyObject *c = PyLong_FromLong(code);
+                        if (!c || PyList_Append(s->errors, c) < 0) {
+                            Py_XDECREF(c);
+                            return -1;
+                        }
+                        Py_DECREF(c);
+                        if (arr_add(&t->sess[S_DROPPED], si, 1) < 0)
+                            return -1;
+                    }
+                    done++;
+                    continue;
+                }
+                for (int j = done; j < done + r; j++) {
+                    s->sent++;
+                    s->sent_bytes += (int64_t)msgs[j].msg_len;
+                }
+                if (arr_add(&t->sess[S_MIRRORED], si, r) < 0)
+                    return -1;
+                done += r;
+            }
+            i += k;
+        }
+        if (PyList_SetSlice(s->pending, 0, n, NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* whether this side would handle the frame now (no effect) */
 static int can_handle(Table *t, PyObject *fobj, long in_port)
 {
@@ -1158,6 +1511,8 @@ static PyObject *Table_run(Table *self, PyObject *args)
         if (!handled)
             break;
     }
+    if (flush_remote(self) < 0)
+        return NULL;
     Py_ssize_t j = i < n ? i + 1 : n;
     while (j < n) {
         int ok = can_handle(self, PyList_GET_ITEM(frames, j), in_port);
@@ -1213,6 +1568,8 @@ static PyTypeObject TableType = {
 
 static PyMethodDef mod_methods[] = {
     {"key", mod_key, METH_VARARGS, "key(data, in_port) -> the native flow key or None"},
+    {"erspan_payload", mod_erspan_payload, METH_VARARGS,
+     "erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, seq, cut)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,8 +6,10 @@ for the flows the C extension can replay alone: the cache calls
 :meth:`NativeTable.forget` whenever it forgets one (every invalidation, eviction and
 resize goes through ``FlowCache._forget``: one code path). A decision is compiled
 once (it is interned) into a ``Program``; one the C side cannot run alone (checks,
-learning, ERSPAN/GRE copies, more than 16 length ranges) is not installed, and its
-frames keep the Python replay.
+learning, more than 16 length ranges) is not installed, and its frames keep the Python
+replay. ERSPAN/GRE copies are encapsulated and sent (sendmmsg, once per run) by the C
+side when the session's sender hands over its parameters and sequence number
+(:class:`~vspan.datapath.remote.NativeSender`); they are handed back after every run.
 
 :meth:`NativeTable.process` runs a batch: the C loop takes frames while it can,
 hands the first it cannot back (the caller replays it in Python, which may install
@@ -33,12 +35,14 @@ from vspan.datapath.decision import (
     OP_MIRROR,
     OP_OUTPUT,
     OP_REFRESH,
+    POINT_EGRESS,
     Decision,
     Mirror,
 )
 from vspan.datapath.fdb import FdbEntry
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.reasons import DropReason
+from vspan.datapath.remote import NativeSender
 from vspan.datapath.state import SwitchState
 from vspan.ports.base import Frame
 
@@ -54,7 +58,7 @@ except ImportError:  # not built (no compiler or headers at install): the Python
 
 ENV = "VSPAN_FASTPATH"
 MAX_LENGTHS = 16  # length ranges per mirror the C side takes
-KIND_LOCAL, KIND_RSPAN, KIND_REMOTE = 0, 1, 2
+KIND_LOCAL, KIND_RSPAN, KIND_REMOTE, KIND_ERSPAN = 0, 1, 2, 3
 
 
 def available() -> bool:
@@ -91,6 +95,13 @@ def key_bytes(fast: tuple[Any, ...]) -> bytes:
 def frame_key(data: bytes, in_port: int) -> bytes | None:
     """The native key the C side computes for a frame (for tests)."""
     return _native.key(data, in_port)
+
+
+def erspan_payload(params: tuple[Any, ...], frame: bytes, egress: bool, truncated: bool,
+                   vlan: int, ts_ns: int) -> tuple[bytes, int, bool]:
+    """The GRE payload the C side sends for ``frame`` (params as
+    :meth:`~vspan.datapath.remote.NativeSender.native_params`; for tests)."""
+    return _native.erspan_payload(params, frame, egress, truncated, vlan, ts_ns)
 
 
 class NativeTable:
@@ -139,15 +150,18 @@ class NativeTable:
         return i
 
     def _compile(self, d: Decision) -> _native.Program | None:
-        """The ``Program`` of ``d``, or ``None`` when the C side cannot replay it alone."""
+        """The ``Program`` of ``d``, or ``None`` when the C side cannot replay it alone
+        (checks, learning, more than :data:`MAX_LENGTHS` length ranges). ERSPAN copies
+        compile; a frame is replayed natively only when its session's sender hands its
+        encapsulation over (:class:`~vspan.datapath.remote.NativeSender`)."""
         ops: list[tuple[int, ...]] = []
         mirrors: list[tuple[Any, ...]] = []
 
         def mirror(m: Mirror) -> bool:
-            if m.encap == MIRROR_ERSPAN or len(m.lengths) > MAX_LENGTHS:
+            if len(m.lengths) > MAX_LENGTHS:
                 return False
             mirrors.append((m.session, m.vlan_op, m.vid, m.truncate, m.sample, m.vlan,
-                            len(m.lengths), tuple(m.lengths)))
+                            int(m.point == POINT_EGRESS), len(m.lengths), tuple(m.lengths)))
             return True
 
         for op, a in d.program:
@@ -187,6 +201,11 @@ class NativeTable:
         for idx, m in mirrors.items():
             kind = (KIND_REMOTE if m.kind == MIRROR_ERSPAN else
                     KIND_RSPAN if m.kind == MIRROR_RSPAN else KIND_LOCAL)
+            encap = None
+            if kind == KIND_REMOTE and isinstance(m.sender, NativeSender):
+                encap = m.sender.native_params()
+                if encap is not None:
+                    kind = KIND_ERSPAN
             dests = tuple((dp, int(p is not None and p.enabled))
                           for dp in m.dest_ports for p in (ports.get(dp),))
             rs = m.config.rspan
@@ -194,15 +213,24 @@ class NativeTable:
             ok = rs is not None and up is not None and up.enabled
             specs[idx] = (kind, m.seen, dests, m.uplink, int(ok),
                           rs.vlan if rs is not None else 0,
-                          int(rs.keep_original_tag) if rs is not None else 0)
+                          int(rs.keep_original_tag) if rs is not None else 0, encap)
         self.table.sessions(specs)
 
     def _pull_seen(self) -> None:
         mirrors = self.state.mirrors
-        for idx, seen in self.table.seen():
+        for idx, seen, remote in self.table.seen():
             m = mirrors.get(idx)
-            if m is not None:
-                m.seen = seen
+            if m is None:
+                continue
+            m.seen = seen
+            if remote is not None and isinstance(m.sender, NativeSender):
+                seq, sent, sent_bytes, truncated, skipped, errnos, resend = remote
+                m.sender.native_update(seq, sent, sent_bytes, truncated, skipped, errnos)
+                for payload in resend:  # refused as too big: the Python retry
+                    if m.sender.resend(payload):
+                        m.mirrored += 1
+                    else:
+                        m.dropped += 1
 
     def process(self, in_port: int, frames: list[Frame], tx: dict[int, list[Frame]],
                 now: float, python: Callable[[list[Frame]], None]) -> None:

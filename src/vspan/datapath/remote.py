@@ -3,7 +3,7 @@ mirror layer implements them (:mod:`vspan.mirror.senders`)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from vspan.config.model import MirrorSession
 
@@ -59,4 +59,24 @@ class RemoteMirrors(Protocol):
 
     def route_interface(self, session: MirrorSession) -> str | None:
         """The interface the session's encapsulated copies leave by (loop guard)."""
+        ...
+
+
+@runtime_checkable
+class NativeSender(Protocol):
+    """A sender whose encapsulation the native replay can do itself (``docs/datapath.md``):
+    it hands over its parameters and takes back what was sent for it."""
+
+    def native_params(self) -> tuple[Any, ...] | None:
+        """The encapsulation parameters and socket, or ``None`` to keep sending in Python
+        (closed socket, an injected clock)."""
+        ...
+
+    def native_update(self, seq: int, sent: int, sent_bytes: int, truncated: int,
+                      loop_skipped: int, errnos: list[int]) -> None:
+        """Take back the next sequence number and count what the native side did."""
+        ...
+
+    def resend(self, payload: bytes) -> bool:
+        """Send again a payload the kernel refused as too big (the path MTU shrank)."""
         ...

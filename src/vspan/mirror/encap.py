@@ -460,6 +460,54 @@ class RawGreSender:
             return True
         return False
 
+    # ---- the native replay's side (vspan.datapath.remote.NativeSender) ----------------
+
+    def native_params(self) -> tuple[object, ...] | None:
+        """What the native replay needs to encapsulate and send this session's copies
+        itself (``None``: keep them here — no socket, or an injected clock)."""
+        enc = self.encap
+        if self._sock is None or enc._clock is not time.time_ns:
+            return None
+        cfg = self.config
+        kind = {EncapType.GRE: 0, EncapType.ERSPAN2: 1, EncapType.ERSPAN3: 2}[cfg.type]
+        return (kind, cfg.session_id, cfg.hw_id, cfg.index, enc._gra,
+                int(cfg.platform_subheader), cfg.switch_id,
+                -1 if cfg.gre_key is None else cfg.gre_key, cfg.gre_sequence, enc._seq,
+                self.max_frame, self._sock.fileno(), self._local, self._remote)
+
+    def native_update(self, seq: int, sent: int, sent_bytes: int, truncated: int,
+                      loop_skipped: int, errnos: list[int]) -> None:
+        """The native side sent for this session: its next sequence number and counts."""
+        self.encap._seq = seq & 0xFFFFFFFF
+        c = self.counters
+        c.sent += sent
+        c.sent_bytes += sent_bytes
+        c.truncated += truncated
+        c.loop_skipped += loop_skipped
+        for code in errnos:
+            self._error(code)
+
+    def resend(self, payload: bytes) -> bool:
+        """A payload the kernel refused with ``EMSGSIZE``: what :meth:`send` does then (learn
+        the path MTU, cut, one more try)."""
+        c = self.counters
+        sock = self._sock
+        if sock is None:
+            self._error(errno.ENOTCONN)
+            return False
+        self.refresh_mtu()
+        if len(payload) > self._max_payload:
+            payload = self.encap.cut(payload, self._max_payload)
+            c.truncated += 1
+        try:
+            sent = sock.send(payload)
+        except OSError as err:
+            self._error(err.errno or 0)
+            return False
+        c.sent += 1
+        c.sent_bytes += sent
+        return True
+
     def send_batch(self, frames: Iterable[bytes], *, egress: bool = False) -> int:
         """Send several frames of one direction; return how many the kernel took."""
         n = 0
