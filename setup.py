@@ -36,9 +36,11 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field
 setup(
     ext_modules=[
         Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
-                  extra_compile_args=FLAGS, optional=True),
+                  depends=["src/vspan/ports/_segment.h"], extra_compile_args=FLAGS,
+                  optional=True),
         Extension("vspan.ports._ring", ["src/vspan/ports/_ring.c"],
-                  extra_compile_args=FLAGS, optional=True),
+                  depends=["src/vspan/ports/_segment.h"], extra_compile_args=FLAGS,
+                  optional=True),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

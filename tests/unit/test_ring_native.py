@@ -7,6 +7,9 @@ from __future__ import annotations
 import socket
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 from vspan.ports import ringio
 from vspan.ports.base import Frame, PortCounters
@@ -19,18 +22,22 @@ pytestmark = pytest.mark.skipif(ringio._mod is None, reason="vspan.ports._ring w
 def _frames() -> list[Frame]:
     eth = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
     gso = VNET_STRUCT.pack(F_NEEDS_CSUM, GSO_TCPV4, 54, 1448, 34, 16)
+    tcp = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="PA")
+                / Raw(b"t" * 3000))
     out = []
     for i in range(150):
         if i % 17 == 5:
             out.append(Frame(b"\x01\x02"))  # too short: counted as an error
         elif i % 23 == 7:
-            out.append(Frame(eth + bytes([i]) * 3000, gso))  # GSO: the kernel cuts it
+            out.append(Frame(tcp, gso))  # GSO: cut by the kernel or by us
+        elif i % 29 == 3:
+            out.append(Frame(eth + bytes(30), gso))  # GSO but no TCP: cannot be cut
         else:
             out.append(Frame(eth + bytes([i]) * (i + 20)))
     return out
 
 
-def _run(native: bool) -> tuple[list[bytes], PortCounters, int]:
+def _run(native: bool, kernel_gso: bool) -> tuple[list[bytes], PortCounters, int]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -38,7 +45,7 @@ def _run(native: bool) -> tuple[list[bytes], PortCounters, int]:
     errors: list[OSError] = []
     try:
         sent = send_frames(_frames(), a.send, a.sendmsg, counters, errors.append, NO_GSO,
-                           kernel_gso=True, fd=a.fileno() if native else None)
+                           kernel_gso=kernel_gso, fd=a.fileno() if native else None)
         b.setblocking(False)
         got = []
         while True:
@@ -52,10 +59,12 @@ def _run(native: bool) -> tuple[list[bytes], PortCounters, int]:
         b.close()
 
 
-def test_sendmmsg_writes_what_the_python_loop_writes() -> None:
-    got_n, c_n, sent_n = _run(True)
-    got_p, c_p, sent_p = _run(False)
+@pytest.mark.parametrize("kernel_gso", [True, False], ids=["kernel-cuts", "we-cut"])
+def test_sendmmsg_writes_what_the_python_loop_writes(kernel_gso: bool) -> None:
+    got_n, c_n, sent_n = _run(True, kernel_gso)
+    got_p, c_p, sent_p = _run(False, kernel_gso)
     assert got_n == got_p
-    assert len(got_n) == sent_n == sent_p > 100
+    assert sent_n == sent_p > 100
     assert c_n == c_p
     assert c_n.tx_errors > 0 and c_n.tx_segmented > 0
+    assert (c_n.tx_segments > 0) != kernel_gso

@@ -37,6 +37,8 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "../ports/_segment.h" /* software GSO / checksum (offload.finalize) */
+
 /* opcodes: the same numbers as vspan.datapath.decision.OP_* */
 #define OP_OUTPUT 0
 #define OP_MIRROR 2
@@ -733,6 +735,7 @@ typedef struct {
     Encap enc;          /* KIND_ERSPAN */
     PyObject *pending;  /* KIND_ERSPAN: payloads to send at the end of the run (a list) */
     int64_t sent, sent_bytes, truncated, loop_skipped;
+    int segment;        /* KIND_ERSPAN: offloaded frames are segmented (else sent as they are) */
     PyObject *errors;   /* list of errno of failed sends */
     PyObject *resend;   /* list of payloads refused with EMSGSIZE (the Python retry) */
 } Session;
@@ -974,7 +977,9 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
                               &s->uplink_ok, &s->rspan_vlan, &s->rspan_keep, &enc))
             return NULL;
         if (s->kind == KIND_ERSPAN) {
-            if (!PyTuple_Check(enc) || parse_encap(enc, &s->enc) < 0)
+            PyObject *params;
+            if (!PyArg_ParseTuple(enc, "O!p", &PyTuple_Type, &params, &s->segment) ||
+                parse_encap(params, &s->enc) < 0)
                 return NULL;
             s->pending = PyList_New(0);
             s->errors = PyList_New(0);
@@ -1142,15 +1147,13 @@ static int frame_ok(Table *t, Entry *e, Py_ssize_t n, const unsigned char *v, Py
     int plain = vnet_plain(v, vn);
     if (!plain && vn != VNET_LEN)
         return 0;
-    if (!plain && p->has_cut)
-        return 0; /* an offloaded frame to cut: software segmentation (Python) */
     if (!plain && (p->shifts_vnet || p->nmirrors) && !vnet_shift_safe(v, vn))
         return 0;
     for (int i = 0; i < p->nmirrors; i++) {
         int s = p->mirrors[i].session;
         if (s >= 0 && s < t->nsessions && t->sessions[s].present &&
-            (t->sessions[s].kind == KIND_REMOTE || (t->sessions[s].kind == KIND_ERSPAN && !plain)))
-            return 0; /* copies for Python's senders; offloaded frames to segment first */
+            t->sessions[s].kind == KIND_REMOTE)
+            return 0; /* copies for Python's senders */
     }
     for (int i = 0; i < p->nops; i++) {
         const Op *o = &p->ops[i];
@@ -1167,49 +1170,16 @@ static int frame_ok(Table *t, Entry *e, Py_ssize_t n, const unsigned char *v, Py
 }
 
 /*
- * MirrorOut.route + emit for a local or RSPAN session: offer the frame (data,
- * vnet: as seen at the copy's point; fobj: its Frame, delivered as is when
- * the copy is unchanged).
+ * MirrorOut._where + emit for one copy (cd, cv) of the frame (data, vnet as offered;
+ * fobj: its Frame, delivered as is when the copy is unchanged): cut to the session's
+ * length, then to the session's destination.
  */
-static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data, PyObject *vnet,
-                     PyObject *tx)
+static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyObject *data,
+                   PyObject *vnet, PyObject *cd, PyObject *cv, PyObject *tx)
 {
-    if (c->session < 0 || c->session >= t->nsessions || !t->sessions[c->session].present)
-        return 0; /* no such session: nothing */
-    Session *s = &t->sessions[c->session];
-    Py_ssize_t n = PyBytes_GET_SIZE(data);
-    if (c->nlengths) {
-        int in = 0;
-        for (int i = 0; i < c->nlengths; i++)
-            if (c->lo[i] <= n && n <= c->hi[i]) {
-                in = 1;
-                break;
-            }
-        if (!in)
-            return 0; /* the session filter does not pass a frame of this length */
-    }
-    s->seen++;
-    if (c->sample > 1 && s->seen % c->sample) {
-        return arr_add(&t->sess[S_SAMPLED_OUT], c->session, 1);
-    }
     int rc = -1, cut = 0;
-    PyObject *cd = data, *cv = vnet; /* the copy */
     Py_INCREF(cd);
     Py_INCREF(cv);
-    if (c->vlan_op != VLAN_KEEP) {
-        PyObject *nd = vlan_apply(c->vlan_op, c->vid, (const unsigned char *)PyBytes_AS_STRING(cd),
-                                  PyBytes_GET_SIZE(cd));
-        if (!nd)
-            goto out;
-        PyObject *nv = c->vlan_op == VLAN_SET ? (Py_INCREF(cv), cv)
-                                              : vnet_shift(cv, c->vlan_op == VLAN_POP ? -4 : 4);
-        if (!nv) {
-            Py_DECREF(nd);
-            goto out;
-        }
-        Py_SETREF(cd, nd);
-        Py_SETREF(cv, nv);
-    }
     if (c->truncate && PyBytes_GET_SIZE(cd) > c->truncate) {
         PyObject *nd = PyBytes_FromStringAndSize(PyBytes_AS_STRING(cd), c->truncate);
         if (!nd)
@@ -1297,6 +1267,81 @@ static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data
     rc = 0;
 out_f:
     Py_XDECREF(f);
+out:
+    Py_DECREF(cd);
+    Py_DECREF(cv);
+    return rc;
+}
+
+/*
+ * MirrorOut.route + emit for a local or RSPAN session: offer the frame (data,
+ * vnet: as seen at the copy's point; fobj: its Frame, delivered as is when
+ * the copy is unchanged).
+ */
+static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data, PyObject *vnet,
+                     PyObject *tx)
+{
+    if (c->session < 0 || c->session >= t->nsessions || !t->sessions[c->session].present)
+        return 0; /* no such session: nothing */
+    Session *s = &t->sessions[c->session];
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (c->nlengths) {
+        int in = 0;
+        for (int i = 0; i < c->nlengths; i++)
+            if (c->lo[i] <= n && n <= c->hi[i]) {
+                in = 1;
+                break;
+            }
+        if (!in)
+            return 0; /* the session filter does not pass a frame of this length */
+    }
+    s->seen++;
+    if (c->sample > 1 && s->seen % c->sample) {
+        return arr_add(&t->sess[S_SAMPLED_OUT], c->session, 1);
+    }
+    int rc = -1;
+    PyObject *cd = data, *cv = vnet; /* the copy */
+    Py_INCREF(cd);
+    Py_INCREF(cv);
+    if (c->vlan_op != VLAN_KEEP) {
+        PyObject *nd = vlan_apply(c->vlan_op, c->vid, (const unsigned char *)PyBytes_AS_STRING(cd),
+                                  PyBytes_GET_SIZE(cd));
+        if (!nd)
+            goto out;
+        PyObject *nv = c->vlan_op == VLAN_SET ? (Py_INCREF(cv), cv)
+                                              : vnet_shift(cv, c->vlan_op == VLAN_POP ? -4 : 4);
+        if (!nv) {
+            Py_DECREF(nd);
+            goto out;
+        }
+        Py_SETREF(cd, nd);
+        Py_SETREF(cv, nv);
+    }
+    {
+        const unsigned char *v = (const unsigned char *)PyBytes_AS_STRING(cv);
+        Py_ssize_t vn = PyBytes_GET_SIZE(cv);
+        if (!vnet_plain(v, vn) && ((c->truncate && PyBytes_GET_SIZE(cd) > c->truncate) ||
+                                   (s->kind == KIND_ERSPAN && s->segment))) {
+            /* an offloaded frame cannot be cut or encapsulated as it is: make the wire
+             * frames first (software GSO/checksum); one that cannot be made goes whole */
+            PyObject *pieces = seg_finalize((const unsigned char *)PyBytes_AS_STRING(cd),
+                                            PyBytes_GET_SIZE(cd), v, vn);
+            if (!pieces) {
+                if (PyErr_Occurred())
+                    goto out;
+                pieces = Py_BuildValue("[O]", cd);
+                if (!pieces)
+                    goto out;
+            }
+            rc = 0;
+            for (Py_ssize_t k = 0; rc == 0 && k < PyList_GET_SIZE(pieces); k++)
+                rc = deliver(t, c, s, fobj, data, vnet, PyList_GET_ITEM(pieces, k), t->empty,
+                             tx);
+            Py_DECREF(pieces);
+            goto out;
+        }
+    }
+    rc = deliver(t, c, s, fobj, data, vnet, cd, cv, tx);
 out:
     Py_DECREF(cd);
     Py_DECREF(cv);
@@ -1525,6 +1570,19 @@ static PyObject *Table_run(Table *self, PyObject *args)
     return Py_BuildValue("(nn)", i, j);
 }
 
+/* module-level finalize(data, vnet) -> list of bytes | None (None: offload.finalize raises) */
+static PyObject *mod_finalize(PyObject *mod, PyObject *args)
+{
+    const char *d, *v;
+    Py_ssize_t n, vn;
+    if (!PyArg_ParseTuple(args, "y#y#", &d, &n, &v, &vn))
+        return NULL;
+    PyObject *r = seg_finalize((const unsigned char *)d, n, (const unsigned char *)v, vn);
+    if (!r && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return r;
+}
+
 /* module-level key(data, in_port) -> bytes | None: the native key (tests, install) */
 static PyObject *mod_key(PyObject *mod, PyObject *args)
 {
@@ -1568,6 +1626,8 @@ static PyTypeObject TableType = {
 
 static PyMethodDef mod_methods[] = {
     {"key", mod_key, METH_VARARGS, "key(data, in_port) -> the native flow key or None"},
+    {"finalize", mod_finalize, METH_VARARGS,
+     "finalize(data, vnet) -> the wire frames (software GSO/checksum) or None"},
     {"erspan_payload", mod_erspan_payload, METH_VARARGS,
      "erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, seq, cut)"},
     {NULL, NULL, 0, NULL},

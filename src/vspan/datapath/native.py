@@ -104,6 +104,11 @@ def erspan_payload(params: tuple[Any, ...], frame: bytes, egress: bool, truncate
     return _native.erspan_payload(params, frame, egress, truncated, vlan, ts_ns)
 
 
+def finalize(data: bytes, vnet: bytes) -> list[bytes] | None:
+    """The C side's software GSO/checksum (``None`` where ``offload.finalize`` raises)."""
+    return _native.finalize(data, vnet)
+
+
 class NativeTable:
     """The native flow table, its compiled programs and its counters."""
 
@@ -201,11 +206,13 @@ class NativeTable:
         for idx, m in mirrors.items():
             kind = (KIND_REMOTE if m.kind == MIRROR_ERSPAN else
                     KIND_RSPAN if m.kind == MIRROR_RSPAN else KIND_LOCAL)
-            encap = None
+            encap: tuple[Any, ...] | None = None
             if kind == KIND_REMOTE and isinstance(m.sender, NativeSender):
-                encap = m.sender.native_params()
-                if encap is not None:
+                params = m.sender.native_params()
+                e = m.config.erspan
+                if params is not None and e is not None:
                     kind = KIND_ERSPAN
+                    encap = (params, e.offloaded_frames == "segment")
             dests = tuple((dp, int(p is not None and p.enabled))
                           for dp in m.dest_ports for p in (ports.get(dp),))
             rs = m.config.rspan

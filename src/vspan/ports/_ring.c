@@ -24,6 +24,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "_segment.h" /* software GSO / checksum (offload.finalize) */
+
 #define TP_STATUS_USER 1u
 #define TP_STATUS_LOSING (1u << 2)
 #define TP_STATUS_VLAN_VALID (1u << 4)
@@ -172,13 +174,50 @@ done:
 
 /*
  * send(fd, frames, start, gso_types, gso_max_size, kernel_gso)
- *   -> (next, sent, nbytes, segmented, errno)
+ *   -> (next, sent, wire, nbytes, segmented, segments, errors, errno)
  *
  * gso_types: 256 bytes, nonzero at the gso_type values the device takes whole.
  * Frames are written from ``start`` on until one needs the Python loop; ``next``
- * is its position (len(frames) when all went). ``errno`` is that of a failed
- * sendmmsg (0 when none failed): the failing frame is at ``next``.
+ * is its position (len(frames) when all went). A GSO frame the device cannot take
+ * is cut here (tx.cut_and_send: ``segmented`` once, ``segments`` per piece sent,
+ * ``errors`` once when a piece failed) unless the kernel cuts it (``kernel_gso``).
+ * ``errno`` is that of a failed sendmmsg (0 when none failed): the failing frame
+ * is at ``next``.
  */
+
+/* tx.cut_and_send for one frame: 1 all pieces went, 0 one failed, -1 cannot cut */
+static int cut_and_send(int fd, const unsigned char *d, Py_ssize_t n, const unsigned char *v,
+                        Py_ssize_t *segments, long long *nbytes)
+{
+    static const unsigned char zeros[VNET_LEN];
+    PyObject *pieces = seg_finalize(d, n, v, VNET_LEN);
+    if (!pieces)
+        return PyErr_Occurred() ? -2 : -1;
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pieces); i++) {
+        PyObject *pc = PyList_GET_ITEM(pieces, i);
+        struct iovec iov[2] = {{(void *)zeros, VNET_LEN},
+                               {PyBytes_AS_STRING(pc), (size_t)PyBytes_GET_SIZE(pc)}};
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = iov;
+        mh.msg_iovlen = 2;
+        ssize_t r;
+        do {
+            Py_BEGIN_ALLOW_THREADS
+            r = sendmsg(fd, &mh, MSG_DONTWAIT);
+            Py_END_ALLOW_THREADS
+        } while (r < 0 && errno == EINTR);
+        if (r < 0) {
+            ok = 0;
+            continue;
+        }
+        (*segments)++;
+        *nbytes += PyBytes_GET_SIZE(pc);
+    }
+    Py_DECREF(pieces);
+    return ok;
+}
 static PyObject *send_run(PyObject *mod, PyObject *args)
 {
     int fd, kernel_gso;
@@ -200,7 +239,7 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(frames), i = start < 0 ? 0 : start;
     long long nbytes = 0;
-    Py_ssize_t sent = 0, segmented = 0;
+    Py_ssize_t sent = 0, wire = 0, segmented = 0, segments = 0, errors = 0;
     int err = 0, stop = 0;
     while (i < n && !stop) {
         struct mmsghdr msgs[SEND_BATCH];
@@ -236,7 +275,24 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
             seg[k] = 0;
             if (kind && (!types[kind] || dn >= max_size)) {
                 if (!kernel_gso) {
-                    stop = 1; /* to be cut in software: the Python loop */
+                    if (k > 0)
+                        break; /* send what came before it first */
+                    int r = cut_and_send(fd, (const unsigned char *)PyBytes_AS_STRING(data), dn,
+                                         (const unsigned char *)PyBytes_AS_STRING(vnet),
+                                         &segments, &nbytes);
+                    if (r == -2) {
+                        for (int j = 0; j < nkeep; j++)
+                            Py_DECREF(keep[j]);
+                        return NULL;
+                    }
+                    if (r == -1) {
+                        stop = 1; /* cannot be cut: the Python loop counts it */
+                        break;
+                    }
+                    segmented++;
+                    sent += r;
+                    errors += !r;
+                    i++;
                     break;
                 }
                 seg[k] = 1; /* the kernel's software GSO cuts it */
@@ -273,6 +329,7 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
         for (int j = 0; j < nkeep; j++)
             Py_DECREF(keep[j]);
         sent += done;
+        wire += done;
         i += done;
         if (done < k) {
             stop = 1; /* the frame at i failed: the Python loop tries it and counts */
@@ -280,7 +337,7 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
                 err = EAGAIN;
         }
     }
-    return Py_BuildValue("(nnLni)", i, sent, nbytes, segmented, err);
+    return Py_BuildValue("(nnnLnnni)", i, sent, wire, nbytes, segmented, segments, errors, err);
 }
 
 static PyMethodDef methods[] = {

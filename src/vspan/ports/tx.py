@@ -120,9 +120,10 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     counts frames written (pieces cut here included).
 
     With ``fd`` (the socket ``write`` sends on) and the C extension built, runs of
-    frames that go out as they are leave by ``sendmmsg`` (``vspan.ports._ring``);
-    a frame that needs more (cutting, a malformed one) or whose send failed is
-    handled by the loop here (a failed one is tried once more, then counted).
+    frames that go out as they are leave by ``sendmmsg`` (``vspan.ports._ring``) and
+    GSO frames to cut are segmented and checksummed there too; a frame that cannot
+    be cut, a malformed one or one whose send failed is handled by the loop here (a
+    failed one is tried once more, then counted).
     """
     sent = 0
     wire = 0
@@ -137,12 +138,14 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     i = 0
     while i < n:
         if native is not None and fd is not None:
-            i, wrote, wrote_bytes, segmented, _err = native.send(fd, flist, i, table, max_size,
-                                                                kernel_gso)
-            sent += wrote
-            wire += wrote
+            i, ok, wrote, wrote_bytes, segmented, pieces, failed, _err = native.send(
+                fd, flist, i, table, max_size, kernel_gso)
+            sent += ok
+            wire += wrote + pieces
             nbytes += wrote_bytes
+            errors += failed
             counters.tx_segmented += segmented
+            counters.tx_segments += pieces
             if i >= n:
                 break
         frame = flist[i]
