@@ -31,12 +31,12 @@ ports:
   a: {type: memory%s}
   b: {type: memory%s}
   s: {type: memory}
-  t: {type: memory, vlan: {mode: trunk, allowed: [10, 20]}}
+  t: {type: memory, vlan: {mode: trunk, allowed: [10, 20, 30]}}
 """
 SETUPS: dict[str, tuple[str, str, str]] = {
     # name: (extra config of a, of b / destination port, rest of the config)
     "plain": ("", "", ""),
-    "vlan push": (", vlan: {mode: access, id: 10}", ", vlan: {mode: access, id: 20}", ""),
+    "vlan push": (", vlan: {mode: access, id: 20}", ", vlan: {mode: access, id: 20}", ""),
     "local mirror": ("", "", """
 mirrors:
   m: {sources: [{port: a, direction: both}], destinations: [s]}
@@ -48,7 +48,7 @@ mirrors:
 """),
     "rspan": ("", "", """
 mirrors:
-  r: {sources: [{port: a, direction: both}], rspan: {port: t, vlan: 20}}
+  r: {sources: [{port: a, direction: both}], rspan: {port: t, vlan: 30}}
 """),
     "firewall": ("", "", """
 firewall:
@@ -74,12 +74,11 @@ def _engine(setup: str) -> tuple[Engine, dict[str, MemoryPort]]:
 
     eng = build_engine(cfg, factory, clock=time.monotonic)
     eng.open()
-    src = "02:00:00:00:00:01"
-    dst = "02:00:00:00:00:02"
-    # teach the switch where the destination lives (untagged on b, tagged 10 on the trunk)
-    learn = udp_frame(dst, src, "10.0.0.2", "10.0.0.1", 9, 9, b"")
+    # teach the switch where the destination (…:02) lives: untagged on b, VLAN 20 on the trunk
+    learn = udp_frame("02:00:00:00:00:02", "02:00:00:00:00:01", "10.0.0.2", "10.0.0.1", 9, 9,
+                      b"")
     if dest == "t":
-        learn = learn[:12] + b"\x81\x00\x00\x0a" + learn[12:]
+        learn = learn[:12] + b"\x81\x00\x00\x14" + learn[12:]
     eng.process(eng.state.by_name[dest], [Frame(learn)])
     for p in ports.values():
         p.take()
@@ -90,13 +89,14 @@ def rate(setup: str, frames: int) -> tuple[float, float]:
     """Frames per CPU-second through the switch, and the share the native table replayed."""
     eng, ports = _engine(setup)
     a = eng.state.by_name["a"]
-    flows = [udp_frame("02:00:00:00:00:02", "02:00:00:00:00:01", "10.0.0.1", "10.0.0.2",
+    flows = [udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2",
                        1000 + i, 9, b"x" * 18) for i in range(BATCH)]
     eng.process(a, [Frame(f) for f in flows])  # warm the cache
     eng.process(a, [Frame(f) for f in flows])
     batches = max(1, frames // BATCH)
     nat = eng.fastpath.native
     before = nat.replayed if nat is not None else 0
+    flooded = sum(rt.counters.flooded for rt in eng.state.ports.values())
     total = 0.0
     for _ in range(batches):
         batch = [Frame(f) for f in flows]
@@ -106,6 +106,7 @@ def rate(setup: str, frames: int) -> tuple[float, float]:
         for p in ports.values():
             p.take()
     share = ((nat.replayed - before) / (batches * BATCH)) if nat is not None else 0.0
+    assert sum(rt.counters.flooded for rt in eng.state.ports.values()) == flooded, "flooding"
     eng.close()
     return batches * BATCH / total, share
 
