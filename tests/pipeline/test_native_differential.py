@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from tests.helpers.agreement import CONFIG, pick_from
 from tests.helpers.differential import PLAIN, run_pair
+from tests.pipeline.harness import make_switch
+from vspan.config.load import ConfigError
 from vspan.datapath import native
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -45,3 +47,24 @@ def test_native_and_python_agree_drawn(data: st.DataObject) -> None:
 
     _, diff = run_pair(PLAIN, pick, integer, 60)
     assert diff == [], diff
+
+
+@pytest.mark.parametrize("setting,env,want", [
+    ("auto", "", True), ("native", "", True), ("python", "", False),
+    ("python", "native", True), ("native", "python", False), ("auto", "python", False),
+])
+def test_config_key_and_environment_choose(setting: str, env: str, want: bool,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``switch.fastpath`` chooses; ``VSPAN_FASTPATH`` overrides it."""
+    monkeypatch.setenv("VSPAN_FASTPATH", env)
+    sw = make_switch(f"switch: {{fastpath: {setting}}}\nports:\n  a: {{type: memory}}\n")
+    try:
+        assert (sw.engine.fastpath.native is not None) == want
+        assert (sw.engine.cache.native is not None) == want
+    finally:
+        sw.engine.close()
+
+
+def test_bad_config_value_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="fastpath"):
+        make_switch("switch: {fastpath: turbo}\nports:\n  a: {type: memory}\n")
