@@ -26,13 +26,17 @@ pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="vspan.datapath._native was not built (no C compiler?)")
 
 
-@pytest.mark.parametrize("config", [PLAIN, CONFIG], ids=["plain", "policy"])
+CAPPED = PLAIN.replace("    mirrored_packet_length: 96\n",
+                       "    mirrored_packet_length: 96\n    max_bytes: 6000\n")
+
+
+@pytest.mark.parametrize("config", [PLAIN, CONFIG, CAPPED], ids=["plain", "policy", "capped"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_native_and_python_agree(config: str, seed: int) -> None:
     pick, integer = pick_from(random.Random(seed))
     replayed, diff = run_pair(config, pick, integer, 1500)
     assert diff == [], diff
-    assert replayed > 100, f"the native table replayed only {replayed} frames"
+    assert replayed > 50, f"the native table replayed only {replayed} frames"
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,

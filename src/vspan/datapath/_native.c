@@ -53,7 +53,7 @@
 /* mirror session kinds, as vspan.datapath.native pushes them */
 #define KIND_LOCAL 0
 #define KIND_RSPAN 1
-#define KIND_REMOTE 2 /* ERSPAN/GRE through a Python sender: such frames go to Python */
+#define KIND_REMOTE 2 /* copies for the Python MirrorOut (a Python sender, a byte cap) */
 #define KIND_ERSPAN 3 /* ERSPAN/GRE encapsulated and sent here (see Encap) */
 
 /* encapsulations (mirror.encap.EncapType) */
@@ -726,6 +726,7 @@ typedef struct {
     int kind;
     int64_t seen;
     int rspan_vlan, rspan_keep, uplink_ok;
+    int tag_untagged; /* RSPAN: an untagged frame keeps its VLAN as the inner tag */
     long uplink;
     PyObject *uplink_obj;
     int ndest;
@@ -741,7 +742,7 @@ typedef struct {
 } Session;
 
 enum { P_RX_BYTES, P_FLOODED, P_MIRRORED_OUT, P_N };
-enum { S_SAMPLED_OUT, S_TRUNCATED, S_MIRRORED, S_DROPPED, S_N };
+enum { S_SAMPLED_OUT, S_TRUNCATED, S_MIRRORED, S_DROPPED, S_BYTES, S_N };
 
 typedef struct {
     PyObject_HEAD
@@ -754,7 +755,7 @@ typedef struct {
     Session *sessions;
     Py_ssize_t nsessions;
     PyObject *frame_type; /* vspan.ports.base.Frame */
-    PyObject *s_data, *s_vnet, *s_ts, *s_last_seen, *empty;
+    PyObject *s_data, *s_vnet, *s_ts, *s_port, *s_pid, *s_last_seen, *empty;
 } Table;
 
 static uint64_t hash_key(const unsigned char *k, int n)
@@ -821,6 +822,8 @@ static void Table_dealloc(Table *self)
     Py_XDECREF(self->s_data);
     Py_XDECREF(self->s_vnet);
     Py_XDECREF(self->s_ts);
+    Py_XDECREF(self->s_port);
+    Py_XDECREF(self->s_pid);
     Py_XDECREF(self->s_last_seen);
     Py_XDECREF(self->empty);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -841,10 +844,12 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     self->s_data = PyUnicode_InternFromString("data");
     self->s_vnet = PyUnicode_InternFromString("vnet");
     self->s_ts = PyUnicode_InternFromString("ts_ns");
+    self->s_port = PyUnicode_InternFromString("port");
+    self->s_pid = PyUnicode_InternFromString("pid");
     self->s_last_seen = PyUnicode_InternFromString("last_seen");
     self->empty = PyBytes_FromStringAndSize("", 0);
-    if (!self->buckets || !self->s_data || !self->s_vnet || !self->s_ts || !self->s_last_seen ||
-        !self->empty) {
+    if (!self->buckets || !self->s_data || !self->s_vnet || !self->s_ts || !self->s_port ||
+        !self->s_pid || !self->s_last_seen || !self->empty) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -951,7 +956,7 @@ static Py_ssize_t Table_len(Table *self) { return (Py_ssize_t)self->count; }
 
 /*
  * Table.sessions(list of None | (kind, seen, dests, uplink, uplink_ok, rspan_vlan, keep,
- * encap)) indexed by session index; dests = tuple of (port, enabled); encap = None or the
+ * tag_untagged, encap)) indexed by session index; dests = tuple of (port, enabled); encap = None or the
  * KIND_ERSPAN parameters (see parse_encap).  Called before run().
  */
 static PyObject *Table_sessions(Table *self, PyObject *arg)
@@ -973,8 +978,9 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
             continue;
         PyObject *dests, *enc;
         long long seen;
-        if (!PyArg_ParseTuple(t, "iLO!liiiO", &s->kind, &seen, &PyTuple_Type, &dests, &s->uplink,
-                              &s->uplink_ok, &s->rspan_vlan, &s->rspan_keep, &enc))
+        if (!PyArg_ParseTuple(t, "iLO!liiiiO", &s->kind, &seen, &PyTuple_Type, &dests,
+                              &s->uplink, &s->uplink_ok, &s->rspan_vlan, &s->rspan_keep,
+                              &s->tag_untagged, &enc))
             return NULL;
         if (s->kind == KIND_ERSPAN) {
             PyObject *params;
@@ -1092,7 +1098,7 @@ static PyObject *rows(Arr *cols, int ncols)
 /*
  * Table.take() -> (hits, ports, sessions, drops): the counter deltas since the last take,
  * zeroed.  ports: (index, rx_bytes, flooded, mirrored_out); sessions: (index, sampled_out,
- * truncated, mirrored, dropped); drops: (drop id, n).  Only rows with a nonzero value.
+ * truncated, mirrored, dropped, bytes); drops: (drop id, n).  Only rows with a nonzero value.
  */
 static PyObject *Table_take(Table *self, PyObject *unused)
 {
@@ -1133,6 +1139,21 @@ static PyObject *make_frame(Table *t, PyObject *data, PyObject *vnet, PyObject *
     if (ts)
         return PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, ts, NULL);
     return PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, NULL);
+}
+
+/* Frame(data, vnet, like.ts_ns, like.port, like.pid): an output made from a received frame */
+static PyObject *make_frame_like(Table *t, PyObject *data, PyObject *vnet, PyObject *like)
+{
+    PyObject *ts = PyObject_GetAttr(like, t->s_ts);
+    PyObject *port = ts ? PyObject_GetAttr(like, t->s_port) : NULL;
+    PyObject *pid = port ? PyObject_GetAttr(like, t->s_pid) : NULL;
+    PyObject *f = pid ? PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, ts, port, pid,
+                                                     NULL)
+                      : NULL;
+    Py_XDECREF(ts);
+    Py_XDECREF(port);
+    Py_XDECREF(pid);
+    return f;
 }
 
 /*
@@ -1214,8 +1235,12 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
             goto out;
         memcpy(PyBytes_AS_STRING(pl), hdr, (size_t)k);
         memcpy(PyBytes_AS_STRING(pl) + k, f, (size_t)fn);
-        rc = PyList_Append(s->pending, pl);
-        Py_DECREF(pl);
+        /* with the copy's length (before the path-MTU cut): what the session's bytes count */
+        PyObject *item = Py_BuildValue("(Nn)", pl, PyBytes_GET_SIZE(cd));
+        if (!item)
+            goto out;
+        rc = PyList_Append(s->pending, item);
+        Py_DECREF(item);
         goto out;
     }
     if (s->kind == KIND_RSPAN) {
@@ -1224,7 +1249,8 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
             goto out;
         }
         PyObject *nd = rspan_copy((const unsigned char *)PyBytes_AS_STRING(cd),
-                                  PyBytes_GET_SIZE(cd), s->rspan_vlan, s->rspan_keep, c->vlan);
+                                  PyBytes_GET_SIZE(cd), s->rspan_vlan, s->rspan_keep,
+                                  s->tag_untagged ? c->vlan : 0);
         if (!nd)
             goto out;
         int delta = (int)(PyBytes_GET_SIZE(nd) - PyBytes_GET_SIZE(cd));
@@ -1241,6 +1267,7 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
         rc = enqueue(tx, s->uplink_obj, f);
         Py_DECREF(f);
         if (rc < 0 || arr_add(&t->sess[S_MIRRORED], c->session, 1) < 0 ||
+            arr_add(&t->sess[S_BYTES], c->session, PyBytes_GET_SIZE(cd)) < 0 ||
             arr_add(&t->port[P_MIRRORED_OUT], s->uplink, 1) < 0)
             rc = -1;
         goto out;
@@ -1261,6 +1288,7 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
             goto out;
         if (enqueue(tx, s->dest_obj[j], f) < 0 ||
             arr_add(&t->sess[S_MIRRORED], c->session, 1) < 0 ||
+            arr_add(&t->sess[S_BYTES], c->session, PyBytes_GET_SIZE(cd)) < 0 ||
             arr_add(&t->port[P_MIRRORED_OUT], s->dest[j], 1) < 0)
             goto out_f;
     }
@@ -1377,9 +1405,7 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
                     Py_SETREF(ov, o->vlan_op == VLAN_SET
                                       ? (Py_INCREF(vnet), vnet)
                                       : vnet_shift(vnet, o->vlan_op == VLAN_POP ? -4 : 4));
-                PyObject *ts = od && ov ? PyObject_GetAttr(fobj, t->s_ts) : NULL;
-                Py_SETREF(of, ts ? make_frame(t, od, ov, ts) : NULL);
-                Py_XDECREF(ts);
+                Py_SETREF(of, od && ov ? make_frame_like(t, od, ov, fobj) : NULL);
             }
             int rc = of ? enqueue(tx, p->ports[i], of) : -1;
             for (int j = 0; rc == 0 && j < o->nmirrors; j++)
@@ -1428,7 +1454,7 @@ static int flush_remote(Table *t)
             int k = 0;
             memset(msgs, 0, sizeof(msgs));
             for (; k < SEND_BATCH && i + k < n; k++) {
-                PyObject *pl = PyList_GET_ITEM(s->pending, i + k);
+                PyObject *pl = PyTuple_GET_ITEM(PyList_GET_ITEM(s->pending, i + k), 0);
                 iov[k].iov_base = PyBytes_AS_STRING(pl);
                 iov[k].iov_len = (size_t)PyBytes_GET_SIZE(pl);
                 msgs[k].msg_hdr.msg_iov = &iov[k];
@@ -1444,7 +1470,7 @@ static int flush_remote(Table *t)
                     continue;
                 if (r <= 0) { /* the message at done failed */
                     int code = r < 0 ? errno : EAGAIN;
-                    PyObject *pl = PyList_GET_ITEM(s->pending, i + done);
+                    PyObject *pl = PyList_GET_ITEM(s->pending, i + done); /* (payload, len) */
                     if (code == EMSGSIZE) {
                         if (PyList_Append(s->resend, pl) < 0)
                             return -1;
@@ -1464,6 +1490,10 @@ static int flush_remote(Table *t)
                 for (int j = done; j < done + r; j++) {
                     s->sent++;
                     s->sent_bytes += (int64_t)msgs[j].msg_len;
+                    Py_ssize_t flen = PyLong_AsSsize_t(
+                        PyTuple_GET_ITEM(PyList_GET_ITEM(s->pending, i + j), 1));
+                    if (arr_add(&t->sess[S_BYTES], si, flen) < 0)
+                        return -1;
                 }
                 if (arr_add(&t->sess[S_MIRRORED], si, r) < 0)
                     return -1;

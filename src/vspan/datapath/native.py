@@ -207,7 +207,9 @@ class NativeTable:
             kind = (KIND_REMOTE if m.kind == MIRROR_ERSPAN else
                     KIND_RSPAN if m.kind == MIRROR_RSPAN else KIND_LOCAL)
             encap: tuple[Any, ...] | None = None
-            if kind == KIND_REMOTE and isinstance(m.sender, NativeSender):
+            if m.config.max_bytes is not None:
+                kind = KIND_REMOTE  # a byte cap: the Python MirrorOut decides every copy
+            elif kind == KIND_REMOTE and isinstance(m.sender, NativeSender):
                 params = m.sender.native_params()
                 e = m.config.erspan
                 if params is not None and e is not None:
@@ -220,7 +222,8 @@ class NativeTable:
             ok = rs is not None and up is not None and up.enabled
             specs[idx] = (kind, m.seen, dests, m.uplink, int(ok),
                           rs.vlan if rs is not None else 0,
-                          int(rs.keep_original_tag) if rs is not None else 0, encap)
+                          int(rs.keep_original_tag) if rs is not None else 0,
+                          int(rs.tag_untagged) if rs is not None else 1, encap)
         self.table.sessions(specs)
 
     def _pull_seen(self) -> None:
@@ -233,9 +236,10 @@ class NativeTable:
             if remote is not None and isinstance(m.sender, NativeSender):
                 seq, sent, sent_bytes, truncated, skipped, errnos, resend = remote
                 m.sender.native_update(seq, sent, sent_bytes, truncated, skipped, errnos)
-                for payload in resend:  # refused as too big: the Python retry
+                for payload, size in resend:  # refused as too big: the Python retry
                     if m.sender.resend(payload):
                         m.mirrored += 1
+                        m.bytes += size
                     else:
                         m.dropped += 1
 
@@ -278,13 +282,14 @@ class NativeTable:
                 c.rx_bytes += rx_bytes
                 c.flooded += flooded
                 c.mirrored_out += mirrored_out
-        for idx, sampled_out, truncated, mirrored, dropped in sessions:
+        for idx, sampled_out, truncated, mirrored, dropped, nbytes in sessions:
             m = st.mirrors.get(idx)
             if m is not None:
                 m.sampled_out += sampled_out
                 m.truncated += truncated
                 m.mirrored += mirrored
                 m.dropped += dropped
+                m.bytes += nbytes
         for did, n in drops:
             port, reason, rule = self.drops[did]
             st.drops.add(port, reason, rule, n)
