@@ -25,11 +25,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from vspan.api.peercred import scope_peer
@@ -304,7 +305,7 @@ def _error_of(err: Exception) -> tuple[int, str]:
         return 422, "; ".join(err.errors[:3])
     if isinstance(err, RequestValidationError):
         return 422, "invalid request"
-    if isinstance(err, HTTPException):
+    if isinstance(err, StarletteHTTPException):  # FastAPI's HTTPException is one too
         return err.status_code, str(err.detail)
     return 500, f"{type(err).__name__}: {err}"
 

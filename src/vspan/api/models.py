@@ -14,6 +14,7 @@ HEX_FRAME = r"^([0-9a-fA-F]{2})*$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
 IPV4_LIKE = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"  # the builder names a bad octet itself
+FILE_PATH = r"^[^\x00]*$"  # no file name holds a NUL byte (the OS refuses it)
 
 
 class ErrorOut(BaseModel):
@@ -52,7 +53,7 @@ class ReloadIn(BaseModel):
     changes the file would undo."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: str | None = Field(default=None, min_length=1, max_length=4096, pattern=FILE_PATH)
     live: Literal["refuse", "keep", "drop"] = "refuse"
 
 
@@ -160,7 +161,7 @@ class CaptureIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     ports: list[str] = Field(min_length=1, max_length=256)
-    path: str = Field(default="", max_length=4096)
+    path: str = Field(default="", max_length=4096, pattern=FILE_PATH)
     direction: Literal["in", "out", "both"] = "both"
     drops: bool = False
     filter: str | None = Field(default=None, max_length=4096)

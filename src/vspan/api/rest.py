@@ -8,6 +8,7 @@ every change is audited there. Handlers here only do the work.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,8 @@ from vspan.control.audit import AuditEntry, AuditFilter, parse_time, utc_text
 from vspan.control.roles import Permission
 from vspan.control.tokens import TokenError, TokenInfo
 from vspan.packet.synth import FrameSpec, synth_frame
+
+log = logging.getLogger(__name__)
 
 NAME = Annotated[str, Path(min_length=1, max_length=64)]
 PCAPNG = "application/x-pcapng"
@@ -116,6 +119,16 @@ def _token_out(info: TokenInfo, now: float) -> dict[str, Any]:
             "revoked": t(info.revoked), "last_used": t(info.last_used)}
 
 
+def _error_answer(request: Request, err: Exception, status: int,
+                  content: dict[str, Any]) -> JSONResponse:
+    """The JSON answer to a handled error; a server-side one (5xx) is also logged with its
+    traceback, since the caller sees only its message."""
+    if status >= 500:
+        log.error("%s %s answered %d: %s", request.method, request.url.path, status, err,
+                  exc_info=err)
+    return JSONResponse(status_code=status, content=content)
+
+
 def _validation_details(err: RequestValidationError) -> list[str]:
     out = []
     for e in err.errors():
@@ -145,17 +158,17 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
                                      "details": err.errors})
 
     @app.exception_handler(AgentError)
-    async def agent_error(_req: Request, err: AgentError) -> JSONResponse:
-        return JSONResponse(status_code=err.status, content={"error": str(err)})
+    async def agent_error(req: Request, err: AgentError) -> JSONResponse:
+        return _error_answer(req, err, err.status, {"error": str(err)})
 
     @app.exception_handler(LiveChangesError)
-    async def live_error(_req: Request, err: LiveChangesError) -> JSONResponse:
-        return JSONResponse(status_code=err.status,
-                            content={"error": str(err), "live_changes": err.lines})
+    async def live_error(req: Request, err: LiveChangesError) -> JSONResponse:
+        return _error_answer(req, err, err.status,
+                             {"error": str(err), "live_changes": err.lines})
 
     @app.exception_handler(TokenError)
-    async def token_error(_req: Request, err: TokenError) -> JSONResponse:
-        return JSONResponse(status_code=err.status, content={"error": str(err)})
+    async def token_error(req: Request, err: TokenError) -> JSONResponse:
+        return _error_answer(req, err, err.status, {"error": str(err)})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_req: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -95,6 +95,9 @@ def read_text_file(path: str | Path) -> str:
         return p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError([f"cannot read: {err.strerror}"], str(p)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"not UTF-8 text (byte {err.start}: {err.reason})"], str(p)) \
+            from None
 
 
 def load_text(text: str, source: str = "<string>") -> Config:

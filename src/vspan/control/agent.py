@@ -254,7 +254,7 @@ class Agent:
             self._apply(before)
             self.live = LiveChanges.from_data(before_live)
             raise AgentError(f"not changed: the change could not be saved to the state file "
-                             f"({err})", 500) from None
+                             f"({err})", 500) from err
 
     def state_info(self) -> dict[str, Any]:
         """The state file and what this start restored from it (``vspan show state``)."""
@@ -460,6 +460,8 @@ class Agent:
     def capture_path(self, path: str, ports: list[str]) -> str:
         """The file a capture writes: an absolute ``path`` as it is; a bare file name (or
         nothing: a name is made up) in :attr:`capture_dir`."""
+        if "\x00" in path:  # no file has such a name (os.open would raise ValueError)
+            raise AgentError(f"{path!r} is not a file name (it holds a NUL byte)", 422)
         if os.path.isabs(path):
             return os.path.normpath(path)
         if not path:
@@ -711,6 +713,8 @@ def _passed(stop_at: Any) -> bool:
 def _check_config_file(path: str) -> None:
     """Refuse what is not a regular file of sane size (a FIFO or /dev/zero would hang or
     exhaust the daemon)."""
+    if "\x00" in path:  # os.stat would raise ValueError: no file has such a name
+        raise AgentError(f"{path!r} is not a file name (it holds a NUL byte)", 422)
     try:
         st = os.stat(path)
     except OSError as err:
