@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vspan.config.diff import diff
-from vspan.config.load import ConfigError, load_text, parse_config
+from vspan.config.load import ConfigError, load_file, load_text, parse_config
 
 BAD = [
     ("ports: {web1: {vlan: {mode: trunk, allowed: [5000]}}}",
@@ -94,3 +96,13 @@ switch: {fdb_aging_seconds: 60}
     assert cs.mirrors_added == ("n",) and cs.mirrors_removed == ("m",)
     assert cs.switch_changed == ("fdb_aging_seconds",)
     assert diff(new, new).empty
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """Not a UnicodeDecodeError escaping to the caller (the API answered 500)."""
+    f = tmp_path / "switch.yaml"
+    f.write_bytes(b"switch: {name: t}\n# \xff\n")
+    with pytest.raises(ConfigError) as err:
+        load_file(f)
+    assert err.value.source == str(f)
+    assert err.value.errors == ["not UTF-8 text (byte 20: invalid start byte)"]
