@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -119,14 +120,14 @@ def _token_out(info: TokenInfo, now: float) -> dict[str, Any]:
             "revoked": t(info.revoked), "last_used": t(info.last_used)}
 
 
-def _error_answer(request: Request, err: Exception, status: int,
-                  content: dict[str, Any]) -> JSONResponse:
+def _error_answer(request: Request, err: Exception, status: int, content: dict[str, Any],
+                  headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON answer to a handled error; a server-side one (5xx) is also logged with its
     traceback, since the caller sees only its message."""
     if status >= 500:
         log.error("%s %s answered %d: %s", request.method, request.url.path, status, err,
                   exc_info=err)
-    return JSONResponse(status_code=status, content=content)
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def _validation_details(err: RequestValidationError) -> list[str]:
@@ -171,9 +172,9 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         return _error_answer(req, err, err.status, {"error": str(err)})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_req: Request, err: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=err.status_code, content={"error": str(err.detail)},
-                            headers=err.headers)
+    async def http_error(req: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error_answer(req, err, err.status_code, {"error": str(err.detail)},
+                             err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_req: Request, err: RequestValidationError) -> JSONResponse:
