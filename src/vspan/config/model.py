@@ -24,6 +24,7 @@ from pydantic import (
 from vspan.config.access import ApiConfig, RolesConfig
 from vspan.config.base import FREEZE, IFNAME_RE, PORT_NAME_RE, THAW, FrozenMap, Strict
 from vspan.config.policy import FirewallConfig, PortPolicyConfig, policy_reference_errors
+from vspan.config.pvlan import PvlanConfig, pvlan_errors
 from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
 from vspan.packet.flowmatch import FilterError, compile_match
@@ -179,11 +180,24 @@ class PortConfig(Strict):
     vxlan: VxlanConfig | None = None  # type vxlan only: VTEP, VLAN->VNI map, flood lists
     team: TeamConfig | None = Field(default=None, validate_default=True,
                                     description="members and behaviour of a team port")
+    pvlan: PvlanConfig | None = None  # a private VLAN port (docs/pvlan.md)
 
     @model_validator(mode="after")
     def _tap_only_for_tap(self) -> PortConfig:
         if self.tap is not None and self.type is not PortType.TAP:
             raise ValueError(f"'tap' settings are only for type: tap (type is {self.type.value})")
+        return self
+
+    @model_validator(mode="after")
+    def _pvlan_port(self) -> PortConfig:
+        if self.pvlan is None:
+            return self
+        if self.type is PortType.VXLAN:
+            raise ValueError("pvlan: a vxlan port carries VLANs like a trunk; it cannot be a "
+                             "private VLAN port")
+        if "vlan" in self.model_fields_set:
+            raise ValueError("pvlan: a private VLAN port is untagged on the wire and its VLANs "
+                             "come from 'pvlan'; leave 'vlan' out")
         return self
 
     def tap_settings(self) -> TapConfig:
@@ -452,6 +466,16 @@ class SwitchConfig(Strict):
         return self.state_dir or f"/var/lib/vspan/{self.name}"
 
 
+def _untagged_vids(port: PortConfig) -> tuple[str, tuple[int, ...]] | None:
+    """(key path, VIDs) of the VLAN a port's untagged frames join, when it is a plain VLAN."""
+    v = port.vlan
+    if v.mode is VlanMode.ACCESS and v.id is not None:
+        return "vlan.id", (v.id,)
+    if v.mode is VlanMode.TRUNK and v.native is not None:
+        return "vlan.native", (v.native,)
+    return None
+
+
 class Config(Strict):
     """A whole switch configuration."""
 
@@ -507,6 +531,8 @@ class Config(Strict):
                     session.rspan_source.port in session.destinations:
                 raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
         errors = policy_reference_errors(self.port_policies(), self.firewall)
+        errors += pvlan_errors({n: p.pvlan for n, p in self.ports.items()},
+                               {n: k for n, p in self.ports.items() if (k := _untagged_vids(p))})
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -102,6 +102,17 @@ class Fdb:
             self.version += 1
         return doomed
 
+    def flush_vlans(self, vlans: set[int]) -> list[tuple[int, bytes]]:
+        """Forget everything learned in ``vlans`` (a private VLAN domain changed); return
+        the (VLAN, MAC) pairs forgotten."""
+        doomed = [k for k in self.entries if k[0] in vlans]
+        for k in doomed:
+            entry = self.entries.pop(k)
+            self.per_port[entry.port] -= 1
+        if doomed:
+            self.version += 1
+        return doomed
+
     def age(self, now: float) -> list[tuple[int, bytes]]:
         """Remove dynamic entries idle for longer than the aging time; return their
         (VLAN, MAC) pairs."""

@@ -1,8 +1,8 @@
 """The pipeline: runs the stages on one frame and returns a :class:`Decision`.
 
-port rx -> ingress taps -> port checks -> VLAN classify -> ingress stages (policy)
+port rx -> ingress taps -> port checks -> VLAN classify (and its PVLAN) -> ingress stages (policy)
 -> link-local filter -> source MAC (limit; learn or refresh) -> L2 forward
--> per output: VLAN egress -> egress stages (policy) -> egress taps -> port tx
+-> per output: private VLAN rules -> VLAN egress -> egress stages (policy) -> egress taps -> port tx
 
 The stages are handed in (``Pipeline(state, ingress=[...], egress=[...])``) by
 whoever assembles the switch (:mod:`vspan.control.assemble`); the datapath
@@ -34,7 +34,7 @@ from vspan.datapath.decision import (
 )
 from vspan.datapath.flowkey import ETH_P_8021Q, FlowKey, extract, mac_str
 from vspan.datapath.reasons import DropReason
-from vspan.datapath.stages import forward, mirror, vlan
+from vspan.datapath.stages import forward, mirror, pvlan, vlan
 from vspan.datapath.stages.base import EgressStage, IngressStage, StageContext
 from vspan.datapath.state import PortRuntime, SwitchState
 from vspan.datapath.trace import NULL_TRACER, Tracer
@@ -88,6 +88,7 @@ class Pipeline:
         drop = vlan.classify(ctx)
         if drop is not None:
             return self._decision(ctx, [*taps, drop])
+        pvlan.classify(ctx)
         taps = mirror.with_vlan(taps, ctx.vlan)  # copies carry the VLAN (ERSPAN, RSPAN)
         for stage in self.ingress_stages if policy else ():
             drop = stage.ingress(ctx)
@@ -170,6 +171,9 @@ class Pipeline:
                 policy: bool = True) -> Output | Drop:
         tr = ctx.tracer
         ctx.out_checks = []
+        drop = pvlan.egress(ctx, out)  # the private VLAN rules (no-op outside a PVLAN)
+        if drop is not None:
+            return drop
         op_vid = vlan.egress(ctx, out)  # structural: before policy keeps state for a copy
         if isinstance(op_vid, Drop):
             return op_vid

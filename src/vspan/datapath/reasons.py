@@ -18,6 +18,8 @@ class DropReason(enum.StrEnum):
     VLAN_TPID = "vlan-tpid"  # outer tag is 802.1ad/0x9100, not 802.1Q
     NO_DESTINATION = "no-destination"  # nowhere to send (e.g. learned on in-port)
     SAME_PORT = "same-port"  # destination MAC lives on the ingress port
+    PVLAN_ISOLATED = "pvlan-isolated"  # from/to an isolated PVLAN port, not a promiscuous one
+    PVLAN_COMMUNITY = "pvlan-community"  # community PVLAN traffic to another community
     MAC_LIMIT = "mac-limit"  # port exceeded its learned-MAC limit
     MIRROR_DEST_PORT = "mirror-dest-port"  # a mirror destination sent or got normal traffic
     MTU = "mtu"  # larger than the egress port's MTU

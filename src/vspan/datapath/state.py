@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from vspan.config.diff import ChangeSet
 from vspan.config.model import Config, Direction, MirrorSession, PortConfig, VlanMode
+from vspan.config.pvlan import PvlanVlan, pvlan_vlans
 from vspan.datapath.counters import DropCounters, SwitchPortCounters
 from vspan.datapath.decision import (
     MIRROR_ERSPAN,
@@ -41,6 +42,11 @@ class PortRuntime:
     tagged_vlans: frozenset[int] = frozenset()  # VIDs accepted tagged on ingress
     egress_untagged: int = UNTAGGED_NET  # VLAN that leaves this port untagged
     members: frozenset[int] = frozenset()
+    # private VLAN port: its mode ("" = not one), primary, and every VID of its domain
+    # (all leave it untagged; docs/pvlan.md)
+    pvlan_mode: str = ""
+    pvlan_primary: int = 0
+    pvlan_vids: frozenset[int] = frozenset()
     mtu: int = 0  # largest IP packet the port carries (0: not checked by the switch)
     # mirror roles
     mirror_dest: bool = False
@@ -55,12 +61,22 @@ class PortRuntime:
         """Administratively enabled and link up."""
         return self.config.enabled and self.link
 
-    def compile_vlan(self) -> None:
-        """Fill the VLAN membership fields from the port's config."""
+    def compile_vlan(self, pvlans: dict[int, PvlanVlan] | None = None) -> None:
+        """Fill the VLAN membership fields from the port's config (``pvlans``: every VID
+        of every private VLAN domain, for a PVLAN port)."""
         v = self.config.vlan
         self.mtu = self.config.effective_mtu() or 0
         vx = self.config.vxlan
-        if vx is not None:  # overlay: its VNI map's VLANs, VLAN 0 (untagged network) untagged
+        pv = self.config.pvlan
+        self.pvlan_mode, self.pvlan_primary, self.pvlan_vids = "", 0, frozenset()
+        if pv is not None:  # untagged on the wire; receives its whole domain untagged
+            self.pvlan_mode, self.pvlan_primary = pv.mode.value, pv.primary
+            self.pvlan_vids = frozenset(
+                vid for vid, d in (pvlans or {}).items() if d.primary == pv.primary
+            ) | {pv.primary, pv.own_vid}
+            self.untagged_vlan = self.egress_untagged = pv.own_vid
+            self.tagged_vlans = frozenset()
+        elif vx is not None:  # overlay: its VNI map's VLANs, VLAN 0 (untagged network) untagged
             self.untagged_vlan = UNTAGGED_NET if UNTAGGED_NET in vx.vnis else NO_VLAN
             self.tagged_vlans = frozenset(vid for vid in vx.vnis if vid != UNTAGGED_NET)
             self.egress_untagged = self.untagged_vlan
@@ -80,7 +96,7 @@ class PortRuntime:
                 frozenset((native,)) if native != NO_VLAN else frozenset()
             )
             self.egress_untagged = native
-        members = set(self.tagged_vlans)
+        members = set(self.tagged_vlans) | self.pvlan_vids
         if self.untagged_vlan != NO_VLAN:
             members.add(self.untagged_vlan)
         self.members = frozenset(members)
@@ -88,7 +104,7 @@ class PortRuntime:
     def snapshot(self) -> tuple[object, ...]:
         """Everything of the port a cached decision may have read."""
         return (self.config, self.link, self.untagged_vlan, self.tagged_vlans,
-                self.egress_untagged, self.mirror_dest, self.allow_normal_io,
+                self.egress_untagged, self.pvlan_vids, self.mirror_dest, self.allow_normal_io,
                 self.mirror_ingress, self.mirror_egress, tuple(sorted(self.rspan_in.items())))
 
 
@@ -178,6 +194,7 @@ class SwitchState:
         self.port_names: dict[int, str] = {}  # every index ever used (for counters)
         self.mirrors: dict[int, MirrorRuntime] = {}
         self.mirror_by_name: dict[str, int] = {}
+        self.pvlans: dict[int, PvlanVlan] = {}  # every VID of a private VLAN domain
         self.fdb = Fdb(config.switch.fdb_max_entries, config.switch.fdb_aging_seconds)
         self.drops = DropCounters()
         self._next_index = 1
@@ -189,6 +206,12 @@ class SwitchState:
     def port(self, name: str) -> PortRuntime:
         """The runtime port called ``name`` (KeyError if none)."""
         return self.ports[self.by_name[name]]
+
+    def fdb_vlan(self, vlan: int) -> int:
+        """The MAC table a frame of ``vlan`` learns in and looks up: a private VLAN's
+        secondaries share their primary's (as PVLAN switches do)."""
+        pv = self.pvlans.get(vlan)
+        return vlan if pv is None else pv.primary
 
     def touch_ports(self, indexes: set[int]) -> Touched:
         """The ports ``indexes`` changed (link, loop guard): what that touches."""
@@ -210,6 +233,16 @@ class SwitchState:
             if m is not None:
                 mirror_ports |= m.ports(self.by_name)
         forgot: list[tuple[int, bytes]] = []
+        pvlans = pvlan_vlans({n: p.pvlan for n, p in new.ports.items()})
+        # VIDs that joined, left or changed a PVLAN domain: their MAC tables (and the
+        # primaries' they share) and every decision in them are stale
+        moved = {vid for vid in set(pvlans) | set(self.pvlans)
+                 if pvlans.get(vid) != self.pvlans.get(vid)}
+        moved |= {d.primary for vid in moved for d in (pvlans.get(vid), self.pvlans.get(vid))
+                  if d is not None}
+        if moved:
+            forgot += self.fdb.flush_vlans(moved)
+        self.pvlans = pvlans
         for name in changes.ports_removed:
             idx = self.by_name.pop(name)
             del self.ports[idx]
@@ -225,10 +258,10 @@ class SwitchState:
             rt.config = new.ports[rt.name]
             old_vnis = old.vxlan.vnis if old.vxlan is not None else None
             new_vnis = rt.config.vxlan.vnis if rt.config.vxlan is not None else None
-            if (rt.config.vlan != old.vlan or old_vnis != new_vnis
+            if (rt.config.vlan != old.vlan or old_vnis != new_vnis or old.pvlan != rt.config.pvlan
                     or (old.enabled and not rt.config.enabled)):
                 forgot += self.fdb.flush_port(rt.index)
-            rt.compile_vlan()
+            rt.compile_vlan(pvlans)
         self.fdb.aging_seconds = new.switch.fdb_aging_seconds
         self.fdb.max_entries = new.switch.fdb_max_entries
         self._compile_mirrors(new)
@@ -243,6 +276,10 @@ class SwitchState:
             if now_rt is None or now_rt.snapshot() != old_snap:
                 ports.add(i)
                 vlans |= old_members | (now_rt.members if now_rt is not None else frozenset())
+        for i, rt in self.ports.items():
+            if moved & (rt.members | before.get(i, (None, frozenset()))[1]):
+                ports.add(i)
+                vlans |= moved
         for i in mirror_ports:
             src_rt = self.ports.get(i)
             if src_rt is not None:

@@ -22,18 +22,19 @@ def learn(ctx: StageContext) -> tuple[Drop | Learn | Refresh | None, bool]:
     port = ctx.in_port
     src = ctx.key.src
     tr = ctx.tracer
-    ctx.macs.append((ctx.vlan, src))
-    res = ctx.state.fdb.check(ctx.vlan, src, port.index, port.config.mac_limit)
+    table = ctx.state.fdb_vlan(ctx.vlan)  # a PVLAN's secondaries learn in the primary's
+    ctx.macs.append((table, src))
+    res = ctx.state.fdb.check(table, src, port.index, port.config.mac_limit)
     if res is LearnResult.NEW or res is LearnResult.MOVED:
         if tr.enabled:
             verb = "learn" if res is LearnResult.NEW else "move"
-            tr.report("learn", f"{verb} {mac_str(src)} on VLAN {ctx.vlan} -> port {port.name} "
+            tr.report("learn", f"{verb} {mac_str(src)} on VLAN {table} -> port {port.name} "
                       "(once the frame passes the ingress checks)")
-        return Learn(ctx.vlan, src, port.index), False
+        return Learn(table, src, port.index), False
     if res is LearnResult.REFRESHED:
         if tr.enabled:
             tr.report("learn", f"{mac_str(src)} already known on port {port.name} (refresh age)")
-        return Refresh(ctx.vlan, src, port.index), False
+        return Refresh(table, src, port.index), False
     if res is LearnResult.PORT_LIMIT:
         if tr.enabled:
             tr.report("learn", f"{mac_str(src)}: port {port.name} reached its limit of "
@@ -59,7 +60,8 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
     port = ctx.in_port
     dst = key.dst
     if not dst[0] & 1:
-        entry = ctx.fdb_lookup(ctx.vlan, dst)
+        table = state.fdb_vlan(ctx.vlan)  # a PVLAN's secondaries share the primary's
+        entry = ctx.fdb_lookup(table, dst)
         if entry is not None:
             out = state.ports.get(entry.port)
             if out is None:
@@ -81,12 +83,12 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
                 return [], Drop(DropReason.MIRROR_DEST_PORT, out.index), False
             else:
                 if tr.enabled:
-                    tr.report("lookup", f"{mac_str(dst)} on VLAN {ctx.vlan} learned on port "
+                    tr.report("lookup", f"{mac_str(dst)} on VLAN {table} learned on port "
                               f"{out.name}")
                 return [out], None, False
         elif tr.enabled:
-            tr.report("lookup", f"{mac_str(dst)} unknown on VLAN {ctx.vlan}"
-                      f"{_known_elsewhere(ctx, dst)}: flood")
+            tr.report("lookup", f"{mac_str(dst)} unknown on VLAN {table}"
+                      f"{_known_elsewhere(ctx, dst)}: flood in VLAN {ctx.vlan}")
     elif tr.enabled:
         kind = "broadcast" if dst == b"\xff" * 6 else "multicast"
         tr.report("lookup", f"{kind} {mac_str(dst)}: flood in VLAN {ctx.vlan}")

@@ -80,7 +80,7 @@ def classify(ctx: StageContext) -> Drop | None:
 def egress_op(tag: int, vlan: int, out: PortRuntime) -> tuple[int, int]:
     """The VLAN operation to deliver a frame of ``vlan`` (ingress outer tag ``tag``) to ``out``."""
     in_tagged = tag != UNTAGGED
-    if vlan == out.egress_untagged:
+    if vlan == out.egress_untagged or vlan in out.pvlan_vids:  # a PVLAN port: all untagged
         return (VLAN_POP, 0) if in_tagged else (VLAN_KEEP, 0)
     if not in_tagged:
         return (VLAN_PUSH, vlan)
@@ -107,6 +107,7 @@ def egress(ctx: StageContext, out: PortRuntime) -> tuple[int, int] | Drop:
         return Drop(DropReason.VLAN_INNER_TAG, out.index,
                     detail=f"inner VID {key.inner_vlan} on untagged egress")
     if tr.enabled:
-        how = "untagged" if ctx.vlan == out.egress_untagged else f"tagged VID {ctx.vlan}"
+        how = ("untagged" if ctx.vlan == out.egress_untagged or ctx.vlan in out.pvlan_vids
+               else f"tagged VID {ctx.vlan}")
         tr.report("vlan-out", f"leaves {how} (tag op: {VLAN_OP_NAMES[op]})")
     return op, vid
