@@ -1,7 +1,8 @@
 """Trace against datapath: for one frame, what ``trace`` predicted just before, and what the
 switch then did — compared aspect by aspect.
 
-A switch on memory ports with VLANs (access, trunk), MAC limits, port ACLs with a meter,
+A switch on memory ports with VLANs (access, trunk), private VLAN ports (promiscuous,
+isolated, community; the trunk carries their VIDs), MAC limits, port ACLs with a meter,
 a storm limit, a stateful extended ACL, a default-drop stateful firewall (strict and
 non-strict sections, a reject rule), a local mirror with a filter, sampling and
 truncation, an RSPAN session and an ERSPAN session (its sender records instead of
@@ -54,7 +55,12 @@ ports:
            stateful: true, idle_timeout: 30}
         - {id: x-in, action: deny, direction: in, weight: 10, protocol: udp}
   c: {type: memory, vlan: {mode: access, id: 20}, mtu: 300}
-  t: {type: memory, vlan: {mode: trunk, allowed: [10, 20], native: 30}}
+  t: {type: memory, vlan: {mode: trunk, allowed: [10, 20, 200-203], native: 30}}
+  pp: {type: memory, pvlan: {primary: 200, mode: promiscuous}}
+  pi1: {type: memory, pvlan: {primary: 200, mode: isolated, secondary: 201}}
+  pi2: {type: memory, pvlan: {primary: 200, mode: isolated, secondary: 201}}
+  pc: {type: memory, pvlan: {primary: 200, mode: community, secondary: 202}}
+  pd: {type: memory, pvlan: {primary: 200, mode: community, secondary: 203}}
   s: {type: memory}
 mirrors:
   m:
@@ -82,7 +88,7 @@ firewall:
         - {id: ping, services: ["icmp"], action: allow}
 """
 
-IN_PORTS = ["a", "a", "a", "b", "b", "b", "c", "t", "t", "s"]
+IN_PORTS = ["a", "a", "a", "b", "b", "b", "c", "t", "t", "s", "pp", "pi1", "pi2", "pc", "pd"]
 MACS = [f"02:00:00:00:00:{i:02x}" for i in range(1, 7)]
 SPECIAL_DST = ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "01:80:c2:00:00:0e"]
 IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.9.0.9"]
@@ -171,7 +177,8 @@ def random_case(pick: Callable[[Sequence[Any]], Any], integer: Callable[[int, in
     src = pick(MACS) if integer(0, 9) else f"02:00:00:aa:{integer(0, 255):02x}:01"
     dst = pick(MACS + SPECIAL_DST)
     eth: Packet = Ether(src=src, dst=dst)
-    tags = pick(["none"] * 12 + ["10", "20", "30", "5", "prio", "qinq", "ad"])
+    tags = pick(["none"] * 12 + ["10", "20", "30", "5", "200", "201", "202", "prio", "qinq",
+                                 "ad"])
     if tags == "prio":
         eth = eth / Dot1Q(vlan=0, prio=3)
     elif tags == "qinq":
