@@ -274,3 +274,33 @@ def test_isolated_drop_happens_on_the_far_switch(pair: Pair) -> None:
     assert pair.b.drops("pvlan-isolated") == b0 + 1  # carried on VID 201, refused at i2
     assert pair.a.drops("pvlan-isolated") == a0
 
+
+
+def test_a_vid_joining_a_domain_forgets_its_table_and_cached_decisions() -> None:
+    """VID 205 is a plain VLAN between two trunks until the promiscuous port lists it as a
+    secondary behind a trunk: its MACs move to the primary's table, so the cached unicast
+    between the trunks (which read neither the promiscuous port nor its table) must go."""
+    text = """ports:
+  p: {type: memory, pvlan: {primary: 200, mode: promiscuous}}
+  t1: {type: memory, vlan: {mode: trunk, allowed: [200, 205]}}
+  t2: {type: memory, vlan: {mode: trunk, allowed: [200, 205]}}
+"""
+    s = make_switch(text)
+    try:
+        x, y = "02:00:00:00:05:01", "02:00:00:00:05:02"
+
+        def tagged(src: str, dst: str) -> bytes:
+            return bytes(Ether(src=src, dst=dst) / Dot1Q(vlan=205) / IP() / ICMP())
+
+        s.send("t2", tagged(x, y))
+        s.send("t1", tagged(y, x), tagged(y, x))  # known unicast, then from the cache
+        got = drain(s)
+        assert len(got["t2"]) == 2 and len(got["t1"]) == 1 and got["p"] == []
+        s.engine.reload(load_text(text.replace("promiscuous}", "promiscuous, "
+                                               "secondaries: [205]}")))
+        assert s.engine.state.fdb.lookup(205, bytes.fromhex(x.replace(":", ""))) is None
+        s.send("t1", tagged(y, x))  # x unknown in the primary's table: flood, p included
+        got = drain(s)
+        assert len(got["t2"]) == 1 and len(got["p"]) == 1 and Dot1Q not in Ether(got["p"][0])
+    finally:
+        s.engine.close()
