@@ -35,7 +35,7 @@ def classify(ctx: StageContext) -> Drop | None:
     tr = ctx.tracer
     key = ctx.key
     tag = key.vlan
-    mode = port.config.vlan.mode.value
+    mode = f"{port.pvlan_mode} private VLAN" if port.pvlan_mode else port.config.vlan.mode.value
     if tag != UNTAGGED and key.tpid != ETH_P_8021Q:
         if tr.enabled:
             tr.report("vlan", f"outer tag has TPID 0x{key.tpid:04x}, not 802.1Q (0x8100): "
