@@ -9,11 +9,16 @@
 # Needs: apt-get (to download the kernel package), busybox-static and
 # qemu-system-x86 (scripts/install-system.sh installs both). Idempotent: an
 # existing complete OUTDIR is left alone. Writes OUTDIR/vmlinuz, OUTDIR/initrd.gz
-# and OUTDIR/kernel-version.
+# OUTDIR/kernel-version and OUTDIR/recipe-version; an OUTDIR built by another
+# RECIPE (below) is rebuilt.
 set -euo pipefail
+# Bump when the image's contents change (init script, modules): an existing
+# image with another stamp is rebuilt, so a stale .cache/testvm never survives.
+RECIPE=2
 here="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$here/.cache/testvm}"
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/kernel-version" ]; then
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/kernel-version" ] \
+    && [ "$(cat "$out/recipe-version" 2>/dev/null)" = "$RECIPE" ]; then
   echo "build-test-vm: $out is complete ($(cat "$out/kernel-version"))"
   exit 0
 fi
@@ -107,8 +112,17 @@ else
   echo "VM-NO-ETH0"
 fi
 stty -echo 2>/dev/null
-export PS1='' PS2=''
-exec setsid cttyhack sh
+# The command shell is a child of this script, never PID 1 itself, and is not
+# interactive: it reads its commands from /dev/console as a script, so busybox
+# ash's line editor is never used. (busybox 1.35's interactive ash returns from
+# the line editor as if on EOF, and exits, when a background job ends while it
+# waits for input; as PID 1 that was "Attempted to kill init!".) A
+# non-interactive shell still ends on a syntax error: say so and start another,
+# so init never exits.
+while :; do
+  setsid cttyhack sh /dev/console
+  echo "VM-SHELL-EXITED $?"
+done
 EOF
 chmod 755 "$root/init"
 mkdir -p "$out"
@@ -117,4 +131,5 @@ cp "$work/pkg/boot/vmlinuz-$kver" "$work/vmlinuz"
 mv "$work/vmlinuz" "$out/vmlinuz"
 mv "$work/initrd.gz" "$out/initrd.gz"
 echo "$kver" >"$out/kernel-version"
+echo "$RECIPE" >"$out/recipe-version"
 echo "build-test-vm: $out ready (kernel $kver, modules: ${#order[@]})"

@@ -1,9 +1,10 @@
 """A real QEMU VM for system tests: Debian's cloud kernel and a busybox initramfs.
 
 ``scripts/build-test-vm.sh`` builds ``.cache/testvm/{vmlinuz,initrd.gz}`` (the
-fixture :func:`test_vm_image` calls it when they are missing). The VM boots
-under TCG in a few seconds, configures ``eth0`` from ``vm.ip=`` on its kernel
-command line and gives a shell on the serial console, which :class:`TestVM`
+fixture ``vm_image`` calls it through :func:`image_problem`, which rebuilds a
+missing image or one from an older recipe). The VM boots under TCG in a few
+seconds, configures ``eth0`` from ``vm.ip=`` on its kernel command line and
+runs a non-interactive shell, reading the serial console, which :class:`TestVM`
 drives through QEMU's stdio: :meth:`TestVM.run` sends one command line and
 returns its exit status and output.
 """
@@ -31,16 +32,19 @@ TAIL = 4096  # bytes of console output a VMError quotes
 
 
 def image_problem() -> str | None:
-    """Why the test VM cannot run here (None when it can); builds the image when missing."""
+    """Why the test VM cannot run here (None when it can).
+
+    Always runs the build script: it returns at once when the image is complete
+    and was built by the script's current recipe, and rebuilds a missing or stale one.
+    """
     if shutil.which(QEMU) is None:
         return f"{QEMU} is not installed (scripts/install-system.sh installs qemu-system-x86)"
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing"
-    if not (IMAGE_DIR / "vmlinuz").exists() or not (IMAGE_DIR / "initrd.gz").exists():
-        proc = subprocess.run(["bash", str(BUILD_SCRIPT), str(IMAGE_DIR)], capture_output=True,
-                              text=True, timeout=600)
-        if proc.returncode != 0:
-            return f"cannot build the test VM: {(proc.stderr or proc.stdout).strip()[-400:]}"
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT), str(IMAGE_DIR)], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode != 0:
+        return f"cannot build the test VM: {(proc.stderr or proc.stdout).strip()[-400:]}"
     return None
 
 
@@ -79,7 +83,7 @@ class TestVM:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self, timeout: float = 60) -> str:
+    def start(self, timeout: float = 180) -> str:
         """Boot; return the VM-READY line (``VM-READY <mac> <addr>``)."""
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
@@ -180,7 +184,7 @@ class TestVM:
                 break
         raise self._failure(f"no {needle!r} from the VM within {timeout:g} s")
 
-    def run(self, command: str, timeout: float = 30) -> tuple[int, str]:
+    def run(self, command: str, timeout: float = 120) -> tuple[int, str]:
         """Run one shell command line in the VM; return (exit status, output)."""
         start = len(self.output)
         self._pos = max(self._pos, start)
@@ -190,7 +194,7 @@ class TestVM:
         body = text[: text.find(_RC)]
         return int(line[len(_RC):].strip("_") or "-1"), body.replace("\r", "")
 
-    def check(self, command: str, timeout: float = 30) -> str:
+    def check(self, command: str, timeout: float = 120) -> str:
         """:meth:`run` that raises when the command fails."""
         rc, out = self.run(command, timeout)
         if rc != 0:
