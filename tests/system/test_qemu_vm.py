@@ -155,3 +155,18 @@ def test_tap_made_by_qemu(netlab: Lab, tmp_path: Path, hosts: dict[str, str]) ->
             rc, out = vm.run(f"ping -c 3 -W 2 {IP_H}", timeout=120)
             assert rc == 0, out
             vm_to_host(netlab, vm, h["ns_h"], 47004, blocks=16)
+
+
+def test_vm_shell_survives_a_background_job_ending_while_it_waits(netlab: Lab,
+                                                                  vm_image: None) -> None:
+    """A job started with ``&`` ends while the VM's shell waits for its next line.
+
+    With the image's first recipe the shell was busybox's interactive ash as PID 1:
+    it took the job's end for an end of input, exited, and the kernel panicked
+    ("Attempted to kill init!"), so QEMU went away under whichever test was running.
+    """
+    with TestVM(netlab.name("tap"), f"{IP_VM}/24", MAC_VM, vnet_hdr=False) as vm:
+        vm.check("sleep 1 </dev/null >/dev/null &")
+        time.sleep(4)  # the job ends (SIGCHLD) while the shell sits reading the console
+        assert vm.check("echo alive; wait; echo waited") == "alive\nwaited\n"
+        assert b"Kernel panic" not in vm.output and b"VM-SHELL-EXITED" not in vm.output
