@@ -8,7 +8,7 @@
 #
 # Needs: apt-get (to download the kernel package), busybox-static and
 # qemu-system-x86 (scripts/install-system.sh installs both). Idempotent: an
-# existing complete OUTDIR is left alone. Writes OUTDIR/vmlinuz, OUTDIR/initrd.gz
+# existing complete OUTDIR is left alone. Writes OUTDIR/vmlinuz, OUTDIR/initrd.gz,
 # OUTDIR/kernel-version and OUTDIR/recipe-version; an OUTDIR built by another
 # RECIPE (below) is rebuilt.
 set -euo pipefail
