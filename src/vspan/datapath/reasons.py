@@ -44,6 +44,10 @@ EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
                           "is down (or the port no longer exists)",
     DropReason.VLAN_NOT_ALLOWED: "the frame's 802.1Q tag is not in the port's allowed VLANs (an "
                                  "access or untagged port accepts no tagged frames at all)",
+    DropReason.PVLAN_ISOLATED: "private VLAN: an isolated port may talk only to promiscuous "
+                               "ports (the frame came from or would reach an isolated port)",
+    DropReason.PVLAN_COMMUNITY: "private VLAN: a community port may talk only to its own "
+                                "community and to promiscuous ports",
     DropReason.VLAN_UNTAGGED_NOT_ALLOWED: "an untagged frame arrived on a trunk that has no "
                                           "native VLAN",
     DropReason.VLAN_INNER_TAG: "a second (inner) tag would be taken for the frame's VLAN after "
@@ -89,6 +93,8 @@ STAGES: Mapping[DropReason, str] = MappingProxyType({
     DropReason.MALFORMED: "parse",
     DropReason.PORT_DOWN: "port",
     DropReason.VLAN_NOT_ALLOWED: "vlan",
+    DropReason.PVLAN_ISOLATED: "pvlan",
+    DropReason.PVLAN_COMMUNITY: "pvlan",
     DropReason.VLAN_UNTAGGED_NOT_ALLOWED: "vlan",
     DropReason.VLAN_INNER_TAG: "vlan",
     DropReason.VLAN_TPID: "vlan",
