@@ -32,13 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import machine_description, update_section
+from memswitch import memory_switch
 
-from vspan.config.load import load_text
-from vspan.config.model import PortConfig
-from vspan.control.assemble import build_engine
 from vspan.datapath.engine import Engine
 from vspan.packet.build import udp_frame
-from vspan.ports.base import Frame, Port
+from vspan.ports.base import Frame
 from vspan.ports.memory import MemoryPort
 
 CONFIG = """
@@ -79,22 +77,7 @@ class Memory:
 
 def switch(cache_size: int = 65536) -> tuple[Engine, dict[str, MemoryPort]]:
     """The switch, every port's MAC learned."""
-    cfg = load_text(CONFIG + f"switch: {{flow_cache_size: {cache_size}}}\n")
-    ports: dict[str, MemoryPort] = {}
-
-    def factory(name: str, pc: PortConfig) -> Port:
-        ports[name] = MemoryPort(name)
-        return ports[name]
-
-    engine = build_engine(cfg, factory)
-    engine.open()
-    for p, mac in MAC.items():
-        engine.process(engine.state.by_name[p],
-                       [Frame(udp_frame(mac, "ff:ff:ff:ff:ff:ff", "10.0.0.1", "10.0.0.2", 1, 2,
-                                        b"x"))])
-    for port in ports.values():
-        port.take()
-    return engine, ports
+    return memory_switch(CONFIG + f"switch: {{flow_cache_size: {cache_size}}}\n", MAC)
 
 
 def steady_batches() -> list[tuple[str, list[Frame]]]:

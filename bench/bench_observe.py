@@ -33,16 +33,14 @@ import time
 from dataclasses import dataclass, field
 
 from common import machine_description, update_section
+from memswitch import memory_switch
 
 from vspan.capture.filter import compile_filter
 from vspan.capture.observe import DEFAULT_MAX_RATE, Observer, ObserveSpec
-from vspan.config.load import load_text
-from vspan.config.model import PortConfig
-from vspan.control.assemble import build_engine
 from vspan.control.observing import SwitchNames
 from vspan.datapath.engine import Engine
 from vspan.packet.build import udp_frame
-from vspan.ports.base import Frame, Port
+from vspan.ports.base import Frame
 from vspan.ports.memory import MemoryPort
 
 CONFIG = """
@@ -72,21 +70,7 @@ class Run:
 
 def switch() -> tuple[Engine, dict[str, MemoryPort]]:
     """The switch with both MACs learned."""
-    ports: dict[str, MemoryPort] = {}
-
-    def factory(name: str, pc: PortConfig) -> Port:
-        ports[name] = MemoryPort(name)
-        return ports[name]
-
-    engine = build_engine(load_text(CONFIG), factory)
-    engine.open()
-    for p, mac in MAC.items():
-        engine.process(engine.state.by_name[p],
-                       [Frame(udp_frame(mac, "ff:ff:ff:ff:ff:ff", "10.0.0.1", "10.0.0.2", 1, 2,
-                                        b"x"))])
-    for port in ports.values():
-        port.take()
-    return engine, ports
+    return memory_switch(CONFIG, MAC)
 
 
 class Reader:
