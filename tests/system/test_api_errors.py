@@ -105,6 +105,23 @@ def test_a_body_that_is_not_utf8_is_audited_with_the_status_sent(
                                  "There was an error parsing the body")
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/tokens", {"name": "d", "role": "viewer", "expires_in": True}),
+    ("/captures", {"ports": ["a"], "max_packets": True}),
+    ("/mirrors/m2", {"sources": [{"port": "a"}], "destination": {"port": "b"},
+                     "sampling_rate": True}),
+])
+def test_a_boolean_where_a_number_belongs_is_refused(
+        sw: ApiSwitch, switch: tuple[ApiSwitch, str], path: str, body: dict[str, Any]) -> None:
+    # {"expires_in": true} made a token that expired after 1 s (schemathesis, ST201)
+    status, answer = post(switch, path, body)
+    assert status == 422, answer
+    assert any("boolean" in detail or "valid integer" in detail or "valid number" in detail
+               for detail in answer["details"]), answer
+    entry = last_audit(sw)
+    assert (entry["status"], entry["result"]) == (422, "failed")
+
+
 def test_a_state_file_that_cannot_be_written_is_a_logged_500(
         switch: tuple[ApiSwitch, str]) -> None:
     """The switch's own failure: the change is undone, the answer says why, and the log

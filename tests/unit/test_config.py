@@ -46,6 +46,8 @@ BAD = [
     ("switch: {control_socket_group: ''}", "switch.control_socket_group: String should have"),
     ("ports: [1, 2]", "ports: Input should be a valid dictionary"),
     ("ports: {a: {]", "invalid YAML"),
+    ("ports: {a: {mtu: true}}", "ports.a: mtu: a boolean is not accepted here"),
+    ("switch: {batch_size: yes}", "switch: batch_size: a boolean is not accepted here"),
 ]
 
 

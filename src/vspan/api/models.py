@@ -68,9 +68,9 @@ class Limits(BaseModel):
     """Limits of a mirror session: the switch disables it when one is reached."""
 
     model_config = ConfigDict(extra="forbid")
-    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION,
+    duration: float | None = Field(strict=True, default=None, gt=0, le=MAX_DURATION,
                                    description="seconds from now until the session stops")
-    max_bytes: int | None = Field(default=None, ge=1, le=1 << 62,
+    max_bytes: int | None = Field(strict=True, default=None, ge=1, le=1 << 62,
                                   description="bytes of copies after which it stops")
 
 
@@ -79,7 +79,7 @@ class MirrorCreate(MirrorSession):
     seconds until it stops (instead of ``stop_at``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION)
+    duration: float | None = Field(strict=True, default=None, gt=0, le=MAX_DURATION)
 
     @model_validator(mode="after")
     def _one_time_box(self) -> MirrorCreate:
@@ -100,11 +100,11 @@ class PacketIn(BaseModel):
     dst_mac: str = Field("ff:ff:ff:ff:ff:ff", pattern=MAC)
     src_ip: str | None = Field(None, pattern=IPV4_LIKE)
     dst_ip: str | None = Field(None, pattern=IPV4_LIKE)
-    vlan: list[Annotated[int, Field(ge=0, le=4095)]] = Field(default_factory=list,
+    vlan: list[Annotated[int, Field(strict=True, ge=0, le=4095)]] = Field(default_factory=list,
                                                              max_length=4)
     proto: Literal["icmp", "tcp", "udp", "arp", "raw"] | None = None
-    sport: int = Field(12345, ge=0, le=65535)
-    dport: int = Field(80, ge=0, le=65535)
+    sport: int = Field(12345, strict=True, ge=0, le=65535)
+    dport: int = Field(80, strict=True, ge=0, le=65535)
     flags: str = Field("S", pattern=r"^[FSRPAUECN]{0,9}$")
 
 
@@ -151,7 +151,7 @@ class FirewallRuleIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     id: str = Field(min_length=1, max_length=64)
-    position: int | None = Field(default=None, ge=1, le=1_000_000,
+    position: int | None = Field(strict=True, default=None, ge=1, le=1_000_000,
                                  description="1 = first; default: last")
 
 
@@ -165,9 +165,9 @@ class CaptureIn(BaseModel):
     direction: Literal["in", "out", "both"] = "both"
     drops: bool = False
     filter: str | None = Field(default=None, max_length=4096)
-    max_packets: int = Field(default=0, ge=0, le=1 << 62)
-    max_bytes: int = Field(default=0, ge=0, le=1 << 62)
-    duration: float | None = Field(default=None, gt=0, le=MAX_DURATION)
+    max_packets: int = Field(strict=True, default=0, ge=0, le=1 << 62)
+    max_bytes: int = Field(strict=True, default=0, ge=0, le=1 << 62)
+    duration: float | None = Field(strict=True, default=None, gt=0, le=MAX_DURATION)
 
 
 class CaptureOut(BaseModel):
@@ -193,7 +193,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     role: Role
-    expires_in: float | None = Field(default=None, gt=0, le=10 * 366 * 86400.0)
+    expires_in: float | None = Field(strict=True, default=None, gt=0, le=10 * 366 * 86400.0)
 
 
 class TokenOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -12,7 +12,9 @@ from pydantic import (
     ConfigDict,
     SerializerFunctionWrapHandler,
     WrapSerializer,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-@]{1,15}$")
@@ -22,6 +24,34 @@ class Strict(BaseModel):
     """Base of every config model: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """Refuse ``true``/``false`` where a number is expected (pydantic would take them
+        as 1 and 0): ``mtu: true`` is a mistake, not a 1-byte MTU."""
+        if isinstance(data, Mapping):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if (isinstance(value, bool) and field is not None
+                        and not _allows_bool(field.annotation)):
+                    raise PydanticCustomError(
+                        "bool_not_number", "{field}: a boolean is not accepted here",
+                        {"field": name})
+        return data
+
+
+def _allows_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a boolean as itself (bool, Any, or a union holding
+    one of them)."""
+    if annotation is bool or annotation is Any or annotation is object:
+        return True
+    if annotation in (int, float, type(None)):
+        return False
+    args = get_args(annotation)
+    if not args:
+        return True  # models, enums, strings: their own validation decides
+    return any(_allows_bool(arg) for arg in args)
 
 
 K = TypeVar("K")
