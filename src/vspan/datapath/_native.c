@@ -1507,6 +1507,16 @@ static int flush_remote(Table *t)
     return 0;
 }
 
+/*
+ * Whether the frame's virtio-net header fits it (vnetcheck.refusal finds nothing): a
+ * frame whose header does not goes to the Python replay, which drops it with the reason.
+ */
+static int vnet_fits(const unsigned char *d, Py_ssize_t n, PyObject *vnet)
+{
+    return seg_vnet_check(d, n, (const unsigned char *)PyBytes_AS_STRING(vnet),
+                          PyBytes_GET_SIZE(vnet)) == 0;
+}
+
 /* whether this side would handle the frame now (no effect) */
 static int can_handle(Table *t, PyObject *fobj, long in_port)
 {
@@ -1525,7 +1535,8 @@ static int can_handle(Table *t, PyObject *fobj, long in_port)
         int kl = native_key(d, PyBytes_GET_SIZE(data), in_port, key);
         Entry *e = kl ? lookup(t, key, kl) : NULL;
         ok = e && frame_ok(t, e, PyBytes_GET_SIZE(data),
-                           (const unsigned char *)PyBytes_AS_STRING(vnet), PyBytes_GET_SIZE(vnet));
+                           (const unsigned char *)PyBytes_AS_STRING(vnet), PyBytes_GET_SIZE(vnet))
+             && vnet_fits(d, PyBytes_GET_SIZE(data), vnet);
     }
     Py_DECREF(data);
     Py_DECREF(vnet);
@@ -1567,7 +1578,7 @@ static PyObject *Table_run(Table *self, PyObject *args)
             int kl = native_key(d, dn, in_port, key);
             Entry *e = kl ? lookup(self, key, kl) : NULL;
             if (e && frame_ok(self, e, dn, (const unsigned char *)PyBytes_AS_STRING(vnet),
-                              PyBytes_GET_SIZE(vnet))) {
+                              PyBytes_GET_SIZE(vnet)) && vnet_fits(d, dn, vnet)) {
                 Py_INCREF(e->prog); /* the entry may not outlive a callback */
                 Entry copy = *e;
                 err = replay(self, &copy, fobj, data, vnet, in_port, tx, now) < 0;
@@ -1611,6 +1622,17 @@ static PyObject *mod_finalize(PyObject *mod, PyObject *args)
     if (!r && !PyErr_Occurred())
         Py_RETURN_NONE;
     return r;
+}
+
+/* module-level vnet_check(data, vnet) -> 0 | 1 (vnet-header) | 2 (gso-segments) (tests) */
+static PyObject *mod_vnet_check(PyObject *mod, PyObject *args)
+{
+    const char *d, *v;
+    Py_ssize_t n, vn;
+    if (!PyArg_ParseTuple(args, "y#y#", &d, &n, &v, &vn))
+        return NULL;
+    return PyLong_FromLong(
+        seg_vnet_check((const unsigned char *)d, n, (const unsigned char *)v, vn));
 }
 
 /* module-level key(data, in_port) -> bytes | None: the native key (tests, install) */
@@ -1658,6 +1680,8 @@ static PyMethodDef mod_methods[] = {
     {"key", mod_key, METH_VARARGS, "key(data, in_port) -> the native flow key or None"},
     {"finalize", mod_finalize, METH_VARARGS,
      "finalize(data, vnet) -> the wire frames (software GSO/checksum) or None"},
+    {"vnet_check", mod_vnet_check, METH_VARARGS,
+     "vnet_check(data, vnet) -> 0 fits, 1 bad header, 2 too many GSO segments"},
     {"erspan_payload", mod_erspan_payload, METH_VARARGS,
      "erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, seq, cut)"},
     {NULL, NULL, 0, NULL},

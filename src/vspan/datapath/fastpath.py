@@ -39,6 +39,8 @@ from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState
 from vspan.datapath.upcall import Upcall
 from vspan.ports.base import Frame, Port
+from vspan.ports.vnet import EMPTY_VNET
+from vspan.ports.vnetcheck import Refusal, refusal
 
 
 class FastPath:
@@ -114,6 +116,16 @@ class FastPath:
         for f in frames:
             data = f.data
             counters.rx_bytes += len(data)
+            vnet = f.vnet
+            if vnet and vnet != EMPTY_VNET:  # a header to check (the native side checks too)
+                bad = refusal(data, vnet)
+                if bad is not None:
+                    if simple:
+                        for obs in observers:
+                            obs.simple(in_port, simple, now)
+                        simple = []
+                    self.refuse(bad, f, in_port, now)
+                    continue
             fk = fast_key(data, in_port)
             hit = entries.get(fk) if fk is not None else None
             if hit is not None:
@@ -176,6 +188,17 @@ class FastPath:
         if received:
             for cap in caps:
                 cap.rx(in_port, f.data, self.frame_drops, f.pid)
+
+    def refuse(self, bad: Refusal, f: Frame, in_port: int, now: float) -> None:
+        """Drop a frame whose virtio-net header does not fit it (counted on its port with the
+        reason, shown to captures and observers; never mirrored: a copy would have to be cut
+        as the header says)."""
+        d = Decision((Drop(DropReason(bad.reason), in_port, detail=bad.detail),),
+                     cacheable=False)
+        if self.captures or self.observers:
+            self.watched(d, f, None, in_port, now, None, SOURCE_SLOW)
+        else:
+            replay(d, f, None, in_port, now, self)
 
     def send_replies(self, now: float) -> None:
         """Reject answers (TCP RST / ICMP unreachable) committed checks asked for."""

@@ -109,6 +109,12 @@ def finalize(data: bytes, vnet: bytes) -> list[bytes] | None:
     return _native.finalize(data, vnet)
 
 
+def vnet_check(data: bytes, vnet: bytes) -> int:
+    """The C side's :func:`vspan.ports.vnetcheck.refusal`: 0 when the header fits the frame,
+    1 for ``vnet-header``, 2 for ``gso-segments``."""
+    return _native.vnet_check(data, vnet)
+
+
 class NativeTable:
     """The native flow table, its compiled programs and its counters."""
 

@@ -35,6 +35,8 @@ class DropReason(enum.StrEnum):
     ROUTER_GUARD = "router-guard"
     STORM_LIMIT = "storm-limit"
     TX_ERROR = "tx-error"  # the port backend refused the frame
+    VNET_HEADER = "vnet-header"  # virtio-net header fields that do not fit the frame
+    GSO_SEGMENTS = "gso-segments"  # a GSO super-frame that would be cut too finely
 
 
 EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
@@ -86,6 +88,12 @@ EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
                             "(token bucket) is exhausted",
     DropReason.TX_ERROR: "the port's backend refused the frame on transmit (queue full, "
                          "interface gone)",
+    DropReason.VNET_HEADER: "the frame's virtio-net (offload) header does not fit it: a "
+                            "checksum offset or hdr_len outside the frame, an unknown GSO type, "
+                            "GSO on a frame that is not TCP/UDP over IP (the detail says which)",
+    DropReason.GSO_SEGMENTS: "a GSO super-frame whose gso_size would cut it into more pieces "
+                             "than the kernel allows (TCP segments under 48 bytes, more than "
+                             "128 UDP datagrams): refused at receive",
 })
 """One line per drop reason: what it means (``vspan explain-reason``)."""
 
@@ -115,6 +123,8 @@ STAGES: Mapping[DropReason, str] = MappingProxyType({
     DropReason.ROUTER_GUARD: "guards",
     DropReason.STORM_LIMIT: "storm",
     DropReason.TX_ERROR: "transmit",
+    DropReason.VNET_HEADER: "port",
+    DropReason.GSO_SEGMENTS: "port",
 })
 """The pipeline stage (or step) that gives each drop reason."""
 

@@ -7,7 +7,11 @@
  *  - GSO_TCPV4 / GSO_TCPV6 (+ECN): gso_size segments, each with its IP length,
  *    IPv4 id + index and header checksum, TCP sequence number, FIN/PSH on the
  *    last only, CWR on the first only, a full TCP checksum;
- *  - GSO_UDP_L4: each segment a whole UDP datagram.
+ *  - GSO_UDP_L4: each segment a whole UDP datagram;
+ *  - never cut finer than vnet.segments_refusal allows (seg_count_bad).
+ *
+ * seg_vnet_check() is vnetcheck.refusal: whether a received frame's virtio-net
+ * header fits the frame (tests/unit/test_vnet_check.py compares them).
  *
  * seg_finalize() returns a new list of bytes, or NULL: with a Python error set
  * (memory), or with none set when the frame cannot be finalized (the Python
@@ -28,6 +32,10 @@
 #define SEG_GSO_UDP 3
 #define SEG_GSO_TCPV6 4
 #define SEG_GSO_UDP_L4 5
+#define SEG_MIN_TCP_GSO_SIZE 48  /* vnet.MIN_TCP_GSO_SIZE */
+#define SEG_MAX_UDP_SEGMENTS 128 /* vnet.MAX_UDP_SEGMENTS */
+#define SEG_BAD_HEADER 1         /* vnetcheck.BAD_HEADER */
+#define SEG_BAD_SEGMENTS 2       /* vnetcheck.BAD_SEGMENTS */
 
 static inline unsigned seg_rd16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
 static inline void seg_wr16(unsigned char *p, unsigned v)
@@ -177,6 +185,15 @@ static int seg_emit(PyObject *out, const unsigned char *d, const SegIP *ip, int 
     return r;
 }
 
+/* vnet.segments_refusal: nonzero when total bytes in gso_size pieces is too fine a cut */
+static int seg_count_bad(Py_ssize_t total, Py_ssize_t gso_size, int udp)
+{
+    Py_ssize_t count = total ? (total + gso_size - 1) / gso_size : 1;
+    if (udp)
+        return count > SEG_MAX_UDP_SEGMENTS;
+    return count > 1 && gso_size < SEG_MIN_TCP_GSO_SIZE;
+}
+
 static PyObject *seg_tcp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, int ipv6)
 {
     SegIP ip;
@@ -192,6 +209,8 @@ static PyObject *seg_tcp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, i
     unsigned flags0 = th[13];
     const unsigned char *pay = d + ip.l4 + thlen;
     Py_ssize_t total = n - ip.l4 - thlen;
+    if (seg_count_bad(total, mss, 0))
+        return NULL;
     Py_ssize_t nseg = total ? (total + mss - 1) / mss : 1;
     PyObject *out = PyList_New(0);
     if (!out)
@@ -228,6 +247,8 @@ static PyObject *seg_udp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss)
     memcpy(uh, d + ip.l4, 8);
     const unsigned char *pay = d + ip.l4 + 8;
     Py_ssize_t total = n - ip.l4 - 8;
+    if (seg_count_bad(total, mss, 1))
+        return NULL;
     Py_ssize_t nseg = total ? (total + mss - 1) / mss : 1;
     PyObject *out = PyList_New(0);
     if (!out)
@@ -279,6 +300,50 @@ static PyObject *seg_finalize(const unsigned char *d, Py_ssize_t n, const unsign
     if (kind == SEG_GSO_UDP_L4)
         return seg_udp(d, n, gso_size);
     return NULL; /* UFO or unknown */
+}
+
+/*
+ * vnetcheck.refusal in C: 0 when the virtio-net header v (vn bytes) may go with the
+ * frame d (n bytes), SEG_BAD_HEADER when its fields do not fit the frame,
+ * SEG_BAD_SEGMENTS when the frame would be cut too finely.
+ */
+static inline int seg_vnet_check(const unsigned char *d, Py_ssize_t n, const unsigned char *v,
+                                 Py_ssize_t vn)
+{
+    if (vn == 0)
+        return 0;
+    if (vn != 10)
+        return SEG_BAD_HEADER;
+    unsigned flags = v[0], gso_type = v[1];
+    Py_ssize_t hdr_len = v[2] | (v[3] << 8), gso_size = v[4] | (v[5] << 8);
+    Py_ssize_t cs = v[6] | (v[7] << 8), co = v[8] | (v[9] << 8);
+    int csum = (flags & SEG_F_NEEDS_CSUM) != 0;
+    if (hdr_len > n || (csum && (cs < 14 || cs + co + 2 > n)))
+        return SEG_BAD_HEADER;
+    if (gso_type == SEG_GSO_NONE)
+        return 0;
+    unsigned kind = gso_type & ~(unsigned)SEG_GSO_ECN;
+    int udp, want_ipv6;
+    Py_ssize_t at;
+    if (kind == SEG_GSO_UDP_L4 && gso_type == kind) {
+        udp = 1;
+        want_ipv6 = -1;
+        at = 6;
+    } else if (kind == SEG_GSO_TCPV4 || kind == SEG_GSO_TCPV6) {
+        udp = 0;
+        want_ipv6 = kind == SEG_GSO_TCPV6;
+        at = 16;
+    } else {
+        return SEG_BAD_HEADER;
+    }
+    SegIP ip;
+    if (gso_size == 0 || gso_size == 0xFFFF || seg_ip(d, n, want_ipv6, udp ? 17 : 6, &ip) < 0)
+        return SEG_BAD_HEADER;
+    Py_ssize_t l4 = ip.l4, l4h = udp ? 8 : (n >= l4 + 20 ? (d[l4 + 12] >> 4) * 4 : 0);
+    if (l4h < (udp ? 8 : 20) || n < l4 + l4h || (csum && (cs != l4 || co != at)) ||
+        (udp && !csum))
+        return SEG_BAD_HEADER;
+    return seg_count_bad(n - l4 - l4h, gso_size, udp) ? SEG_BAD_SEGMENTS : 0;
 }
 
 #endif

@@ -15,6 +15,10 @@ frames a NIC would have put on the wire:
   on the last segment only, CWR on the first only) and a full TCP checksum,
   as Linux's ``tcp_gso_segment`` does.
 * ``GSO_UDP_L4`` (USO): each segment is a whole UDP datagram.
+* A super-frame is never cut finer than the kernel would (a hostile ``gso_size`` of 1
+  would turn one frame into tens of thousands): TCP pieces carry at least
+  ``MIN_TCP_GSO_SIZE`` bytes, UDP frames make at most ``MAX_UDP_SEGMENTS`` datagrams
+  (:func:`vspan.ports.vnet.segments_refusal`); finer ones raise :class:`OffloadError`.
 * Legacy UFO (``GSO_UDP``, IP fragmentation) is not supported.
 
 VLAN tags (802.1Q, 802.1ad, QinQ) in front of the IP header are kept in every
@@ -44,6 +48,7 @@ from vspan.ports.vnet import (
     GSO_UDP_L4,
     VNET_HDR_LEN,
     VNET_STRUCT,
+    segments_refusal,
 )
 
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
@@ -127,7 +132,7 @@ def _l3(data: bytes) -> tuple[int, int]:
     return eth_type, off
 
 
-class _IPInfo:
+class IPInfo:
     """Where the IP and transport headers are, and what to rewrite per segment."""
 
     __slots__ = ("dst", "ip_id", "ipv6", "l3", "l4", "proto", "src")
@@ -205,10 +210,16 @@ def _check_mss(mss: int) -> None:
         raise OffloadError("GSO frame with gso_size 0")
 
 
+def _check_segments(total: int, mss: int, udp: bool) -> None:
+    why = segments_refusal(total, mss, udp)
+    if why is not None:
+        raise OffloadError(why)
+
+
 def segment_tcp(data: bytes, mss: int, ipv6: bool | None = None) -> list[bytes]:
     """Cut a TCP GSO super-frame into ``mss``-byte segments (see module doc)."""
     _check_mss(mss)
-    ip = _IPInfo(data, ipv6, _PROTO_TCP)
+    ip = IPInfo(data, ipv6, _PROTO_TCP)
     l4 = ip.l4
     if len(data) < l4 + 20:
         raise OffloadError("truncated TCP header")
@@ -222,6 +233,7 @@ def segment_tcp(data: bytes, mss: int, ipv6: bool | None = None) -> list[bytes]:
     flags0 = th[13]
     payload = memoryview(data)[l4 + thlen :]
     total = len(payload)
+    _check_segments(total, mss, udp=False)
     starts = range(0, total, mss) if total else range(1)
     last = len(starts) - 1
     out: list[bytes] = []
@@ -244,7 +256,7 @@ def segment_tcp(data: bytes, mss: int, ipv6: bool | None = None) -> list[bytes]:
 def segment_udp(data: bytes, mss: int) -> list[bytes]:
     """Cut a UDP GSO (``GSO_UDP_L4``) frame into datagrams of ``mss`` payload bytes."""
     _check_mss(mss)
-    ip = _IPInfo(data, None, _PROTO_UDP)
+    ip = IPInfo(data, None, _PROTO_UDP)
     l4 = ip.l4
     if len(data) < l4 + 8:
         raise OffloadError("truncated UDP header")
@@ -252,6 +264,7 @@ def segment_udp(data: bytes, mss: int) -> list[bytes]:
     uh = bytearray(data[l4 : l4 + 8])
     payload = memoryview(data)[l4 + 8 :]
     total = len(payload)
+    _check_segments(total, mss, udp=True)
     starts = range(0, total, mss) if total else range(1)
     out: list[bytes] = []
     for index, start in enumerate(starts):
