@@ -123,9 +123,10 @@ def _token_out(info: TokenInfo, now: float) -> dict[str, Any]:
 def _error_answer(request: Request, err: Exception, status: int, content: dict[str, Any],
                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The JSON answer to a handled error. A 500 (the switch's own failure) is also logged
-    with its traceback, since the caller sees only its message; another 5xx (503: too busy,
-    a documented refusal) is logged in one line."""
-    if status == 500:
+    with its traceback, since the caller sees only its message (unless it was logged where
+    it happened: ``AgentError.logged``); another 5xx (503: too busy, a documented refusal)
+    is logged in one line."""
+    if status == 500 and not getattr(err, "logged", False):
         log.error("%s %s answered %d: %s", request.method, request.url.path, status, err,
                   exc_info=err)
     elif status > 500:

@@ -38,20 +38,31 @@ from vspan.control.live import (
 from vspan.control.observing import SwitchNames, observe_spec
 from vspan.control.statedb.store import StateWriteError
 from vspan.datapath.engine import BackendFactory, Engine
+from vspan.mirror.encap import MirrorConfigError
 from vspan.policy.build import SwitchPolicy
+from vspan.ports.base import PortError
 
 if TYPE_CHECKING:
     from vspan.control.statedb.keeper import StateKeeper
 
 log = logging.getLogger(__name__)
 
+#: what a live change may fail with that is not the switch's fault: a port's backend that
+#: does not open (the engine changes nothing then), a mirror destination it cannot reach
+EXPECTED_APPLY_ERRORS: tuple[type[Exception], ...] = (PortError, MirrorConfigError)
+
 
 class AgentError(Exception):
-    """A control request failed; the message is meant for the user."""
+    """A control request failed; the message is meant for the user.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    ``logged``: the failure was already logged with its traceback (an unexpected one,
+    status 500), so whoever answers the request need not log it again.
+    """
+
+    def __init__(self, message: str, status: int = 400, logged: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.logged = logged
 
 
 class LiveChangesError(AgentError):
@@ -174,8 +185,13 @@ class Agent:
             return engine.call(run)
         except ConfigError:
             raise
-        except Exception as err:
+        except EXPECTED_APPLY_ERRORS as err:  # a backend that does not open: the caller's 4xx
             raise AgentError(str(err)) from err
+        except Exception as err:  # a bug: logged with its traceback, answered as what it is
+            log.exception("applying a configuration change failed unexpectedly")
+            raise AgentError(f"internal error while applying the change ({type(err).__name__}: "
+                             f"{err}); the switch log has the traceback", 500,
+                             logged=True) from err
 
     def reload(self, path: str | None = None, live: str = "refuse") -> ReloadResult:
         """Re-read the config file (or ``path``) and apply the difference.
