@@ -20,7 +20,7 @@ from vspan.packet.errors import PacketError
 
 def add_args(p: argparse.ArgumentParser) -> None:
     """The distributed switch options of ``vspan trace``."""
-    from vspan.cli.dvs_cmd import DEFAULT_ETCD
+    from vspan.cli.dvsclient import DEFAULT_ETCD
 
     g = p.add_argument_group("across the hosts of a distributed switch")
     g.add_argument("--vm", default=None,
@@ -65,20 +65,20 @@ def _endpoints(args: argparse.Namespace, live: dict[str, Any]) -> dict[str, Endp
 
 def run(args: argparse.Namespace, build_frame: Callable[[argparse.Namespace], bytes]) -> int:
     """Trace across the hosts and print the path."""
-    from vspan.cli.dvs_cmd import _guard
+    from vspan.cli.dvsclient import guarded
 
-    return _guard(lambda a: _run(a, build_frame))(args)
+    return guarded(lambda a: _run(a, build_frame))(args)
 
 
 def _run(args: argparse.Namespace, build_frame: Callable[[argparse.Namespace], bytes]) -> int:
-    from vspan.cli.dvs_cmd import _name, _store
+    from vspan.cli.dvsclient import open_store, switch_name
     from vspan.control.dvs.admin import read_state
     from vspan.control.dvs.crosstrace import CrossTraceError, render, trace_across, vm_end
 
     if args.in_port is not None or args.config is not None:
         return fail(ValueError("--vm traces on the distributed switch: no --in-port or -c"))
-    store = _store(args.etcd)
-    st = read_state(store, _name(args, store))
+    store = open_store(args.etcd)
+    st = read_state(store, switch_name(args, store))
     dvs = st.config()
     try:
         src = vm_end(dvs, args.vm)

@@ -11,44 +11,33 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from vspan.cli.client import print_json, print_table
+from vspan.cli.dvsclient import (
+    add_store_options,
+    command_group,
+    fail,
+    guarded,
+    open_store,
+    open_switch,
+)
 
-DEFAULT_ETCD = os.environ.get("VSPAN_ETCD", "http://127.0.0.1:2379")
 KINDS = {"switch": "switch", "host": "hosts", "port-group": "port_groups", "port": "ports",
          "mirror": "mirrors", "firewall": "firewall"}
 
 
-def _common(p: argparse.ArgumentParser, name: bool = True) -> None:
-    p.add_argument("--etcd", default=DEFAULT_ETCD,
-                   help="etcd client URL (default: %(default)s; env VSPAN_ETCD)")
-    if name:
-        p.add_argument("--dvs", default=os.environ.get("VSPAN_DVS"),
-                       help="distributed switch (default: env VSPAN_DVS, or the only one)")
-
-
 def register(sub: Any) -> None:
     """Add ``dvs`` and its sub-commands."""
-    top: argparse.ArgumentParser = sub.add_parser(
-        "dvs", help="a distributed switch over many hosts (state in etcd)")
-    dsub = top.add_subparsers(dest="dvs_command", metavar="COMMAND")
-
-    def usage(_args: argparse.Namespace) -> int:
-        top.print_help()
-        return 2
-
-    top.set_defaults(func=usage)
+    dsub = command_group(sub, "dvs", "a distributed switch over many hosts (state in etcd)")
 
     p = dsub.add_parser("apply", help="make the switch equal a YAML file (one transaction)")
     p.add_argument("file")
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
-    _common(p, name=False)
+    add_store_options(p, name=False)
     p.set_defaults(func=run_apply)
 
     p = dsub.add_parser("show", help="hosts, ports, port groups, mirrors, config")
@@ -56,28 +45,28 @@ def register(sub: Any) -> None:
                    choices=["hosts", "ports", "port-groups", "mirrors", "config"])
     p.add_argument("--host", default=None, help="only this host")
     p.add_argument("--json", action="store_true", help="JSON output")
-    _common(p)
+    add_store_options(p)
     p.set_defaults(func=run_show)
 
     p = dsub.add_parser("create", help="create an empty distributed switch")
     p.add_argument("name")
     p.add_argument("--vxlan-port", type=int, default=None)
     p.add_argument("--mtu", type=int, default=None, help="underlay MTU")
-    _common(p, name=False)
+    add_store_options(p, name=False)
     p.set_defaults(func=run_create)
 
     p = dsub.add_parser("delete", help="delete a distributed switch from the store")
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="really")
-    _common(p, name=False)
+    add_store_options(p, name=False)
     p.set_defaults(func=run_delete)
 
     p = dsub.add_parser("list", help="distributed switches in the store")
-    _common(p, name=False)
+    add_store_options(p, name=False)
     p.set_defaults(func=run_list)
 
     p = dsub.add_parser("export", help="the stored configuration as YAML (with port ids)")
-    _common(p)
+    add_store_options(p)
     p.set_defaults(func=run_export)
 
     for verb, helptext in (("set", "change fields of an item: KEY=VALUE (dotted keys)"),
@@ -90,62 +79,12 @@ def register(sub: Any) -> None:
             p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                            help="YAML values, e.g. vlan.id=20 or 'vlan={mode: trunk, "
                                 "allowed: [10, 20]}'")
-        _common(p)
+        add_store_options(p)
         p.set_defaults(func=run_edit, verb=verb)
 
 
-# ------------------------------------------------------------------ helpers
-def _store(url: str) -> Any:
-    from vspan.control.store.etcd import EtcdStore
-
-    return EtcdStore(url)
-
-
-def _fail(msg: str) -> int:
-    sys.stderr.write(f"vspan: {msg}\n")
-    return 1
-
-
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn store and validation errors into one clear message and exit status 1."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from vspan.config.load import ConfigError
-        from vspan.control.dvs.admin import DvsError
-        from vspan.control.dvs.document import SchemaError, StoredDataError
-        from vspan.control.store.base import StoreError, StoreUnavailable
-
-        try:
-            return fn(args)
-        except StoreUnavailable as err:
-            return _fail(f"{err}\nnothing was changed: the distributed switch cannot be "
-                         "read or changed while etcd is unreachable (hosts keep forwarding "
-                         "with their last configuration)")
-        except ConfigError as err:
-            for line in err.errors:
-                sys.stderr.write(f"{err.source}: {line}\n" if err.source else f"{line}\n")
-            return 1
-        except (DvsError, SchemaError, StoredDataError, StoreError, ValueError) as err:
-            return _fail(str(err))
-
-    return wrapped
-
-
-def _name(args: argparse.Namespace, store: Any) -> str:
-    from vspan.control.dvs.admin import DvsError, list_switches
-
-    if args.dvs:
-        return str(args.dvs)
-    names = list_switches(store)
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise DvsError("there is no distributed switch in the store (vspan dvs create NAME)")
-    raise DvsError(f"several distributed switches ({', '.join(names)}): choose one with --dvs")
-
-
 # ----------------------------------------------------------------- commands
-@_guard
+@guarded
 def run_apply(args: argparse.Namespace) -> int:
     """Validate the file, then write it in one transaction."""
     from vspan.config.dvs import DvsConfig
@@ -153,8 +92,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from vspan.control.dvs.admin import DvsAdmin
 
     dvs = parse_model(DvsConfig, read_yaml(read_text_file(args.file), args.file), args.file)
-    store = _store(args.etcd)
-    result = DvsAdmin(store, dvs.switch.name).apply(dvs, dry_run=args.dry_run)
+    result = DvsAdmin(open_store(args.etcd), dvs.switch.name).apply(dvs, dry_run=args.dry_run)
     if not result.changes:
         sys.stdout.write(f"{dvs.switch.name}: no changes (generation {result.generation})\n")
         return 0
@@ -168,45 +106,42 @@ def run_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
+@guarded
 def run_create(args: argparse.Namespace) -> int:
     """Create an empty switch."""
     from vspan.control.dvs.admin import DvsAdmin
 
-    result = DvsAdmin(_store(args.etcd), args.name).create(args.vxlan_port, args.mtu)
+    result = DvsAdmin(open_store(args.etcd), args.name).create(args.vxlan_port, args.mtu)
     sys.stdout.write(f"distributed switch {args.name} created (revision {result.revision})\n")
     return 0
 
 
-@_guard
+@guarded
 def run_delete(args: argparse.Namespace) -> int:
     """Delete a switch's keys."""
     from vspan.control.dvs.admin import DvsAdmin
 
     if not args.yes:
-        return _fail(f"deleting {args.name} removes its whole configuration: add --yes")
-    DvsAdmin(_store(args.etcd), args.name).delete()
+        return fail(f"deleting {args.name} removes its whole configuration: add --yes")
+    DvsAdmin(open_store(args.etcd), args.name).delete()
     sys.stdout.write(f"distributed switch {args.name} deleted\n")
     return 0
 
 
-@_guard
+@guarded
 def run_list(args: argparse.Namespace) -> int:
     """Names of the switches."""
     from vspan.control.dvs.admin import list_switches
 
-    for name in list_switches(_store(args.etcd)):
+    for name in list_switches(open_store(args.etcd)):
         sys.stdout.write(name + "\n")
     return 0
 
 
-@_guard
+@guarded
 def run_export(args: argparse.Namespace) -> int:
     """The stored configuration as YAML."""
-    from vspan.control.dvs.admin import DvsAdmin
-
-    store = _store(args.etcd)
-    dvs = DvsAdmin(store, _name(args, store)).state().config()
+    dvs = open_switch(args).state().config()
     sys.stdout.write(yaml.safe_dump(dvs.model_dump(mode="json", exclude_unset=True),
                                     sort_keys=False))
     return 0
@@ -238,15 +173,15 @@ def _settings(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-@_guard
+@guarded
 def run_edit(args: argparse.Namespace) -> int:
     """``set`` / ``add`` / ``remove`` one item (read, change, validate, apply; retried)."""
-    from vspan.control.dvs.admin import DvsAdmin, DvsError
+    from vspan.control.dvs.admin import DvsError
 
     section = KINDS[args.kind]
     single = section in ("switch", "firewall")
     if not single and not args.name:
-        return _fail(f"name the {args.kind}")
+        return fail(f"name the {args.kind}")
     settings = _settings(getattr(args, "settings", []) or [])
 
     def change(data: dict[str, Any]) -> None:
@@ -269,21 +204,18 @@ def run_edit(args: argparse.Namespace) -> int:
         for key, value in settings:
             _set_path(node, key, value)
 
-    store = _store(args.etcd)
-    result = DvsAdmin(store, _name(args, store)).edit(change)
+    result = open_switch(args).edit(change)
     for line in result.changes or ["no changes"]:
         sys.stdout.write(line + "\n")
     return 0
 
 
-@_guard
+@guarded
 def run_show(args: argparse.Namespace) -> int:
     """Cluster-wide views."""
     from vspan.control.dvs import views
-    from vspan.control.dvs.admin import DvsAdmin
 
-    store = _store(args.etcd)
-    admin = DvsAdmin(store, _name(args, store))
+    admin = open_switch(args)
     st = admin.state()
     dvs = st.config()
     statuses = admin.statuses()

@@ -18,20 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vspan.cli.client import print_json, print_table
-from vspan.cli.dvs_cmd import _common, _fail, _guard, _name, _store
+from vspan.cli.dvsclient import add_store_options, command_group, fail, guarded, open_switch
 
 
 def register(sub: Any) -> None:
     """Add ``vm`` and its sub-commands."""
-    top: argparse.ArgumentParser = sub.add_parser(
-        "vm", help="migrate a VM's port between hosts of a distributed switch")
-    vsub = top.add_subparsers(dest="vm_command", metavar="COMMAND")
-
-    def usage(_args: argparse.Namespace) -> int:
-        top.print_help()
-        return 2
-
-    top.set_defaults(func=usage)
+    vsub = command_group(sub, "vm", "migrate a VM's port between hosts of a distributed switch")
     p = vsub.add_parser("migrate", help="move a VM's port (id, counters, policy, connection "
                         "state, mirror sessions) to another host")
     p.add_argument("vm", help="the VM's name (a port's 'vm') or a port name")
@@ -41,11 +33,11 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to follow the migration (it goes on without the command)")
     p.add_argument("--json", action="store_true", help="the final record as JSON")
-    _common(p)
+    add_store_options(p)
     p.set_defaults(func=run_migrate)
     p = vsub.add_parser("migrations", help="every port's last migration and its phase")
     p.add_argument("--json", action="store_true", help="JSON output")
-    _common(p)
+    add_store_options(p)
     p.set_defaults(func=run_migrations)
 
 
@@ -59,10 +51,10 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-@_guard
+@guarded
 def run_migrate(args: argparse.Namespace) -> int:
     """Request the migration, print its phases as they happen, then the report."""
-    from vspan.control.dvs.admin import DvsAdmin, _who
+    from vspan.control.dvs.admin import _who
     from vspan.control.dvs.migration import (
         ENDED,
         MigrationError,
@@ -72,8 +64,8 @@ def run_migrate(args: argparse.Namespace) -> int:
         request,
     )
 
-    store = _store(args.etcd)
-    admin = DvsAdmin(store, _name(args, store))
+    admin = open_switch(args)
+    store = admin.store
     st = admin.state()
     try:
         if args.abort:
@@ -83,10 +75,10 @@ def run_migrate(args: argparse.Namespace) -> int:
                              f"{rec['from']}\n")
             return 0
         if not args.to:
-            return _fail("name the destination host with --to HOST")
+            return fail("name the destination host with --to HOST")
         rec = request(store, st, args.vm, args.to, _who())
     except MigrationError as err:
-        return _fail(str(err))
+        return fail(str(err))
     port = rec["port"]
     out = sys.stdout
     if not args.json:
@@ -98,7 +90,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         _kv, cur = read(store, admin.keys, port)
         if cur is None or cur.get("id") != rec["id"]:
-            return _fail("the migration record was replaced or removed")
+            return fail("the migration record was replaced or removed")
         last = cur
         hist = cur.get("history", [])
         if not args.json:
@@ -172,16 +164,15 @@ def _report(rec: dict[str, Any]) -> None:
                            ("LOST_COPIES", "lost")])
 
 
-@_guard
+@guarded
 def run_migrations(args: argparse.Namespace) -> int:
     """Every port's last migration."""
-    from vspan.control.dvs.admin import DvsAdmin
     from vspan.control.dvs.document import loads
     from vspan.control.dvs.migration import switch_over
     from vspan.control.store.base import prefix_end
 
-    store = _store(args.etcd)
-    admin = DvsAdmin(store, _name(args, store))
+    admin = open_switch(args)
+    store = admin.store
     pre = admin.keys.migrations_prefix
     snap = store.get_range(pre, prefix_end(pre))
     recs = [loads(kv.value, kv.key) for kv in snap.items]
