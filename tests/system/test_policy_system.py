@@ -29,6 +29,7 @@ from scapy.packet import Raw
 from tests.helpers.netns import Lab, is_root, lab, require_tools, sh
 from tests.system.capture import tcpdump
 from tests.system.switchproc import VSPAN, SwitchProcess, running_switch
+from vspan.demos.firewall import tier_ports, two_tier_firewall
 
 pytestmark = pytest.mark.system
 
@@ -183,27 +184,10 @@ TIER = {  # name: (address, MAC)
 SNIFFER_MAC = "02:06:60:00:00:99"
 DB_PORT = 5432
 
-TIER_POLICY = f"""
-firewall:
-  default_action: drop
-  exclude: [snf]
-  groups:
-    web-tier: {{ports: [web]}}
-    db-tier: {{ports: [db]}}
-  sections:
-    - name: two-tier
-      rules:
-        - {{id: "1001", name: client-to-web, sources: [any], destinations: [web-tier],
-           services: ["tcp/80"], action: allow}}
-        - {{id: "1002", name: web-to-db, sources: [web-tier], destinations: [db-tier],
-           services: ["tcp/{DB_PORT}"], action: allow}}
-        - {{id: "1003", name: protect-db, sources: [any], destinations: [db-tier],
-           action: reject}}
-mirrors:
-  watch-bad:
-    sources: [{{port: bad, direction: both}}]
-    destinations: [snf]
-"""
+# the demo's policy (vspan.demos.firewall) for this test's ports: shared setup, while the
+# checks below are this test's own
+TIER_POLICY = two_tier_firewall("cl", "web", "db", "bad", "snf", db_port=DB_PORT,
+                                section="two-tier")
 
 
 def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> None:
@@ -211,7 +195,7 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
 
     One VLAN (access 10) holds a client, a web server (``python -m http.server``),
     a database (a TCP listener on 5432) and a compromised host. Firewall rules:
-    1001 allow any -> web tcp/80, 1002 allow web -> db tcp/5432, 1003 reject
+    1001 allow client -> web tcp/80, 1002 allow web -> db tcp/5432, 1003 reject
     any -> db; default rule drop. The compromised host's connects to the db are
     refused (TCP RST from the switch) and its pings are answered "administratively
     prohibited" - both counted as firewall-reject with rule 1003 at its port; its
@@ -231,12 +215,8 @@ def test_two_tier_app_behind_distributed_firewall(vlab: Lab, tmp_path: Path) -> 
     probe_py = script(tmp_path, "probe.py", PROBE)
     http_get = script(tmp_path, "http_get.py", HTTP_GET)
 
-    lines = ["ports:"]
-    for n, (_ns, veth) in h.items():
-        lines.append(f"  {n}: {{interface: {veth}, vlan: {{mode: access, id: 10}}, "
-                     f"policy: {{addresses: [{TIER[n][0]}]}}}}")
-    lines.append(f"  snf: {{interface: {snf_veth}}}")
-    cfg = "\n".join(lines) + "\n" + TIER_POLICY
+    cfg = tier_ports({n: (veth, TIER[n][0]) for n, (_ns, veth) in h.items()},
+                     ("snf", snf_veth)) + TIER_POLICY
 
     web_srv = vlab.popen(h["web"][0], PY, "-m", "http.server", "80", "--bind", TIER["web"][0],
                          "--directory", str(docroot), stdout=subprocess.DEVNULL,

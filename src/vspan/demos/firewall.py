@@ -15,6 +15,7 @@ never sees any of it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from vspan.demos.base import DemoContext, DemoSpec
 from vspan.demos.lab import PYTHON, Vm
@@ -32,38 +33,54 @@ MONITOR_MAC = "02:00:0a:3c:00:99"
 DB_PORT = 3306
 SCAN_PORTS = (21, 22, 80, 443, 3306, 8080)
 
-FIREWALL = f"""\
+
+def two_tier_firewall(client: str, web: str, db: str, watched: str, monitor: str, *,
+                      db_port: int = DB_PORT, section: str = "wordpress") -> str:
+    """The two-tier app's firewall and the mirror of the suspect port, for the ports named:
+    ``client`` -> ``web`` tcp/80 allowed (rule 1001), ``web`` -> ``db`` tcp/``db_port``
+    (1002), anything else to ``db`` rejected (1003), the rest dropped (the default rule);
+    ``watched`` mirrored to ``monitor`` (which the firewall leaves alone). The demo's
+    configuration, and the setup of the system test that checks it independently."""
+    return f"""\
 firewall:
   default_action: drop                  # the default rule: what no rule allows is dropped
-  exclude: [monitor]
+  exclude: [{monitor}]
   groups:
-    clients:  {{ports: [client]}}
-    web-tier: {{ports: [web]}}
-    db-tier:  {{ports: [db]}}
+    clients:  {{ports: [{client}]}}
+    web-tier: {{ports: [{web}]}}
+    db-tier:  {{ports: [{db}]}}
   sections:
-    - name: wordpress
+    - name: {section}
       rules:
         - {{id: "1001", name: client-to-web, sources: [clients], destinations: [web-tier],
            services: ["tcp/80"], action: allow}}
         - {{id: "1002", name: web-to-db, sources: [web-tier], destinations: [db-tier],
-           services: ["tcp/{DB_PORT}"], action: allow}}
+           services: ["tcp/{db_port}"], action: allow}}
         - {{id: "1003", name: protect-db, sources: [any], destinations: [db-tier],
            action: reject}}
 mirrors:
-  watch-compromised:
-    sources: [{{port: compromised, direction: both}}]
-    destinations: [monitor]
+  watch-{watched}:
+    sources: [{{port: {watched}, direction: both}}]
+    destinations: [{monitor}]
 """
+
+
+def tier_ports(ports: Mapping[str, tuple[str, str]], monitor: tuple[str, str]) -> str:
+    """The ``ports:`` section: each name -> (interface, address) an access port of VLAN 10
+    that may send from its address only; ``monitor`` (name, interface) a plain port."""
+    lines = ["ports:"]
+    for name, (ifname, ip) in ports.items():
+        lines.append(f"  {name}: {{interface: {ifname}, vlan: {{mode: access, id: {VLAN}}}, "
+                     f"policy: {{addresses: [{ip}]}}}}")
+    lines.append(f"  {monitor[0]}: {{interface: {monitor[1]}}}")
+    return "\n".join(lines) + "\n"
 
 
 def config() -> str:
     """The switch's configuration: the VMs' ports on VLAN 10, the firewall, the mirror."""
-    lines = ["ports:"]
-    for name, (ip, _mac) in VMS.items():
-        lines.append(f"  {name}: {{interface: {name}, vlan: {{mode: access, id: {VLAN}}}, "
-                     f"policy: {{addresses: [{ip}]}}}}")
-    lines.append("  monitor: {interface: monitor}")
-    return "\n".join(lines) + "\n" + FIREWALL
+    return (tier_ports({name: (name, ip) for name, (ip, _mac) in VMS.items()},
+                       ("monitor", "monitor"))
+            + two_tier_firewall("client", "web", "db", "compromised", "monitor"))
 
 
 DB_SERVER = (
