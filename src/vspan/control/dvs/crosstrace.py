@@ -21,21 +21,17 @@ from typing import Any
 from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port
 from vspan.config.model import PortConfig
 from vspan.control.dvs.document import LiveHost
+from vspan.datapath.reasons import STAGES, DropReason
 
 #: one host's ``POST /trace``: (host, request body) -> the agent's answer
 Ask = Callable[[str, dict[str, Any]], dict[str, Any]]
 
-#: the pipeline stage that drops a frame for each drop reason
-STAGE = {
-    "malformed": "parse", "port-down": "port", "vlan-not-allowed": "vlan",
-    "vlan-untagged-not-allowed": "vlan", "vlan-inner-tag": "vlan", "vlan-tpid": "vlan",
-    "no-destination": "forward", "same-port": "forward", "mac-limit": "forward",
-    "reserved-multicast": "forward", "mirror-dest-port": "mirror", "mtu": "mtu",
-    "source-multicast": "guards", "mac-spoof": "guards", "dhcp-guard": "guards",
-    "router-guard": "guards", "storm-limit": "storm", "acl-deny": "acl",
-    "ext-acl-deny": "ext-acl", "firewall-deny": "firewall", "firewall-reject": "firewall",
-    "firewall-state-invalid": "firewall", "tx-error": "tx",
-}
+def _stage(reason: str) -> str:
+    """The pipeline stage that gives drop ``reason`` (the datapath's own table)."""
+    try:
+        return STAGES[DropReason(reason)]
+    except (ValueError, KeyError):
+        return "pipeline"
 
 
 class CrossTraceError(Exception):
@@ -107,7 +103,7 @@ def trace_across(dvs: DvsConfig, live: Mapping[str, LiveHost], src_port: str, fr
 
 def _drop_row(host: str, d: Mapping[str, Any]) -> dict[str, Any]:
     reason = str(d.get("reason", ""))
-    return {"host": host, "stage": STAGE.get(reason, "pipeline"), "reason": reason,
+    return {"host": host, "stage": _stage(reason), "reason": reason,
             "rule": d.get("rule", ""), "port": d.get("port", ""),
             "detail": d.get("detail", "")}
 
