@@ -404,13 +404,6 @@ class AfPacketPort(Port):
         sock, self._sock = self._sock, None
         self._teardown(sock)
 
-    def __enter__(self) -> AfPacketPort:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- datapath ------------------------------------------------------------
 
     def fileno(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from vspan.config.model import PortConfig
@@ -86,7 +86,8 @@ class PortError(Exception):
 
 
 class Port(abc.ABC):
-    """A switch port backend: something frames come from and go to."""
+    """A switch port backend: something frames come from and go to (``with port:`` opens
+    and closes it)."""
 
     name: str
     counters: PortCounters
@@ -101,6 +102,13 @@ class Port(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the resource; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @abc.abstractmethod
     def fileno(self) -> int:

@@ -68,13 +68,6 @@ class MemoryPort(Port):
         if fd >= 0:
             os.close(fd)
 
-    def __enter__(self) -> MemoryPort:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _signal(self) -> None:
         fd = self._fd
         if fd >= 0:

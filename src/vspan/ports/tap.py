@@ -167,13 +167,6 @@ class TapPort(Port):
         self._remove()
         self._spec = None
 
-    def __enter__(self) -> TapPort:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- datapath (the netdev side, through AF_PACKET) ------------------------
 
     def fileno(self) -> int:

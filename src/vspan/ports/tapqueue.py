@@ -157,13 +157,6 @@ class TapQueuePort(Port):
         if fd >= 0:
             os.close(fd)
 
-    def __enter__(self) -> TapQueuePort:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- datapath ------------------------------------------------------------
 
     def fileno(self) -> int:

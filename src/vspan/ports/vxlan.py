@@ -228,13 +228,6 @@ class VxlanPort(Port):
                 s.close()
         self._rx = self._tx = None
 
-    def __enter__(self) -> VxlanPort:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- receive ---------------------------------------------------------------
 
     def fileno(self) -> int:
