@@ -67,6 +67,7 @@ class SwitchCollector(Collector):
             fam = CounterMetricFamily(f"vspan_flow_cache_{k}", f"flow cache {k}")
             fam.add_metric([], fc[k])
             yield fam
+        yield from poll_metrics(counters["poll"])
         fdb = GaugeMetricFamily("vspan_fdb_entries", "learned MAC addresses")
         fdb.add_metric([], counters["fdb"]["entries"])
         yield fdb
@@ -84,6 +85,23 @@ class SwitchCollector(Collector):
                 for reason, n in p[key].items():
                     odrops.add_metric([p["port"], direction, reason], n)
         yield odrops
+
+
+def poll_metrics(poll: dict[str, Any]) -> Iterator[Metric]:
+    """How the engine waits for frames (``switch.poll``) and what busy polling cost."""
+    mode = GaugeMetricFamily("vspan_poll_mode", "1 for the engine's poll mode (switch.poll)",
+                             labels=["mode"])
+    for m in ("off", "adaptive", "always"):
+        mode.add_metric([m], 1 if poll["mode"] == m else 0)
+    yield mode
+    for key, what in (("waits", "blocking waits for frames (each may sleep and be woken)"),
+                      ("busy_polls", "non-blocking polls of the rings (busy polling)"),
+                      ("busy_frames", "frames found by busy polling (each skipped a wake-up)"),
+                      ("empty_polls", "busy polls that found no frames"),
+                      ("empty_seconds", "seconds spent in busy polls that found no frames")):
+        fam = CounterMetricFamily(f"vspan_poll_{key}", what)
+        fam.add_metric([], poll[key])
+        yield fam
 
 
 def team_metrics(ports: list[dict[str, Any]]) -> Iterator[Metric]:

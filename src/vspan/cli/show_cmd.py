@@ -149,7 +149,19 @@ def render(what: str, data: Any) -> None:
                          f"{fc['hits']} hits, {fc['misses']} misses, {fc['invalidations']} "
                          f"invalidations ({fc['invalidated']} flows), {fc['evictions']} "
                          "evicted\n")
+        if "poll" in data:
+            sys.stdout.write(poll_text(data["poll"]) + "\n")
 
+
+
+def poll_text(poll: dict[str, Any]) -> str:
+    """How the engine waits for frames and what busy polling cost so far (one line)."""
+    mode = poll["mode"]
+    head = f"poll: {mode}" + (f" ({poll['busy_us']} µs after traffic)"
+                              if mode == "adaptive" else "")
+    return (f"{head}: {poll['waits']} blocking waits, {poll['busy_polls']} busy polls "
+            f"({poll['busy_frames']} frames found, {poll['empty_polls']} empty, "
+            f"{poll['empty_seconds']:.3f} s)")
 
 
 def _render_vteps(data: dict[str, Any]) -> None:

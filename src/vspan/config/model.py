@@ -24,6 +24,7 @@ from pydantic import (
 from vspan.config.access import ApiConfig, RolesConfig
 from vspan.config.base import FREEZE, IFNAME_RE, PORT_NAME_RE, THAW, FrozenMap, Strict
 from vspan.config.policy import FirewallConfig, PortPolicyConfig, policy_reference_errors
+from vspan.config.poll import PollConfig
 from vspan.config.pvlan import PvlanConfig, pvlan_errors
 from vspan.config.team import TeamConfig
 from vspan.config.vxlan import VxlanConfig
@@ -449,6 +450,7 @@ class SwitchConfig(Strict):
     batch_size: int = Field(default=64, ge=1, le=4096)
     # which replay forwards cached flows: the C extension when built (auto), or Python
     fastpath: Literal["auto", "native", "python"] = "auto"
+    poll: PollConfig = PollConfig()  # block for frames, or busy-poll after traffic
     control_socket: str | None = None  # default: /run/vspan/<name>.sock
     # members of this group may use the control socket (0660); default: owner only (0600)
     control_socket_group: str | None = Field(default=None, min_length=1, max_length=32)

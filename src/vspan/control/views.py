@@ -143,6 +143,7 @@ def counters_view(engine: Engine) -> dict[str, Any]:
         "fdb": {"entries": len(st.fdb), "learned": st.fdb.learned, "moves": st.fdb.moves},
         "batches": engine.batches,
         "upcalls": engine.upcall.upcalls,
+        "poll": engine.poller.stats(),
     }
 
 

@@ -38,6 +38,7 @@ from vspan.datapath.flowkey import extract
 from vspan.datapath.mirrorout import MirrorOut
 from vspan.datapath.pipeline import Pipeline
 from vspan.datapath.plugins import CaptureTap, FrameObserver, Policy, RemoteMirrors
+from vspan.datapath.polling import Poller
 from vspan.datapath.predict import Outcome, predict
 from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState, Touched
@@ -69,6 +70,7 @@ class Engine:
         self.backend_factory = backend_factory
         self.backends: dict[int, Port] = {}
         self.batch_size = config.switch.batch_size
+        self.poller = Poller(config.switch.poll)  # block, or busy-poll after traffic
         self._tx: dict[int, list[Frame]] = {}
         self.mirror_out = MirrorOut(state, self._tx, remote)
         self.upcall = Upcall(pipeline, self.cache)
@@ -209,8 +211,12 @@ class Engine:
 
     # -------------------------------------------------------------------- loop
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll_once(HOUSEKEEPING_SECONDS)
+        poller = self.poller
+        stop = self._stop
+        while not stop.is_set():
+            timeout = poller.timeout(HOUSEKEEPING_SECONDS)
+            started = poller.clock()
+            poller.done(timeout, self.poll_once(timeout), started)
 
     def poll_once(self, timeout: float = 0.0) -> int:
         """Wait up to ``timeout`` s for frames, process what is ready; return frames handled."""
@@ -428,5 +434,6 @@ class Engine:
             self.cache.room_changed()
         self.cache.resize(new.switch.flow_cache_size)
         self.batch_size = new.switch.batch_size
+        self.poller.configure(new.switch.poll)
         self._refresh_links()
         return changes

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Benchmark: ping latency through vspan per poll mode, beside the Linux bridge (not a test).
+
+One run measures, in one topology (sender, receiver and sniffer namespaces behind a
+switch namespace, as ``bench_switch.py``): the **Linux bridge**, and **vspan** with
+``switch.poll.mode`` ``off``, ``adaptive`` (``busy_us`` from ``--busy-us``; default the
+configuration's default) and ``always``. For each: ping p50/p99 (``ping -c 200 -i 0.01``
+from the sender, CPU0; the switch pinned to CPU1), the switch's CPU % while idle (no
+traffic) and during the ping, and its poll counters (``vspan show counters``). Setups
+are rotated run to run; medians and issue 9's latency target (vspan adaptive p50 ≤
+Linux bridge p50 + 50 µs) go to ``bench/RESULTS.md`` between this script's markers.
+
+Run as root from the repository: ``.venv/bin/python bench/bench_latency.py``
+(``--quick``: 1 run, 50 pings, RESULTS.md left alone).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import (
+    BenchError,
+    MeasureError,
+    Topology,
+    bench_arguments,
+    busy_processes,
+    fmt,
+    guarded_measure,
+    kill_stale_switch,
+    loadavg,
+    machine_description,
+    median,
+    ping_rtt,
+    update_section,
+    workdir,
+)
+from peers import MON_IF, RCV_IF, SND_IF, SWITCH_YAML, LinuxBridge, Peer, SwitchLab, Vspan
+
+from vspan.config.poll import PollConfig
+
+PREFIX = "vl-"  # every namespace and interface this script makes starts with "vl"
+SECTION = "bench_latency.py"
+GEN_CPU = 0  # ping
+SWITCH_CPU = 1  # vspan up
+PIDFILE = Path("/run/vspan-bench/vl-switch.pid")
+OVS_RUNDIR = Path("/run/vspan-bench/vl-ovs")  # unused: no OVS here (SwitchLab wants one)
+
+SENDER = ("10.78.0.1/24", "02:76:6c:00:00:01")
+RECEIVER = ("10.78.0.2/24", "02:76:6c:00:00:02")
+SNIFFER_MAC = "02:76:6c:00:00:03"
+
+
+class PollVspan(Vspan):
+    """vspan with one ``switch.poll`` setting."""
+
+    def __init__(self, mode: str, busy_us: int | None = None) -> None:
+        key = f"vspan-{mode}" + (f"-{busy_us}" if busy_us is not None else "")
+        name = f"vspan poll={mode}" + (f" ({busy_us} µs)" if busy_us is not None else "")
+        super().__init__(key, name)
+        self.mode = mode
+        self.busy_us = busy_us
+
+    def config(self, lab: SwitchLab) -> str:
+        poll = f"    mode: {self.mode}\n"
+        if self.busy_us is not None:
+            poll += f"    busy_us: {self.busy_us}\n"
+        head, sep, rest = SWITCH_YAML.partition("ports:\n")
+        return f"{head}  poll:\n{poll}{sep}{rest}"
+
+    def poll_counters(self) -> dict[str, Any]:
+        """The switch's poll counters now (empty when it cannot say)."""
+        if self.switch is None or not self.switch.alive():
+            return {}
+        try:
+            return dict(self.switch.json("show", "counters").get("poll", {}))
+        except (BenchError, ValueError):
+            return {}
+
+
+@dataclass
+class Samples:
+    """Per-run values of one setup."""
+
+    p50_us: list[float] = field(default_factory=list)
+    p99_us: list[float] = field(default_factory=list)
+    min_us: list[float] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    cpu_idle: list[float] = field(default_factory=list)  # CPU-seconds per second
+    cpu_ping: list[float] = field(default_factory=list)
+    busy_frames: list[int] = field(default_factory=list)  # during the ping
+    waits: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """How long and how often."""
+
+    runs: int
+    ping_count: int
+    ping_interval: float
+    idle_seconds: float
+    busy_us: list[int]
+    load_before: str = "?"
+    load_after: str = "?"
+
+
+def log(msg: str) -> None:
+    """Progress on stderr."""
+    sys.stderr.write(f"[bench_latency] {msg}\n")
+    sys.stderr.flush()
+
+
+def setups(busy_us: list[int]) -> list[Peer]:
+    """The Linux bridge, then vspan per poll mode (one adaptive setup per window)."""
+    out: list[Peer] = [LinuxBridge("bridge", "Linux bridge", mirred=False),
+                       PollVspan("off")]
+    out += [PollVspan("adaptive", b) for b in busy_us]
+    out.append(PollVspan("always"))
+    return out
+
+
+def _cpu(peer: Peer) -> float | None:
+    return peer.cpu_seconds()
+
+
+def measure(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
+    """Idle CPU, then ping with CPU, for one setup in one run."""
+    snd, rcv = lab.snd, lab.rcv
+    assert rcv.ip is not None
+    s.others.append(", ".join(sorted(set(busy_processes()))) or "-")
+    try:  # ARP and MAC learning first
+        ping_rtt(snd, rcv.ip, 3, 0.2, GEN_CPU)
+    except MeasureError as err:
+        s.errors.append(f"{peer.name}: warm-up ping failed: {err}")
+    time.sleep(0.5)
+    c0, t0 = _cpu(peer), time.monotonic()
+    time.sleep(plan.idle_seconds)
+    c1, t1 = _cpu(peer), time.monotonic()
+    if c0 is not None and c1 is not None:
+        s.cpu_idle.append((c1 - c0) / (t1 - t0))
+    before = peer.poll_counters() if isinstance(peer, PollVspan) else {}
+    try:
+        c0, t0 = _cpu(peer), time.monotonic()
+        p = ping_rtt(snd, rcv.ip, plan.ping_count, plan.ping_interval, GEN_CPU)
+        c1, t1 = _cpu(peer), time.monotonic()
+        s.p50_us.append(p.p50_us)
+        s.p99_us.append(p.p99_us)
+        s.min_us.append(p.min_us)
+        s.lost.append(p.sent - p.received)
+        cpu = ""
+        if c0 is not None and c1 is not None:
+            s.cpu_ping.append((c1 - c0) / (t1 - t0))
+            cpu = f", switch CPU {100 * s.cpu_ping[-1]:.0f} % (idle {100 * s.cpu_idle[-1]:.0f} %)"
+        log(f"  {peer.name}: ping p50 {p.p50_us:.0f} µs, p99 {p.p99_us:.0f} µs, "
+            f"min {p.min_us:.0f} µs{cpu}")
+    except MeasureError as err:
+        s.errors.append(f"{peer.name}: {err}")
+        log(f"  {peer.name}: ping FAILED: {err}")
+    after = peer.poll_counters() if isinstance(peer, PollVspan) else {}
+    if before and after:
+        s.busy_frames.append(int(after["busy_frames"]) - int(before["busy_frames"]))
+        s.waits.append(int(after["waits"]) - int(before["waits"]))
+
+
+def run_all(plan: Plan, peers: list[Peer]) -> dict[str, Samples]:
+    """Build the topology once, measure every setup in every run, always clean up."""
+    kill_stale_switch(PIDFILE)
+    topo = Topology(PREFIX)
+    samples = {p.key: Samples() for p in peers}
+    try:
+        with workdir("vl-bench-") as wd:
+            sw = topo.switch_namespace("sw", [(SND_IF, "snd", SENDER[1], SENDER[0]),
+                                              (RCV_IF, "rcv", RECEIVER[1], RECEIVER[0]),
+                                              (MON_IF, "mon", SNIFFER_MAC, None)])
+            lab = SwitchLab(topo, wd, (sw.hosts[SND_IF], sw.hosts[RCV_IF]), sw, SWITCH_CPU,
+                            PIDFILE, OVS_RUNDIR)
+            for run in range(plan.runs):
+                k = run % len(peers)
+                order = peers[k:] + peers[:k]
+                log(f"run {run + 1}/{plan.runs}: {', '.join(p.name for p in order)}")
+                for peer in order:
+                    s = samples[peer.key]
+                    try:
+                        peer.start(lab, f"run{run}")
+                        measure(peer, lab, plan, s)
+                    except BenchError as err:
+                        s.errors.append(f"{peer.name}: {err}")
+                        log(f"  {peer.name}: FAILED: {err}")
+                    finally:
+                        peer.stop(lab)
+                    time.sleep(0.5)
+    finally:
+        for peer in peers:
+            if peer.started:
+                with_lab_stop(peer, topo)
+        topo.cleanup()
+        kill_stale_switch(PIDFILE)
+    return samples
+
+
+def with_lab_stop(peer: Peer, topo: Topology) -> None:
+    """Stop a peer left started by an interruption (vspan: its process)."""
+    if isinstance(peer, Vspan) and peer.switch is not None:
+        peer.switch.stop()
+        peer.switch = None
+    peer.started = False
+
+
+def _pct(values: list[float]) -> str:
+    m = median(values)
+    return "n/a" if m is None else f"{100 * m:.0f}"
+
+
+def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
+    """The RESULTS.md section."""
+    lines = [
+        "## Latency: ping through vspan per poll mode, beside the Linux bridge",
+        "",
+        "Written by `bench/bench_latency.py` (root: `.venv/bin/python bench/bench_latency.py`).",
+        "",
+        "**Taken on a shared, busy machine** (other helpers' tests and benchmarks running): "
+        "latencies and CPU shares are noisy; to be rerun on a quiet machine.",
+        "",
+        "### Machine",
+        "",
+    ]
+    lines += [f"* {k}: {v}" for k, v in machine_description()]
+    lines += [
+        f"* load average (1/5/15 min) before / after: {plan.load_before} / {plan.load_after}",
+        "",
+        "### Method",
+        "",
+        "Sender, receiver and sniffer namespaces behind one switch namespace (no default "
+        "route), as `bench_switch.py`. *Linux bridge*: the kernel bridge over the three "
+        f"port ends. *vspan*: `vspan up` pinned to CPU{SWITCH_CPU} with `switch.poll` set "
+        "as named (docs/datapath.md, \"Waiting for frames\"). Per setup and run: a warm-up "
+        f"ping, {plan.idle_seconds:g} s with no traffic (switch CPU % while idle), then "
+        f"`ping -c {plan.ping_count} -i {plan.ping_interval:g}` from the sender on "
+        f"CPU{GEN_CPU} (p50, p99; switch CPU % during it). *Busy frames*: frames the "
+        "engine found by polling without blocking (each skipped a wake-up) during the "
+        "ping, from `vspan show counters`. 100 % CPU = one whole core. The bridge forwards "
+        f"in softirq (not attributable to a process). {plan.runs} run(s), setups rotated; "
+        "medians.",
+        "",
+        "### Results (medians)",
+        "",
+        "| setup | ping p50 µs | ping p99 µs | ping min µs | switch CPU % idle "
+        "| switch CPU % during ping | busy frames / blocking waits (ping) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for peer in peers:
+        s = samples[peer.key]
+        vs = isinstance(peer, PollVspan)
+        counts = (f"{fmt(median([float(x) for x in s.busy_frames]), 0)} / "
+                  f"{fmt(median([float(x) for x in s.waits]), 0)}" if vs else "-")
+        lines.append(
+            f"| {peer.name} | {fmt(median(s.p50_us), 0)} | {fmt(median(s.p99_us), 0)} "
+            f"| {fmt(median(s.min_us), 0)} | {_pct(s.cpu_idle) if vs else 'n/a (softirq)'} "
+            f"| {_pct(s.cpu_ping) if vs else 'n/a (softirq)'} | {counts} |")
+    bridge = median(samples["bridge"].p50_us) if "bridge" in samples else None
+    lines += ["", "Issue 9's latency target: vspan with adaptive polling, ping p50 ≤ Linux "
+              "bridge p50 + 50 µs:", ""]
+    for peer in peers:
+        if not isinstance(peer, PollVspan) or peer.mode == "off":
+            continue
+        v = median(samples[peer.key].p50_us)
+        if v is None or bridge is None:
+            lines.append(f"* {peer.name}: n/a (not measured)")
+            continue
+        met = "met" if v <= bridge + 50 else "**not met**"
+        lines.append(f"* {peer.name}: {v:.0f} µs vs {bridge:.0f} µs ({v - bridge:+.0f} µs): "
+                     f"{met}")
+    lines += ["", "Per run (in run order):", ""]
+    for peer in peers:
+        s = samples[peer.key]
+        lines.append(f"* {peer.name}: p50 {' / '.join(f'{v:.0f}' for v in s.p50_us)} µs; "
+                     f"p99 {' / '.join(f'{v:.0f}' for v in s.p99_us)} µs; lost "
+                     f"{' / '.join(map(str, s.lost)) or '-'}; others running: "
+                     f"{' / '.join(s.others) or '-'}")
+    errors = [e for p in peers for e in samples[p.key].errors]
+    if errors:
+        lines += ["", "### Problems seen in this run", ""] + [f"* {e}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = bench_arguments(__doc__.splitlines()[0] if __doc__ else None,
+                         "smoke test: 1 run, 50 pings, 1 s idle; RESULTS.md is not written "
+                         "unless --write")
+    ap.add_argument("--busy-us", default=str(PollConfig().busy_us),
+                    help="comma-separated busy_us values: one adaptive setup each "
+                         "(default: the configuration's default)")
+    args = ap.parse_args(argv)
+    try:
+        busy = [int(v) for v in args.busy_us.split(",") if v.strip()]
+    except ValueError:
+        ap.error("--busy-us: comma-separated integers")
+    if not busy or any(not 1 <= b <= 1_000_000 for b in busy):
+        ap.error("--busy-us: values 1-1000000")
+    plan = Plan(runs=1 if args.quick else 3, ping_count=50 if args.quick else 200,
+                ping_interval=0.01, idle_seconds=1.0 if args.quick else 3.0, busy_us=busy)
+    if args.runs is not None:
+        plan.runs = max(1, args.runs)
+    write = bool(not args.no_write and (args.write or not args.quick))
+    peers = setups(busy)
+
+    def measure_all() -> dict[str, Samples]:
+        plan.load_before = loadavg()
+        out = run_all(plan, peers)
+        plan.load_after = loadavg()
+        return out
+
+    samples, rc = guarded_measure(__file__, measure_all)
+    if samples is None:
+        return rc
+    section = render(peers, samples, plan)
+    sys.stdout.write(section)
+    if write:
+        update_section(SECTION, section, args.results)
+        log(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
