@@ -18,14 +18,16 @@ VSPAN = [sys.executable, "-m", "vspan.cli.main"]
 class SwitchProcess:
     """A switch daemon started from a YAML text; stopped by :meth:`stop`."""
 
-    def __init__(self, workdir: Path, yaml_text: str, up_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, yaml_text: str, up_args: tuple[str, ...] = (),
+                 switch_extra: str = "") -> None:
         self.workdir = workdir
         self.up_args = up_args  # extra `vspan up` options
         self.socket = str(workdir / "switch.sock")
         self.config = workdir / "switch.yaml"
         self.state_dir = workdir / "state"  # tokens, audit log, captures
         self.config.write_text(
-            f"switch: {{name: t, control_socket: {self.socket}, state_dir: {self.state_dir}}}\n"
+            f"switch: {{name: t, control_socket: {self.socket}, state_dir: {self.state_dir}"
+            f"{', ' + switch_extra if switch_extra else ''}}}\n"
             + yaml_text, encoding="utf-8")
         self.log = workdir / "switch.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,9 +87,11 @@ class SwitchProcess:
 
 
 @contextmanager
-def running_switch(workdir: Path, yaml_text: str) -> Iterator[SwitchProcess]:
-    """A started switch, always stopped afterwards."""
-    sw = SwitchProcess(workdir, yaml_text)
+def running_switch(workdir: Path, yaml_text: str,
+                   switch_extra: str = "") -> Iterator[SwitchProcess]:
+    """A started switch, always stopped afterwards; ``switch_extra`` adds keys to its
+    ``switch`` section (flow style: ``"poll: {mode: always}"``)."""
+    sw = SwitchProcess(workdir, yaml_text, switch_extra=switch_extra)
     try:
         sw.start()
         yield sw

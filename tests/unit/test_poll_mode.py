@@ -1,0 +1,118 @@
+"""``switch.poll``: the configuration key and the engine's wait decisions (no timing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vspan.config.load import ConfigError, dump_text, load_text
+from vspan.config.poll import PollConfig
+from vspan.datapath.polling import Poller
+
+BAD = [
+    ("switch: {poll: {mode: fast}}", "switch.poll.mode: Input should be 'off', 'adaptive' or"),
+    ("switch: {poll: {mode: true}}", "switch.poll.mode: Input should be 'off', 'adaptive' or"),
+    ("switch: {poll: {busy_us: 0}}", "switch.poll.busy_us: Input should be greater than or"),
+    ("switch: {poll: {busy_us: 1000001}}", "switch.poll.busy_us: Input should be less than"),
+    ("switch: {poll: {busy_us: true}}", "switch.poll: busy_us: a boolean is not accepted"),
+    ("switch: {poll: {busy_us: fifty}}", "switch.poll.busy_us: Input should be a valid integer"),
+    ("switch: {poll: {spin: 1}}", "switch.poll.spin: unknown key"),
+    ("switch: {poll: adaptive}", "switch.poll: Input should be a valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_a_bad_poll_setting_is_refused_with_its_path(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(text, "switch.yaml")
+    assert any(expected in e for e in info.value.errors), info.value.errors
+
+
+def test_the_default_is_adaptive() -> None:
+    poll = load_text("ports: {a: {}}").switch.poll
+    assert (poll.mode, poll.busy_us) == ("adaptive", PollConfig().busy_us)
+
+
+@pytest.mark.parametrize("text", ["off", "'off'", '"off"'])
+def test_off_is_off_quoted_or_not(text: str) -> None:
+    """YAML 1.1 reads a bare ``off`` as false: it still means the mode ``off``."""
+    assert load_text(f"switch: {{poll: {{mode: {text}}}}}").switch.poll.mode == "off"
+
+
+@pytest.mark.parametrize("mode", ["off", "adaptive", "always"])
+def test_the_setting_survives_show_config(mode: str) -> None:
+    cfg = load_text(f"switch: {{poll: {{mode: {mode}, busy_us: 75}}}}")
+    again = load_text(dump_text(cfg))
+    assert again.switch.poll == cfg.switch.poll
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _poller(mode: str, busy_us: int = 50) -> tuple[Poller, FakeClock]:
+    clock = FakeClock()
+    return Poller(PollConfig(mode=mode, busy_us=busy_us), clock), clock
+
+
+def test_off_always_blocks() -> None:
+    p, clock = _poller("off")
+    for handled in (0, 5, 0):
+        timeout = p.timeout(1.0)
+        assert timeout == 1.0
+        p.done(timeout, handled, clock())
+    assert (p.waits, p.busy_polls, p.busy_frames) == (3, 0, 0)
+
+
+def test_always_never_blocks_and_counts_empty_polls() -> None:
+    p, clock = _poller("always")
+    for handled in (0, 3, 0, 0):
+        start = clock()
+        clock.t += 2e-6
+        timeout = p.timeout(1.0)
+        assert timeout == 0.0
+        p.done(timeout, handled, start)
+    assert (p.waits, p.busy_polls, p.busy_frames, p.empty_polls) == (0, 4, 3, 3)
+    assert p.empty_seconds == pytest.approx(6e-6)
+
+
+def test_adaptive_polls_for_the_window_after_frames_then_blocks() -> None:
+    p, clock = _poller("adaptive", busy_us=50)
+    assert p.timeout(1.0) == 1.0  # idle: block
+    p.done(1.0, 0, clock())
+    assert p.timeout(1.0) == 1.0  # a wake-up without frames opens no window
+    p.done(1.0, 2, clock())  # frames: the window opens
+    clock.t += 30e-6
+    assert p.timeout(1.0) == 0.0
+    p.done(0.0, 0, clock())
+    clock.t += 30e-6  # 60 µs after the frames: past the window
+    assert p.timeout(1.0) == 1.0
+    p.done(1.0, 0, clock())
+    assert (p.waits, p.busy_polls, p.empty_polls) == (3, 1, 1)
+
+
+def test_adaptive_frames_found_by_polling_start_the_window_again() -> None:
+    p, clock = _poller("adaptive", busy_us=50)
+    p.done(1.0, 1, clock())
+    for _ in range(5):  # a frame every 40 µs keeps the engine polling
+        clock.t += 40e-6
+        assert p.timeout(1.0) == 0.0
+        p.done(0.0, 1, clock())
+    assert (p.busy_frames, p.waits) == (5, 1)
+
+
+def test_a_reload_changes_the_mode_and_keeps_the_counters() -> None:
+    p, clock = _poller("adaptive")
+    p.done(1.0, 1, clock())
+    assert p.timeout(1.0) == 0.0
+    p.configure(PollConfig(mode="off"))
+    assert p.timeout(1.0) == 1.0  # the open window is closed
+    p.configure(PollConfig(mode="always"))
+    assert p.timeout(1.0) == 0.0
+    assert p.stats()["mode"] == "always"
+    assert p.stats()["waits"] == 1
