@@ -57,7 +57,7 @@ class FakeClock:
 
 def _poller(mode: str, busy_us: int = 50) -> tuple[Poller, FakeClock]:
     clock = FakeClock()
-    return Poller(PollConfig(mode=mode, busy_us=busy_us), clock), clock
+    return Poller(PollConfig.model_validate({"mode": mode, "busy_us": busy_us}), clock), clock
 
 
 def test_off_always_blocks() -> None:
