@@ -16,6 +16,8 @@ Run as root from the repository: ``.venv/bin/python bench/bench_latency.py``
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    REPO,
     BenchError,
     MeasureError,
     Topology,
@@ -30,11 +33,14 @@ from common import (
     busy_processes,
     fmt,
     guarded_measure,
+    in_ns,
     kill_stale_switch,
     loadavg,
     machine_description,
     median,
     ping_rtt,
+    sh,
+    stop_process,
     update_section,
     workdir,
 )
@@ -52,6 +58,8 @@ OVS_RUNDIR = Path("/run/vspan-bench/vl-ovs")  # unused: no OVS here (SwitchLab w
 SENDER = ("10.78.0.1/24", "02:76:6c:00:00:01")
 RECEIVER = ("10.78.0.2/24", "02:76:6c:00:00:02")
 SNIFFER_MAC = "02:76:6c:00:00:03"
+RR_PORT = 7777
+UDPRR = str(REPO / "bench" / "udprr.py")
 
 
 class PollVspan(Vspan):
@@ -93,6 +101,12 @@ class Samples:
     cpu_ping: list[float] = field(default_factory=list)
     busy_frames: list[int] = field(default_factory=list)  # during the ping
     waits: list[int] = field(default_factory=list)
+    rr_p50_us: list[float] = field(default_factory=list)  # UDP request/response
+    rr_p99_us: list[float] = field(default_factory=list)
+    rr_lost: list[int] = field(default_factory=list)
+    cpu_rr: list[float] = field(default_factory=list)
+    rr_busy_frames: list[int] = field(default_factory=list)
+    rr_waits: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
 
@@ -166,6 +180,46 @@ def measure(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
     if before and after:
         s.busy_frames.append(int(after["busy_frames"]) - int(before["busy_frames"]))
         s.waits.append(int(after["waits"]) - int(before["waits"]))
+    request_response(peer, lab, plan, s)
+
+
+def request_response(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
+    """UDP request/response (``bench/udprr.py``): the answer comes from a woken process."""
+    snd, rcv = lab.snd, lab.rcv
+    assert rcv.ip is not None
+    server = subprocess.Popen(in_ns(rcv.ns, sys.executable, UDPRR, "server", str(RR_PORT),
+                                    cpu=GEN_CPU),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        time.sleep(0.3)  # bound before the first request
+        before = peer.poll_counters() if isinstance(peer, PollVspan) else {}
+        c0, t0 = _cpu(peer), time.monotonic()
+        proc = sh(*in_ns(snd.ns, sys.executable, UDPRR, "client", rcv.ip, str(RR_PORT),
+                         str(plan.ping_count), f"{plan.ping_interval:g}", cpu=GEN_CPU),
+                  check=False, timeout=plan.ping_count * (plan.ping_interval + 1) + 10)
+        c1, t1 = _cpu(peer), time.monotonic()
+        after = peer.poll_counters() if isinstance(peer, PollVspan) else {}
+        if proc.returncode != 0:
+            raise MeasureError(f"udprr client: {proc.stderr.strip()[-200:]}")
+        r = json.loads(proc.stdout)
+        s.rr_p50_us.append(r["p50_us"])
+        s.rr_p99_us.append(r["p99_us"])
+        s.rr_lost.append(int(r["lost"]))
+        cpu = ""
+        if c0 is not None and c1 is not None:
+            s.cpu_rr.append((c1 - c0) / (t1 - t0))
+            cpu = f", switch CPU {100 * s.cpu_rr[-1]:.0f} %"
+        if before and after:
+            s.rr_busy_frames.append(int(after["busy_frames"]) - int(before["busy_frames"]))
+            s.rr_waits.append(int(after["waits"]) - int(before["waits"]))
+        log(f"  {peer.name}: UDP request/response p50 {r['p50_us']:.0f} µs, p99 "
+            f"{r['p99_us']:.0f} µs{cpu}")
+    except (MeasureError, ValueError, KeyError) as err:
+        s.errors.append(f"{peer.name}: UDP request/response: {err}")
+        log(f"  {peer.name}: UDP request/response FAILED: {err}")
+    finally:
+        stop_process(server)
 
 
 def run_all(plan: Plan, peers: list[Peer]) -> dict[str, Samples]:
@@ -212,6 +266,10 @@ def with_lab_stop(peer: Peer, topo: Topology) -> None:
     peer.started = False
 
 
+def _n(values: list[int]) -> str:
+    return fmt(median([float(v) for v in values]), 0)
+
+
 def _pct(values: list[float]) -> str:
     m = median(values)
     return "n/a" if m is None else f"{100 * m:.0f}"
@@ -243,26 +301,36 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
         f"ping, {plan.idle_seconds:g} s with no traffic (switch CPU % while idle), then "
         f"`ping -c {plan.ping_count} -i {plan.ping_interval:g}` from the sender on "
         f"CPU{GEN_CPU} (p50, p99; switch CPU % during it). *Busy frames*: frames the "
-        "engine found by polling without blocking (each skipped a wake-up) during the "
-        "ping, from `vspan show counters`. 100 % CPU = one whole core. The bridge forwards "
-        f"in softirq (not attributable to a process). {plan.runs} run(s), setups rotated; "
-        "medians.",
+        "engine found by polling without blocking (each skipped a wake-up), and blocking "
+        "waits, during each workload (`vspan show counters`). 100 % CPU = one core. The "
+        "bridge forwards in softirq (not attributable to a process). "
+        f"{plan.runs} run(s), setups rotated; medians.",
+        "",
+        f"*UDP request/response*: `bench/udprr.py`, {plan.ping_count} 64-byte requests "
+        f"{plan.ping_interval:g} s apart, each answered by an echo process in the receiver "
+        f"namespace (CPU{GEN_CPU}); unlike ping, whose echo the receiving kernel answers "
+        "inside the switch's own send, the answer comes after a process wake-up, so the "
+        "switch has gone idle in between (what adaptive polling is for).",
         "",
         "### Results (medians)",
         "",
-        "| setup | ping p50 µs | ping p99 µs | ping min µs | switch CPU % idle "
-        "| switch CPU % during ping | busy frames / blocking waits (ping) |",
-        "|---|---|---|---|---|---|---|",
+        "| setup | ping p50 µs | ping p99 µs | ping min µs | UDP req/resp p50 µs "
+        "| UDP req/resp p99 µs | switch CPU % idle | switch CPU % ping "
+        "| switch CPU % req/resp | busy frames / blocking waits: ping; req/resp |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for peer in peers:
         s = samples[peer.key]
         vs = isinstance(peer, PollVspan)
-        counts = (f"{fmt(median([float(x) for x in s.busy_frames]), 0)} / "
-                  f"{fmt(median([float(x) for x in s.waits]), 0)}" if vs else "-")
+        na = "n/a (softirq)"
+        counts = (f"{_n(s.busy_frames)} / {_n(s.waits)}; {_n(s.rr_busy_frames)} / "
+                  f"{_n(s.rr_waits)}" if vs else "-")
         lines.append(
             f"| {peer.name} | {fmt(median(s.p50_us), 0)} | {fmt(median(s.p99_us), 0)} "
-            f"| {fmt(median(s.min_us), 0)} | {_pct(s.cpu_idle) if vs else 'n/a (softirq)'} "
-            f"| {_pct(s.cpu_ping) if vs else 'n/a (softirq)'} | {counts} |")
+            f"| {fmt(median(s.min_us), 0)} | {fmt(median(s.rr_p50_us), 0)} "
+            f"| {fmt(median(s.rr_p99_us), 0)} | {_pct(s.cpu_idle) if vs else na} "
+            f"| {_pct(s.cpu_ping) if vs else na} | {_pct(s.cpu_rr) if vs else na} "
+            f"| {counts} |")
     bridge = median(samples["bridge"].p50_us) if "bridge" in samples else None
     lines += ["", "Issue 9's latency target: vspan with adaptive polling, ping p50 ≤ Linux "
               "bridge p50 + 50 µs:", ""]
@@ -279,9 +347,11 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
     lines += ["", "Per run (in run order):", ""]
     for peer in peers:
         s = samples[peer.key]
-        lines.append(f"* {peer.name}: p50 {' / '.join(f'{v:.0f}' for v in s.p50_us)} µs; "
-                     f"p99 {' / '.join(f'{v:.0f}' for v in s.p99_us)} µs; lost "
-                     f"{' / '.join(map(str, s.lost)) or '-'}; others running: "
+        lines.append(f"* {peer.name}: ping p50 {' / '.join(f'{v:.0f}' for v in s.p50_us)} "
+                     f"µs, p99 {' / '.join(f'{v:.0f}' for v in s.p99_us)} µs, lost "
+                     f"{' / '.join(map(str, s.lost)) or '-'}; req/resp p50 "
+                     f"{' / '.join(f'{v:.0f}' for v in s.rr_p50_us)} µs, lost "
+                     f"{' / '.join(map(str, s.rr_lost)) or '-'}; others running: "
                      f"{' / '.join(s.others) or '-'}")
     errors = [e for p in peers for e in samples[p.key].errors]
     if errors:
