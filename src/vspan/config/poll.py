@@ -21,7 +21,7 @@ class PollConfig(Strict):
     (one CPU kept busy while the switch runs)."""
 
     mode: PollMode = "adaptive"
-    busy_us: int = Field(default=50, ge=1, le=MAX_BUSY_US)
+    busy_us: int = Field(default=200, ge=1, le=MAX_BUSY_US)
 
     @field_validator("mode", mode="before")
     @classmethod
