@@ -3,6 +3,7 @@ and across a veth trunk between two vspan switches (each a real ``vspan up``).""
 
 from __future__ import annotations
 
+import json
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -93,3 +94,59 @@ def test_pvlan_matrix_across_a_veth_trunk(netlab: Lab, tmp_path: Path) -> None:
         # i1 -> i2 crossed the trunk on the isolated VID and was refused at B
         assert sw_b.drops("pvlan-isolated", "i2") > 0
         assert sw_a.drops("pvlan-isolated") > 0
+
+
+def test_trunk_without_the_primary_refused_live_running_config_intact(
+        netlab: Lab, tmp_path: Path) -> None:
+    """A reload (``POST /reload``, the REST API's live change of the configuration file)
+    whose trunk carries secondary VLANs without their primary is refused with the key's
+    path and the reason; the running configuration, a live change made through the API
+    and the PVLAN traffic all stay as they were."""
+    from tests.system.apiswitch import ApiSwitch
+
+    require_tools("ping")
+    hs = hosts(netlab)
+    used = ["p", "i1", "i2", "c1"]
+    trunk = netlab.veth("trk")
+    good = ("ports:\n" + "".join(port_line(n, hs[n][1]) for n in used)
+            + f"  t: {{interface: {trunk}, vlan: {{mode: trunk, allowed: [200-203]}}}}\n")
+    sw = ApiSwitch(tmp_path, good)
+    sw.start()
+    try:
+        token = sw.token("pv-admin", "admin")
+        assert ping(netlab, hs["i1"][0], ADDR["p"], count=1)
+        assert not ping(netlab, hs["i1"][0], ADDR["i2"], count=1, check=False)
+        with sw.client(token) as c:
+            # a live change through the API (not in the file)
+            made = c.post("/ports/p/acls", json={"id": "no-lab", "action": "deny", "direction": "both",
+                                                  "remote_ip": "10.98.0.0/16"})
+            assert made.status_code == 200, made.text
+            before = c.get("/config").json()
+            text = sw.config.read_text(encoding="utf-8")
+            sw.config.write_text(text.replace("allowed: [200-203]", "allowed: [201-203]"),
+                                 encoding="utf-8")
+            other = tmp_path / "other.yaml"
+            other.write_text(sw.config.read_text(encoding="utf-8"), encoding="utf-8")
+            for body in ({"live": "keep"}, {"live": "drop"}, {"path": str(other),
+                                                               "live": "keep"}):
+                resp = c.post("/reload", json=body)
+                assert resp.status_code in (400, 422), (body, resp.text)
+                answer = resp.json()
+                want = ("ports.t.vlan.allowed: the trunk carries secondary VLANs 201 "
+                        "(isolated, port 'i1'), 202 (community, port 'c1') of the private "
+                        "VLAN of primary 200 but not the primary 200")
+                assert any(want in d for d in answer["details"]), answer
+                assert c.get("/config").json() == before
+            assert "no-lab" in json.dumps(c.get("/ports/p/acls").json()), \
+                "the live change was lost"
+        # the switch still runs the old configuration: the trunk still carries 200
+        ports = {r["name"]: r for r in sw.show("ports")}
+        assert "200" in json.dumps(ports["t"]), ports["t"]
+        assert ping(netlab, hs["i1"][0], ADDR["p"], count=1)
+        assert ping(netlab, hs["c1"][0], ADDR["p"], count=1)
+        assert not ping(netlab, hs["i1"][0], ADDR["c1"], count=1, check=False)
+        # and the CLI says the same
+        cli = sw.cli("reload", check=False)
+        assert cli.returncode != 0 and "ports.t.vlan.allowed: the trunk carries" in cli.stderr
+    finally:
+        sw.stop()

@@ -55,6 +55,16 @@ BAD = [
      "mode: promiscuous}}", "ports.x: pvlan: a private VLAN port is untagged on the wire"),
     ("  x: {type: memory, pvlan: {primary: 200, mode: promiscuous, bogus: 1}}",
      "ports.x.pvlan.bogus: unknown key"),
+    # a trunk carrying a secondary without its primary: the secondary's hosts behind it
+    # would never hear from a promiscuous port (its frames travel on the primary)
+    ("  x: {type: memory, vlan: {mode: trunk, allowed: [10, 201]}}",
+     "ports.x.vlan.allowed: the trunk carries secondary VLAN 201 (isolated, port 'i') of the "
+     "private VLAN of primary 200 but not the primary 200: frames from promiscuous ports "
+     "travel on VLAN 200"),
+    ("  x: {type: memory, vlan: {mode: trunk, allowed: [202], native: 10}}",
+     "ports.x.vlan.allowed: the trunk carries secondary VLAN 202 (community, port 'c')"),
+    ("  x: {type: memory, vlan: {mode: trunk, allowed: [205]}}",
+     "ports.x.vlan.allowed: the trunk carries secondary VLAN 205 (secondary, port 'p')"),
 ]
 
 
@@ -64,3 +74,32 @@ def test_rejected_with_path(extra: str, message: str) -> None:
         load_text(GOOD + extra + "\n")
     assert any(e.startswith(message) or message in e for e in err.value.errors), \
         err.value.errors
+
+
+def test_trunk_without_the_primary_one_error_naming_every_secondary() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_text(GOOD + "  x: {type: memory, vlan: {mode: trunk, allowed: [201-205]}}\n")
+    assert err.value.errors == [
+        "ports.x.vlan.allowed: the trunk carries secondary VLANs 201 (isolated, port 'i'), "
+        "202 (community, port 'c'), 205 (secondary, port 'p') of the private VLAN of primary "
+        "200 but not the primary 200: frames from promiscuous ports travel on VLAN 200, so "
+        "hosts behind the trunk in the secondary VLANs would get no answer from them (add 200 "
+        "to 'allowed', or leave the secondary VLANs out)"]
+
+
+def test_trunk_with_the_primary_alone_or_with_some_secondaries_is_valid() -> None:
+    for allowed in ("[200]", "[200, 201]", "[10, 200-202]"):
+        cfg = load_text(GOOD + f"  x: {{type: memory, vlan: {{mode: trunk, allowed: {allowed}}}}}\n")
+        assert "x" in cfg.ports
+
+
+def test_the_running_config_as_data_parses_again() -> None:
+    """Live changes (``vspan acl add``, ``POST /mirrors/...``) edit the running config dumped
+    as data and parse it again: the dump carries every port's default ``vlan``, which a
+    PVLAN port must accept (a live change on a switch with PVLAN ports was refused with
+    "leave 'vlan' out")."""
+    from vspan.config.load import parse_config
+    from vspan.control.live import config_data
+
+    cfg = load_text(GOOD)
+    assert parse_config(config_data(cfg), "again") == cfg

@@ -196,7 +196,8 @@ class PortConfig(Strict):
         if self.type is PortType.VXLAN:
             raise ValueError("pvlan: a vxlan port carries VLANs like a trunk; it cannot be a "
                              "private VLAN port")
-        if "vlan" in self.model_fields_set:
+        if "vlan" in self.model_fields_set and self.vlan != VlanConfig():
+            # the default (untagged) is what a dump of the running config carries
             raise ValueError("pvlan: a private VLAN port is untagged on the wire and its VLANs "
                              "come from 'pvlan'; leave 'vlan' out")
         return self
@@ -534,7 +535,9 @@ class Config(Strict):
                 raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
         errors = policy_reference_errors(self.port_policies(), self.firewall)
         errors += pvlan_errors({n: p.pvlan for n, p in self.ports.items()},
-                               {n: k for n, p in self.ports.items() if (k := _untagged_vids(p))})
+                               {n: k for n, p in self.ports.items() if (k := _untagged_vids(p))},
+                               {n: p.vlan.allowed for n, p in self.ports.items()
+                                if p.vlan.mode is VlanMode.TRUNK})
         if errors:
             raise ValueError("; ".join(errors))
         return self

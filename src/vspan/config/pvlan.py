@@ -103,14 +103,16 @@ def pvlan_vlans(pvlans: Mapping[str, PvlanConfig | None]) -> dict[int, PvlanVlan
 
 
 def pvlan_errors(pvlans: Mapping[str, PvlanConfig | None],
-                 normal: Mapping[str, tuple[str, tuple[int, ...]]]) -> list[str]:
+                 normal: Mapping[str, tuple[str, tuple[int, ...]]],
+                 trunks: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
     """Cross-port errors of the ``pvlan`` blocks, each with its path.
 
     ``pvlans``: each port's block by port name; ``normal``: for ports whose VLANs
     are plain VLANs, (the key path that names them, the VIDs untagged frames of
     the port join) — an access port's id, a trunk's native VLAN. A trunk may carry
     PVLAN VIDs tagged (that is how a PVLAN crosses switches); it may not make one
-    its native VLAN.
+    its native VLAN. ``trunks``: each trunk's ``allowed`` VIDs; a trunk that carries
+    a secondary VLAN must carry its primary too (:func:`trunk_errors`).
     """
     errors: list[str] = []
     # VID -> (primary, kind, the port that first said so)
@@ -151,6 +153,38 @@ def pvlan_errors(pvlans: Mapping[str, PvlanConfig | None],
                         else f"a secondary VLAN of primary {primary}")
                 errors.append(f"ports.{name}.{key}: VLAN {vid} is {what} (port {port!r}); "
                               "it cannot be a normal VLAN's untagged VLAN here")
+    for name, allowed in (trunks or {}).items():
+        errors += trunk_errors(name, allowed, role)
+    return errors
+
+
+def trunk_errors(name: str, allowed: tuple[int, ...],
+                 role: Mapping[int, tuple[int, str, str]]) -> list[str]:
+    """A trunk that carries secondary VLANs of a private VLAN without its primary: one
+    error per primary, at ``ports.NAME.vlan.allowed``.
+
+    Frames of the promiscuous ports travel on the primary (docs/pvlan.md, "On the
+    wire"), so the secondaries' hosts behind such a trunk could send but never get
+    an answer from them (nor from anything promiscuous behind the trunk); every
+    PVLAN-aware switch carries a private VLAN over a trunk as a whole.
+    ``role``: VID -> (primary, kind, the port that says so).
+    """
+    carried = set(allowed)
+    missing: dict[int, list[tuple[int, str, str]]] = {}
+    for vid in sorted(carried):
+        got = role.get(vid)
+        if got is not None and got[1] != "primary" and got[0] not in carried:
+            missing.setdefault(got[0], []).append((vid, got[1], got[2]))
+    errors = []
+    for primary, rows in missing.items():
+        what = ", ".join(f"{vid} ({kind}, port {port!r})" for vid, kind, port in rows)
+        plural = "s" if len(rows) > 1 else ""
+        errors.append(
+            f"ports.{name}.vlan.allowed: the trunk carries secondary VLAN{plural} {what} of "
+            f"the private VLAN of primary {primary} but not the primary {primary}: frames "
+            f"from promiscuous ports travel on VLAN {primary}, so hosts behind the trunk in "
+            f"the secondary VLAN{plural} would get no answer from them (add {primary} to "
+            f"'allowed', or leave the secondary VLAN{plural} out)")
     return errors
 
 
