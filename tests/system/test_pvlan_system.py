@@ -118,7 +118,8 @@ def test_trunk_without_the_primary_refused_live_running_config_intact(
         assert not ping(netlab, hs["i1"][0], ADDR["i2"], count=1, check=False)
         with sw.client(token) as c:
             # a live change through the API (not in the file)
-            made = c.post("/ports/p/acls", json={"id": "no-lab", "action": "deny", "direction": "both",
+            made = c.post("/ports/p/acls", json={"id": "no-lab", "action": "deny",
+                                                  "direction": "both",
                                                   "remote_ip": "10.98.0.0/16"})
             assert made.status_code == 200, made.text
             before = c.get("/config").json()

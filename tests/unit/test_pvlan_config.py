@@ -89,7 +89,8 @@ def test_trunk_without_the_primary_one_error_naming_every_secondary() -> None:
 
 def test_trunk_with_the_primary_alone_or_with_some_secondaries_is_valid() -> None:
     for allowed in ("[200]", "[200, 201]", "[10, 200-202]"):
-        cfg = load_text(GOOD + f"  x: {{type: memory, vlan: {{mode: trunk, allowed: {allowed}}}}}\n")
+        trunk = f"  x: {{type: memory, vlan: {{mode: trunk, allowed: {allowed}}}}}\n"
+        cfg = load_text(GOOD + trunk)
         assert "x" in cfg.ports
 
 
