@@ -174,6 +174,33 @@ def test_trace_names_primary_secondary_and_mode(sw: Switch) -> None:
     assert "same community" in tracer.render()
 
 
+@pytest.mark.parametrize("src", list(ROLES))
+@pytest.mark.parametrize("kind", ["broadcast", "unknown"])
+def test_flood_trace_names_the_ports_left_out_and_why(sw: Switch, src: str, kind: str) -> None:
+    """A flood's trace says where it goes and, by the PVLAN rule, which members of the
+    frame's VLAN it leaves out and why; both agree with what the switch then does."""
+    frame = arp(src) if kind == "broadcast" else ping(src, UNKNOWN)
+    _d, outcome, tracer = sw.engine.trace(src, frame)
+    names = sw.engine.state.port_names
+    floods = [n for n in tracer.root.children if n.stage == "flood"]
+    reached = floods[0].data["ports"]
+    assert floods[0].message == "to " + ", ".join(reached)
+    assert sorted(reached) == sorted(names[p] for p, _ in outcome.outputs)
+    assert set(reached) == {d for d in ROLES if d != src and reachable(src, d)} | {"t"}
+    left = {p: (n.data["reason"], n.data["why"]) for n in floods[1:] if "reason" in n.data
+            for p in n.data["ports"]}
+    assert set(left) == {d for d in ROLES if d != src and not reachable(src, d)}
+    for dst, (reason, why) in left.items():
+        isolated = "isolated" in (ROLES[src].mode, ROLES[dst].mode)
+        assert reason == ("pvlan-isolated" if isolated else "pvlan-community")
+        assert why in tracer.render()
+        line = next(n.message for n in floods if dst in n.data.get("ports", ()))
+        assert f"{dst} ({ROLES[dst].mode} VLAN {ROLES[dst].vid})" in line
+        assert f"the frame is in {ROLES[src].mode} VLAN {ROLES[src].vid} of primary 200" in line
+    assert {names[d.port]: d.reason.value for d in outcome.drops} == {
+        p: r for p, (r, _) in left.items()}
+
+
 def test_reload_invalidates_cached_pvlan_decisions(sw: Switch) -> None:
     learn_all(sw)
     frame = ping("c1", mac("d1"))

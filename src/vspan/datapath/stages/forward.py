@@ -6,6 +6,7 @@ from vspan.datapath.decision import Drop, Learn, Refresh
 from vspan.datapath.fdb import LearnResult
 from vspan.datapath.flowkey import mac_str
 from vspan.datapath.reasons import DropReason
+from vspan.datapath.stages import pvlan
 from vspan.datapath.stages.base import StageContext
 from vspan.datapath.stages.vlan import vlan_name
 from vspan.datapath.state import PortRuntime
@@ -102,7 +103,12 @@ def lookup(ctx: StageContext) -> tuple[list[PortRuntime], Drop | None, bool]:
             tr.report("flood", f"no other port in VLAN {ctx.vlan}: drop")
         return [], Drop(DropReason.NO_DESTINATION, port.index), True
     if tr.enabled:
-        tr.report("flood", "to " + ", ".join(p.name for p in outs))
+        node = tr.report("flood", "")
+        left = pvlan.flood_left_out(ctx, outs)  # the private VLAN's rules leave out
+        reached = [p.name for p in outs if p not in left]
+        node.message = ("to " + ", ".join(reached) if reached
+                        else "to no port: the private VLAN rules leave every member out")
+        node.data["ports"] = reached
         _report_outside(ctx)
     return outs, None, True
 

@@ -58,6 +58,40 @@ def classify(ctx: StageContext) -> None:
               vlan=ctx.vlan)
 
 
+def forbidden(vid: int, pv: PvlanVlan, out: PortRuntime) -> tuple[DropReason, str] | None:
+    """Whether the PVLAN rules forbid a frame of ``vid`` (``pv``: what it is in its private
+    VLAN) to port ``out``, a member of ``vid``: the drop reason and why, else ``None``."""
+    mode = out.pvlan_mode
+    if not mode or mode == _PROMISCUOUS or pv.kind == "primary" or (
+            mode == _COMMUNITY and out.egress_untagged == vid):
+        return None
+    if pv.kind == _ISOLATED or mode == _ISOLATED:
+        return DropReason.PVLAN_ISOLATED, "an isolated port talks only to promiscuous ports"
+    return (DropReason.PVLAN_COMMUNITY,
+            "a community talks only to itself and to promiscuous ports")
+
+
+def flood_left_out(ctx: StageContext, outs: list[PortRuntime]) -> list[PortRuntime]:
+    """Tracing only: the members of the frame's VLAN a flood reaches (``outs``) that the
+    PVLAN rules leave out, reported in one line per rule (the ports, the reason and why);
+    the ports the flood really reaches are ``outs`` without them."""
+    pv = ctx.state.pvlans.get(ctx.vlan)
+    if pv is None:
+        return []
+    groups: dict[tuple[DropReason, str], list[PortRuntime]] = {}
+    for out in outs:
+        rule = forbidden(ctx.vlan, pv, out)
+        if rule is not None:
+            groups.setdefault(rule, []).append(out)
+    for (reason, why), ports in groups.items():
+        names = ", ".join(f"{p.name} ({p.pvlan_mode} VLAN {p.egress_untagged})"
+                          for p in ports)
+        ctx.tracer.report(
+            "flood", f"not to {names}: the frame is in {describe(ctx.vlan, pv)} and {why} "
+            f"({reason.value})", ports=[p.name for p in ports], reason=reason.value, why=why)
+    return [p for ports in groups.values() for p in ports]
+
+
 def egress(ctx: StageContext, out: PortRuntime) -> Drop | None:
     """The Drop for the copy to ``out`` when the PVLAN rules forbid it, else ``None``.
 
@@ -76,9 +110,8 @@ def egress(ctx: StageContext, out: PortRuntime) -> Drop | None:
         return Drop(DropReason.VLAN_NOT_ALLOWED, out.index,
                     detail=f"VID {vid} of private VLAN {pv.primary} not carried")
     mode = out.pvlan_mode
-    own = out.egress_untagged
-    if not mode or mode == _PROMISCUOUS or pv.kind == "primary" or (
-            mode == _COMMUNITY and own == vid):
+    rule = forbidden(vid, pv, out)
+    if rule is None:
         if tr.enabled:
             why = ("a promiscuous port talks to every port of the domain"
                    if pv.kind == "primary" or mode == _PROMISCUOUS
@@ -87,12 +120,9 @@ def egress(ctx: StageContext, out: PortRuntime) -> Drop | None:
             tr.report("pvlan", f"{describe(vid, pv)} -> port {out.name} ({_port_role(out)}): "
                       f"allowed ({why})")
         return None
-    isolated = pv.kind == _ISOLATED or mode == _ISOLATED
-    reason = DropReason.PVLAN_ISOLATED if isolated else DropReason.PVLAN_COMMUNITY
+    reason, why = rule
     if tr.enabled:
-        why = ("an isolated port talks only to promiscuous ports" if isolated
-               else "a community talks only to itself and to promiscuous ports")
         tr.report("pvlan", f"{describe(vid, pv)} -> port {out.name} ({_port_role(out)}): "
                   f"{why}: drop ({reason.value})")
     return Drop(reason, out.index, detail=f"VLAN {vid} of primary {pv.primary} to {mode} "
-                f"VLAN {own}")
+                f"VLAN {out.egress_untagged}")
