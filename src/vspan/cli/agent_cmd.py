@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     agent = Agent(Config(switch=SwitchConfig(name=args.dvs, control_socket=sock)),
                   open_backend)
+    agent.host_name = args.host  # observed events name the switch's host
     agent.start()
     host = HostAgent(store, args.dvs, args.host, args.underlay, agent, control_socket=sock,
                      ttl=args.ttl, status_interval=args.status_interval, store_url=args.etcd,

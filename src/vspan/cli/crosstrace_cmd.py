@@ -50,17 +50,10 @@ def _fill(args: argparse.Namespace, src: Any, dst: Any) -> None:
 
 
 def _endpoints(args: argparse.Namespace, live: dict[str, Any]) -> dict[str, Endpoint]:
-    out: dict[str, Endpoint] = {}
-    for host, reg in live.items():
-        if reg.socket:
-            out[host] = Endpoint(reg.socket)
-    for item in args.agent:
-        host, sep, where = item.partition("=")
-        if not sep or not host or not where:
-            raise ValueError(f"--agent {item!r}: give HOST=SOCKET or HOST=URL")
-        out[host] = (Endpoint(url=where, token_file=args.token_file, cacert=args.cacert)
-                     if where.startswith(("http://", "https://")) else Endpoint(where))
-    return out
+    from vspan.cli.observe_dvs import agent_endpoints
+
+    out = {host: Endpoint(reg.socket) for host, reg in live.items() if reg.socket}
+    return out | agent_endpoints(args.agent, args.token_file, args.cacert)
 
 
 def run(args: argparse.Namespace, build_frame: Callable[[argparse.Namespace], bytes]) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from vspan.capture.events import KINDS, SUPPRESSED, human
 from vspan.capture.observe import DEFAULT_MAX_RATE
+from vspan.cli import observe_dvs
 from vspan.cli.client import (
     ClientError,
     Endpoint,
@@ -20,6 +21,7 @@ from vspan.cli.client import (
     fail,
     stream_lines,
 )
+from vspan.cli.dvs_cmd import DEFAULT_ETCD
 from vspan.datapath.reasons import EXPLANATIONS, STAGES, DropReason
 
 RETRY_SECONDS = 1.0
@@ -61,6 +63,16 @@ def register(sub: Any) -> None:
     p.add_argument("-c", "--count", type=int, default=0, help="stop after N events")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
     add_socket_arg(p)
+    g = p.add_argument_group("every host of a distributed switch")
+    g.add_argument("--dvs", nargs="?", const="", default=None, metavar="NAME",
+                   help="observe every running agent of distributed switch NAME (default: "
+                        "env VSPAN_DVS, or the only one), found in etcd and followed: agents "
+                        "that join or leave while observing are picked up and reported")
+    g.add_argument("--etcd", default=DEFAULT_ETCD,
+                   help="etcd client URL (default: %(default)s; env VSPAN_ETCD)")
+    g.add_argument("--agent", action="append", default=[], metavar="HOST=SOCKET|URL",
+                   help="where host HOST's agent answers (default: the control socket its "
+                        "registration names); an https URL uses --token-file/--cacert")
     p.set_defaults(func=run)
 
     e: argparse.ArgumentParser = sub.add_parser(
@@ -96,13 +108,67 @@ def _reader(target: Endpoint, params: dict[str, Any], follow: bool,
         time.sleep(RETRY_SECONDS)
 
 
+class Printer:
+    """Writes events (JSON lines or human lines), counts them, keeps each switch's last
+    suppressed totals."""
+
+    def __init__(self, as_json: bool, count: int) -> None:
+        self.as_json = as_json
+        self.count = count
+        self.shown = 0
+        self.totals: dict[str, dict[str, int]] = {}  # per switch
+
+    def show(self, ev: dict[str, Any], where: str) -> bool:
+        """Write one event from ``where``; whether --count is reached."""
+        kind = ev.get("type")
+        if kind == SUPPRESSED:
+            self.totals[where] = ev.get("total", {})
+        if self.as_json:
+            sys.stdout.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        elif kind == "started":
+            sys.stderr.write(f"vspan: observing {where}; Ctrl-C stops\n")
+        elif isinstance(kind, str) and kind.startswith("host-"):
+            sys.stdout.write(member_text(ev) + "\n")
+        else:
+            sys.stdout.write(human(ev) + "\n")
+        sys.stdout.flush()
+        if kind in KINDS:
+            self.shown += 1
+            return bool(self.count and self.shown >= self.count)
+        return False
+
+    def summary(self) -> str:
+        """The closing line (stderr)."""
+        left_out = sum(t.get(k, 0) for t in self.totals.values()
+                       for k in ("sampled_out", "rate_limited", "queue_full"))
+        return f"{self.shown} events shown, {left_out} suppressed (as last reported)\n"
+
+
+def member_text(ev: dict[str, Any]) -> str:
+    """A distributed switch's membership change as one human line."""
+    clock = str(ev.get("time", ""))[11:26]
+    host = ev.get("host", "")
+    if ev["type"] == "host-left":
+        return f"{clock} -- host {host} left: {ev.get('why', '')} --"
+    verb = "joined" if ev["type"] == "host-joined" else "restarted (a new agent process)"
+    where = (f"observing its agent at {ev['agent']}" if ev.get("agent")
+             else ev.get("note", "not observed"))
+    return f"{clock} -- host {host} {verb}, underlay {ev.get('underlay', '?')}: {where} --"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Stream events from the switch (and every ``--also`` switch or agent) to stdout until
-    Ctrl-C, --count or --duration; totals on stderr."""
+    """Stream events from the switch (and every ``--also`` switch or agent; or, with
+    ``--dvs``, every running agent of a distributed switch) to stdout until Ctrl-C,
+    --count or --duration; totals on stderr."""
     if args.sample < 1:
         return fail(ValueError("--sample must be at least 1"))
     if not args.max_rate > 0:
         return fail(ValueError("--max-rate must be positive"))
+    printer = Printer(args.json, args.count)
+    if args.dvs is not None:
+        rc = observe_dvs.run(args, _params(args), printer.show)
+        sys.stderr.write(printer.summary())
+        return rc
     main = endpoint(args)
     targets = [main] + [Endpoint(url=a, token_file=main.token_file, cacert=main.cacert)
                         if a.startswith(("http://", "https://")) else Endpoint(a)
@@ -112,10 +178,8 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=_reader, args=(target, _params(args), args.follow, lines),
                          daemon=True).start()
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
-    shown = 0
     open_streams = len(targets)
     failed = False
-    totals: dict[str, dict[str, int]] = {}  # per switch
     try:
         while open_streams:
             wait = None if deadline is None else deadline - time.monotonic()
@@ -131,27 +195,12 @@ def run(args: argparse.Namespace) -> int:
                     open_streams -= 1
                     failed = failed or "ended the stream" not in why
                 continue
-            ev = json.loads(line)
-            kind = ev.get("type")
-            if kind == SUPPRESSED:
-                totals[where] = ev.get("total", {})
-            if args.json:
-                sys.stdout.write(line + "\n")
-            elif kind == "started":
-                sys.stderr.write(f"vspan: observing {where}; Ctrl-C stops\n")
-            else:
-                sys.stdout.write(human(ev) + "\n")
-            sys.stdout.flush()
-            if kind in KINDS:
-                shown += 1
-                if args.count and shown >= args.count:
-                    break
+            if printer.show(json.loads(line), where):
+                break
     except KeyboardInterrupt:
         pass
-    left_out = sum(t.get(k, 0) for t in totals.values()
-                   for k in ("sampled_out", "rate_limited", "queue_full"))
-    sys.stderr.write(f"{shown} events shown, {left_out} suppressed (as last reported)\n")
-    return 1 if failed and not shown else 0
+    sys.stderr.write(printer.summary())
+    return 1 if failed and not printer.shown else 0
 
 
 def reason_rows() -> list[dict[str, str]]:

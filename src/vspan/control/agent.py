@@ -107,6 +107,8 @@ class Agent:
     def __init__(self, config: Config, backend_factory: BackendFactory,
                  config_path: str | None = None) -> None:
         self.config_path = config_path
+        # the host its events name: the machine's, or a distributed switch's host name
+        self.host_name = socket.gethostname()
         self.engine = build_engine(config, backend_factory)
         self.live = LiveChanges()  # what commands changed that the file does not say
         self._lock = threading.Lock()  # serialises config changes
@@ -636,7 +638,7 @@ class Agent:
                 raise AgentError(str(err)) from None
             self._observer_ids += 1
             obs = Observer(self._observer_ids, spec, SwitchNames(self.engine),
-                           self.config.switch.name, socket.gethostname(), self.engine.clock())
+                           self.config.switch.name, self.host_name, self.engine.clock())
             self.engine.add_observer(obs)
             return obs
 
