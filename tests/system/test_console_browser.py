@@ -2,7 +2,8 @@
 ``vspan up --listen`` with two namespaces: log in with a token, see the ports, create a
 mirror session, watch its counters move while one namespace pings the other and a port
 ACL's drops appear by reason and rule (no reload),
-trace a frame (the page's verdict is the CLI's), and see a viewer refused.
+trace a frame (the page's verdict is the CLI's), and see a viewer refused; the frame
+events part showing that switch's own events of real pings and ACL drops.
 
 Screenshots are kept under ``.artifacts/console/`` at the repository root (ignored by git).
 Needs Debian's ``chromium`` and ``chromium-driver`` (``scripts/install-system.sh``) and the
@@ -384,3 +385,110 @@ def test_frame_events_part(tmp_path: Path, browser: Any) -> None:
         server.should_exit = True
         thread.join(timeout=10)
         agent.stop()
+
+
+def observed_lines(driver: Any) -> list[str]:
+    """The frame events part's lines, newest first."""
+    return [e.text for e in driver.find_elements("css selector", "#observe-list li")]
+
+
+def test_frame_events_of_a_real_switch(netlab: Lab, tmp_path: Path, browser: Any) -> None:
+    """The console's frame events part on a real ``vspan up --listen`` (its own
+    ``GET /observe``): a ping between two namespaces shows as forwarded lines both ways, a
+    frame the port ACL denies as a drop with its stage, reason and rule, as the switch
+    counts it; "dropped" shows only drops; Stop detaches the switch's observer; a viewer
+    (who may not see frame headers) gets no events."""
+    require_tools("ping")
+    h = hosts(netlab, {"a": "10.45.0.1/24", "b": "10.45.0.2/24"})
+    yaml_text = (
+        "ports:\n"
+        f"  a: {{interface: {h['a'][1]}, vlan: {{mode: access, id: 10}}, policy: {{acls: "
+        "[{id: no-lab, action: deny, direction: both, remote_ip: 10.99.0.0/16}]}}\n"
+        f"  b: {{interface: {h['b'][1]}, vlan: {{mode: access, id: 10}}}}\n")
+    sw = ApiSwitch(tmp_path, yaml_text)
+    sw.start()
+    try:
+        admin_token = sw.token("ui-obs", "mirror-admin")
+        viewer_token = sw.token("ui-obs-viewer", "viewer")
+        d = browser
+        login(d, sw.url, admin_token)
+        until(d, "the frame events offered", lambda d: d.find_element(
+            "id", "observe-form").is_displayed())
+        assert observed_lines(d) == []
+        d.find_element("id", "observe-toggle").click()
+        until(d, "watching", lambda d: d.find_element("id", "observe-toggle").text == "Stop")
+        with sw.client(admin_token) as c:
+            until(d, "the switch's observer attached", lambda _d: len(
+                c.get("/observers").json()) == 1)
+
+        # a real ping through the switch: forwarded both ways, with the frames' addresses
+        ns_a = h["a"][0]
+        netlab.exec(ns_a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.45.0.2", timeout=30)
+
+        def has_line(*parts: str) -> Callable[[Any], bool]:
+            return lambda d: any(all(p in line for p in parts) for line in observed_lines(d))
+
+        until(d, "a's echo request forwarded to b", has_line(
+            " forwarded a -> b | 10.45.0.1 > 10.45.0.2 icmp"))
+        until(d, "b's echo reply forwarded to a", has_line(
+            " forwarded b -> a | 10.45.0.2 > 10.45.0.1 icmp"))
+
+        # frames the port's ACL denies: the drop with its stage, reason and rule
+        netlab.exec(ns_a, "ip", "route", "add", "10.99.0.0/16", "dev", "eth0")
+        netlab.exec(ns_a, "ip", "neigh", "replace", "10.99.0.5", "lladdr", "02:00:00:00:09:09",
+                    "dev", "eth0", "nud", "permanent")
+        drops0 = sum(r["frames"] for r in sw.show("counters")["drops"] if r["rule"] == "no-lab")
+        netlab.exec(ns_a, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.99.0.5", check=False,
+                    timeout=30)
+        drop_line = "dropped a at a [acl] acl-deny rule no-lab | 10.45.0.1 > 10.99.0.5 icmp"
+        until(d, "the ACL's drops listed", lambda d: sum(
+            drop_line in line for line in observed_lines(d)) == 2)
+        drops1 = sum(r["frames"] for r in sw.show("counters")["drops"] if r["rule"] == "no-lab")
+        assert drops1 - drops0 == 2  # as many lines as the switch counted drops
+        first = observed_lines(d)[0]  # newest first: the last drop
+        assert drop_line in first and first[:12].count(":") == 2 and "#" in first
+        print(f"console screenshot: {shot(d, 'frame-events-real')}")
+
+        # only drops
+        d.find_element("id", "observe-toggle").click()
+        until(d, "stopped", lambda d: d.find_element("id", "observe-toggle").text == "Watch")
+        with sw.client(admin_token) as c:
+            until(d, "the switch's observer detached", lambda _d: c.get(
+                "/observers").json() == [])
+        from selenium.webdriver.support.ui import Select
+
+        Select(d.find_element("id", "observe-verdict")).select_by_value("dropped")
+        before = len(observed_lines(d))
+        d.find_element("id", "observe-toggle").click()
+        until(d, "watching drops", lambda d: d.find_element("id", "observe-toggle").text
+              == "Stop")
+        with sw.client(admin_token) as c:
+            until(d, "the drops observer attached", lambda _d: len(
+                c.get("/observers").json()) == 1)
+        netlab.exec(ns_a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.45.0.2", timeout=30)
+        netlab.exec(ns_a, "ping", "-c", "1", "-W", "1", "10.99.0.5", check=False, timeout=30)
+        until(d, "the new drop listed", lambda d: len(observed_lines(d)) > before
+              and drop_line in observed_lines(d)[0])
+        new = observed_lines(d)[:len(observed_lines(d)) - before]
+        assert new and all(" dropped " in line for line in new), new
+        d.find_element("id", "observe-toggle").click()
+        until(d, "stopped again", lambda d: d.find_element("id", "observe-toggle").text
+              == "Watch")
+
+        # a viewer may not see frame headers: no events for it
+        logout(d)
+        login(d, sw.url, viewer_token)
+        assert observed_lines(d) == []  # nothing of the previous session is left
+        until(d, "the frame events offered to the viewer too", lambda d: d.find_element(
+            "id", "observe-form").is_displayed())
+        d.find_element("id", "observe-toggle").click()
+        refusal = until(d, "the refusal", lambda d: text(d, "#observe-msg")
+                        if "403" in text(d, "#observe-msg") else "")
+        assert refusal.startswith("Refused (403): token:ui-obs-viewer (viewer)"), refusal
+        netlab.exec(ns_a, "ping", "-c", "1", "-W", "2", "10.45.0.2", timeout=30)
+        assert observed_lines(d) == [], "a viewer was shown frame events"
+        with sw.client(admin_token) as c:
+            assert c.get("/observers").json() == []
+        assert csp_violations(d) == []
+    finally:
+        sw.stop()
