@@ -266,3 +266,26 @@ def test_human_stream_names_hosts_and_members(dlab: DvsLab) -> None:
     assert len(frames) == 2, out
     assert all(x.split()[1] in ("h1", "h2") for x in frames), out
     assert "2 events shown" in err
+
+
+def test_no_such_switch_and_no_agent(dlab: DvsLab) -> None:
+    """A misspelt switch is an error (not a silent wait); a switch without running agents
+    says it waits for one."""
+    dl = dlab
+    proc = subprocess.run(["ip", "netns", "exec", dl.router, *VSPAN, "observe", "--dvs",
+                           "nosuch", "--etcd", dl.etcd_url, "--duration", "5"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 1
+    assert "no distributed switch named 'nosuch'" in proc.stderr
+    dl.kill_agent("h1", signal.SIGTERM)  # deregisters at once
+    dl.kill_agent("h2", signal.SIGTERM)
+    proc = subprocess.run(["ip", "netns", "exec", dl.router, *VSPAN, "observe", "--dvs",
+                           "--etcd", dl.etcd_url, "--duration", "2"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "no agent of lab is running now: waiting for one to register" in proc.stderr
+    assert proc.stdout == ""
+    proc = subprocess.run(["ip", "netns", "exec", dl.router, *VSPAN, "observe", "--dvs",
+                           "--agent", "h1", "--etcd", dl.etcd_url, "--duration", "2"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 1 and "--agent 'h1': give HOST=SOCKET or HOST=URL" in proc.stderr

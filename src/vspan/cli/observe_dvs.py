@@ -151,6 +151,7 @@ def run(args: argparse.Namespace, params: dict[str, Any],
 def _run(args: argparse.Namespace, params: dict[str, Any],
          show: Callable[[dict[str, Any], str], bool]) -> int:
     from vspan.cli.dvs_cmd import _name, _store
+    from vspan.control.dvs.admin import DvsAdmin
     from vspan.control.dvs.livewatch import watch_live
 
     if args.also:
@@ -159,6 +160,7 @@ def _run(args: argparse.Namespace, params: dict[str, Any],
     overrides = agent_endpoints(args.agent, args.token_file, args.cacert)
     store = _store(args.etcd)
     name = _name(args, store)
+    st = DvsAdmin(store, name).state()  # DvsError when there is no such switch
     stopped = threading.Event()
     obs = DvsObserver(name, params, overrides, lambda ev: obs.queue.put(("member", ev)))
 
@@ -169,6 +171,9 @@ def _run(args: argparse.Namespace, params: dict[str, Any],
     threading.Thread(target=watch, daemon=True).start()
     sys.stderr.write(f"vspan: observing distributed switch {name} (agents from "
                      f"{args.etcd}); Ctrl-C stops\n")
+    if not st.live:
+        sys.stderr.write(f"vspan: no agent of {name} is running now: waiting for one to "
+                         "register\n")
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     try:
         while True:
