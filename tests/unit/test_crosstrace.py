@@ -281,4 +281,3 @@ def test_the_predicted_outcome_decides_where_the_agent_gives_one() -> None:
     copy, = trace_across(dvs(), LIVE, "web1", frame(), copying)["copies"]
     assert (copy["session"], copy["point"], copy["to"], copy["delivered"]) == (
         "watch", "ingress", ["snf (h2)"], True)
-

@@ -50,7 +50,7 @@ def _fill(args: argparse.Namespace, src: Any, dst: Any) -> None:
 
 
 def _endpoints(args: argparse.Namespace, live: dict[str, Any]) -> dict[str, Endpoint]:
-    from vspan.cli.observe_dvs import agent_endpoints
+    from vspan.cli.dvsclient import agent_endpoints
 
     out = {host: Endpoint(reg.socket) for host, reg in live.items() if reg.socket}
     return out | agent_endpoints(args.agent, args.token_file, args.cacert)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vspan.cli.client import Endpoint
     from vspan.control.dvs.admin import DvsAdmin
     from vspan.control.store.base import Store
 
@@ -104,3 +105,18 @@ def guarded(fn: Command) -> Command:
             return fail(str(err))
 
     return wrapped
+
+
+def agent_endpoints(items: list[str], token_file: str | None,
+                    cacert: str | None) -> dict[str, Endpoint]:
+    """``--agent HOST=SOCKET|URL`` options as endpoints by host (ValueError when malformed)."""
+    from vspan.cli.client import Endpoint
+
+    out: dict[str, Endpoint] = {}
+    for item in items:
+        host, sep, where = item.partition("=")
+        if not sep or not host or not where:
+            raise ValueError(f"--agent {item!r}: give HOST=SOCKET or HOST=URL")
+        out[host] = (Endpoint(url=where, token_file=token_file, cacert=cacert)
+                     if where.startswith(("http://", "https://")) else Endpoint(where))
+    return out

@@ -21,7 +21,7 @@ from vspan.cli.client import (
     fail,
     stream_lines,
 )
-from vspan.cli.dvs_cmd import DEFAULT_ETCD
+from vspan.cli.dvsclient import DEFAULT_ETCD
 from vspan.datapath.reasons import EXPLANATIONS, STAGES, DropReason
 
 RETRY_SECONDS = 1.0

@@ -67,19 +67,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def agent_endpoints(items: list[str], token_file: str | None,
-                    cacert: str | None) -> dict[str, Endpoint]:
-    """``--agent HOST=SOCKET|URL`` options as endpoints by host (ValueError when malformed)."""
-    out: dict[str, Endpoint] = {}
-    for item in items:
-        host, sep, where = item.partition("=")
-        if not sep or not host or not where:
-            raise ValueError(f"--agent {item!r}: give HOST=SOCKET or HOST=URL")
-        out[host] = (Endpoint(url=where, token_file=token_file, cacert=cacert)
-                     if where.startswith(("http://", "https://")) else Endpoint(where))
-    return out
-
-
 class DvsObserver:
     """Readers for the live hosts, kept in step with the registrations."""
 
@@ -143,14 +130,14 @@ def run(args: argparse.Namespace, params: dict[str, Any],
         show: Callable[[dict[str, Any], str], bool]) -> int:
     """Observe every running agent of the distributed switch until Ctrl-C, --count or
     --duration. ``show(event, where)`` prints one event and says whether to stop."""
-    from vspan.cli.dvs_cmd import _guard
+    from vspan.cli.dvsclient import guarded
 
-    return _guard(lambda a: _run(a, params, show))(args)
+    return guarded(lambda a: _run(a, params, show))(args)
 
 
 def _run(args: argparse.Namespace, params: dict[str, Any],
          show: Callable[[dict[str, Any], str], bool]) -> int:
-    from vspan.cli.dvs_cmd import _name, _store
+    from vspan.cli.dvsclient import agent_endpoints, open_store, switch_name
     from vspan.control.dvs.admin import DvsAdmin
     from vspan.control.dvs.livewatch import watch_live
 
@@ -158,8 +145,8 @@ def _run(args: argparse.Namespace, params: dict[str, Any],
         raise ValueError("--dvs observes every agent the switch's registrations name: use "
                          "--agent HOST=SOCKET|URL (not --also) to say where one answers")
     overrides = agent_endpoints(args.agent, args.token_file, args.cacert)
-    store = _store(args.etcd)
-    name = _name(args, store)
+    store = open_store(args.etcd)
+    name = switch_name(args, store)
     st = DvsAdmin(store, name).state()  # DvsError when there is no such switch
     stopped = threading.Event()
     obs = DvsObserver(name, params, overrides, lambda ev: obs.queue.put(("member", ev)))
