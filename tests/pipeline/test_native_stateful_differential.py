@@ -1,0 +1,220 @@
+"""Stateful ports, native against Python, scripted: the sequences a native
+established-connection step (issue 9 item 2, ``docs/datapath.md``) must leave exactly as
+the Python tracker decides them — handshakes, data both ways (long enough runs that a
+native step would take them), out-of-window segments (strict and liberal), a stale
+acknowledgement, FIN and RST closes, idle expiry of TCP, UDP and extended-ACL sessions
+(and the frames after it), ICMP echo — through a switch with ``VSPAN_FASTPATH=native``
+and one with ``python``; after every frame every output byte, counter and table
+(connections with their window edges, sessions) must be equal, and the tracker must
+have decided what the script expects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from tests.helpers.agreement import RecordingSender
+from tests.helpers.differential import build, observe
+from tests.pipeline.harness import Switch
+from vspan.datapath import native
+from vspan.ports.base import Frame
+
+pytestmark = pytest.mark.skipif(not native.available(),
+                                reason="vspan.datapath._native was not built (no C compiler?)")
+
+CONFIG = """
+ports:
+  a: {type: memory, vlan: {mode: access, id: 10}}
+  b:
+    type: memory
+    vlan: {mode: access, id: 10}
+    policy:
+      extended_acls:
+        - {id: x-out, action: allow, direction: out, weight: 100, protocol: udp,
+           remote_port: 5000, stateful: true, idle_timeout: 30}
+        - {id: x-in, action: deny, direction: in, weight: 10, protocol: udp,
+           local_port: 4000}
+firewall:
+  default_action: drop
+  timeouts: {tcp_established: 300, udp_multiple: 60}
+  sections:
+    - name: web
+      tcp_strict: true
+      rules:
+        - {id: web, services: ["tcp/80"], action: allow}
+    - name: other
+      rules:
+        - {id: ssh, services: ["tcp/22"], action: allow}
+        - {id: dns, services: ["udp/53", "udp/5000"], action: allow}
+        - {id: ping, services: ["icmp"], action: allow}
+"""
+
+MAC = {"a": "02:00:00:00:00:01", "b": "02:00:00:00:00:02"}
+IPS = {"a": "10.0.0.1", "b": "10.0.0.2"}
+OTHER = {"a": "b", "b": "a"}
+
+
+@dataclass
+class Step:
+    """One frame: sent by ``port`` after ``dt`` seconds; ``delivered``: whether the other
+    VM must get it (the tracker's decision the script expects)."""
+
+    port: str
+    frame: bytes
+    delivered: bool
+    what: str
+    dt: float = 0.0
+    reason: str = ""  # the drop reason a dropped frame must be counted under
+
+
+INVALID = "firewall-state-invalid"
+DENY = "firewall-deny"
+EXT_DENY = "ext-acl-deny"
+
+
+class Tcp:
+    """One TCP conversation from ``a`` (client) to ``b``'s port ``dport``."""
+
+    def __init__(self, sport: int, dport: int) -> None:
+        self.sport, self.dport = sport, dport
+        self.nxt = {"a": 1000, "b": 900000}
+
+    def seg(self, port: str, flags: str, size: int = 0, seq_off: int = 0,
+            ack_off: int = 0, ok: bool = True, what: str = "", dt: float = 0.0,
+            advance: bool = True, reason: str = "") -> Step:
+        """A segment from ``port`` (sequence numbers follow the conversation)."""
+        peer = OTHER[port]
+        seq = self.nxt[port] + seq_off
+        ack = 0 if flags == "S" else self.nxt[peer] + ack_off
+        sport, dport = ((self.sport, self.dport) if port == "a"
+                        else (self.dport, self.sport))
+        frame = bytes(Ether(src=MAC[port], dst=MAC[peer])
+                      / IP(src=IPS[port], dst=IPS[peer])
+                      / TCP(sport=sport, dport=dport, flags=flags, seq=seq & 0xFFFFFFFF,
+                            ack=ack & 0xFFFFFFFF, window=8192) / Raw(b"d" * size))
+        if advance and ok:
+            self.nxt[port] += size + ("S" in flags) + ("F" in flags)
+        return Step(port, frame, ok, what or f"tcp {self.dport} {port} {flags} {size}", dt,
+                    reason)
+
+    def handshake(self) -> list[Step]:
+        """SYN, SYN-ACK, ACK."""
+        return [self.seg("a", "S"), self.seg("b", "SA"), self.seg("a", "A")]
+
+    def data(self, rounds: int) -> list[Step]:
+        """Data both ways with acknowledgements: the established steady state."""
+        out: list[Step] = []
+        for _ in range(rounds):
+            out += [self.seg("a", "PA", 100), self.seg("b", "A"), self.seg("b", "PA", 300),
+                    self.seg("a", "A")]
+        return out
+
+
+def udp(port: str, sport: int, dport: int, ok: bool, dt: float = 0.0,
+        reason: str = "") -> Step:
+    """A UDP datagram from ``port``."""
+    peer = OTHER[port]
+    frame = bytes(Ether(src=MAC[port], dst=MAC[peer]) / IP(src=IPS[port], dst=IPS[peer])
+                  / UDP(sport=sport, dport=dport) / Raw(b"u" * 20))
+    return Step(port, frame, ok, f"udp {port} {sport}->{dport}", dt, reason)
+
+
+def ping(port: str, typ: int, ok: bool, dt: float = 0.0, reason: str = "") -> Step:
+    """An ICMP echo request (8) or reply (0) from ``port``."""
+    peer = OTHER[port]
+    frame = bytes(Ether(src=MAC[port], dst=MAC[peer]) / IP(src=IPS[port], dst=IPS[peer])
+                  / ICMP(type=typ, id=7, seq=1))
+    return Step(port, frame, ok, f"icmp {typ} {port}", dt, reason)
+
+
+def script() -> Iterator[Step]:
+    """Every sequence the task names, in order."""
+    # MACs learned (the ARP-less way: a dropped frame does not teach, a UDP/53 one does)
+    yield udp("a", 3000, 53, True)
+    yield udp("b", 53, 3000, True)
+    # strict section (tcp/80): handshake, a long run of data both ways
+    web = Tcp(40001, 80)
+    yield from web.handshake()
+    yield from web.data(20)
+    # out of window in a strict section: dropped, state unchanged, data goes on
+    yield web.seg("a", "PA", 100, seq_off=70000, ok=False, what="seq beyond the window",
+                      reason=INVALID)
+    yield web.seg("b", "A", ack_off=-100000, ok=False, what="stale ack",
+                      reason=INVALID)
+    yield from web.data(5)
+    # FIN both ways, last ACK; then a segment after the close (TIME_WAIT: retransmit ACK ok)
+    yield web.seg("a", "FA")
+    yield web.seg("b", "FA")
+    yield web.seg("a", "A")
+    # liberal section (tcp/22): out of window passes, RST closes
+    ssh = Tcp(40002, 22)
+    yield from ssh.handshake()
+    yield from ssh.data(10)
+    yield ssh.seg("a", "PA", 100, seq_off=70000, advance=False, what="liberal: oow passes")
+    yield from ssh.data(3)
+    yield ssh.seg("b", "R")
+    yield ssh.seg("a", "PA", 100, ok=False, what="data after the RST",
+                      reason=INVALID)
+    # idle expiry of an established connection: a mid-stream segment after it is NEW,
+    # and a non-SYN NEW segment in the strict section is invalid
+    idle = Tcp(40003, 80)
+    yield from idle.handshake()
+    yield from idle.data(5)
+    yield idle.seg("a", "PA", 100, ok=True, dt=299.0, what="just before expiry")
+    yield idle.seg("a", "PA", 100, ok=False, dt=301.0, what="after idle expiry",
+                       reason=INVALID)
+    # UDP: request/answer, a run of refreshes, expiry, the answer after it is refused
+    yield udp("a", 3001, 53, True)
+    for _ in range(10):
+        yield udp("b", 53, 3001, True)
+        yield udp("a", 3001, 53, True)
+    yield udp("b", 53, 3001, False, dt=61.0, reason=DENY)
+    # the stateful extended ACL on b: b's out admits the answer, until it idles out
+    yield udp("b", 4000, 5000, True)
+    for _ in range(5):
+        yield udp("a", 5000, 4000, True)
+    yield udp("a", 5000, 4000, False, dt=31.0, reason=EXT_DENY)
+    # ICMP echo both ways, then a reply without request
+    yield ping("a", 8, True)
+    yield ping("b", 0, True)
+    yield ping("b", 0, False, dt=11.0, reason=INVALID)
+
+
+def _send(sw: Switch, step: Step) -> None:
+    sw.engine.process(sw.engine.state.by_name[step.port], [Frame(step.frame)])
+
+
+def test_stateful_sequences_native_and_python_agree() -> None:
+    (nsw, nrec), (psw, prec) = build(CONFIG, "native"), build(CONFIG, "python")
+    recs: dict[int, RecordingSender] = {id(nsw): nrec, id(psw): prec}
+    try:
+        assert nsw.engine.fastpath.native is not None
+        assert psw.engine.fastpath.native is None
+        for n, step in enumerate(script()):
+            before = dict(nsw.engine.state.drops.by_key)
+            results = []
+            for sw in (nsw, psw):
+                sw.clock.now += step.dt
+                if step.dt:
+                    sw.engine.housekeeping(sw.clock.now)
+                _send(sw, step)
+                results.append(observe(sw, recs[id(sw)]))
+            a, b = results
+            diff = [k for k in a if a[k] != b.get(k)]
+            assert not diff, (f"step {n} ({step.what}): " + "; ".join(
+                f"{k}: native {a[k]!r:.400} python {b[k]!r:.400}" for k in diff))
+            got = a[OTHER[step.port]]
+            assert (got == [(step.frame, b"")]) == step.delivered, (
+                f"step {n} ({step.what}): delivered {len(got)} frame(s), "
+                f"expected {'one' if step.delivered else 'none'}")
+            grew = {k[1] for k, v in a["drops"].items() if v > before.get(k, 0)}
+            assert grew == ({step.reason} if step.reason else set()), (
+                f"step {n} ({step.what}): drops counted {grew}, expected {step.reason!r}")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
