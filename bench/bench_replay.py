@@ -6,7 +6,9 @@ the number is frames per CPU-second of this process (``time.process_time``: a bu
 machine's other load counts less than in wall-clock rates), median of ``--runs``.
 Setups: plain forwarding, a VLAN push (access -> trunk), a local mirror of both
 directions, a filtered/sampled/truncated mirror, an RSPAN session, and a per-port
-firewall (checks: every frame goes through the Python replay in both modes).
+firewall (checks: every frame goes through the Python replay in both modes) with 64
+established UDP flows, and with 64 established TCP connections (handshake first, then
+data segments from ``a``: window tracking per frame).
 
     .venv/bin/python bench/bench_replay.py [--runs 3] [--frames 200000]
 """
@@ -22,7 +24,7 @@ from vspan.config.load import load_text
 from vspan.config.model import PortConfig
 from vspan.control.assemble import build_engine
 from vspan.datapath.engine import Engine
-from vspan.packet.build import udp_frame
+from vspan.packet.build import tcp_frame, udp_frame
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
 
@@ -58,6 +60,14 @@ firewall:
       rules:
         - {id: u, services: ["udp/9"], action: allow}
 """),
+    "firewall tcp": ("", "", """
+firewall:
+  default_action: drop
+  sections:
+    - name: s
+      rules:
+        - {id: t, services: ["tcp/80"], action: allow}
+"""),
 }
 BATCH = 64
 
@@ -85,12 +95,32 @@ def _engine(setup: str) -> tuple[Engine, dict[str, MemoryPort]]:
     return eng, ports
 
 
+def _tcp_established(eng: Engine, ports: dict[str, MemoryPort]) -> list[bytes]:
+    """Open :data:`BATCH` TCP connections a -> b:80 (SYN, SYN-ACK, ACK) and return one data
+    segment of each (sent again and again: an in-window retransmission each time)."""
+    a, b = eng.state.by_name["a"], eng.state.by_name["b"]
+    ma, mb, ia, ib = "02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2"
+    data = []
+    for i in range(BATCH):
+        sport = 20000 + i
+        eng.process(a, [Frame(tcp_frame(ma, mb, ia, ib, sport, 80, "S", 1000))])
+        eng.process(b, [Frame(tcp_frame(mb, ma, ib, ia, 80, sport, "SA", 5000, 1001))])
+        eng.process(a, [Frame(tcp_frame(ma, mb, ia, ib, sport, 80, "A", 1001, 5001))])
+        data.append(tcp_frame(ma, mb, ia, ib, sport, 80, "PA", 1001, 5001, b"x" * 6))
+    for p in ports.values():
+        p.take()
+    return data
+
+
 def rate(setup: str, frames: int) -> tuple[float, float]:
     """Frames per CPU-second through the switch, and the share the native table replayed."""
     eng, ports = _engine(setup)
     a = eng.state.by_name["a"]
-    flows = [udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2",
-                       1000 + i, 9, b"x" * 18) for i in range(BATCH)]
+    if setup == "firewall tcp":
+        flows = _tcp_established(eng, ports)
+    else:
+        flows = [udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2",
+                           1000 + i, 9, b"x" * 18) for i in range(BATCH)]
     eng.process(a, [Frame(f) for f in flows])  # warm the cache
     eng.process(a, [Frame(f) for f in flows])
     batches = max(1, frames // BATCH)
