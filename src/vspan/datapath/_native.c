@@ -733,8 +733,7 @@ typedef struct {
     long *dest;
     int *dest_ok;
     PyObject **dest_obj;
-    Encap enc;          /* KIND_ERSPAN */
-    PyObject *pending;  /* KIND_ERSPAN: payloads to send at the end of the run (a list) */
+    Encap enc;          /* KIND_ERSPAN (its copies wait in the table's Pending arena) */
     int64_t sent, sent_bytes, truncated, loop_skipped;
     int segment;        /* KIND_ERSPAN: offloaded frames are segmented (else sent as they are) */
     PyObject *errors;   /* list of errno of failed sends */
@@ -742,6 +741,27 @@ typedef struct {
 } Session;
 
 enum { P_RX_BYTES, P_FLOODED, P_MIRRORED_OUT, P_N };
+
+/*
+ * The encapsulated copies of a run, waiting for flush_remote: payloads laid end to end
+ * in one buffer (no Python object per copy), each item its session, offset, length and
+ * the copy's length before the path-MTU cut (what the session's bytes count).
+ */
+typedef struct {
+    Py_ssize_t session;
+    size_t off;
+    size_t len;
+    Py_ssize_t flen;
+} PendItem;
+
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    PendItem *items;
+    Py_ssize_t n, ncap;
+} Pending;
+
+static void pending_reset(Pending *p);
 enum { S_SAMPLED_OUT, S_TRUNCATED, S_MIRRORED, S_DROPPED, S_BYTES, S_N };
 
 typedef struct {
@@ -756,6 +776,7 @@ typedef struct {
     Py_ssize_t nsessions;
     PyObject *frame_type; /* vspan.ports.base.Frame */
     PyObject *s_data, *s_vnet, *s_ts, *s_port, *s_pid, *s_last_seen, *empty;
+    Pending pending; /* ERSPAN copies of the current run */
 } Table;
 
 static uint64_t hash_key(const unsigned char *k, int n)
@@ -778,7 +799,6 @@ static void free_sessions(Table *t)
         PyMem_Free(s->dest_ok);
         PyMem_Free(s->dest_obj);
         Py_XDECREF(s->uplink_obj);
-        Py_XDECREF(s->pending);
         Py_XDECREF(s->errors);
         Py_XDECREF(s->resend);
     }
@@ -818,6 +838,8 @@ static void Table_dealloc(Table *self)
         PyMem_Free(self->sess[i].v);
     PyMem_Free(self->drops.v);
     free_sessions(self);
+    PyMem_Free(self->pending.buf);
+    PyMem_Free(self->pending.items);
     Py_XDECREF(self->frame_type);
     Py_XDECREF(self->s_data);
     Py_XDECREF(self->s_vnet);
@@ -966,6 +988,7 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
         return NULL;
     }
     free_sessions(self);
+    pending_reset(&self->pending); /* copies of sessions that are gone are not sent */
     Py_ssize_t n = PyList_GET_SIZE(arg);
     self->sessions = PyMem_Calloc((size_t)n + 1, sizeof(Session));
     if (!self->sessions)
@@ -987,10 +1010,9 @@ static PyObject *Table_sessions(Table *self, PyObject *arg)
             if (!PyArg_ParseTuple(enc, "O!p", &PyTuple_Type, &params, &s->segment) ||
                 parse_encap(params, &s->enc) < 0)
                 return NULL;
-            s->pending = PyList_New(0);
             s->errors = PyList_New(0);
             s->resend = PyList_New(0);
-            if (!s->pending || !s->errors || !s->resend)
+            if (!s->errors || !s->resend)
                 return NULL;
         }
         if (s->kind == KIND_RSPAN && (s->rspan_vlan < 1 || s->rspan_vlan > 4094))
@@ -1191,6 +1213,62 @@ static int frame_ok(Table *t, Entry *e, Py_ssize_t n, const unsigned char *v, Py
 }
 
 /*
+ * Room for one more pending copy of up to `room` bytes (its item added; its length
+ * fixed by pending_commit); NULL with MemoryError set when memory runs out.
+ */
+static unsigned char *pending_add(Pending *p, Py_ssize_t session, size_t room, Py_ssize_t flen)
+{
+    if (p->n == p->ncap) {
+        Py_ssize_t nc = p->ncap ? 2 * p->ncap : 128;
+        PendItem *ni = PyMem_Realloc(p->items, (size_t)nc * sizeof(PendItem));
+        if (!ni) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        p->items = ni;
+        p->ncap = nc;
+    }
+    if (p->len + room > p->cap) {
+        size_t nc = p->cap ? 2 * p->cap : 65536;
+        while (nc < p->len + room)
+            nc *= 2;
+        unsigned char *nb = PyMem_Realloc(p->buf, nc);
+        if (!nb) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        p->buf = nb;
+        p->cap = nc;
+    }
+    PendItem *it = &p->items[p->n];
+    it->session = session;
+    it->off = p->len;
+    it->len = 0;
+    it->flen = flen;
+    return p->buf + p->len;
+}
+
+/* the copy pending_add made room for is `len` bytes long */
+static void pending_commit(Pending *p, size_t len)
+{
+    p->items[p->n].len = len;
+    p->len += len;
+    p->n++;
+}
+
+/* forget every pending copy (the buffer is kept, up to 4 MiB, for the next run) */
+static void pending_reset(Pending *p)
+{
+    p->n = 0;
+    p->len = 0;
+    if (p->cap > ((size_t)4 << 20)) {
+        PyMem_Free(p->buf);
+        p->buf = NULL;
+        p->cap = 0;
+    }
+}
+
+/*
  * MirrorOut._where + emit for one copy (cd, cv) of the frame (data, vnet as offered;
  * fobj: its Frame, delivered as is when the copy is unchanged): cut to the session's
  * length, then to the session's destination.
@@ -1227,20 +1305,15 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
             fn = s->enc.max_frame > 0 ? s->enc.max_frame : 0;
             trunc = 1;
         }
-        unsigned char hdr[ENCAP_MAX];
-        int k = encap_header(&s->enc, hdr, f, fn, c->egress, trunc, c->vlan ? c->vlan : -1,
+        unsigned char *slot = pending_add(&t->pending, c->session, ENCAP_MAX + (size_t)fn,
+                                          PyBytes_GET_SIZE(cd));
+        if (!slot)
+            goto out;
+        int k = encap_header(&s->enc, slot, f, fn, c->egress, trunc, c->vlan ? c->vlan : -1,
                              s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
-        PyObject *pl = PyBytes_FromStringAndSize(NULL, k + fn);
-        if (!pl)
-            goto out;
-        memcpy(PyBytes_AS_STRING(pl), hdr, (size_t)k);
-        memcpy(PyBytes_AS_STRING(pl) + k, f, (size_t)fn);
-        /* with the copy's length (before the path-MTU cut): what the session's bytes count */
-        PyObject *item = Py_BuildValue("(Nn)", pl, PyBytes_GET_SIZE(cd));
-        if (!item)
-            goto out;
-        rc = PyList_Append(s->pending, item);
-        Py_DECREF(item);
+        memcpy(slot + k, f, (size_t)fn);
+        pending_commit(&t->pending, (size_t)k + (size_t)fn);
+        rc = 0;
         goto out;
     }
     if (s->kind == KIND_RSPAN) {
@@ -1441,68 +1514,88 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
  * sendmmsg(2); a refused one is counted (its errno kept for the sender's
  * counters), one refused with EMSGSIZE is kept for the Python retry (path MTU).
  */
+static int flush_session(Table *t, Py_ssize_t si);
+
 static int flush_remote(Table *t)
 {
-    for (Py_ssize_t si = 0; si < t->nsessions; si++) {
-        Session *s = &t->sessions[si];
-        if (!s->present || s->kind != KIND_ERSPAN || PyList_GET_SIZE(s->pending) == 0)
-            continue;
-        Py_ssize_t n = PyList_GET_SIZE(s->pending), i = 0;
-        while (i < n) {
-            struct mmsghdr msgs[SEND_BATCH];
-            struct iovec iov[SEND_BATCH];
-            int k = 0;
-            memset(msgs, 0, sizeof(msgs));
-            for (; k < SEND_BATCH && i + k < n; k++) {
-                PyObject *pl = PyTuple_GET_ITEM(PyList_GET_ITEM(s->pending, i + k), 0);
-                iov[k].iov_base = PyBytes_AS_STRING(pl);
-                iov[k].iov_len = (size_t)PyBytes_GET_SIZE(pl);
-                msgs[k].msg_hdr.msg_iov = &iov[k];
-                msgs[k].msg_hdr.msg_iovlen = 1;
-            }
-            int done = 0;
-            while (done < k) {
-                int r;
-                Py_BEGIN_ALLOW_THREADS
-                r = sendmmsg(s->enc.fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
-                Py_END_ALLOW_THREADS
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0) { /* the message at done failed */
-                    int code = r < 0 ? errno : EAGAIN;
-                    PyObject *pl = PyList_GET_ITEM(s->pending, i + done); /* (payload, len) */
-                    if (code == EMSGSIZE) {
-                        if (PyList_Append(s->resend, pl) < 0)
-                            return -1;
-                    } else {
-                        PyObject *c = PyLong_FromLong(code);
-                        if (!c || PyList_Append(s->errors, c) < 0) {
-                            Py_XDECREF(c);
-                            return -1;
-                        }
-                        Py_DECREF(c);
-                        if (arr_add(&t->sess[S_DROPPED], si, 1) < 0)
-                            return -1;
+    int rc = 0;
+    if (t->pending.n) {
+        for (Py_ssize_t si = 0; rc == 0 && si < t->nsessions; si++) {
+            Session *s = &t->sessions[si];
+            if (s->present && s->kind == KIND_ERSPAN)
+                rc = flush_session(t, si);
+        }
+    }
+    pending_reset(&t->pending);
+    return rc;
+}
+
+/* flush_remote for one session: its pending copies, in order, SEND_BATCH per sendmmsg */
+static int flush_session(Table *t, Py_ssize_t si)
+{
+    Session *s = &t->sessions[si];
+    Pending *p = &t->pending;
+    Py_ssize_t i = 0;
+    while (i < p->n) {
+        struct mmsghdr msgs[SEND_BATCH];
+        struct iovec iov[SEND_BATCH];
+        Py_ssize_t which[SEND_BATCH]; /* the item of each message */
+        int k = 0;
+        for (; k < SEND_BATCH && i < p->n; i++) {
+            const PendItem *it = &p->items[i];
+            if (it->session != si)
+                continue;
+            iov[k].iov_base = p->buf + it->off;
+            iov[k].iov_len = it->len;
+            memset(&msgs[k], 0, sizeof(msgs[k]));
+            msgs[k].msg_hdr.msg_iov = &iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+            which[k] = i;
+            k++;
+        }
+        int done = 0;
+        while (done < k) {
+            int r;
+            Py_BEGIN_ALLOW_THREADS
+            r = sendmmsg(s->enc.fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
+            Py_END_ALLOW_THREADS
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) { /* the message at done failed */
+                int code = r < 0 ? errno : EAGAIN;
+                const PendItem *it = &p->items[which[done]];
+                if (code == EMSGSIZE) { /* (payload, len) for the Python retry */
+                    PyObject *pl = Py_BuildValue("(y#n)", (const char *)(p->buf + it->off),
+                                                 (Py_ssize_t)it->len, it->flen);
+                    if (!pl || PyList_Append(s->resend, pl) < 0) {
+                        Py_XDECREF(pl);
+                        return -1;
                     }
-                    done++;
-                    continue;
-                }
-                for (int j = done; j < done + r; j++) {
-                    s->sent++;
-                    s->sent_bytes += (int64_t)msgs[j].msg_len;
-                    Py_ssize_t flen = PyLong_AsSsize_t(
-                        PyTuple_GET_ITEM(PyList_GET_ITEM(s->pending, i + j), 1));
-                    if (arr_add(&t->sess[S_BYTES], si, flen) < 0)
+                    Py_DECREF(pl);
+                } else {
+                    PyObject *c = PyLong_FromLong(code);
+                    if (!c || PyList_Append(s->errors, c) < 0) {
+                        Py_XDECREF(c);
+                        return -1;
+                    }
+                    Py_DECREF(c);
+                    if (arr_add(&t->sess[S_DROPPED], si, 1) < 0)
                         return -1;
                 }
-                if (arr_add(&t->sess[S_MIRRORED], si, r) < 0)
-                    return -1;
-                done += r;
+                done++;
+                continue;
             }
-            i += k;
+            int64_t flens = 0;
+            for (int j = done; j < done + r; j++) {
+                s->sent++;
+                s->sent_bytes += (int64_t)msgs[j].msg_len;
+                flens += p->items[which[j]].flen;
+            }
+            if (arr_add(&t->sess[S_BYTES], si, flens) < 0 ||
+                arr_add(&t->sess[S_MIRRORED], si, r) < 0)
+                return -1;
+            done += r;
         }
-        if (PyList_SetSlice(s->pending, 0, n, NULL) < 0)
-            return -1;
     }
     return 0;
 }
