@@ -11,6 +11,10 @@ from vspan.datapath.engine import Engine
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
 
+#: the switches made by the running test, checked for the accounting invariant after it
+#: (tests/pipeline/conftest.py)
+MADE: list[Switch] = []
+
 
 class FakeClock:
     """An injected clock the test moves by hand."""
@@ -56,4 +60,6 @@ def make_switch(yaml_text: str) -> Switch:
     clock = FakeClock()
     engine = build_engine(cfg, factory, clock=clock)
     engine.open()
-    return Switch(engine, ports, clock)
+    made = Switch(engine, ports, clock)
+    MADE.append(made)
+    return made

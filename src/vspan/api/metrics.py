@@ -25,14 +25,15 @@ class SwitchCollector(Collector):
         """Yield one family per counter group."""
         engine = self.agent.engine
         snap = engine.call(lambda: (views.ports_view(engine), views.counters_view(engine),
-                                    views.mirrors_view(engine), views.vteps_view(engine)))
-        ports, counters, mirrors, overlay = snap
+                                    views.mirrors_view(engine), views.vteps_view(engine),
+                                    views.accounting_view(engine)))
+        ports, counters, mirrors, overlay, acct = snap
         port_fams = {
             k: CounterMetricFamily(
                 f"vspan_port_{k}", FLOODED_HELP if k == "flooded" else f"switch-level {k} per port",
                 labels=["port"])
             for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "flooded",
-                      "mirrored_out", "dropped")
+                      "mirrored_out", "dropped", "forwarded", "consumed")
         }
         link = GaugeMetricFamily("vspan_port_link_up", "1 when the port's link is up",
                                  labels=["port"])
@@ -43,6 +44,18 @@ class SwitchCollector(Collector):
         yield from port_fams.values()
         yield link
         yield from team_metrics(ports)
+        fates = CounterMetricFamily(
+            "vspan_port_rx_dropped", "frames received on the port and delivered nowhere, by "
+            "the reason of their first drop (an accounting term)", labels=["port", "reason"])
+        diff = GaugeMetricFamily(
+            "vspan_accounting_difference", "received - (forwarded + rx_dropped + consumed) "
+            "per port: 0 when every frame is accounted for", labels=["port"])
+        for a in acct["ports"]:
+            for reason, n in a["dropped"].items():
+                fates.add_metric([a["port"], reason], n)
+            diff.add_metric([a["port"]], a["difference"])
+        yield fates
+        yield diff
         drops = CounterMetricFamily("vspan_drops", "dropped frames by port, reason and rule",
                                     labels=["port", "reason", "rule"])
         for d in counters["drops"]:

@@ -1,4 +1,4 @@
-"""``vspan show ports|fdb|mirrors|counters|vteps|config|live|metrics``."""
+"""``vspan show ports|fdb|mirrors|counters|vteps|accounting|config|live|state|metrics``."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ from vspan.config.load import ConfigError, dump_text, parse_config
 def register(sub: Any) -> None:
     """Add ``show``."""
     p: argparse.ArgumentParser = sub.add_parser("show", help="show the running switch's state")
-    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "vteps", "config",
-                                    "live", "state", "metrics"],
+    p.add_argument("what", choices=["ports", "fdb", "mirrors", "counters", "vteps",
+                                    "accounting", "config", "live", "state", "metrics"],
                    help="config: the running configuration as YAML (save it to keep live "
                         "changes); live: changes made with commands that the file lacks; "
-                        "state: the state file and what the last start restored from it")
+                        "state: the state file and what the last start restored from it; "
+                        "accounting: check that every received frame was forwarded, dropped "
+                        "or consumed (exit status 1 naming the port when not)")
     p.add_argument("--json", action="store_true", help="JSON output")
     add_socket_arg(p)
     p.set_defaults(func=run)
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(err)
     if args.json:
         print_json(data)
-        return 0
-    render(args.what, data)
+    else:
+        render(args.what, data)
+    if args.what == "accounting" and not data["ok"]:
+        return 1
     return 0
 
 
@@ -131,13 +135,22 @@ def render(what: str, data: Any) -> None:
         _render_vteps(data)
     elif what == "state":
         render_state(data)
+    elif what == "accounting":
+        _render_accounting(data)
     elif what == "counters":
         rows = [{"port": k, **v} for k, v in data["ports"].items()]
         print_table(rows, [("PORT", "port"), ("RX", "rx_frames"), ("RX_BYTES", "rx_bytes"),
                            ("TX", "tx_frames"), ("TX_BYTES", "tx_bytes"),
                            ("FLOODED", "flooded"), ("MIRRORED", "mirrored_out"),
-                           ("DROPPED", "dropped")])
+                           ("DROPPED", "dropped"), ("FORWARDED", "forwarded"),
+                           ("RX_DROPPED", "rx_dropped"), ("CONSUMED", "consumed")])
         sys.stdout.write("\n")
+        fates = [{"port": p, "reason": r, "frames": n}
+                 for p, by in data.get("rx_dropped", {}).items() for r, n in by.items()]
+        if fates:
+            sys.stdout.write("received and delivered nowhere, by first drop reason:\n")
+            print_table(fates, [("PORT", "port"), ("REASON", "reason"), ("FRAMES", "frames")])
+            sys.stdout.write("\n")
         if data["drops"]:
             print_table(data["drops"], [("PORT", "port"), ("REASON", "reason"),
                                         ("RULE", "rule"), ("FRAMES", "frames")])
@@ -162,6 +175,16 @@ def poll_text(poll: dict[str, Any]) -> str:
     return (f"{head}: {poll['waits']} blocking waits, {poll['busy_polls']} busy polls "
             f"({poll['busy_frames']} frames found, {poll['empty_polls']} empty, "
             f"{poll['empty_seconds']:.3f} s)")
+def _render_accounting(data: dict[str, Any]) -> None:
+    rows = [dict(p, dropped=sum(p["dropped"].values())) for p in data["ports"]]
+    print_table(rows, [("PORT", "port"), ("RECEIVED", "received"), ("FORWARDED", "forwarded"),
+                       ("DROPPED", "dropped"), ("CONSUMED", "consumed"),
+                       ("DIFFERENCE", "difference")])
+    if data["ok"]:
+        sys.stdout.write("accounting holds: every received frame was forwarded, dropped or "
+                         "consumed\n")
+    for line in data["failures"]:
+        sys.stdout.write(f"ACCOUNTING FAILS: {line}\n")
 
 
 def _render_vteps(data: dict[str, Any]) -> None:

@@ -664,13 +664,14 @@ class Agent:
 
     # -------------------------------------------------------------------- views
     def show(self, what: str) -> Any:
-        """ports | fdb | mirrors | counters | vteps, as JSON-ready data."""
+        """ports | fdb | mirrors | counters | vteps | accounting, as JSON-ready data."""
         fn = {
             "ports": views.ports_view,
             "fdb": views.fdb_view,
             "mirrors": views.mirrors_view,
             "counters": views.counters_view,
             "vteps": views.vteps_view,
+            "accounting": views.accounting_view,
         }.get(what)
         if fn is None:
             raise AgentError(f"nothing to show called {what!r}", 404)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vspan.datapath import accounting
 from vspan.datapath.decision import Decision
 from vspan.datapath.engine import Engine
 from vspan.datapath.flowkey import mac_str
@@ -138,6 +139,8 @@ def counters_view(engine: Engine) -> dict[str, Any]:
     ]
     return {
         "ports": {rt.name: rt.counters.as_dict() for rt in st.ports.values()},
+        "rx_dropped": {rt.name: rt.counters.rx_dropped_by_reason()
+                       for rt in st.ports.values()},
         "drops": drops,
         "flow_cache": engine.cache.stats(),
         "fdb": {"entries": len(st.fdb), "learned": st.fdb.learned, "moves": st.fdb.moves},
@@ -145,6 +148,15 @@ def counters_view(engine: Engine) -> dict[str, Any]:
         "upcalls": engine.upcall.upcalls,
         "poll": engine.poller.stats(),
     }
+
+
+def accounting_view(engine: Engine) -> dict[str, Any]:
+    """The accounting invariant per port (``docs/accounting.md``): its terms, and the
+    ports where it fails with their difference."""
+    rows = accounting.accounts(engine.state)
+    bad = [a for a in rows if a.difference]
+    return {"ok": not bad, "ports": [a.as_dict() for a in rows],
+            "failures": [a.describe() for a in bad]}
 
 
 def decision_view(state: SwitchState, d: Decision) -> dict[str, Any]:

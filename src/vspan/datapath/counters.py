@@ -1,13 +1,37 @@
-"""Datapath counters: per port and per drop reason (and deciding rule)."""
+"""Datapath counters: per port and per drop reason (and deciding rule).
+
+Every frame received on a port has exactly one *fate*, counted on that port
+(``docs/accounting.md``): forwarded (delivered to at least one output),
+dropped (delivered nowhere; counted under the reason of its first drop) or
+consumed (taken by the switch itself: frames of an RSPAN VLAN handed to the
+session's destinations). :meth:`SwitchPortCounters.account` is the one place a
+fate is counted; :mod:`vspan.datapath.accounting` checks the sum.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+from vspan.datapath.decision import Drop
+
+#: fates that are not a drop (a dropped frame's fate is its first :class:`Drop`)
+CONSUMED: Final = 0  # neither delivered nor dropped: taken by the switch itself
+FORWARDED: Final = 1  # delivered to at least one output
+
+Fate = Drop | int
 
 
 @dataclass(slots=True)
 class SwitchPortCounters:
-    """What the switch did with a port's traffic (as opposed to backend wire counters)."""
+    """What the switch did with a port's traffic (as opposed to backend wire counters).
+
+    ``rx_frames`` = ``forwarded`` + sum(``rx_dropped``) + ``consumed`` (the
+    accounting invariant) between batches. ``dropped`` counts drops *at* this
+    port: frames received here and dropped, and outputs to this port dropped
+    (egress policy, MTU, transmit errors); one frame flooded to several ports
+    can add to several ports' ``dropped`` and still count as forwarded once.
+    """
 
     rx_frames: int = 0
     rx_bytes: int = 0
@@ -15,12 +39,27 @@ class SwitchPortCounters:
     tx_bytes: int = 0
     flooded: int = 0  # frames from this port flooded in their VLAN (once per frame)
     mirrored_out: int = 0  # mirror copies delivered to this port (as destination)
-    dropped: int = 0
+    dropped: int = 0  # drops at this port (ingress and per-output, see above)
+    forwarded: int = 0  # frames received here delivered to at least one output
+    consumed: int = 0  # frames received here taken by the switch (RSPAN VLAN traffic)
+    rx_dropped: dict[str, int] = field(default_factory=dict)  # received, delivered nowhere
     # when the port last received / was sent a frame, and first did either on this switch
     # (the engine's clock; 0: never) -- a migration's switch-over is measured with them
     last_rx: float = 0.0
     last_tx: float = 0.0
     first_seen: float = 0.0
+
+    def account(self, fate: Fate) -> None:
+        """Count the fate of one frame received on this port."""
+        if type(fate) is int:
+            if fate:
+                self.forwarded += 1
+            else:
+                self.consumed += 1
+        else:
+            assert isinstance(fate, Drop)
+            reason = fate.reason.value
+            self.rx_dropped[reason] = self.rx_dropped.get(reason, 0) + 1
 
     def carry(self, values: dict[str, int]) -> None:
         """Continue from counts made elsewhere (a port that migrated here keeps them)."""
@@ -29,7 +68,8 @@ class SwitchPortCounters:
             setattr(self, name, getattr(self, name) + int(values.get(name, 0)))
 
     def as_dict(self) -> dict[str, int]:
-        """Plain mapping for JSON/metrics."""
+        """Plain mapping for JSON/metrics (``rx_dropped`` as its total; see
+        :meth:`rx_dropped_by_reason`)."""
         return {
             "rx_frames": self.rx_frames,
             "rx_bytes": self.rx_bytes,
@@ -38,7 +78,14 @@ class SwitchPortCounters:
             "flooded": self.flooded,
             "mirrored_out": self.mirrored_out,
             "dropped": self.dropped,
+            "forwarded": self.forwarded,
+            "rx_dropped": sum(self.rx_dropped.values()),
+            "consumed": self.consumed,
         }
+
+    def rx_dropped_by_reason(self) -> dict[str, int]:
+        """Frames received here and delivered nowhere, by the reason of their first drop."""
+        return dict(sorted(self.rx_dropped.items()))
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 
-from vspan.datapath.counters import SwitchPortCounters
+from vspan.datapath.counters import Fate, SwitchPortCounters
 from vspan.datapath.decision import (
     Check,
     CheckOutcome,
@@ -103,7 +103,9 @@ class FastPath:
 
     def _replay(self, in_port: int, frames: Iterable[Frame], now: float,
                 counters: SwitchPortCounters) -> None:
-        """The Python replay of frames received on ``in_port``."""
+        """The Python replay of frames received on ``in_port``; every frame's fate is
+        counted on the port (``docs/accounting.md``)."""
+        account = counters.account
         cache = self.cache
         entries = cache.entries
         caps = self.captures
@@ -111,6 +113,7 @@ class FastPath:
         watch = bool(caps or observers)  # anyone watching: frames the long way, but ...
         simple: list[tuple[Frame, int, object]] = []  # ... simple forwards, told per batch
         tx = self.tx
+        forwarded = 0  # frames forwarded by a one-output hit (counted after the loop)
         key: FlowKey | None
         ref: FdbEntry | None
         for f in frames:
@@ -124,7 +127,7 @@ class FastPath:
                         for obs in observers:
                             obs.simple(in_port, simple, now)
                         simple = []
-                    self.refuse(bad, f, in_port, now)
+                    account(self.refuse(bad, f, in_port, now))
                     continue
             fk = fast_key(data, in_port)
             hit = entries.get(fk) if fk is not None else None
@@ -140,6 +143,7 @@ class FastPath:
                         tx[d.simple_port] = [f]
                     else:
                         q.append(f)
+                    forwarded += 1
                     if observers:  # ... these: their fate is known without recording
                         simple.append((f, d.simple_port, fk))
                     continue
@@ -160,18 +164,19 @@ class FastPath:
                     for obs in observers:
                         obs.simple(in_port, simple, now)
                     simple = []
-                self.watched(d, f, key, in_port, now, ref, source)
+                account(self.watched(d, f, key, in_port, now, ref, source))
             else:
-                replay(d, f, key, in_port, now, self, ref)
+                account(replay(d, f, key, in_port, now, self, ref))
+        counters.forwarded += forwarded
         if simple:
             for obs in observers:
                 obs.simple(in_port, simple, now)
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
-                ref: FdbEntry | None, source: str, received: bool = True) -> None:
+                ref: FdbEntry | None, source: str, received: bool = True) -> Fate:
         """Replay one frame while captures or observers run: captures get the frame with its
         drops (``received``: a frame a port sent, not one the switch made), observers what
-        became of it (:class:`~vspan.datapath.observed.Seen`)."""
+        became of it (:class:`~vspan.datapath.observed.Seen`). Returns the frame's fate."""
         caps = self.captures
         if caps and not f.pid:
             f.pid = next(self.pids)
@@ -180,28 +185,31 @@ class FastPath:
         if observers:
             rec = self.recorder
             seen = rec.start(d, in_port, f, f.ts_ns or time.time_ns(), source)
-            replay(d, f, key, in_port, now, rec, ref)
+            fate = replay(d, f, key, in_port, now, rec, ref)
             for obs in observers:
                 obs.observe(seen, now)
         else:
-            replay(d, f, key, in_port, now, self, ref)
+            fate = replay(d, f, key, in_port, now, self, ref)
         if received:
             for cap in caps:
                 cap.rx(in_port, f.data, self.frame_drops, f.pid)
+        return fate
 
-    def refuse(self, bad: Refusal, f: Frame, in_port: int, now: float) -> None:
+    def refuse(self, bad: Refusal, f: Frame, in_port: int, now: float) -> Fate:
         """Drop a frame whose virtio-net header does not fit it (counted on its port with the
         reason, shown to captures and observers; never mirrored: a copy would have to be cut
-        as the header says)."""
+        as the header says). Returns its fate (the drop)."""
         d = Decision((Drop(DropReason(bad.reason), in_port, detail=bad.detail),),
                      cacheable=False)
         if self.captures or self.observers:
-            self.watched(d, f, None, in_port, now, None, SOURCE_SLOW)
-        else:
-            replay(d, f, None, in_port, now, self)
+            return self.watched(d, f, None, in_port, now, None, SOURCE_SLOW)
+        return replay(d, f, None, in_port, now, self)
 
     def send_replies(self, now: float) -> None:
-        """Reject answers (TCP RST / ICMP unreachable) committed checks asked for."""
+        """Reject answers (TCP RST / ICMP unreachable) committed checks asked for.
+
+        The switch made them: no port received them, so their fate is not
+        accounted (their outputs count as transmitted, their drops as drops)."""
         for reply in self.policy.take_replies():
             if reply.to_port:
                 # delivered to the port's VM: through the port's egress taps

@@ -17,12 +17,19 @@ Order and scope (``docs/datapath.md``):
 * an :class:`Output` runs its own checks first (one failing stops that
   output only), then delivers with its VLAN operation, then its egress
   copies of the frame as delivered.
+
+The replay also says what became of the frame (its *fate*, counted on the
+ingress port by the caller: ``docs/accounting.md``): forwarded when at least
+one output delivered it, else dropped (the first :class:`Drop` it counted),
+else consumed (a decision with neither: the switch took the frame, e.g. RSPAN
+VLAN traffic handed to a session).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from vspan.datapath.counters import CONSUMED, FORWARDED, Fate
 from vspan.datapath.decision import (
     OP_CHECK,
     OP_DROP,
@@ -92,16 +99,22 @@ class Effects(Protocol):
 
 
 def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
-           fx: Effects, refresh: FdbEntry | None = None) -> None:
+           fx: Effects, refresh: FdbEntry | None = None) -> Fate:
     """Run ``d``'s actions on frame ``f`` (received on ``in_port``) through ``fx``.
 
     ``key`` is the frame's flow key; it may be ``None`` only when the decision
     holds no checks (``d.needs_key`` false). ``refresh`` is the MAC-table entry
     the decision's :class:`Refresh` names, when the caller resolved it already
     (the flow cache does, once per flow).
+
+    Returns the frame's fate: :data:`~vspan.datapath.counters.FORWARDED`, the
+    first :class:`Drop` of a frame delivered nowhere, or
+    :data:`~vspan.datapath.counters.CONSUMED`.
     """
     data = f.data
     tx = fx.tx
+    sent = False
+    first: Drop | None = None
     for op, a in d.program:  # (opcode, action): an int compare per action, not isinstance
         if op == OP_OUTPUT:
             if a.checks:
@@ -111,6 +124,8 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                     out = fx.check(c, data, key, now, a.wire)
                     if out.drop is not None:
                         fx.drop(out.drop, data, in_port)
+                        if first is None:
+                            first = out.drop
                         stopped = True
                         break
                 if stopped:
@@ -118,8 +133,10 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
             if a.mtu and len(data) - 14 > a.mtu:
                 size = too_big(data, f.vnet, a.mtu)
                 if size:
-                    fx.drop(Drop(DropReason.MTU, a.port, detail=f"{size} > {a.mtu}"), data,
-                            in_port)
+                    big = Drop(DropReason.MTU, a.port, detail=f"{size} > {a.mtu}")
+                    fx.drop(big, data, in_port)
+                    if first is None:
+                        first = big
                     continue
             if a.vlan_op == VLAN_KEEP:
                 of = f
@@ -134,6 +151,7 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                     tx[a.port] = [of]
                 else:
                     q.append(of)
+            sent = True
             for m in a.mirrors:
                 fx.mirror(m, of)
         elif op == OP_CHECK:
@@ -141,7 +159,9 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
             out = fx.check(a, data, key, now, _INGRESS_WIRE)
             if out.drop is not None:
                 fx.drop(out.drop, data, in_port)
-                return
+                if sent:  # (the pipeline puts ingress checks before outputs)
+                    return FORWARDED
+                return out.drop if first is None else first
         elif op == OP_MIRROR:
             fx.mirror(a, f)
         elif op == OP_REFRESH:
@@ -151,7 +171,12 @@ def replay(d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 fx.refresh(a, now)
         elif op == OP_DROP:
             fx.drop(a, data, in_port)
+            if first is None:
+                first = a
         else:
             fx.learn(a, now)
     if d.flood:
         fx.flood(in_port)
+    if sent:
+        return FORWARDED
+    return CONSUMED if first is None else first
