@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import accounting
 from tests.helpers.etcd import EtcdServer
 from tests.helpers.netns import Lab, lab, sh
 
@@ -193,13 +194,27 @@ class DvsLab:
                 ap.proc.wait(timeout=15)
 
     def stop_all(self) -> None:
-        """Kill every agent and etcd."""
+        """Check every running agent's accounting invariant (unless the test is already
+        failing), kill every agent and etcd; then fail naming the ports whose frames do
+        not add up."""
+        check = not accounting.failing()
+        problems: list[str] = []
         for h in self.hosts.values():
             if h.agent is not None and h.agent.alive():
                 assert h.agent.proc is not None
                 h.agent.proc.send_signal(signal.SIGCONT)
+                if check:
+                    problems += accounting.failures(self._accounting_reader(h.name),
+                                                    f"agent on {h.name}")
                 self.kill_agent(h.name)
         self.etcd.stop()
+        accounting.raise_if(problems)
+
+    def _accounting_reader(self, host: str) -> accounting.Reader:
+        def read() -> dict[str, Any] | None:
+            data = self.local(host, "GET", "/show/accounting")
+            return dict(data) if data is not None else None
+        return read
 
     # ------------------------------------------------------------------- talk
     def local(self, host: str, method: str, path: str, body: Any = None) -> Any:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import accounting
+
 VSPAN = [sys.executable, "-m", "vspan.cli.main"]
 
 
@@ -72,10 +74,24 @@ class SwitchProcess:
             self.proc.wait()
             self.proc = None
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers."""
+    def accounting(self) -> dict[str, Any] | None:
+        """``vspan show accounting --json`` decoded (``None`` when the switch does not
+        answer)."""
+        proc = self.cli("show", "accounting", "--json", check=False)
+        try:
+            return dict(json.loads(proc.stdout))
+        except ValueError:
+            return None
+
+    def stop(self, check: bool = True) -> None:
+        """Check the accounting invariant (unless the test is already failing or
+        ``check`` is false), then SIGTERM, then SIGKILL if it lingers; an
+        :class:`AssertionError` names the ports whose frames do not add up."""
         if self.proc is None:
             return
+        problems: list[str] = []
+        if check and self.proc.poll() is None and not accounting.failing():
+            problems = accounting.failures(self.accounting, f"switch {self.config}")
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -84,6 +100,7 @@ class SwitchProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        accounting.raise_if(problems)
 
 
 @contextmanager
