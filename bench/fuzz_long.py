@@ -8,7 +8,8 @@ first exception or accounting problem and prints the seed and step to replay it.
     .venv/bin/python bench/fuzz_long.py --steps 20000 --seeds 1 2 3
     .venv/bin/python bench/fuzz_long.py --minutes 10            # seeds 1, 2, ... until then
 
-Prints what the frames exercised (fates per port, drop reasons, mirror copies) so a run
+Even seeds run with a capture (filter, dropped frames) on several ports. Prints what
+the frames exercised (fates per port, drop reasons, mirror copies) so a run
 that exercised little is visible. In-process, no root needed.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -31,8 +33,15 @@ from vspan.datapath import accounting  # noqa: E402
 
 
 def run_seed(seed: int, steps: int, totals: Counter[str]) -> bool:
-    """One seeded run; ``False`` (after printing why) at the first problem."""
-    sw = fuzzing.make_switch()
+    """One seeded run (even seeds with a capture running); ``False`` (after printing
+    why) at the first problem."""
+    with tempfile.TemporaryDirectory(prefix="fz-") as tmp:
+        capture = str(Path(tmp) / "c.pcapng") if seed % 2 == 0 else None
+        return _run_seed(seed, steps, totals, capture)
+
+
+def _run_seed(seed: int, steps: int, totals: Counter[str], capture: str | None) -> bool:
+    sw = fuzzing.make_switch(capture)
     src = fuzzing.RandomSource(random.Random(seed))
     step = 0
     history: list[fuzzing.Input] = []

@@ -38,12 +38,15 @@ from scapy.layers.l2 import ARP, LLC, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from tests.helpers.agreement import Conversations, RecordingSender
+from vspan.capture.filter import compile_filter
+from vspan.capture.porttap import PortCapture
 from vspan.config.load import load_text
-from vspan.config.model import PortConfig
+from vspan.config.model import MirrorSession, PortConfig
 from vspan.control.assemble import build_engine
 from vspan.datapath import accounting
 from vspan.datapath.counters import SwitchPortCounters
 from vspan.datapath.engine import Engine
+from vspan.mirror.senders import ErspanSenders
 from vspan.ports.base import Frame, Port
 from vspan.ports.memory import MemoryPort
 from vspan.ports.tx import GsoSupport
@@ -261,7 +264,7 @@ def _tags(src: Source, eth: Packet) -> Packet:
 def valid_frame(src: Source) -> bytes:
     """A well-formed frame (scapy) with tags, L3, L4 and a payload."""
     eth = _tags(src, Ether(src=_mac(src, src.integer(0, 15) == 0), dst=_mac(src, True)))
-    size = src.pick((0, 0, 10, 100, 250, 600, 1500, 3000))
+    size = src.pick((0, 0, 10, 100, 250, 600, 1500, 3000, 9000, 60000))
     pkt = eth / _l3(src)
     if size:
         pkt = pkt / Raw(b"p" * size)
@@ -380,8 +383,33 @@ class FuzzSwitch:
         self.engine.close()
 
 
-def make_switch() -> FuzzSwitch:
-    """Build and open the fuzzing switch."""
+class RecordingSenders(ErspanSenders):
+    """Remote mirrors whose every session sends into one :class:`RecordingSender`
+    (nothing leaves the process, also after a reload)."""
+
+    def __init__(self, rec: RecordingSender) -> None:
+        super().__init__()
+        self.rec = rec
+
+    def open(self, session: MirrorSession) -> RecordingSender:  # type: ignore[override]
+        """The recorder."""
+        return self.rec
+
+
+def alternate_config() -> str:
+    """:data:`CONFIG` with changes a live reload applies: the disabled port enabled,
+    tighter MAC limit and storm control, a mirror without sampling, an ACL gone."""
+    return (CONFIG.replace("dis: {type: memory, enabled: false", "dis: {type: memory")
+            .replace("mac_limit: 3", "mac_limit: 1")
+            .replace("broadcast: 2, multicast: 2", "broadcast: 1, multicast: 1")
+            .replace("    sampling_rate: 3\n", "")
+            .replace('        - {id: deny-mac, action: deny, direction: in, '
+                     'remote_mac: "02:00:00:00:00:06"}\n', ""))
+
+
+def make_switch(capture: str | None = None) -> FuzzSwitch:
+    """Build and open the fuzzing switch; with ``capture`` (a file path) a capture with
+    a filter and dropped frames runs on several ports."""
     cfg = load_text(CONFIG)
     ports: dict[str, MemoryPort] = {}
     gso = GsoSupport(frozenset({GSO_TCPV4, GSO_TCPV6}))
@@ -395,14 +423,21 @@ def make_switch() -> FuzzSwitch:
         return ports[name]
 
     clock = [1000.0]
-    engine = build_engine(cfg, factory, clock=lambda: clock[0])
-    engine.open()
     rec = RecordingSender()
-    for m in engine.state.mirrors.values():
-        if m.config.erspan is not None:
-            m.sender = rec
-            m.dest_error = ""
+    engine = build_engine(cfg, factory, clock=lambda: clock[0], remote=RecordingSenders(rec))
+    engine.open()
+    if capture is not None:
+        st = engine.state
+        engine.add_capture(PortCapture(
+            1, capture, {st.by_name[p]: p for p in ("a", "b", "t", "v1", "v2", "up")},
+            "both", True, compile_filter("tcp or udp port 53 or vlan 10 or greater 200 or "
+                                         "ip6 or arp"), 0, 200))
     return FuzzSwitch(engine, ports, rec, clock)
+
+
+def reload(sw: FuzzSwitch, alternate: bool) -> None:
+    """Apply :data:`CONFIG` or :func:`alternate_config` live."""
+    sw.engine.reload(load_text(alternate_config() if alternate else CONFIG))
 
 
 def _fate_delta(before: SwitchPortCounters, after: SwitchPortCounters) -> str:
@@ -507,5 +542,11 @@ def run_inputs(sw: FuzzSwitch, src: Source, steps: int,
         if problems:
             return problems
         if src.integer(0, 15) == 0:
+            sw.engine.housekeeping(sw.now())
+        if src.integer(0, 40) == 0:
+            reload(sw, bool(src.integer(0, 1)))
+        if src.integer(0, 40) == 0:  # a link goes down or comes back (seen by housekeeping)
+            port = sw.ports[src.pick(("a", "t", "v2", "up"))]
+            port.set_link(not port.link_up())
             sw.engine.housekeeping(sw.now())
     return []

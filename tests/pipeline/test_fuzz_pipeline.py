@@ -9,7 +9,9 @@ matches what left the ports. ``bench/fuzz_long.py`` runs the same for longer."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from hypothesis import HealthCheck, given, settings
@@ -33,13 +35,29 @@ class _Draw:
         return self.data.draw(st.integers(lo, hi))
 
 
-@settings(max_examples=300, deadline=None, database=None,
+@settings(max_examples=800, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_fuzzed_frames_never_raise_and_are_all_accounted_for(data: st.DataObject) -> None:
+    """Short runs on fresh switches (some with a capture running)."""
+    with tempfile.TemporaryDirectory(prefix="fz-") as tmp:
+        capture = str(Path(tmp) / "c.pcapng") if data.draw(st.booleans()) else None
+        sw = fuzzing.make_switch(capture)
+        try:
+            problems = fuzzing.run_inputs(sw, _Draw(data), steps=4)
+            assert problems == [], problems
+        finally:
+            sw.close()
+
+
+@settings(max_examples=30, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_fuzzed_runs_with_state_building_up(data: st.DataObject) -> None:
+    """Longer runs: learned MACs, connections, sessions, buckets, reloads, link changes."""
     sw = fuzzing.make_switch()
     try:
-        problems = fuzzing.run_inputs(sw, _Draw(data), steps=12)
+        problems = fuzzing.run_inputs(sw, _Draw(data), steps=40)
         assert problems == [], problems
     finally:
         sw.close()
