@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import fuzzing
 
 T = TypeVar("T")
+
+# no shrinking: an example is a whole switch run, and shrinking one takes longer than
+# the test may (the failure report lists every draw; bench/fuzz_long.py names seed and step)
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 class _Draw:
@@ -35,7 +39,7 @@ class _Draw:
         return self.data.draw(st.integers(lo, hi))
 
 
-@settings(max_examples=800, deadline=None, database=None,
+@settings(max_examples=800, deadline=None, database=None, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_fuzzed_frames_never_raise_and_are_all_accounted_for(data: st.DataObject) -> None:
@@ -50,7 +54,7 @@ def test_fuzzed_frames_never_raise_and_are_all_accounted_for(data: st.DataObject
             sw.close()
 
 
-@settings(max_examples=30, deadline=None, database=None,
+@settings(max_examples=30, deadline=None, database=None, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.data())
 def test_fuzzed_runs_with_state_building_up(data: st.DataObject) -> None:
