@@ -29,6 +29,7 @@ from vspan.control.dvs.admin import DvsAdmin
 from vspan.control.dvs.hostagent import HostAgent
 from vspan.control.dvs.migration import MigrationError, abort, read, request
 from vspan.control.store.memory import MemoryStore
+from vspan.datapath import accounting
 from vspan.ports.base import Port
 from vspan.ports.memory import MemoryPort
 
@@ -155,6 +156,9 @@ def test_the_port_moves_with_its_id_counters_connections_and_announces_itself(
         after = h2.agent.engine.state.port("web").counters.as_dict()
         assert after["rx_frames"] >= before["rx_frames"] > 0  # counters carried on
         assert after["tx_frames"] >= before["tx_frames"] > 0
+        # and they still add up: every frame received (here or before, on h1) has its fate
+        eng2 = h2.agent.engine
+        assert eng2.call(lambda: accounting.check(eng2.state)) == []
         # the connection came along: ESTABLISHED, same windows, same admitting rule
         fw = h2.agent.switch_policy.firewall
         assert fw is not None

@@ -10,8 +10,9 @@ fate is counted; :mod:`vspan.datapath.accounting` checks the sum.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from vspan.datapath.decision import Drop
 
@@ -61,11 +62,22 @@ class SwitchPortCounters:
             reason = fate.reason.value
             self.rx_dropped[reason] = self.rx_dropped.get(reason, 0) + 1
 
-    def carry(self, values: dict[str, int]) -> None:
-        """Continue from counts made elsewhere (a port that migrated here keeps them)."""
+    def export(self) -> dict[str, Any]:
+        """The counts, for :meth:`carry` elsewhere (``as_dict`` plus the drops of
+        received frames by reason)."""
+        return {**self.as_dict(), "rx_dropped": self.rx_dropped_by_reason()}
+
+    def carry(self, values: Mapping[str, Any]) -> None:
+        """Continue from counts made elsewhere (a port that migrated here keeps them):
+        :meth:`export` of the port there. The accounting terms come along with
+        ``rx_frames``, so received = forwarded + dropped + consumed holds here too."""
         for name in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "flooded",
-                     "mirrored_out", "dropped"):
+                     "mirrored_out", "dropped", "forwarded", "consumed"):
             setattr(self, name, getattr(self, name) + int(values.get(name, 0)))
+        by_reason = values.get("rx_dropped", {})
+        if isinstance(by_reason, Mapping):
+            for reason, n in by_reason.items():
+                self.rx_dropped[str(reason)] = self.rx_dropped.get(str(reason), 0) + int(n)
 
     def as_dict(self) -> dict[str, int]:
         """Plain mapping for JSON/metrics (``rx_dropped`` as its total; see

@@ -162,7 +162,7 @@ class Migrator:
                        if e.port == rt.index and not e.static})
         return {"host": self.ha.host, "detached_at": time.time(),
                 "last_frame": _wall(engine, max(c.last_rx, c.last_tx)),
-                "counters": c.as_dict(), "kernel": self.stats(rec["interface"]),
+                "counters": c.export(), "kernel": self.stats(rec["interface"]),
                 "macs": [[v, m] for v, m in macs],
                 "policy": export_port(switch_policy(engine), port, now)}
 
