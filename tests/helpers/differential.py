@@ -26,6 +26,7 @@ from tests.helpers.agreement import (
     snapshot,
 )
 from tests.pipeline.harness import Switch
+from vspan.datapath.accounting import check
 from vspan.ports.base import Frame
 from vspan.ports.vnet import F_NEEDS_CSUM, GSO_TCPV4, VNET_STRUCT
 
@@ -94,7 +95,10 @@ def observe(sw: Switch, rec: RecordingSender) -> dict[str, Any]:
         name: [(f.data, f.vnet) for f in port.take()] for name, port in sw.ports.items()}
     out["erspan"] = list(rec.sent)
     rec.sent.clear()
-    out["ports"] = {i: rt.counters.as_dict() for i, rt in st.ports.items()}
+    # every counter, the accounting terms (forwarded, dropped by first reason, consumed) too
+    out["ports"] = {i: rt.counters.as_dict() | {"rx_dropped": rt.counters.rx_dropped_by_reason()}
+                    for i, rt in st.ports.items()}
+    out["accounting"] = [a.describe() for a in check(st)]
     out["drops"] = dict(st.drops.by_key)
     out["mirrors"] = {i: m.counters() | {"seen": m.seen} for i, m in st.mirrors.items()}
     out["fdb"] = {k: (e.port, e.last_seen) for k, e in st.fdb.entries.items()}

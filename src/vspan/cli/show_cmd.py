@@ -166,7 +166,6 @@ def render(what: str, data: Any) -> None:
             sys.stdout.write(poll_text(data["poll"]) + "\n")
 
 
-
 def poll_text(poll: dict[str, Any]) -> str:
     """How the engine waits for frames and what busy polling cost so far (one line)."""
     mode = poll["mode"]
@@ -175,6 +174,8 @@ def poll_text(poll: dict[str, Any]) -> str:
     return (f"{head}: {poll['waits']} blocking waits, {poll['busy_polls']} busy polls "
             f"({poll['busy_frames']} frames found, {poll['empty_polls']} empty, "
             f"{poll['empty_seconds']:.3f} s)")
+
+
 def _render_accounting(data: dict[str, Any]) -> None:
     rows = [dict(p, dropped=sum(p["dropped"].values())) for p in data["ports"]]
     print_table(rows, [("PORT", "port"), ("RECEIVED", "received"), ("FORWARDED", "forwarded"),

@@ -740,7 +740,8 @@ typedef struct {
     PyObject *resend;   /* list of payloads refused with EMSGSIZE (the Python retry) */
 } Session;
 
-enum { P_RX_BYTES, P_FLOODED, P_MIRRORED_OUT, P_N };
+/* P_FORWARDED, P_CONSUMED: fates of received frames (docs/accounting.md) */
+enum { P_RX_BYTES, P_FLOODED, P_MIRRORED_OUT, P_FORWARDED, P_CONSUMED, P_N };
 
 /*
  * The encapsulated copies of a run, waiting for flush_remote: payloads laid end to end
@@ -771,6 +772,9 @@ typedef struct {
     Arr port[P_N];
     Arr sess[S_N];
     Arr drops;
+    Arr rx_drops;   /* received frames delivered nowhere, by the drop id of their first drop */
+    long fate_port; /* the receiving port rx_drops belong to (one port per batch) */
+    int64_t rx_pending; /* frames in rx_drops since the last take */
     int64_t hits;
     Session *sessions;
     Py_ssize_t nsessions;
@@ -837,6 +841,7 @@ static void Table_dealloc(Table *self)
     for (int i = 0; i < S_N; i++)
         PyMem_Free(self->sess[i].v);
     PyMem_Free(self->drops.v);
+    PyMem_Free(self->rx_drops.v);
     free_sessions(self);
     PyMem_Free(self->pending.buf);
     PyMem_Free(self->pending.items);
@@ -1119,19 +1124,24 @@ static PyObject *rows(Arr *cols, int ncols)
 
 /*
  * Table.take() -> (hits, ports, sessions, drops): the counter deltas since the last take,
- * zeroed.  ports: (index, rx_bytes, flooded, mirrored_out); sessions: (index, sampled_out,
- * truncated, mirrored, dropped, bytes); drops: (drop id, n).  Only rows with a nonzero value.
+ * zeroed.  ports: (index, rx_bytes, flooded, mirrored_out, forwarded, consumed); sessions:
+ * (index, sampled_out, truncated, mirrored, dropped, bytes); drops: (drop id, n); rx_drops:
+ * (drop id of the first drop, n) of frames received on the batch's port and delivered
+ * nowhere.  Only rows with a nonzero value.
  */
 static PyObject *Table_take(Table *self, PyObject *unused)
 {
     PyObject *p = rows(self->port, P_N), *s = rows(self->sess, S_N), *d = rows(&self->drops, 1);
+    PyObject *r = rows(&self->rx_drops, 1);
     PyObject *out = NULL;
-    if (p && s && d)
-        out = Py_BuildValue("(LOOO)", (long long)self->hits, p, s, d);
+    if (p && s && d && r)
+        out = Py_BuildValue("(LOOOO)", (long long)self->hits, p, s, d, r);
     self->hits = 0;
+    self->rx_pending = 0;
     Py_XDECREF(p);
     Py_XDECREF(s);
     Py_XDECREF(d);
+    Py_XDECREF(r);
     return out;
 }
 
@@ -1450,12 +1460,35 @@ out:
 }
 
 /* replay.replay for one frame whose program frame_ok() accepted */
+/*
+ * Count one received frame's fate (docs/accounting.md): forwarded when an output took it,
+ * else dropped under its first drop, else consumed.  Folded into the port's counters with
+ * the batch's other counters (NativeTable.fold).
+ */
+static int count_fate(Table *t, long in_port, int sent, Py_ssize_t first)
+{
+    if (sent)
+        return arr_add(&t->port[P_FORWARDED], in_port, 1);
+    if (first < 0)
+        return arr_add(&t->port[P_CONSUMED], in_port, 1);
+    if (t->rx_pending && t->fate_port != in_port) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "native replay: drops of two receiving ports in one batch");
+        return -1;
+    }
+    t->fate_port = in_port;
+    t->rx_pending++;
+    return arr_add(&t->rx_drops, first, 1);
+}
+
 static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *vnet,
                   long in_port, PyObject *tx, PyObject *now)
 {
     Program *p = e->prog;
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
+    int sent = 0;          /* the frame's fate, as replay.replay computes it: forwarded, */
+    Py_ssize_t first = -1; /* else its first drop, else consumed */
     for (int i = 0; i < p->nops; i++) {
         const Op *o = &p->ops[i];
         switch (o->op) {
@@ -1465,6 +1498,8 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
                 if (too_big(d, n, v, PyBytes_GET_SIZE(vnet), o->mtu)) {
                     if (arr_add(&t->drops, o->mtu_drop, 1) < 0)
                         return -1;
+                    if (first < 0)
+                        first = o->mtu_drop;
                     continue;
                 }
             }
@@ -1481,6 +1516,7 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
                 Py_SETREF(of, od && ov ? make_frame_like(t, od, ov, fobj) : NULL);
             }
             int rc = of ? enqueue(tx, p->ports[i], of) : -1;
+            sent |= rc == 0;
             for (int j = 0; rc == 0 && j < o->nmirrors; j++)
                 rc = do_mirror(t, &p->mirrors[o->first_mirror + j], of, od, ov, tx);
             Py_XDECREF(of);
@@ -1501,12 +1537,14 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
         case OP_DROP:
             if (arr_add(&t->drops, o->drop, 1) < 0)
                 return -1;
+            if (first < 0)
+                first = o->drop;
             break;
         }
     }
     if (p->flood && arr_add(&t->port[P_FLOODED], in_port, 1) < 0)
         return -1;
-    return 0;
+    return count_fate(t, in_port, sent, first);
 }
 
 /*

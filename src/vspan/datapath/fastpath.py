@@ -94,7 +94,7 @@ class FastPath:
             # (while captures or observers watch, every frame takes the Python replay)
             nat.process(in_port, frames, self.tx, now,
                         lambda run: self._replay(in_port, run, now, counters))
-            nat.fold(self.cache)
+            nat.fold(self.cache, in_port)
         else:
             self._replay(in_port, frames, now, counters)
         if self.policy.replies:

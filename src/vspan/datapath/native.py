@@ -275,19 +275,28 @@ class NativeTable:
         if mirrored:
             self._pull_seen()
 
-    def fold(self, cache: FlowCache) -> None:
-        """Add the native counters' deltas to the Python counters (end of every batch)."""
-        hits, ports, sessions, drops = self.table.take()
+    def fold(self, cache: FlowCache, in_port: int) -> None:
+        """Add the native counters' deltas to the Python counters (end of every batch of
+        frames received on ``in_port``), the fates of the frames it replayed included."""
+        hits, ports, sessions, drops, rx_drops = self.table.take()
         cache.hits += hits
         self.replayed += hits
         st = self.state
-        for idx, rx_bytes, flooded, mirrored_out in ports:
+        for idx, rx_bytes, flooded, mirrored_out, forwarded, consumed in ports:
             rt = st.ports.get(idx)
             if rt is not None:
                 c = rt.counters
                 c.rx_bytes += rx_bytes
                 c.flooded += flooded
                 c.mirrored_out += mirrored_out
+                c.forwarded += forwarded
+                c.consumed += consumed
+        receiver = st.ports.get(in_port)
+        if rx_drops and receiver is not None:
+            by_reason = receiver.counters.rx_dropped
+            for did, n in rx_drops:
+                reason = self.drops[did][1]
+                by_reason[reason] = by_reason.get(reason, 0) + n
         for idx, sampled_out, truncated, mirrored, dropped, nbytes in sessions:
             m = st.mirrors.get(idx)
             if m is not None:
