@@ -27,6 +27,8 @@ Memory is *flat* when the RSS at the end (mean of the last three samples) is les
   the switch sent or tried to send to ``q``) and ``drops(p)`` are the drops counted
   at ``p`` (all reasons but tx-error); for ``mon``: ``rx(mon) = drops(mon)``;
 * **switch**: ``sum rx = sum out + sum drops`` (the sum of the above);
+* **fates** (the accounting invariant, per port): ``rx_frames = forwarded + rx_dropped +
+  consumed`` (every received frame forwarded, dropped with its first reason or consumed);
 * **mirror sessions**: ``offered = mirrored + dropped + sampled_out``, and the local
   session's ``mirrored`` = ``mirrored_out(mon)`` = ``tx(mon) + tx_errors(mon)``.
 
@@ -184,7 +186,11 @@ def metrics(sock: str) -> Sample:
     for fam in text_string_to_metric_families(str(text)):
         for smp in fam.samples:
             name, lab, value = smp.name.removesuffix("_total"), smp.labels, int(smp.value)
-            if name.startswith("vspan_port_") and "port" in lab and name != "vspan_port_link_up":
+            if name == "vspan_port_rx_dropped":  # by reason: the accounting term is the sum
+                c = s.ports.setdefault(lab["port"], {})
+                c["rx_dropped"] = c.get("rx_dropped", 0) + value
+            elif (name.startswith("vspan_port_") and "port" in lab
+                  and name != "vspan_port_link_up"):
                 s.ports.setdefault(lab["port"], {})[name[len("vspan_port_"):]] = value
             elif name == "vspan_drops":
                 by = s.drops.setdefault(lab["port"], {})
@@ -232,6 +238,12 @@ def check(s: Sample) -> list[str]:
         if rx != out + dropped:
             bad.append(f"port {p}: rx {rx} != out({q}) {out} + drops {dropped} "
                        f"(off by {rx - out - dropped})")
+    for p, c in s.ports.items():  # every received frame's fate (docs/accounting.md)
+        fates = c.get("forwarded", 0) + c.get("rx_dropped", 0) + c.get("consumed", 0)
+        if c["rx_frames"] != fates:
+            bad.append(f"port {p}: received {c['rx_frames']} != forwarded "
+                       f"{c.get('forwarded', 0)} + dropped {c.get('rx_dropped', 0)} + "
+                       f"consumed {c.get('consumed', 0)} (off by {c['rx_frames'] - fates})")
     if s.ports["mon"]["rx_frames"] != drops_at(s, "mon"):
         bad.append(f"port mon: rx {s.ports['mon']['rx_frames']} != drops "
                    f"{drops_at(s, 'mon')}")
