@@ -147,6 +147,8 @@ def counters_view(engine: Engine) -> dict[str, Any]:
         "batches": engine.batches,
         "upcalls": engine.upcall.upcalls,
         "poll": engine.poller.stats(),
+        "upcall_budget": {"rate": engine.upcall.budget.rate,
+                          "dropped": engine.upcall.budget_drops},
     }
 
 

@@ -73,7 +73,7 @@ class Engine:
         self.poller = Poller(config.switch.poll)  # block, or busy-poll after traffic
         self._tx: dict[int, list[Frame]] = {}
         self.mirror_out = MirrorOut(state, self._tx, remote)
-        self.upcall = Upcall(pipeline, self.cache)
+        self.upcall = Upcall(pipeline, self.cache, config.switch.upcall_budget)
         self.fastpath = FastPath(state, self.cache, policy, self.upcall, self.mirror_out,
                                  self._tx, self.backends, clock)
         if native.wanted(config.switch.fastpath):
@@ -433,6 +433,8 @@ class Engine:
                 old_switch.fdb_max_entries, old_switch.fdb_aging_seconds):
             self.cache.room_changed()
         self.cache.resize(new.switch.flow_cache_size)
+        if new.switch.upcall_budget != self.upcall.budget.rate:
+            self.upcall.budget.configure(new.switch.upcall_budget)
         self.batch_size = new.switch.batch_size
         self.poller.configure(new.switch.poll)
         self._refresh_links()

@@ -114,6 +114,7 @@ class FastPath:
         simple: list[tuple[Frame, int, object]] = []  # ... simple forwards, told per batch
         tx = self.tx
         forwarded = 0  # frames forwarded by a one-output hit (counted after the loop)
+        upcall = self.upcall
         key: FlowKey | None
         ref: FdbEntry | None
         for f in frames:
@@ -156,7 +157,10 @@ class FastPath:
                     source = SOURCE_FAST
                 else:
                     cache.misses += 1
-                    d = self.upcall.decide(fk, key, data, in_port)
+                    if upcall.budget.admit(in_port, now):
+                        d = upcall.decide(fk, key, data, in_port)
+                    else:  # the port's misses exceed its slow-path budget
+                        d = upcall.over_budget(in_port)
                     ref = None
                     source = SOURCE_SLOW
             if watch:

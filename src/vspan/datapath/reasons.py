@@ -37,6 +37,7 @@ class DropReason(enum.StrEnum):
     TX_ERROR = "tx-error"  # the port backend refused the frame
     VNET_HEADER = "vnet-header"  # virtio-net header fields that do not fit the frame
     GSO_SEGMENTS = "gso-segments"  # a GSO super-frame that would be cut too finely
+    UPCALL_BUDGET = "upcall-budget"  # the port's cache misses exceed its slow-path budget
 
 
 EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
@@ -94,6 +95,10 @@ EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
     DropReason.GSO_SEGMENTS: "a GSO super-frame whose gso_size would cut it into more pieces "
                              "than the kernel allows (TCP segments under 48 bytes, more than "
                              "128 UDP datagrams): refused at receive",
+    DropReason.UPCALL_BUDGET: "the port sent more frames of new, uncached flows than its "
+                              "slow-path budget (switch.upcall_budget misses per second) "
+                              "allows: excess misses are dropped so other ports keep their "
+                              "rate (cached flows are never limited)",
 })
 """One line per drop reason: what it means (``vspan explain-reason``)."""
 
@@ -125,6 +130,7 @@ STAGES: Mapping[DropReason, str] = MappingProxyType({
     DropReason.TX_ERROR: "transmit",
     DropReason.VNET_HEADER: "port",
     DropReason.GSO_SEGMENTS: "port",
+    DropReason.UPCALL_BUDGET: "upcall",
 })
 """The pipeline stage (or step) that gives each drop reason."""
 

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 from weakref import WeakValueDictionary
 
-from vspan.datapath.decision import Decision
+from vspan.datapath.decision import Decision, Drop
 from vspan.datapath.flowcache import FlowCache
 from vspan.datapath.flowkey import FlowKey
 from vspan.datapath.pipeline import Pipeline
+from vspan.datapath.reasons import DropReason
+from vspan.datapath.upcallbudget import UpcallBudget
 
 
 class Upcall:
     """Decides misses and installs the decisions."""
 
-    def __init__(self, pipeline: Pipeline, cache: FlowCache) -> None:
+    def __init__(self, pipeline: Pipeline, cache: FlowCache, budget: int = 0) -> None:
         self.pipeline = pipeline
         self.cache = cache
         self.upcalls = 0
+        self.budget = UpcallBudget(budget)  # misses per second and port (0: unlimited)
+        self.budget_drops = 0  # misses dropped by the budget
+        self._over: dict[int, Decision] = {}  # port -> its over-budget drop
         # one object for equal decisions (the flows of one port pair share theirs): a
         # cached entry then costs its key and a reference
         self._interned: WeakValueDictionary[Decision, Decision] = WeakValueDictionary()
@@ -42,6 +47,16 @@ class Upcall:
                 r = d.refresh
                 ref = self.pipeline.state.fdb.lookup(r.vlan, r.mac)
             self.cache.put(fast if fast is not None else key, d, key, ref)
+        return d
+
+    def over_budget(self, in_port: int) -> Decision:
+        """The decision for a miss beyond ``in_port``'s budget: dropped with the reason
+        ``upcall-budget``, without running the pipeline; never cached."""
+        self.budget_drops += 1
+        d = self._over.get(in_port)
+        if d is None:
+            d = self._over[in_port] = Decision(
+                (Drop(DropReason.UPCALL_BUDGET, in_port),), cacheable=False)
         return d
 
     def deliver(self, port: int, data: bytes, vlan: int) -> Decision:

@@ -1,0 +1,143 @@
+"""The slow path's per-port budget: a port sending misses faster than
+``switch.upcall_budget`` has its excess misses dropped with the reason
+``upcall-budget``; the other ports, and every frame of a cached flow, are untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from tests.pipeline.harness import Switch, make_switch
+from vspan.config.load import load_text
+from vspan.datapath import native
+from vspan.datapath.reasons import DropReason, explain
+from vspan.datapath.upcallbudget import UpcallBudget
+
+MAC = {p: f"02:00:00:00:00:{i:02x}" for i, p in enumerate("abcd", start=1)}
+RATE = 1000  # misses per second and port; the bucket: max(64, RATE // 10) = 100
+BURST = 100
+
+
+def config(fastpath: str, rate: int = RATE) -> str:
+    return f"""
+switch: {{upcall_budget: {rate}, fastpath: {fastpath}}}
+ports:
+  churn: {{type: memory}}
+  a: {{type: memory}}
+  b: {{type: memory}}
+  c: {{type: memory}}
+  d: {{type: memory}}
+"""
+
+
+def frame(src: str, dst: str, sport: int = 1000) -> bytes:
+    return bytes(Ether(src=src, dst=dst) / IP(src="10.0.0.1", dst="10.0.0.2")
+                 / UDP(sport=sport, dport=53))
+
+
+def churn(i: int) -> bytes:
+    return frame(f"02:aa:00:00:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}", MAC["a"])
+
+
+@pytest.fixture(params=["python", "native"])
+def sw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Switch]:
+    if request.param == "native" and not native.available():
+        pytest.skip("the C extension vspan.datapath._native was not built")
+    monkeypatch.delenv("VSPAN_FASTPATH", raising=False)
+    s = make_switch(config(request.param))
+    assert (s.engine.fastpath.native is not None) == (request.param == "native")
+    for p, mac in MAC.items():  # everyone learned
+        s.send(p, frame(mac, "ff:ff:ff:ff:ff:ff"))
+    for p in s.ports:
+        s.got(p)
+    yield s
+    s.engine.close()
+
+
+def budget_drops(sw: Switch, port: str) -> int:
+    idx = sw.engine.state.by_name[port]
+    return sum(n for (p, r, _), n in sw.engine.state.drops.by_key.items()
+               if p == idx and r == DropReason.UPCALL_BUDGET.value)
+
+
+def steady(sw: Switch) -> None:
+    """a -> b and c -> d, 8 flows each; every frame must arrive."""
+    sw.send("a", *(frame(MAC["a"], MAC["b"], 1000 + i) for i in range(8)))
+    sw.send("c", *(frame(MAC["c"], MAC["d"], 1000 + i) for i in range(8)))
+    assert len(sw.got("b")) == 8
+    assert len(sw.got("d")) == 8
+
+
+def test_churning_port_excess_misses_dropped_with_the_reason(sw: Switch) -> None:
+    steady(sw)  # cached now
+    upcalls = sw.engine.upcall.upcalls
+    for k in range(10):  # 640 new source MACs at one instant: only the bucket's worth pass
+        sw.send("churn", *(churn(k * 64 + i) for i in range(64)))
+        steady(sw)
+    assert budget_drops(sw, "churn") == 640 - BURST
+    assert sw.engine.upcall.upcalls - upcalls == BURST  # the dropped ones never ran the pipeline
+    assert len(sw.got("a")) == BURST
+    # the others never hit the budget, and kept every frame
+    for p in "abcd":
+        assert budget_drops(sw, p) == 0
+    # time refills the bucket: 50.5 ms at 1000/s is 50 more misses
+    sw.clock.now += 0.0505
+    sw.send("churn", *(churn(5000 + i) for i in range(64)))
+    assert len(sw.got("a")) == 50
+    assert budget_drops(sw, "churn") == 640 - BURST + 14
+
+
+def test_cached_flows_are_never_budgeted(sw: Switch) -> None:
+    # the churn port's own known flow is cached (its MAC learned by the first frame, the
+    # flow cached by the second): thousands of its frames pass though its bucket is empty
+    src = "02:00:00:00:00:ee"
+    sw.send("churn", frame(src, MAC["a"]), frame(src, MAC["a"]))
+    assert len(sw.got("a")) == 2
+    sw.send("churn", *(churn(i) for i in range(200)))  # empties the bucket
+    sw.got("a")
+    dropped = budget_drops(sw, "churn")
+    assert dropped > 0
+    assert not sw.engine.upcall.budget.admit(sw.engine.state.by_name["churn"], sw.clock.now)
+    for _ in range(50):
+        sw.send("churn", *(frame(src, MAC["a"]) for _ in range(64)))
+    assert len(sw.got("a")) == 50 * 64
+    assert budget_drops(sw, "churn") == dropped
+
+
+def test_counters_view_and_explanation(sw: Switch) -> None:
+    from vspan.control.views import counters_view
+    sw.send("churn", *(churn(i) for i in range(200)))
+    view = counters_view(sw.engine)
+    assert view["upcall_budget"] == {"rate": RATE, "dropped": 200 - BURST}
+    assert {"port": "churn", "reason": "upcall-budget", "rule": "", "frames": 200 - BURST} \
+        in view["drops"]
+    assert view["ports"]["churn"]["dropped"] == 200 - BURST
+    assert "budget" in explain("upcall-budget")
+
+
+def test_budget_zero_is_unlimited_and_reload_applies() -> None:
+    s = make_switch(config("python", rate=0))
+    try:
+        s.send("churn", *(churn(i) for i in range(500)))
+        assert budget_drops(s, "churn") == 0
+        s.engine.reload(load_text(config("python", rate=RATE)))
+        assert s.engine.upcall.budget.rate == RATE
+        s.send("churn", *(churn(1000 + i) for i in range(500)))
+        assert budget_drops(s, "churn") == 500 - BURST
+    finally:
+        s.engine.close()
+
+
+def test_bucket_refill_and_cap() -> None:
+    b = UpcallBudget(1000)
+    assert b.burst == 100
+    assert sum(b.admit(1, 0.0) for _ in range(300)) == 100
+    assert not b.admit(1, 0.0)
+    assert sum(b.admit(1, 0.01) for _ in range(300)) == 10  # 10 ms: 10 tokens
+    assert sum(b.admit(2, 0.01) for _ in range(300)) == 100  # another port: its own bucket
+    assert sum(b.admit(1, 100.0) for _ in range(300)) == 100  # never more than the bucket
+    assert UpcallBudget(100).burst == 64  # at least one batch
+    assert all(UpcallBudget(0).admit(1, 0.0) for _ in range(10_000))
