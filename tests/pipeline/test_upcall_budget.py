@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from tests.pipeline.harness import Switch, make_switch
@@ -17,7 +17,7 @@ from vspan.datapath.reasons import DropReason, explain
 from vspan.datapath.upcallbudget import UpcallBudget
 
 MAC = {p: f"02:00:00:00:00:{i:02x}" for i, p in enumerate("abcd", start=1)}
-RATE = 1000  # misses per second and port; the bucket: max(64, RATE // 10) = 100
+RATE = 100  # misses per second and port; the bucket: a second's worth, at least 64
 BURST = 100
 
 
@@ -83,8 +83,8 @@ def test_churning_port_excess_misses_dropped_with_the_reason(sw: Switch) -> None
     # the others never hit the budget, and kept every frame
     for p in "abcd":
         assert budget_drops(sw, p) == 0
-    # time refills the bucket: 50.5 ms at 1000/s is 50 more misses
-    sw.clock.now += 0.0505
+    # time refills the bucket: 505 ms at 100/s is 50 more misses
+    sw.clock.now += 0.505
     sw.send("churn", *(churn(5000 + i) for i in range(64)))
     assert len(sw.got("a")) == 50
     assert budget_drops(sw, "churn") == 640 - BURST + 14
@@ -133,11 +133,40 @@ def test_budget_zero_is_unlimited_and_reload_applies() -> None:
 
 def test_bucket_refill_and_cap() -> None:
     b = UpcallBudget(1000)
-    assert b.burst == 100
-    assert sum(b.admit(1, 0.0) for _ in range(300)) == 100
+    assert b.burst == 1000
+    assert sum(b.admit(1, 0.0) for _ in range(3000)) == 1000
     assert not b.admit(1, 0.0)
-    assert sum(b.admit(1, 0.01) for _ in range(300)) == 10  # 10 ms: 10 tokens
-    assert sum(b.admit(2, 0.01) for _ in range(300)) == 100  # another port: its own bucket
-    assert sum(b.admit(1, 100.0) for _ in range(300)) == 100  # never more than the bucket
-    assert UpcallBudget(100).burst == 64  # at least one batch
+    assert sum(b.admit(1, 0.0105) for _ in range(300)) == 10  # 10.5 ms: 10 tokens
+    assert sum(b.admit(2, 0.0105) for _ in range(3000)) == 1000  # another port: its own
+    assert sum(b.admit(1, 100.0) for _ in range(3000)) == 1000  # never more than the bucket
+    assert UpcallBudget(10).burst == 64  # at least one batch
     assert all(UpcallBudget(0).admit(1, 0.0) for _ in range(10_000))
+
+
+def test_default_budget_takes_a_burst_of_new_tcp_connections() -> None:
+    """A benign port opening 1000 TCP connections at one instant (SYNs to 1000 source
+    ports, the server's SYN-ACKs back, then each side's ACK) never meets the default."""
+    s = make_switch(config("python").replace(f"upcall_budget: {RATE}, ", ""))
+    try:
+        assert s.engine.upcall.budget.rate == 2000
+        s.send("a", frame(MAC["a"], "ff:ff:ff:ff:ff:ff"))
+        s.send("b", frame(MAC["b"], "ff:ff:ff:ff:ff:ff"))
+        for p in "ab":
+            s.got(p)
+        syn = [bytes(Ether(src=MAC["a"], dst=MAC["b"]) / IP(src="10.0.0.1", dst="10.0.0.2")
+                     / TCP(sport=20000 + i, dport=80, flags="S")) for i in range(1000)]
+        synack = [bytes(Ether(src=MAC["b"], dst=MAC["a"]) / IP(src="10.0.0.2", dst="10.0.0.1")
+                        / TCP(sport=80, dport=20000 + i, flags="SA")) for i in range(1000)]
+        ack = [bytes(Ether(src=MAC["a"], dst=MAC["b"]) / IP(src="10.0.0.1", dst="10.0.0.2")
+                     / TCP(sport=20000 + i, dport=80, flags="A")) for i in range(1000)]
+        for k in range(0, 1000, 64):
+            s.send("a", *syn[k:k + 64])
+        for k in range(0, 1000, 64):
+            s.send("b", *synack[k:k + 64])
+        for k in range(0, 1000, 64):
+            s.send("a", *ack[k:k + 64])
+        assert len(s.got("b")) == 2000
+        assert len(s.got("a")) == 1000
+        assert s.engine.upcall.budget_drops == 0
+    finally:
+        s.engine.close()

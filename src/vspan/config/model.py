@@ -449,7 +449,7 @@ class SwitchConfig(Strict):
     fdb_save_seconds: int = Field(default=10, ge=1, le=3600)
     flow_cache_size: int = Field(default=65536, ge=0)
     # cache misses (slow-path upcalls) per second and ingress port; 0 = unlimited
-    upcall_budget: int = Field(default=20000, ge=0, le=10_000_000)
+    upcall_budget: int = Field(default=2000, ge=0, le=10_000_000)
     batch_size: int = Field(default=64, ge=1, le=4096)
     # which replay forwards cached flows: the C extension when built (auto), or Python
     fastpath: Literal["auto", "native", "python"] = "auto"

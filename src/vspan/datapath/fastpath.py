@@ -115,6 +115,7 @@ class FastPath:
         tx = self.tx
         forwarded = 0  # frames forwarded by a one-output hit (counted after the loop)
         upcall = self.upcall
+        over = 0  # misses over the port's budget, not watched
         key: FlowKey | None
         ref: FdbEntry | None
         for f in frames:
@@ -159,8 +160,11 @@ class FastPath:
                     cache.misses += 1
                     if upcall.budget.admit(in_port, now):
                         d = upcall.decide(fk, key, data, in_port)
-                    else:  # the port's misses exceed its slow-path budget
+                    elif watch:  # over the port's slow-path budget: the frame with its drop
                         d = upcall.over_budget(in_port)
+                    else:  # ... counted once per batch (the cheapest path)
+                        over += 1
+                        continue
                     ref = None
                     source = SOURCE_SLOW
             if watch:
@@ -175,6 +179,10 @@ class FastPath:
         if simple:
             for obs in observers:
                 obs.simple(in_port, simple, now)
+        if over:
+            upcall.budget_drops += over
+            self.state.drops.add(in_port, DropReason.UPCALL_BUDGET.value, "", over)
+            counters.dropped += over
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 ref: FdbEntry | None, source: str, received: bool = True) -> Fate:

@@ -15,7 +15,7 @@ from __future__ import annotations
 class UpcallBudget:
     """Token buckets of misses, one per ingress port (``rate`` 0: no limit)."""
 
-    __slots__ = ("rate", "burst", "_buckets")
+    __slots__ = ("_buckets", "burst", "rate")
 
     def __init__(self, rate: int) -> None:
         self.rate = 0
@@ -25,9 +25,9 @@ class UpcallBudget:
 
     def configure(self, rate: int) -> None:
         """Set the budget: ``rate`` misses per second and port; the bucket holds a
-        tenth of a second's worth (at least 64: one full batch); 0 = unlimited."""
+        second's worth (at least 64: one full batch); 0 = unlimited."""
         self.rate = rate
-        self.burst = float(max(64, rate // 10)) if rate else 0.0
+        self.burst = float(max(64, rate)) if rate else 0.0
         self._buckets.clear()
 
     def admit(self, port: int, now: float) -> bool:
