@@ -12,7 +12,9 @@ Measured (CPU time of this process, so a busy machine's other load counts less):
 * steady kpps: the other ports' frames per CPU-second spent on their batches, without
   and with the churner; target: with churn at least 90 % of without;
 * the steady frames' cache hit ratio during churn, flow-cache invalidations;
-* the churner's own rate (its frames all go up the slow path);
+* the churner's own rate (its frames all go up the slow path, or are dropped there by the
+  per-port slow-path budget, ``switch.upcall_budget``: ``--budget`` sets it) and how many
+  of them the budget dropped;
 * flow-cache memory: bytes per entry (the cache's own estimate and tracemalloc over a
   cache filled with distinct flows).
 
@@ -167,7 +169,7 @@ def one_run(rounds: int, chunk: int = 25, budget: int | None = None) -> Run:
 
 def memory(entries: int) -> Memory:
     """Fill a cache with ``entries`` distinct flows; bytes per entry."""
-    engine, ports = switch(cache_size=entries)
+    engine, ports = switch(cache_size=entries, budget=0)  # every miss cached, none budgeted
     a = engine.state.by_name["a"]
     frames = [Frame(udp_frame(MAC["a"], MAC["b"], f"10.{(i >> 16) & 0xFF}.{(i >> 8) & 0xFF}."
                               f"{i & 0xFF}", "10.0.0.2", 1000 + (i & 0x3FFF), 53, b"x"))
