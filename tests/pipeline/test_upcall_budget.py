@@ -115,6 +115,9 @@ def test_counters_view_and_explanation(sw: Switch) -> None:
     assert {"port": "churn", "reason": "upcall-budget", "rule": "", "frames": 200 - BURST} \
         in view["drops"]
     assert view["ports"]["churn"]["dropped"] == 200 - BURST
+    c = sw.engine.state.ports[sw.engine.state.by_name["churn"]].counters
+    assert c.rx_dropped["upcall-budget"] == 200 - BURST  # each frame's fate accounted
+    assert c.rx_frames == c.forwarded + sum(c.rx_dropped.values()) + c.consumed
     assert "budget" in explain("upcall-budget")
 
 

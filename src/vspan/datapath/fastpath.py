@@ -179,10 +179,12 @@ class FastPath:
         if simple:
             for obs in observers:
                 obs.simple(in_port, simple, now)
-        if over:
+        if over:  # frames of misses over the budget: each dropped at its port, its fate
+            reason = DropReason.UPCALL_BUDGET.value
             upcall.budget_drops += over
-            self.state.drops.add(in_port, DropReason.UPCALL_BUDGET.value, "", over)
+            self.state.drops.add(in_port, reason, "", over)
             counters.dropped += over
+            counters.rx_dropped[reason] = counters.rx_dropped.get(reason, 0) + over
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 ref: FdbEntry | None, source: str, received: bool = True) -> Fate:
