@@ -96,7 +96,8 @@ class HostAgent:
         self.applied_at = 0.0
         self.reconciles = 0
         self.reconcile_seconds = 0.0  # time spent reconciling (benchmarks)
-        self.last_reconcile_seconds = 0.0
+        self.last_reconcile_seconds = 0.0  # wall time: includes waiting for the GIL/CPU
+        self.last_reconcile_cpu = 0.0  # this thread's CPU time in the last reconcile
         self.plan: HostPlan | None = None
         self.desired: DvsConfig | None = None
         self.live: dict[str, LiveHost] = {}
@@ -246,11 +247,13 @@ class HostAgent:
     def reconcile(self, reason: str = "") -> None:
         """Compile this host's switch from the held items and apply the difference."""
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         with self._lock:
             try:
                 self._reconcile(reason)
             finally:
                 self.reconciles += 1
+                self.last_reconcile_cpu = time.thread_time() - c0
                 self.last_reconcile_seconds = time.perf_counter() - t0
                 self.reconcile_seconds += self.last_reconcile_seconds
         if self.on_applied is not None:
