@@ -32,10 +32,10 @@ Memory is *flat* when the RSS at the end (mean of the last three samples) is les
 * **mirror sessions**: ``offered = mirrored + dropped + sampled_out``, and the local
   session's ``mirrored`` = ``mirrored_out(mon)`` = ``tx(mon) + tx_errors(mon)``.
 
-These hold exactly only because two ports carry normal traffic (a frame that is not
-dropped leaves by exactly one port, flooded or not): the counters the switch keeps
-today cannot check "received = forwarded + dropped by reason (+ consumed)" per port
-in general — what is missing is listed in the results.
+The per-port and switch equalities hold exactly only because two ports carry normal
+traffic (a frame that is not dropped leaves by exactly one port, flooded or not); the
+fates equality holds in general (the switch counts every received frame's fate:
+docs/accounting.md).
 
 Run as root from the repository: ``.venv/bin/python bench/bench_soak.py`` (10 minutes;
 ``--minutes 2`` for a short run, whose section is labelled as such and written only
