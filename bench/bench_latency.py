@@ -282,8 +282,7 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
         "",
         "Written by `bench/bench_latency.py` (root: `.venv/bin/python bench/bench_latency.py`).",
         "",
-        "**Taken on a shared, busy machine** (other helpers' tests and benchmarks running): "
-        "latencies and CPU shares are noisy; to be rerun on a quiet machine.",
+        _load_label(plan.load_before, plan.load_after),
         "",
         "### Machine",
         "",
@@ -357,6 +356,20 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
     if errors:
         lines += ["", "### Problems seen in this run", ""] + [f"* {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def _load_label(before: str, after: str) -> str:
+    """What the load averages say of the run: quiet when the 1-minute load stayed under 1
+    before and after, else a warning that the numbers are noisy."""
+    try:
+        quiet = max(float(before.split()[0]), float(after.split()[0])) < 1.0
+    except (ValueError, IndexError):
+        quiet = False
+    if quiet:
+        return ("Taken on a quiet machine (1-minute load average under 1 before and after; "
+                "nothing else measured at the same time).")
+    return ("**Taken on a shared, busy machine** (1-minute load average 1 or more): "
+            "latencies and CPU shares are noisy; to be rerun on a quiet machine.")
 
 
 def main(argv: list[str] | None = None) -> int:
