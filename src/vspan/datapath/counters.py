@@ -59,8 +59,12 @@ class SwitchPortCounters:
                 self.consumed += 1
         else:
             assert isinstance(fate, Drop)
-            reason = fate.reason.value
-            self.rx_dropped[reason] = self.rx_dropped.get(reason, 0) + 1
+            self.add_rx_dropped(fate.reason.value)
+
+    def add_rx_dropped(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` frames received here and delivered nowhere, under ``reason`` (their
+        first drop's)."""
+        self.rx_dropped[reason] = self.rx_dropped.get(reason, 0) + n
 
     def export(self) -> dict[str, Any]:
         """The counts, for :meth:`carry` elsewhere (``as_dict`` plus the drops of
@@ -77,7 +81,7 @@ class SwitchPortCounters:
         by_reason = values.get("rx_dropped", {})
         if isinstance(by_reason, Mapping):
             for reason, n in by_reason.items():
-                self.rx_dropped[str(reason)] = self.rx_dropped.get(str(reason), 0) + int(n)
+                self.add_rx_dropped(str(reason), int(n))
 
     def as_dict(self) -> dict[str, int]:
         """Plain mapping for JSON/metrics (``rx_dropped`` as its total; see

@@ -184,7 +184,7 @@ class FastPath:
             upcall.budget_drops += over
             self.state.drops.add(in_port, reason, "", over)
             counters.dropped += over
-            counters.rx_dropped[reason] = counters.rx_dropped.get(reason, 0) + over
+            counters.add_rx_dropped(reason, over)
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 ref: FdbEntry | None, source: str, received: bool = True) -> Fate:

@@ -293,10 +293,9 @@ class NativeTable:
                 c.consumed += consumed
         receiver = st.ports.get(in_port)
         if rx_drops and receiver is not None:
-            by_reason = receiver.counters.rx_dropped
+            counters = receiver.counters
             for did, n in rx_drops:
-                reason = self.drops[did][1]
-                by_reason[reason] = by_reason.get(reason, 0) + n
+                counters.add_rx_dropped(self.drops[did][1], n)
         for idx, sampled_out, truncated, mirrored, dropped, nbytes in sessions:
             m = st.mirrors.get(idx)
             if m is not None:
