@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -117,11 +118,13 @@ class Lab:
         for link in self.links:
             subprocess.run(["ip", "link", "del", link], capture_output=True)
         for ns in self.namespaces:
-            subprocess.run(["ip", "netns", "pids", ns], capture_output=True)
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
             for pid in pids.stdout.split():
                 subprocess.run(["kill", "-9", pid], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            gone = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True)
+            if gone.returncode != 0 and os.path.exists(f"/run/netns/{ns}"):
+                warnings.warn(f"namespace {ns} could not be removed: {gone.stderr.strip()}",
+                              stacklevel=2)
         # anything else carrying our prefix (e.g. tap devices, renamed links)
         out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         for line in out.splitlines():

@@ -90,6 +90,22 @@ def left_behind(tag: str, workdir: str) -> list[str]:
     return left
 
 
+def run_cleaning_up(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a demo; if it overruns ``timeout`` (or the test is interrupted), SIGTERM it and
+    let it remove its namespaces (``subprocess.run`` would SIGKILL it and leak them)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def header(out: str) -> tuple[str, str]:
     m = HEADER.search(out)
     assert m, out[:500]
@@ -105,7 +121,7 @@ def test_demo(name: str) -> None:
     # `vspan demo` without a name is the mirror demo (README, scripts/demo.sh)
     args = ["demo"] if name == "mirror" else ["demo", name]
     started = time.monotonic()
-    proc = subprocess.run([*VSPAN, *args], capture_output=True, text=True, timeout=180)
+    proc = run_cleaning_up([*VSPAN, *args], timeout=180)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr}\n{proc.stdout[-4000:]}"
     assert f"demo ok: {name}\n" in proc.stdout
