@@ -21,6 +21,7 @@ from scapy.packet import Raw
 from tests.helpers.agreement import RecordingSender
 from tests.helpers.differential import build, observe
 from tests.pipeline.harness import Switch
+from vspan.config.load import load_text
 from vspan.datapath import native
 from vspan.ports.base import Frame
 
@@ -146,6 +147,13 @@ def script() -> Iterator[Step]:
                       reason=INVALID)
     yield web.seg("b", "A", ack_off=-100000, ok=False, what="stale ack",
                       reason=INVALID)
+    # hostile: forged pure ACKs on the established connection (what a native step takes)
+    yield web.seg("a", "A", ack_off=50000, ok=False, what="forged ack beyond sent data",
+                  reason=INVALID)
+    yield web.seg("b", "A", seq_off=-200000, ok=False, what="forged ack, seq a window old",
+                  reason=INVALID)
+    yield web.seg("a", "A", seq_off=70000, ok=False, what="forged ack, seq past the window",
+                  reason=INVALID)
     yield from web.data(5)
     # FIN both ways, last ACK; then a segment after the close (TIME_WAIT: retransmit ACK ok)
     yield web.seg("a", "FA")
@@ -157,9 +165,15 @@ def script() -> Iterator[Step]:
     yield from ssh.data(10)
     yield ssh.seg("a", "PA", 100, seq_off=70000, advance=False, what="liberal: oow passes")
     yield from ssh.data(3)
+    yield ssh.seg("a", "A", ack_off=50000, advance=False,
+                  what="liberal: forged ack beyond sent data passes")
+    yield from ssh.data(3)
     yield ssh.seg("b", "R")
     yield ssh.seg("a", "PA", 100, ok=False, what="data after the RST",
                       reason=INVALID)
+    yield ssh.seg("b", "A", ok=False, what="pure ACK after the RST", reason=INVALID)
+    yield ssh.seg("a", "A", ok=False, what="pure ACK after the RST (originator)",
+                  reason=INVALID)
     # idle expiry of an established connection: a mid-stream segment after it is NEW,
     # and a non-SYN NEW segment in the strict section is invalid
     idle = Tcp(40003, 80)
@@ -215,6 +229,80 @@ def test_stateful_sequences_native_and_python_agree() -> None:
             grew = {k[1] for k, v in a["drops"].items() if v > before.get(k, 0)}
             assert grew == ({step.reason} if step.reason else set()), (
                 f"step {n} ({step.what}): drops counted {grew}, expected {step.reason!r}")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+def _run(steps: list[Step], nsw: Switch, psw: Switch,
+         recs: dict[int, RecordingSender], label: str) -> None:
+    """The steps through both switches, compared after every frame (as above)."""
+    for n, step in enumerate(steps):
+        results = []
+        before = dict(nsw.engine.state.drops.by_key)
+        for sw in (nsw, psw):
+            sw.clock.now += step.dt
+            if step.dt:
+                sw.engine.housekeeping(sw.clock.now)
+            _send(sw, step)
+            results.append(observe(sw, recs[id(sw)]))
+        a, b = results
+        diff = [k for k in a if a[k] != b.get(k)]
+        assert not diff, (f"{label} step {n} ({step.what}): " + "; ".join(
+            f"{k}: native {a[k]!r:.400} python {b[k]!r:.400}" for k in diff))
+        assert (a[OTHER[step.port]] == [(step.frame, b"")]) == step.delivered, (
+            f"{label} step {n} ({step.what}): delivered, expected {step.delivered}")
+        grew = {k[1] for k, v in a["drops"].items() if v > before.get(k, 0)}
+        assert grew == ({step.reason} if step.reason else set()), (
+            f"{label} step {n} ({step.what}): drops counted {grew}, expected {step.reason!r}")
+
+
+def test_connection_flushed_by_a_config_change_admits_nothing() -> None:
+    """Hostile: a connection whose state a config change threw away (both ports taken out
+    of the firewall, then covered again: fresh connection tables) must not keep
+    admitting its segments through any copy of the old state."""
+    (nsw, nrec), (psw, prec) = build(CONFIG, "native"), build(CONFIG, "python")
+    recs: dict[int, RecordingSender] = {id(nsw): nrec, id(psw): prec}
+    try:
+        web = Tcp(40010, 80)
+        _run([udp("a", 3000, 53, True), udp("b", 53, 3000, True), *web.handshake(),
+              *web.data(10)], nsw, psw, recs, "before")
+        excluded = CONFIG.replace("  default_action: drop\n",
+                                  "  default_action: drop\n  exclude: [a, b]\n")
+        assert excluded != CONFIG
+        for text in (excluded, CONFIG):
+            for sw in (nsw, psw):
+                sw.engine.reload(load_text(text))
+        # strict section, fresh tables: the client's mid-stream segment is a NEW non-SYN
+        # (invalid), the server's answer matches no rule from port 80 (denied)
+        _run([web.seg("a", "A", ok=False, what="ACK after the flush", reason=INVALID),
+              web.seg("b", "PA", 300, ok=False, what="data after the flush",
+                      reason=DENY)], nsw, psw, recs, "after")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9 item 2: the native established-connection "
+                   "step is not built; every frame with a firewall check takes the Python "
+                   "replay (docs/datapath.md, 'Not native (yet)')")
+def test_established_data_frames_are_native_hits() -> None:
+    """The scripted steady state of an established connection (ACK/PSH+ACK segments in
+    window) must be replayed by the native table, not handed back: ``replayed`` counts
+    the frames the C side took."""
+    (nsw, nrec), (psw, prec) = build(CONFIG, "native"), build(CONFIG, "python")
+    recs: dict[int, RecordingSender] = {id(nsw): nrec, id(psw): prec}
+    try:
+        native_table = nsw.engine.fastpath.native
+        assert native_table is not None
+        web = Tcp(40020, 80)
+        _run([udp("a", 3000, 53, True), udp("b", 53, 3000, True), *web.handshake(),
+              *web.data(2)], nsw, psw, recs, "warm-up")
+        before = native_table.replayed
+        steady = web.data(10)
+        _run(steady, nsw, psw, recs, "steady")
+        assert native_table.replayed - before >= len(steady) - 4, (
+            f"{native_table.replayed - before} of {len(steady)} established frames native")
     finally:
         nsw.engine.close()
         psw.engine.close()
