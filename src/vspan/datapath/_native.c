@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "../ports/_segment.h" /* software GSO / checksum (offload.finalize) */
+#include "_tcpstep.h"            /* established-connection TCP step (policy/tcp.py) */
 
 /* opcodes: the same numbers as vspan.datapath.decision.OP_* */
 #define OP_OUTPUT 0
@@ -1781,6 +1782,48 @@ static PyObject *mod_key(PyObject *mod, PyObject *args)
     return PyBytes_FromStringAndSize((const char *)key, kl);
 }
 
+/* module-level tcp_segment(data, l3, l4, v4) -> (flags, seq, ack, win, payload) | None
+ * (tcp.parse_segment without the SYN window scale; tests) */
+static PyObject *mod_tcp_segment(PyObject *mod, PyObject *args)
+{
+    const char *d;
+    Py_ssize_t n, l3, l4;
+    int v4;
+    if (!PyArg_ParseTuple(args, "y#nnp", &d, &n, &l3, &l4, &v4))
+        return NULL;
+    struct ts_seg seg;
+    if (!ts_parse((const unsigned char *)d, n, l3, l4, v4, &seg))
+        Py_RETURN_NONE;
+    return Py_BuildValue("(IkkIk)", seg.flags, (unsigned long)seg.seq, (unsigned long)seg.ack,
+                         seg.win, (unsigned long)seg.payload);
+}
+
+/* module-level tcp_step(sender, receiver, segment) -> (sender, receiver) | None: the
+ * established step (_tcpstep.h) on (end, maxend, maxwin, scale) tuples; None = hand back */
+static PyObject *mod_tcp_step(PyObject *mod, PyObject *args)
+{
+    unsigned long se, sm, re, rm, seq, ack, pl;
+    unsigned long long sw, rw;
+    unsigned ss, rs, flags, win;
+    if (!PyArg_ParseTuple(args, "(kkKI)(kkKI)(IkkIk)", &se, &sm, &sw, &ss, &re, &rm, &rw, &rs,
+                          &flags, &seq, &ack, &win, &pl))
+        return NULL;
+    if (ss > 14 || rs > 14 || se > 0xFFFFFFFFul || sm > 0xFFFFFFFFul || re > 0xFFFFFFFFul ||
+        rm > 0xFFFFFFFFul || seq > 0xFFFFFFFFul || ack > 0xFFFFFFFFul || win > 0xFFFF ||
+        pl > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "tcp_step: field out of range");
+        return NULL;
+    }
+    struct ts_peer s = {(uint32_t)se, (uint32_t)sm, sw, ss};
+    struct ts_peer r = {(uint32_t)re, (uint32_t)rm, rw, rs};
+    struct ts_seg g = {flags, (uint32_t)seq, (uint32_t)ack, win, (uint32_t)pl};
+    if (!ts_est_step(&s, &r, &g))
+        Py_RETURN_NONE;
+    return Py_BuildValue("((kkKI)(kkKI))", (unsigned long)s.end, (unsigned long)s.maxend,
+                         (unsigned long long)s.maxwin, s.scale, (unsigned long)r.end,
+                         (unsigned long)r.maxend, (unsigned long long)r.maxwin, r.scale);
+}
+
 static PyMethodDef Table_methods[] = {
     {"put", (PyCFunction)Table_put, METH_VARARGS, "put(key, program, ref): install an entry"},
     {"forget", (PyCFunction)Table_forget, METH_VARARGS, "forget(key) -> bool"},
@@ -1813,6 +1856,10 @@ static PyMethodDef mod_methods[] = {
      "finalize(data, vnet) -> the wire frames (software GSO/checksum) or None"},
     {"vnet_check", mod_vnet_check, METH_VARARGS,
      "vnet_check(data, vnet) -> 0 fits, 1 bad header, 2 too many GSO segments"},
+    {"tcp_segment", mod_tcp_segment, METH_VARARGS,
+     "tcp_segment(data, l3, l4, v4) -> (flags, seq, ack, win, payload) or None"},
+    {"tcp_step", mod_tcp_step, METH_VARARGS,
+     "tcp_step(sender, receiver, segment) -> (sender, receiver) or None (hand back)"},
     {"erspan_payload", mod_erspan_payload, METH_VARARGS,
      "erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, seq, cut)"},
     {NULL, NULL, 0, NULL},
