@@ -337,9 +337,9 @@ def render(plan: Plan) -> str:
         "only); RSS before that pass (frames already built), after, and the peak (VmHWM); "
         "*bytes per entry* = (peak - before) / the most entries the cache held (shown from "
         "1000 entries on). The cache "
-        f"is bounded: the default {DEFAULT_CACHE:,} entries (when full it evicts its oldest "
-        "eighth: flows cycled in order, more than it holds, always miss — FIFO's worst "
-        f"case), and {BIG_CACHE:,} (every flow fits).",
+        f"is bounded: the default {DEFAULT_CACHE:,} entries (when full it evicts an eighth "
+        "chosen at random: of flows cycled in order, more than it holds, the ones that "
+        f"stayed hit), and {BIG_CACHE:,} (every flow fits).",
         f"* Namespaces: `vspan up` (CPU{SWITCH_CPU}) in a switch namespace with {PORTS} "
         "AF_PACKET ports (sender, receiver, 62 idle veth ports); trafgen (CPU"
         f"{GEN_CPU}) sends 64-byte UDP frames sender → receiver: 10 flows "

@@ -19,11 +19,17 @@ Invalidation follows each decision's :class:`~vspan.datapath.decision.Deps`
   changes are rare).
 
 Nothing else empties the cache: a VM churning source MACs invalidates nothing
-but its own misses. When full, the oldest eighth of the entries is evicted.
+but its own misses. When full, an eighth of the entries, chosen at random, is
+evicted: a working set cycling through more flows than the cache holds keeps
+hitting on the part that stays (about 30 % of frames for 100 000 flows in 65 536
+entries, where evicting the oldest — or the least recently used — misses every
+frame), and a hot flow is evicted as seldom as under FIFO (one round in eight).
+Random needs nothing on the hit path, which the native replay does not report.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Iterable
 from itertools import islice
@@ -36,7 +42,7 @@ from vspan.datapath.flowkey import FlowKey
 CacheValue = tuple[Decision, FlowKey | None, FdbEntry | None]
 MacDep = tuple[int, bytes]
 
-EVICT_FRACTION = 8  # a full cache evicts 1/8 of its entries, oldest first
+EVICT_FRACTION = 8  # a full cache evicts 1/8 of its entries, chosen at random
 
 
 class Mirrored(Protocol):
@@ -57,10 +63,10 @@ class Mirrored(Protocol):
 class FlowCache:
     """A bounded mapping of flow keys to decisions, with dependency-based invalidation."""
 
-    __slots__ = ("_by_mac", "_room", "entries", "evictions", "hits", "invalidated",
+    __slots__ = ("_by_mac", "_random", "_room", "entries", "evictions", "hits", "invalidated",
                  "invalidations", "max_entries", "misses", "native")
 
-    def __init__(self, max_entries: int = 65536) -> None:
+    def __init__(self, max_entries: int = 65536, seed: int | None = None) -> None:
         self.entries: dict[object, CacheValue] = {}
         self.max_entries = max_entries
         self._by_mac: dict[MacDep, set[object]] = {}
@@ -72,6 +78,7 @@ class FlowCache:
         self.evictions = 0  # entries evicted for room
         # the native replay's table: told of every fast-key install and forget
         self.native: Mirrored | None = None
+        self._random = random.Random(seed)  # which entries an eviction picks
 
     # ----------------------------------------------------------------- install
     def put(self, key: object, decision: Decision, flow: FlowKey | None,
@@ -113,12 +120,31 @@ class FlowCache:
             self._room.discard(key)
 
     def _evict(self, n: int) -> None:
-        for key in list(islice(self.entries, n)):
+        """Forget ``n`` entries picked at random (one walk over the table: O(entries) per
+        eviction, paid once per ``n`` installs)."""
+        size = len(self.entries)
+        if n <= 0:
+            return
+        if n >= size:
+            doomed = list(self.entries)
+        else:
+            picks = sorted(self._random.sample(range(size), n))
+            doomed = []
+            want = picks[0]
+            j = 0
+            for i, key in enumerate(self.entries):
+                if i == want:
+                    doomed.append(key)
+                    j += 1
+                    if j == n:
+                        break
+                    want = picks[j]
+        for key in doomed:
             self._forget(key)
-        self.evictions += n
+        self.evictions += len(doomed)
 
     def resize(self, max_entries: int) -> None:
-        """Change the bound, evicting the oldest entries if needed."""
+        """Change the bound, evicting entries at random if needed."""
         self.max_entries = max_entries
         excess = len(self.entries) - max_entries
         if excess > 0:
