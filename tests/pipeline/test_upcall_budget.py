@@ -13,6 +13,7 @@ from scapy.layers.l2 import Ether
 from tests.pipeline.harness import Switch, make_switch
 from vspan.config.load import load_text
 from vspan.datapath import native
+from vspan.datapath.decision import Drop
 from vspan.datapath.reasons import DropReason, explain
 from vspan.datapath.upcallbudget import UpcallBudget
 
@@ -88,6 +89,79 @@ def test_churning_port_excess_misses_dropped_with_the_reason(sw: Switch) -> None
     sw.send("churn", *(churn(5000 + i) for i in range(64)))
     assert len(sw.got("a")) == 50
     assert budget_drops(sw, "churn") == 640 - BURST + 14
+
+
+def drops_by_reason(sw: Switch, port: str) -> dict[str, int]:
+    c = sw.engine.state.ports[sw.engine.state.by_name[port]].counters
+    return dict(c.rx_dropped)
+
+
+def test_malformed_frames_over_budget_keep_their_reason(sw: Switch) -> None:
+    """A frame that does not parse, arriving with the bucket empty, is counted as
+    ``malformed`` (what is wrong with it), not ``upcall-budget``; in both replays."""
+    sw.send("churn", *(churn(i) for i in range(BURST + 10)))  # empties the bucket
+    sw.got("a")
+    assert budget_drops(sw, "churn") == 10
+    cut_ip = frame("02:00:00:00:00:ee", MAC["a"])[:24]  # an IPv4 header cut short
+    cut_tag = bytes(Ether(src="02:00:00:00:00:ee", dst=MAC["a"], type=0x8100))[:16]
+    bad = [b"\x02" * 10, cut_ip, cut_tag]  # and a runt
+    sw.send("churn", *(bad * 20))
+    sw.got("a")
+    seen = drops_by_reason(sw, "churn")
+    assert seen.get("malformed") == 60
+    assert seen.get("upcall-budget") == 10 and budget_drops(sw, "churn") == 10
+    assert sw.engine.upcall.budget_drops == 10
+    c = sw.engine.state.ports[sw.engine.state.by_name["churn"]].counters
+    assert c.rx_frames == c.forwarded + sum(c.rx_dropped.values()) + c.consumed
+    # a well-formed miss is still the budget's
+    sw.send("churn", churn(9999))
+    assert budget_drops(sw, "churn") == 11
+
+
+class Tap:
+    """A capture stand-in: the reasons of the drops it is shown."""
+
+    def __init__(self) -> None:
+        self.id = 1
+        self.members: dict[tuple[int, str], str] = {}
+        self.reasons: list[str] = []
+
+    @property
+    def full(self) -> bool:
+        return False
+
+    def rx(self, idx: int, data: bytes, frame_drops: list[Drop], pid: int = 0) -> None:
+        pass
+
+    def tx(self, idx: int, data: bytes, pid: int = 0) -> None:
+        pass
+
+    def member(self, idx: int, member: str, inbound: bool, data: bytes, pid: int) -> None:
+        pass
+
+    def dropped(self, idx: int, data: bytes, drop: Drop, in_port: int) -> None:
+        self.reasons.append(drop.reason.value)
+
+    def annotate(self, text: str) -> None:
+        pass
+
+    def stop_reason(self, now: float) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+    def summary(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_capture_sees_the_malformed_reason_over_budget(sw: Switch) -> None:
+    sw.send("churn", *(churn(i) for i in range(BURST)))  # empties the bucket
+    tap = Tap()
+    sw.engine.fastpath.captures.append(tap)
+    sw.send("churn", b"\x02" * 10, churn(5000))
+    assert tap.reasons == ["malformed", "upcall-budget"]
+    assert drops_by_reason(sw, "churn") == {"malformed": 1, "upcall-budget": 1}
 
 
 def test_cached_flows_are_never_budgeted(sw: Switch) -> None:

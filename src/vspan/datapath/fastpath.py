@@ -116,6 +116,7 @@ class FastPath:
         forwarded = 0  # frames forwarded by a one-output hit (counted after the loop)
         upcall = self.upcall
         over = 0  # misses over the port's budget, not watched
+        malformed = 0  # ... of them, frames that do not parse (counted as malformed)
         key: FlowKey | None
         ref: FdbEntry | None
         for f in frames:
@@ -150,7 +151,8 @@ class FastPath:
                         simple.append((f, d.simple_port, fk))
                     continue
             else:
-                key = extract(data, in_port)
+                # a frame with a fast key is cached under it only: no full key to look up
+                key = extract(data, in_port) if fk is None else None
                 hit = entries.get(key) if key is not None else None
                 if hit is not None:
                     d, _, ref = hit
@@ -159,9 +161,14 @@ class FastPath:
                 else:
                     cache.misses += 1
                     if upcall.budget.admit(in_port, now):
+                        if fk is not None:
+                            key = extract(data, in_port)
                         d = upcall.decide(fk, key, data, in_port)
                     elif watch:  # over the port's slow-path budget: the frame with its drop
-                        d = upcall.over_budget(in_port)
+                        d = upcall.over_budget(in_port, fk is None and key is None)
+                    elif fk is None and key is None:  # ... malformed: its own reason
+                        malformed += 1
+                        continue
                     else:  # ... counted once per batch (the cheapest path)
                         over += 1
                         continue
@@ -180,11 +187,18 @@ class FastPath:
             for obs in observers:
                 obs.simple(in_port, simple, now)
         if over:  # frames of misses over the budget: each dropped at its port, its fate
-            reason = DropReason.UPCALL_BUDGET.value
             upcall.budget_drops += over
-            self.state.drops.add(in_port, reason, "", over)
-            counters.dropped += over
-            counters.add_rx_dropped(reason, over)
+            self._drop_at(in_port, counters, DropReason.UPCALL_BUDGET, over)
+        if malformed:
+            self._drop_at(in_port, counters, DropReason.MALFORMED, malformed)
+
+    def _drop_at(self, in_port: int, counters: SwitchPortCounters, reason: DropReason,
+                 n: int) -> None:
+        """Count ``n`` frames received on ``in_port`` dropped for ``reason`` before the
+        pipeline (misses over the port's budget), as their replay would have."""
+        self.state.drops.add(in_port, reason.value, "", n)
+        counters.dropped += n
+        counters.add_rx_dropped(reason.value, n)
 
     def watched(self, d: Decision, f: Frame, key: FlowKey | None, in_port: int, now: float,
                 ref: FdbEntry | None, source: str, received: bool = True) -> Fate:

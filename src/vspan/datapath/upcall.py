@@ -27,7 +27,7 @@ class Upcall:
         self.upcalls = 0
         self.budget = UpcallBudget(budget)  # misses per second and port (0: unlimited)
         self.budget_drops = 0  # misses dropped by the budget
-        self._over: dict[int, Decision] = {}  # port -> its over-budget drop
+        self._over: dict[tuple[int, DropReason], Decision] = {}  # over-budget drops
         # one object for equal decisions (the flows of one port pair share theirs): a
         # cached entry then costs its key and a reference
         self._interned: WeakValueDictionary[Decision, Decision] = WeakValueDictionary()
@@ -49,14 +49,20 @@ class Upcall:
             self.cache.put(fast if fast is not None else key, d, key, ref)
         return d
 
-    def over_budget(self, in_port: int) -> Decision:
+    def over_budget(self, in_port: int, malformed: bool = False) -> Decision:
         """The decision for a miss beyond ``in_port``'s budget: dropped with the reason
-        ``upcall-budget``, without running the pipeline; never cached."""
-        self.budget_drops += 1
-        d = self._over.get(in_port)
+        ``upcall-budget``, without running the pipeline; never cached. A ``malformed``
+        frame (one that does not parse) is dropped with that reason instead: it says more,
+        and the budget would have dropped it all the same."""
+        if malformed:
+            reason = DropReason.MALFORMED
+        else:
+            self.budget_drops += 1
+            reason = DropReason.UPCALL_BUDGET
+        d = self._over.get((in_port, reason))
         if d is None:
-            d = self._over[in_port] = Decision(
-                (Drop(DropReason.UPCALL_BUDGET, in_port),), cacheable=False)
+            d = self._over[(in_port, reason)] = Decision((Drop(reason, in_port),),
+                                                        cacheable=False)
         return d
 
     def deliver(self, port: int, data: bytes, vlan: int) -> Decision:

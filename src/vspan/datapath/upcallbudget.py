@@ -6,7 +6,8 @@ source MACs, a scanner opening a new flow per frame) would take the switch's CPU
 every other port's cached flows. As OVS's upcall handlers do, each port gets a token
 bucket of misses: ``rate`` per second, up to ``burst`` at once. A miss beyond it is
 dropped with the reason ``upcall-budget`` (counted at its port) before the pipeline
-runs. Frames whose flows are cached never ask the budget.
+runs — or ``malformed`` when the frame does not parse (the more telling reason; the parse
+is done for the cache lookup anyway). Frames whose flows are cached never ask the budget.
 """
 
 from __future__ import annotations
