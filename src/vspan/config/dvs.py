@@ -49,6 +49,8 @@ from vspan.config.model import (
     SwitchConfig,
     VlanConfig,
     VlanId,
+    VlanMode,
+    untagged_vids,
 )
 from vspan.config.policy import (
     AclEntryConfig,
@@ -61,6 +63,7 @@ from vspan.config.policy import (
     StormConfig,
     policy_reference_errors,
 )
+from vspan.config.pvlan import pvlan_errors
 
 DEFAULT_VXLAN_PORT = 4789
 OVERLAY_PORT = "overlay"  # the VXLAN port every host's switch gets; no user port may use it
@@ -264,11 +267,33 @@ class DvsConfig(Strict):
         errors.extend(self._reserved_vlan_errors())
         errors.extend(self._mirror_errors())
         if not errors:
-            policies = {n: effective_port(self, n).policy for n in self.ports}
+            effective = {n: effective_port(self, n) for n in self.ports}
+            policies = {n: p.policy for n, p in effective.items()}
             errors.extend(policy_reference_errors(policies, firewall_with_port_groups(self)))
+            errors.extend(self._pvlan_errors(effective))
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _pvlan_errors(self, effective: Mapping[str, PortConfig]) -> list[str]:
+        """The single-host configuration's private VLAN cross-checks over every port of
+        every host (a private VLAN spans the hosts), on the ports with their port groups
+        merged in: errors of a group's ``vlan`` are said at the group."""
+        errors: list[str] = []
+        for name, port in self.ports.items():
+            group = self.port_groups.get(port.port_group) if port.port_group else None
+            if port.pvlan is not None and group is not None and group.vlan != VlanConfig():
+                errors.append(f"ports.{name}.pvlan: a private VLAN port is untagged on the "
+                              f"wire and its VLANs come from 'pvlan', but its port group "
+                              f"{port.port_group!r} sets 'vlan'")
+        vlan_at = {n: f"port_groups.{p.port_group}.vlan"
+                   for n, p in self.ports.items() if p.port_group}
+        errors += pvlan_errors(
+            {n: p.pvlan for n, p in effective.items()},
+            {n: k for n, p in effective.items() if (k := untagged_vids(p))},
+            {n: p.vlan.allowed for n, p in effective.items() if p.vlan.mode is VlanMode.TRUNK},
+            vlan_at)
+        return errors
 
     def _reserved_vlan_errors(self) -> list[str]:
         """Ports and port groups may not use the VLANs reserved for mirror copies."""
@@ -282,6 +307,15 @@ class DvsConfig(Strict):
                            if x is not None and x in reserved})
             if used:
                 errors.append(f"{where}.vlan: VLAN {used[0]} is reserved for mirror copies "
+                              f"between hosts (switch.mirror_vlans: {reserved.text()})")
+        for n, p in self.ports.items():
+            pv = p.pvlan
+            if pv is None:
+                continue
+            used = sorted(x for x in (pv.primary, pv.secondary, *pv.secondaries)
+                          if x is not None and x in reserved)
+            if used:
+                errors.append(f"ports.{n}.pvlan: VLAN {used[0]} is reserved for mirror copies "
                               f"between hosts (switch.mirror_vlans: {reserved.text()})")
         return errors
 

@@ -471,7 +471,7 @@ class SwitchConfig(Strict):
         return self.state_dir or f"/var/lib/vspan/{self.name}"
 
 
-def _untagged_vids(port: PortConfig) -> tuple[str, tuple[int, ...]] | None:
+def untagged_vids(port: PortConfig) -> tuple[str, tuple[int, ...]] | None:
     """(key path, VIDs) of the VLAN a port's untagged frames join, when it is a plain VLAN."""
     v = port.vlan
     if v.mode is VlanMode.ACCESS and v.id is not None:
@@ -537,7 +537,7 @@ class Config(Strict):
                 raise ValueError(f"mirrors.{sname}: the RSPAN uplink cannot be a destination")
         errors = policy_reference_errors(self.port_policies(), self.firewall)
         errors += pvlan_errors({n: p.pvlan for n, p in self.ports.items()},
-                               {n: k for n, p in self.ports.items() if (k := _untagged_vids(p))},
+                               {n: k for n, p in self.ports.items() if (k := untagged_vids(p))},
                                {n: p.vlan.allowed for n, p in self.ports.items()
                                 if p.vlan.mode is VlanMode.TRUNK})
         if errors:

@@ -104,7 +104,8 @@ def pvlan_vlans(pvlans: Mapping[str, PvlanConfig | None]) -> dict[int, PvlanVlan
 
 def pvlan_errors(pvlans: Mapping[str, PvlanConfig | None],
                  normal: Mapping[str, tuple[str, tuple[int, ...]]],
-                 trunks: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
+                 trunks: Mapping[str, tuple[int, ...]] | None = None,
+                 vlan_at: Mapping[str, str] | None = None) -> list[str]:
     """Cross-port errors of the ``pvlan`` blocks, each with its path.
 
     ``pvlans``: each port's block by port name; ``normal``: for ports whose VLANs
@@ -112,9 +113,12 @@ def pvlan_errors(pvlans: Mapping[str, PvlanConfig | None],
     the port join) — an access port's id, a trunk's native VLAN. A trunk may carry
     PVLAN VIDs tagged (that is how a PVLAN crosses switches); it may not make one
     its native VLAN. ``trunks``: each trunk's ``allowed`` VIDs; a trunk that carries
-    a secondary VLAN must carry its primary too (:func:`trunk_errors`).
+    a secondary VLAN must carry its primary too (:func:`trunk_errors`). ``vlan_at``:
+    where a port's ``vlan`` block is written when not at ``ports.NAME.vlan`` (a DVS
+    port's port group); an error found for several ports at one such place is said once.
     """
     errors: list[str] = []
+    at = vlan_at or {}
     # VID -> (primary, kind, the port that first said so)
     role: dict[int, tuple[int, str, str]] = {}
 
@@ -151,17 +155,19 @@ def pvlan_errors(pvlans: Mapping[str, PvlanConfig | None],
                 primary, kind, port = role[vid]
                 what = ("the primary of a private VLAN" if kind == "primary"
                         else f"a secondary VLAN of primary {primary}")
-                errors.append(f"ports.{name}.{key}: VLAN {vid} is {what} (port {port!r}); "
+                where = at.get(name, f"ports.{name}.vlan") + key.removeprefix("vlan")
+                errors.append(f"{where}: VLAN {vid} is {what} (port {port!r}); "
                               "it cannot be a normal VLAN's untagged VLAN here")
     for name, allowed in (trunks or {}).items():
-        errors += trunk_errors(name, allowed, role)
-    return errors
+        errors += trunk_errors(name, allowed, role, at.get(name, f"ports.{name}.vlan"))
+    return list(dict.fromkeys(errors))
 
 
 def trunk_errors(name: str, allowed: tuple[int, ...],
-                 role: Mapping[int, tuple[int, str, str]]) -> list[str]:
+                 role: Mapping[int, tuple[int, str, str]], vlan: str = "") -> list[str]:
     """A trunk that carries secondary VLANs of a private VLAN without its primary: one
-    error per primary, at ``ports.NAME.vlan.allowed``.
+    error per primary, at ``ports.NAME.vlan.allowed`` (``vlan``: the block's path when
+    elsewhere).
 
     Frames of the promiscuous ports travel on the primary (docs/pvlan.md, "On the
     wire"), so the secondaries' hosts behind such a trunk could send but never get
@@ -176,11 +182,12 @@ def trunk_errors(name: str, allowed: tuple[int, ...],
         if got is not None and got[1] != "primary" and got[0] not in carried:
             missing.setdefault(got[0], []).append((vid, got[1], got[2]))
     errors = []
+    vlan = vlan or f"ports.{name}.vlan"
     for primary, rows in missing.items():
         what = ", ".join(f"{vid} ({kind}, port {port!r})" for vid, kind, port in rows)
         plural = "s" if len(rows) > 1 else ""
         errors.append(
-            f"ports.{name}.vlan.allowed: the trunk carries secondary VLAN{plural} {what} of "
+            f"{vlan}.allowed: the trunk carries secondary VLAN{plural} {what} of "
             f"the private VLAN of primary {primary} but not the primary {primary}: frames "
             f"from promiscuous ports travel on VLAN {primary}, so hosts behind the trunk in "
             f"the secondary VLAN{plural} would get no answer from them (add {primary} to "
