@@ -127,9 +127,7 @@ class FastPath:
                 bad = refusal(data, vnet)
                 if bad is not None:
                     if simple:
-                        for obs in observers:
-                            obs.simple(in_port, simple, now)
-                        simple = []
+                        simple = self._tell_simple(in_port, simple, now)
                     account(self.refuse(bad, f, in_port, now))
                     continue
             fk = fast_key(data, in_port)
@@ -176,21 +174,27 @@ class FastPath:
                     source = SOURCE_SLOW
             if watch:
                 if simple:  # observers get the frames in order
-                    for obs in observers:
-                        obs.simple(in_port, simple, now)
-                    simple = []
+                    simple = self._tell_simple(in_port, simple, now)
                 account(self.watched(d, f, key, in_port, now, ref, source))
             else:
                 account(replay(d, f, key, in_port, now, self, ref))
         counters.forwarded += forwarded
         if simple:
-            for obs in observers:
-                obs.simple(in_port, simple, now)
+            self._tell_simple(in_port, simple, now)
         if over:  # frames of misses over the budget: each dropped at its port, its fate
             upcall.budget_drops += over
             self._drop_at(in_port, counters, DropReason.UPCALL_BUDGET, over)
         if malformed:
             self._drop_at(in_port, counters, DropReason.MALFORMED, malformed)
+
+    def _tell_simple(self, in_port: int, simple: list[tuple[Frame, int, object]],
+                     now: float) -> list[tuple[Frame, int, object]]:
+        """Tell the observers the simple forwards of ``in_port``'s batch so far (before a
+        frame told on its own, or at the batch's end: they see the frames in order);
+        returns a fresh list for the next ones (an observer may keep the one it got)."""
+        for obs in self.observers:
+            obs.simple(in_port, simple, now)
+        return []
 
     def _drop_at(self, in_port: int, counters: SwitchPortCounters, reason: DropReason,
                  n: int) -> None:
