@@ -42,7 +42,6 @@ from pathlib import Path
 
 import yaml  # the config loader's own dependency
 from common import (
-    RESULTS_MD,
     BenchError,
     Host,
     MeasureError,
@@ -50,7 +49,6 @@ from common import (
     Topology,
     apply_plan_options,
     bench_arguments,
-    dump_json,
     fmt,
     guarded_measure,
     in_ns,
@@ -61,6 +59,8 @@ from common import (
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
     stop_process,
     trafgen_pps,
     workdir,
@@ -77,10 +77,7 @@ SENDER = ("10.78.0.1/24", "02:76:70:00:00:01")
 RECEIVER = ("10.78.0.2/24", "02:76:70:00:00:02")
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_acl] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_acl")
 
 
 # ------------------------------------------------------------------ the ACL
@@ -465,23 +462,6 @@ def render(samples: dict[int, Samples], lookups: list[Lookup], plan: Plan) -> st
     return "\n".join(lines) + "\n"
 
 
-def write_section(body: str, path: Path = RESULTS_MD) -> None:
-    """Replace this script's section (between the acl markers) in ``path``, or append it."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = ("# vspan benchmark results\n\n"
-                "Each section is written by one script in `bench/` between its own "
-                "markers; rerunning a script replaces only its section.\n")
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
@@ -508,13 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     if samples is None:
         return rc
     section = render(samples, lookups, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan),
-                          "samples": {str(k): asdict(v) for k, v in samples.items()},
-                          "lookups": [asdict(lk) for lk in lookups]})
-    if write:
-        write_section(section, args.results)
-        log(f"wrote {args.results}")
+    publish(section, args, write, "acl",
+            {"plan": asdict(plan), "samples": {str(k): asdict(v) for k, v in samples.items()},
+             "lookups": [asdict(lk) for lk in lookups]}, log, (BEGIN, END))
     return 0
 
 

@@ -45,7 +45,6 @@ from pathlib import Path
 
 from bench_collector import decode_rate, live_rate
 from common import (
-    RESULTS_MD,
     VSPAN,
     BenchError,
     Host,
@@ -55,19 +54,21 @@ from common import (
     Underlay,
     apply_plan_options,
     bench_arguments,
-    dump_json,
     fmt,
     guarded_measure,
     in_ns,
     iperf3_tcp,
     kill_stale_switch,
-    loadavg,
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
     sh,
+    stamped,
     stop_process,
     trafgen_pps,
+    update_section,
     workdir,
 )
 
@@ -139,10 +140,7 @@ def sender_cost(lab: Lab, n: int) -> dict[str, float]:
     return out
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_erspan] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_erspan")
 
 
 # ------------------------------------------------------------------ topology
@@ -496,20 +494,6 @@ def render(samples: dict[str, Samples], plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_results(body: str, path: Path = RESULTS_MD) -> None:
-    """Replace this script's section of RESULTS.md (between its markers), or append it."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else (
-        "# vspan benchmark results\n\nEach section is written by one script in `bench/` "
-        "between its own markers; rerunning a script replaces only its section.\n")
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
-
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
@@ -525,30 +509,19 @@ def main(argv: list[str] | None = None) -> int:
         section = render(samples_in, plan_in)
         sys.stdout.write(section)
         if not args.no_write:
-            update_results(section, args.results)
+            update_section("erspan", section, args.results, (BEGIN, END))
         return 0
     plan = Plan(runs=1 if args.quick else 3, seconds=2.0 if args.quick else 5.0,
                 warmup=0.5 if args.quick else 1.0, ping_count=20 if args.quick else 50,
                 decode_packets=20_000 if args.quick else 100_000)
     write = apply_plan_options(plan, args)
 
-    def measure() -> dict[str, Samples]:
-        plan.load_before = loadavg()
-        plan.machine = machine_description()
-        samples = run_all(plan)
-        plan.load_after = loadavg()
-        return samples
-
-    samples, rc = guarded_measure(__file__, measure)
+    samples, rc = guarded_measure(__file__, stamped(plan, lambda: run_all(plan)))
     if samples is None:
         return rc
-    section = render(samples, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan),
-                          "samples": {k: asdict(v) for k, v in samples.items()}})
-    if write:
-        update_results(section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(samples, plan), args, write, "erspan",
+            {"plan": asdict(plan), "samples": {k: asdict(v) for k, v in samples.items()}},
+            log, (BEGIN, END))
     return 0
 
 

@@ -35,13 +35,14 @@ from common import (
     guarded_measure,
     in_ns,
     kill_stale_switch,
-    loadavg,
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
     sh,
+    stamped,
     stop_process,
-    update_section,
     workdir,
 )
 from peers import MON_IF, RCV_IF, SND_IF, SWITCH_YAML, LinuxBridge, Peer, SwitchLab, Vspan
@@ -124,10 +125,7 @@ class Plan:
     load_after: str = "?"
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_latency] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_latency")
 
 
 def setups(busy_us: list[int]) -> list[Peer]:
@@ -394,20 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     write = bool(not args.no_write and (args.write or not args.quick))
     peers = setups(busy)
 
-    def measure_all() -> dict[str, Samples]:
-        plan.load_before = loadavg()
-        out = run_all(plan, peers)
-        plan.load_after = loadavg()
-        return out
-
-    samples, rc = guarded_measure(__file__, measure_all)
+    samples, rc = guarded_measure(
+        __file__, stamped(plan, lambda: run_all(plan, peers), machine=False))
     if samples is None:
         return rc
-    section = render(peers, samples, plan)
-    sys.stdout.write(section)
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(peers, samples, plan), args, write, SECTION, None, log)
     return 0
 
 

@@ -42,16 +42,17 @@ from common import (
     apply_plan_options,
     bench_arguments,
     busy_processes,
-    dump_json,
     fmt,
     guarded_measure,
     iperf3_tcp,
     kill_stale_switch,
-    loadavg,
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
     sh,
+    stamped,
     trafgen_pps,
     update_section,
     workdir,
@@ -81,10 +82,7 @@ ports:
 """
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_overlay] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_overlay")
 
 
 @dataclass
@@ -353,23 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=0.5 if args.quick else 1.0, ping_count=20 if args.quick else 50)
     write = apply_plan_options(plan, args)
 
-    def go() -> dict[str, Samples]:
-        plan.load_before = loadavg()
-        plan.machine = machine_description()
-        samples = run_all(plan)
-        plan.load_after = loadavg()
-        return samples
-
-    samples, rc = guarded_measure(__file__, go)
+    samples, rc = guarded_measure(__file__, stamped(plan, lambda: run_all(plan)))
     if samples is None:
         return rc
-    section = render(samples, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan),
-                          "samples": {k: asdict(v) for k, v in samples.items()}})
-    if write:
-        update_section("overlay", section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(samples, plan), args, write, "overlay",
+            {"plan": asdict(plan), "samples": {k: asdict(v) for k, v in samples.items()}}, log)
     return 0
 
 

@@ -45,17 +45,17 @@ from common import (
     apply_plan_options,
     bench_arguments,
     busy_processes,
-    dump_json,
     fmt,
     guarded_measure,
     in_ns,
     kill_stale_switch,
-    loadavg,
     machine_description,
     median,
+    progress,
+    publish,
     sh,
+    stamped,
     stop_process,
-    update_section,
     workdir,
 )
 
@@ -124,10 +124,7 @@ class Plan:
     others: list[str] = field(default_factory=list)
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_restart] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_restart")
 
 
 def build(topo: Topology) -> dict[str, Host]:
@@ -315,21 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(runs=1 if args.quick else 3, macs=max(0, args.macs))
     write = apply_plan_options(plan, args)
 
-    def measure() -> list[Sample]:
-        plan.load_before = loadavg()
-        out = run_all(plan)
-        plan.load_after = loadavg()
-        return out
-
-    samples, rc = guarded_measure(__file__, measure)
+    samples, rc = guarded_measure(__file__, stamped(plan, lambda: run_all(plan),
+                                                     machine=False))
     if samples is None:
         return rc
-    section = render(samples, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan), "samples": [asdict(s) for s in samples]})
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(samples, plan), args, write, SECTION,
+            {"plan": asdict(plan), "samples": [asdict(s) for s in samples]}, log)
     return 0
 
 

@@ -43,14 +43,15 @@ from common import (
     Topology,
     apply_plan_options,
     bench_arguments,
-    dump_json,
     fmt,
     guarded_measure,
     kill_stale_switch,
-    loadavg,
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
+    stamped,
     trafgen_pps,
     update_section,
     workdir,
@@ -70,10 +71,7 @@ FEW = ("dinc(40000, 40009)", "9")  # 10 flows
 MANY = ("dinc(10000, 13124)", "dinc(20000, 20031)")  # 3125 x 32 = 100 000 flows
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_scale] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_scale")
 
 
 # ------------------------------------------------------------------ in process
@@ -449,21 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     write = apply_plan_options(plan, args)
 
     def measure() -> Plan:
-        plan.load_before = loadavg()
-        plan.machine = machine_description()
         run_all(plan)
-        plan.load_after = loadavg()
         return plan
 
-    done, rc = guarded_measure(__file__, measure)
+    done, rc = guarded_measure(__file__, stamped(plan, measure))
     if done is None:
         return rc
-    section = render(plan)
-    sys.stdout.write(section)
-    dump_json(args.json, asdict(plan))
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(plan), args, write, SECTION, asdict(plan), log)
     return 0
 
 

@@ -51,7 +51,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from common import (
     BenchError,
@@ -63,7 +62,6 @@ from common import (
     bench_arguments,
     busy_processes,
     cpu_seconds,
-    dump_json,
     fmt,
     guarded_measure,
     in_ns,
@@ -71,12 +69,13 @@ from common import (
     link_stats,
     loadavg,
     machine_description,
+    progress,
+    publish,
     rss_bytes,
     sh,
     stop_process,
     trafgen_pps,
     trafgen_udp_config,
-    update_section,
     workdir,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -113,10 +112,7 @@ mirrors:
 """
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_soak] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_soak")
 
 
 @dataclass
@@ -505,13 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     out, rc = guarded_measure(__file__, measure)
     if out is None:
         return rc
-    section = render(out, short)
-    sys.stdout.write(section)
-    payload: dict[str, Any] = asdict(out)
-    dump_json(args.json, payload)
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(out, short), args, write, SECTION, asdict(out), log)
     return 1 if out.errors else 0
 
 

@@ -50,16 +50,17 @@ from common import (
     apply_plan_options,
     bench_arguments,
     busy_processes,
-    dump_json,
     fmt,
     guarded_measure,
     iperf3_tcp,
     kill_stale_switch,
     link_stats,
-    loadavg,
     machine_description,
     median,
     ping_rtt,
+    progress,
+    publish,
+    stamped,
     trafgen_pps,
     update_section,
     workdir,
@@ -157,10 +158,7 @@ class Plan:
     machine: list[tuple[str, str]] = field(default_factory=list)
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    sys.stderr.write(f"[bench_switch] {msg}\n")
-    sys.stderr.flush()
+log = progress("bench_switch")
 
 
 def build(topo: Topology, wd: str) -> SwitchLab:
@@ -676,24 +674,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"bench_switch: {err}\n")
             return 1
 
-    def measure_all() -> dict[str, Samples]:
-        plan.load_before = loadavg()
-        plan.machine = machine_description()
-        samples = run_all(plan)
-        plan.load_after = loadavg()
-        return samples
-
-    samples, rc = guarded_measure(__file__, measure_all)
+    samples, rc = guarded_measure(__file__, stamped(plan, lambda: run_all(plan)))
     if samples is None:
         return rc
     peers = [p for p in all_peers() if p.key in plan.setups]
-    section = render(peers, samples, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan),
-                          "samples": {k: asdict(v) for k, v in samples.items()}})
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(peers, samples, plan), args, write, SECTION,
+            {"plan": asdict(plan), "samples": {k: asdict(v) for k, v in samples.items()}}, log)
     return 0
 
 

@@ -52,7 +52,6 @@ from common import (
     apply_plan_options,
     bench_arguments,
     busy_processes,
-    dump_json,
     fmt,
     guarded_measure,
     in_ns,
@@ -60,9 +59,9 @@ from common import (
     loadavg,
     machine_description,
     median,
+    publish,
     sh,
     stop_process,
-    update_section,
 )
 
 from vspan.ports.teamhash import layer3_4
@@ -358,12 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     samples, rc = guarded_measure(__file__, measure)
     if samples is None:
         return rc
-    section = render(samples, plan)
-    sys.stdout.write(section)
-    dump_json(args.json, {"plan": asdict(plan), "samples": [asdict(s) for s in samples]})
-    if write:
-        update_section(SECTION, section, args.results)
-        log(f"wrote {args.results}")
+    publish(render(samples, plan), args, write, SECTION,
+            {"plan": asdict(plan), "samples": [asdict(s) for s in samples]}, log)
     return 0
 
 

@@ -783,9 +783,11 @@ def machine_description() -> list[tuple[str, str]]:
     ]
 
 
-def update_section(key: str, body: str, path: Path = RESULTS_MD) -> None:
-    """Replace this script's section of RESULTS.md (between its markers), or append it."""
-    begin, end = f"<!-- BEGIN {key} -->", f"<!-- END {key} -->"
+def update_section(key: str, body: str, path: Path = RESULTS_MD,
+                   markers: tuple[str, str] | None = None) -> None:
+    """Replace this script's section of RESULTS.md (between its markers: ``BEGIN key`` /
+    ``END key`` comments unless ``markers`` names older ones), or append it."""
+    begin, end = markers or (f"<!-- BEGIN {key} -->", f"<!-- END {key} -->")
     block = f"{begin}\n{body.rstrip()}\n{end}\n"
     if path.exists():
         text = path.read_text(encoding="utf-8")
@@ -861,3 +863,39 @@ def dump_json(path: Path | None, payload: dict[str, Any]) -> None:
     """Write raw samples as JSON when ``--json`` asked for it."""
     if path is not None:
         path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def progress(name: str) -> Callable[[str], None]:
+    """A benchmark's progress lines on stderr, ``[name] message``."""
+    def log(msg: str) -> None:
+        sys.stderr.write(f"[{name}] {msg}\n")
+        sys.stderr.flush()
+    return log
+
+
+def stamped(plan: Any, run: Callable[[], T], machine: bool = True) -> Callable[[], T]:
+    """``run`` with the load averages around it put into ``plan`` (``load_before``,
+    ``load_after``) and, with ``machine``, the machine described first."""
+    def measure() -> T:
+        plan.load_before = loadavg()
+        if machine:
+            plan.machine = machine_description()
+        out = run()
+        plan.load_after = loadavg()
+        return out
+    return measure
+
+
+def publish(section: str, args: argparse.Namespace, write: bool, key: str,
+            payload: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+            markers: tuple[str, str] | None = None) -> None:
+    """A measured section: printed, the raw ``payload`` dumped when ``--json`` asked,
+    and with ``write`` put into RESULTS.md (``args.results``) under ``key`` (or
+    ``markers``), said by ``log``."""
+    sys.stdout.write(section)
+    if payload is not None:
+        dump_json(args.json, payload)
+    if write:
+        update_section(key, section, args.results, markers)
+        if log is not None:
+            log(f"wrote {args.results}")
