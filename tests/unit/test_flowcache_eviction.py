@@ -51,12 +51,18 @@ def test_cycling_more_flows_than_the_cache_holds_still_hits() -> None:
     assert len(cache.entries) <= 1024 and cache.evictions > 0
 
 
-def test_a_full_cache_evicts_an_eighth_at_random_through_forget() -> None:
-    cache = FlowCache(64, seed=1)
+def full(seed: int) -> tuple[FlowCache, Mirror]:
+    """A cache of 64 entries, full, its native table mirrored."""
+    cache = FlowCache(64, seed=seed)
     mirror = Mirror()
     cache.native = mirror
     for n in range(64):
         cache.put((1, n), DECISION, None, None)
+    return cache, mirror
+
+
+def test_a_full_cache_evicts_an_eighth_at_random_through_forget() -> None:
+    cache, mirror = full(1)
     cache.put((1, 999), DECISION, None, None)
     assert len(cache.entries) == 64 - 8 + 1 and cache.evictions == 8
     gone = {(1, n) for n in range(64)} - set(cache.entries)
@@ -65,11 +71,7 @@ def test_a_full_cache_evicts_an_eighth_at_random_through_forget() -> None:
 
 
 def test_shrinking_evicts_the_excess_through_forget() -> None:
-    cache = FlowCache(64, seed=3)
-    mirror = Mirror()
-    cache.native = mirror
-    for n in range(64):
-        cache.put((1, n), DECISION, None, None)
+    cache, mirror = full(3)
     cache.resize(10)
     assert len(cache.entries) == 10 and cache.evictions == 54
     assert mirror.keys == set(cache.entries)
