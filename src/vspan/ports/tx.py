@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vspan.ports import ringio
@@ -53,10 +53,16 @@ class GsoSupport:
     ``types`` holds the virtio-net ``gso_type`` byte values (with and without
     ``GSO_ECN``) the device segments itself; ``max_size`` is its
     ``gso_max_size``: a frame of that length or longer is segmented in software.
+    ``table`` is ``types`` as the 256-byte membership table the C send loop takes,
+    built once here rather than on every batch sent (building it costs ~9 µs).
     """
 
     types: frozenset[int]
     max_size: int = DEFAULT_GSO_MAX_SIZE
+    table: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "table", ringio.gso_table(self.types))
 
     @classmethod
     def from_features(cls, active: Iterable[str],
@@ -132,7 +138,7 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     types = gso.types
     max_size = gso.max_size
     native = ringio._mod if fd is not None else None
-    table = ringio.gso_table(types) if native is not None else b""
+    table = gso.table
     flist = frames if isinstance(frames, list) else list(frames)
     n = len(flist)
     i = 0
