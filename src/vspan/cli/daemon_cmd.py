@@ -65,12 +65,14 @@ def register(sub: Any) -> None:
 def run_up(args: argparse.Namespace) -> int:
     """Start the datapath and serve the control API until SIGINT/SIGTERM."""
     from vspan.api.rest import create_app, create_metrics_app
+    from vspan.cli.heap import keep_freed_memory
     from vspan.cli.serving import ServeError, auth_guard, tcp_server_config
     from vspan.control.limits import LimitWatcher
     from vspan.ports.base import PortError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # no page fault per big frame copied out of a ring
     loaded = load_switch(args)
     if loaded is None:
         return 1
