@@ -6,7 +6,8 @@ the number is frames per CPU-second of this process (``time.process_time``: a bu
 machine's other load counts less than in wall-clock rates), median of ``--runs``.
 Setups: plain forwarding, a VLAN push (access -> trunk), a local mirror of both
 directions, a filtered/sampled/truncated mirror, an RSPAN session, and a per-port
-firewall (checks: every frame goes through the Python replay in both modes) with 64
+ERSPAN III session to 127.0.0.1 (a raw GRE socket: needs root; loopback only), and a
+per-port firewall (checks: every frame goes through the Python replay in both modes) with 64
 established UDP flows, and with 64 established TCP connections (handshake first, then
 data segments from ``a``: window tracking per frame).
 
@@ -51,6 +52,11 @@ mirrors:
     "rspan": ("", "", """
 mirrors:
   r: {sources: [{port: a, direction: both}], rspan: {port: t, vlan: 30}}
+"""),
+    "erspan": ("", "", """
+mirrors:
+  e: {sources: [{port: a, direction: both}],
+      erspan: {type: erspan3, remote_ip: 127.0.0.1, session_id: 1}}
 """),
     "firewall": ("", "", """
 firewall:
@@ -146,10 +152,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--frames", type=int, default=200_000)
+    ap.add_argument("--setups", default=",".join(SETUPS),
+                    help="comma-separated subset of: " + ", ".join(SETUPS))
     args = ap.parse_args()
+    chosen = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SETUPS]
+    if unknown:
+        ap.error(f"unknown setups: {', '.join(unknown)}")
     print("| setup | Python kpps/CPU-s | native kpps/CPU-s | native/Python | frames native |")
     print("|---|---|---|---|---|")
-    for setup in SETUPS:
+    for setup in chosen:
         res: dict[str, list[float]] = {"python": [], "native": []}
         share = 0.0
         for _ in range(args.runs):
