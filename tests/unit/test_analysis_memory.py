@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 REPO = Path(__file__).resolve().parents[2]
 GEN = REPO / "bench" / "gencapture.py"
 VSPAN = [sys.executable, "-m", "vspan.cli.main"]

@@ -39,6 +39,10 @@ from vspan.capture.pcapng import (
 from vspan.packet.errors import PacketError
 from vspan.packet.erspan import ErspanIII, ErspanPlatform
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 NOW = 1_763_700_000_000_000_000  # receive time used in the tests (ns)
 
 

@@ -38,6 +38,10 @@ from vspan.capture.pcapng import (
     drop_verdict,
 )
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 US = 1000
 
 

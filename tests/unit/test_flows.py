@@ -34,6 +34,9 @@ from vspan.analysis.flows import Flow, FlowTable, analyze_file
 from vspan.capture.collector import Collector
 from vspan.capture.pcapng import LINKTYPE_ETHERNET, PcapngWriter
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 
 def flows_of(frames: list[tuple[int, bytes]], point: str = "eth0") -> list[Flow]:
     table = FlowTable()

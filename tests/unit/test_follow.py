@@ -24,6 +24,10 @@ C4, S4 = "10.0.0.1", "10.0.0.2"
 C6, S6 = "2001:db8::1", "2001:db8::2"
 
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 def seg(src: str, dst: str, sport: int, dport: int, flags: str, seq: int, ack: int,
         data: bytes = b"") -> Packet:
     l3 = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)

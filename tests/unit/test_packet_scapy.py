@@ -47,6 +47,10 @@ from vspan.packet import (
     parse_frame,
 )
 
+# offline file analysis and packet codecs: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 scapy_all = pytest.importorskip("scapy.all")
 from scapy.layers.inet import ICMP as SICMP  # noqa: E402
 from scapy.layers.inet import IP as SIP  # noqa: E402
