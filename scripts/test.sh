@@ -3,8 +3,19 @@
 # pipeline and system tests (system tests need root; they skip otherwise).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-bash "$here/scripts/setup.sh"
 cd "$here"
+# setup.sh reinstalls pip and vspan (rebuilding the C extensions) every time: skip it when
+# nothing it depends on changed since the last successful run (VSPAN_SETUP=always forces it)
+stamp=.venv/.vspan-setup-stamp
+inputs="$( (cat pyproject.toml setup.py scripts/setup.sh scripts/install-system.sh
+            find src -name '*.c' -o -name '*.h' | LC_ALL=C sort | xargs cat) | sha256sum)"
+if [ "${VSPAN_SETUP:-}" != always ] && [ -x .venv/bin/python ] && [ -f "$stamp" ] \
+   && [ "$(cat "$stamp")" = "$inputs" ]; then
+  echo "== setup: unchanged since the last install, skipped (VSPAN_SETUP=always forces it)"
+else
+  bash "$here/scripts/setup.sh"
+  echo "$inputs" > "$stamp"
+fi
 echo "== ruff"
 .venv/bin/ruff check src tests bench
 echo "== mypy --strict"
