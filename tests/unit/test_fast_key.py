@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -12,6 +13,10 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 from vspan.datapath.flowkey import extract, fast_key
+
+# Python's flow keys against each other: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 
 MACS = ["02:00:00:00:00:01", "02:00:00:00:00:02"]
 IPS = ["10.0.0.1", "10.0.0.2"]

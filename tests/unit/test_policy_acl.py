@@ -24,6 +24,10 @@ from vspan.policy.common import (
     parse_mac_spec,
 )
 
+# the ACL lookup and its trace in Python: no switch, engine or port (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
+
 VM4 = "10.0.0.5"
 VM6 = "2001:db8::5"
 OTHER_MAC = "02:00:00:00:00:99"
