@@ -302,3 +302,62 @@ def test_the_overlay_port_is_never_judged_by_the_distributed_firewall() -> None:
     assert "overlay" in plan.config.ports
     fw = plan.config.firewall
     assert fw is not None and "overlay" in fw.exclude
+
+
+def _agent_with_interval(store: MemoryStore, host: str, interval: float) -> HostAgent:
+    agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
+    agent.start()
+    ha = HostAgent(store, "lab", host, f"192.0.2.{host[-1]}", agent,
+                   status_interval=interval)
+    ha.start()
+    return ha
+
+
+def test_applied_generation_is_reported_without_waiting_for_the_status_timer() -> None:
+    """A reconcile that applied a new generation wakes the status writer: with an hour's
+    status interval the store still learns at once that the agent applied it, and when
+    the engine applied it (``at``) after the watch answer arrived (``received``)."""
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    ha = _agent_with_interval(store, "h1", 3600.0)
+    try:
+        assert ha.wait_synced()
+        wait_for(lambda: admin.statuses().get("h1", {}).get("applied", {})
+                 .get("generation") == 1)
+        applied = admin.statuses()["h1"]["applied"]
+        assert 0 < applied["received"] <= applied["at"]
+        assert ha.status_writes == 1
+        # the rate bound holds: a second generation within the interval waits for it
+        admin.edit(lambda d: d["port_groups"]["web"].update(vlan={"mode": "access", "id": 20}))
+        wait_for(lambda: ha.applied_generation == 2)
+        time.sleep(0.2)
+        assert ha.status_writes == 1
+        assert admin.statuses()["h1"]["applied"]["generation"] == 1
+    finally:
+        ha.stop()
+        ha.agent.stop()
+
+
+def test_status_writes_stay_within_the_rate_bound_under_many_changes() -> None:
+    """Many generations in a row: at most one status write per interval (plus the
+    first), and the last generation is reported at the end."""
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    ha = _agent_with_interval(store, "h1", 0.3)
+    try:
+        assert ha.wait_synced()
+        t0 = time.monotonic()
+        for i in range(12):
+            admin.edit(lambda d, i=i: d["port_groups"]["web"].update(
+                vlan={"mode": "access", "id": 20 + i}))
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        wait_for(lambda: admin.statuses().get("h1", {}).get("applied", {})
+                 .get("generation") == 13)
+        elapsed_all = time.monotonic() - t0
+        assert ha.status_writes <= elapsed_all / 0.3 + 2, (ha.status_writes, elapsed)
+    finally:
+        ha.stop()
+        ha.agent.stop()

@@ -14,7 +14,15 @@ Three threads besides the datapath:
   (expired during an outage): register again.
 * **status** writes this host's port states and counters to ``status/HOST``,
   at most once per interval and only when something changed, and re-checks
-  ports whose interface was missing.
+  ports whose interface was missing. A reconcile that applied a new generation
+  wakes it: the applied generation is written at once when the last write is
+  an interval old (else at the end of that interval), so the store learns of
+  an applied change without waiting for the next timer tick.
+
+Timing: each status's ``applied`` says when the engine applied the generation
+(``at``) and when the watch event that carried it arrived (``received``), both
+in this host's wall-clock time; with the commit time of the transaction they
+split the propagation delay into etcd's delivery and this agent's own work.
 """
 
 from __future__ import annotations
@@ -93,7 +101,9 @@ class HostAgent:
         self._need_full_read = False
         self.applied_generation = 0
         self.applied_revision = 0
-        self.applied_at = 0.0
+        self.applied_at = 0.0  # wall clock: when the engine had applied it
+        self.applied_received = 0.0  # wall clock: when the store's answer that led to it came
+        self._received_at = 0.0  # the last watch batch / read, as it arrived
         self.reconciles = 0
         self.reconcile_seconds = 0.0  # time spent reconciling (benchmarks)
         self.last_reconcile_seconds = 0.0  # wall time: includes waiting for the GIL/CPU
@@ -118,6 +128,7 @@ class HostAgent:
         self._lock = threading.RLock()  # one reconcile at a time
         self._threads: list[threading.Thread] = []
         self._last_status: dict[str, Any] | None = None
+        self._status_wake = threading.Event()  # set by a reconcile that applied something
         self.status_writes = 0
         self.on_applied: Callable[[HostAgent], None] | None = None  # benchmarks, tests
         self.migrator = Migrator(self, move_interfaces)
@@ -135,6 +146,7 @@ class HostAgent:
     def stop(self, deregister: bool = True) -> None:
         """Stop the threads; with ``deregister`` revoke the lease (host shows down now)."""
         self._stop.set()
+        self._status_wake.set()
         watch = self._watch
         if watch is not None:
             watch.close()
@@ -181,6 +193,7 @@ class HostAgent:
                     self._need_full_read = False
                     try:
                         snap = self.store.get_range(start, end)
+                        self._received_at = time.time()
                     except StoreUnavailable:
                         if not self.reconciles and self.running_cached is None:
                             self.start_from_cache()
@@ -197,6 +210,7 @@ class HostAgent:
                 self._connected()
                 backoff = 0.2
                 for batch in watch:
+                    self._received_at = time.time()
                     self._connected()
                     if not batch.events:  # progress notification
                         self.index.revision = max(self.index.revision, batch.revision)
@@ -299,10 +313,14 @@ class HostAgent:
         self.errors = errors
         self.plan = plan
         self.desired = dvs
+        new_generation = index.meta.generation != self.applied_generation
         self.applied_generation = index.meta.generation
         self.applied_revision = index.revision
         self.applied_at = time.time()
+        self.applied_received = self._received_at
         self.running_cached = None
+        if new_generation:
+            self._status_wake.set()  # say so now, not at the next status tick
         if plan is not None and "" not in failed:
             self.cache_file.save(self.agent.config, self.applied_generation,
                                  self.applied_revision, plan.notes, plan.port_ids)
@@ -477,7 +495,8 @@ class HostAgent:
                           f"configuration ({self.running_cached.describe()}) from "
                           f"{self.cache_file.path}" if self.running_cached else None)},
             "applied": {"generation": self.applied_generation,
-                        "revision": self.applied_revision, "at": self.applied_at},
+                        "revision": self.applied_revision, "at": self.applied_at,
+                        "received": self.applied_received},
             "refused": self.refused,
             "errors": list(self.errors),
             "notes": list(plan.notes) if plan else [],
@@ -546,9 +565,20 @@ class HostAgent:
         return True
 
     def _status_loop(self) -> None:
-        while not self._stop.wait(self.status_interval):
+        """Write the status every interval, and soon after a reconcile applied a new
+        generation -- never more often than once per interval."""
+        last = time.monotonic() - self.status_interval  # of the last write
+        while not self._stop.is_set():
+            self._status_wake.wait(self.status_interval)
+            early = self.status_interval - (time.monotonic() - last)
+            if early > 0 and self._stop.wait(early):  # the rate bound
+                break
+            if self._stop.is_set():
+                break
+            self._status_wake.clear()
             try:
                 self.recheck_ports()
-                self.write_status()
+                if self.write_status():
+                    last = time.monotonic()
             except StoreError as err:
                 log.warning("status: %s", err)
