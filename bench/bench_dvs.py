@@ -3,16 +3,19 @@
 **Propagation**: time from `dvs apply` to every agent's datapath having applied it
 (p50/p99 over hosts and rounds). Setup: etcd in a router namespace; ``--real`` host
 namespaces (default 20), each with its own ``vspan agent`` and one VM port;
-``--sim`` simulated hosts (default 200): :class:`HostAgent` objects with a real
-engine on memory ports, each with its own etcd watch, lease and status writes,
-spread over ``--sim-procs`` worker processes (default 4) so that no single Python
-process serialises them all. Every host has one port in port group ``web``; each
-round flips that group's VLAN (one transaction) and records, per host, when its
-engine had applied the new generation -- the time stamp is taken by the agent
-itself (real agents report it in their status in etcd, simulated ones on their
-worker's stdout), so how often the driver looks does not change it. The latency of
-a host is that time minus the time just before the transaction. Also reported: the
-agents' own reconcile time (decode + compile + engine reload) per change.
+``--sim`` simulated hosts (default 200): light watchers (:class:`SimHost`), each
+with its own etcd watch stream on the agents' key range, decoding the change and
+compiling its host's switch as an agent does, without an engine; registered under
+one lease per worker process, spread over ``--sim-procs`` processes (default 4).
+Every host has one port in port group ``web``; each round flips that group's VLAN
+(one transaction) and records, per host, when the watch event arrived and when
+the change was applied (real agents: the engine; simulated: compiled) -- time
+stamps taken by the agent itself (real agents report them in their status, read
+through one watch on ``status/``; simulated ones on their worker's stdout), so
+how often the driver looks does not change them. A host's latency is that time
+minus the time ``dvs apply`` was called; the etcd delivery (transaction answered
+-> event received) and the agent's own work (received -> applied) are reported
+apart.
 
 **Migration** (``--migrations N``, default 3): a VM migrates between two namespace
 hosts while a numbered UDP stream runs each way between it and a client on a third
@@ -69,53 +72,116 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------ simulated agents (a worker)
+class SimHost:
+    """A simulated host agent: its own etcd watch on the switch's key range (the agents'
+    range: config, registrations, migrations), the agent's decoding (:class:`DvsIndex`)
+    and this host's compile (:func:`compile_host`, with the agent's per-port cache) --
+    everything a host agent does with a change except the engine reload. One thread,
+    blocked reading its watch stream (the HTTP client is blocking: one thread per stream
+    is what it needs); no lease, status or migration threads."""
+
+    def __init__(self, store: Any, host: str, underlay: str) -> None:
+        from vspan.control.dvs.compile import PortCache
+        from vspan.control.dvs.index import DvsIndex
+
+        self.store = store
+        self.host = host
+        self.underlay = underlay
+        self.index = DvsIndex("bench")
+        self.cache = PortCache()
+        self.synced = False
+        self.watch: Any = None
+
+    def compile(self) -> None:
+        """This host's switch from the held items (what the agent would apply)."""
+        from vspan.control.dvs.compile import compile_host
+
+        compile_host(self.index.config(), self.host, self.index.live, None, {},
+                     self.underlay, self.cache)
+
+    def run(self, report: Any, stop: Any) -> None:
+        """Read everything, then follow the watch; ``report(host, gen, received, at,
+        cpu)`` after each change this host compiled."""
+        start, end = self.index.keys.watch_range()
+        snap = self.store.get_range(start, end)
+        self.index.load(snap.items, snap.revision)
+        self.compile()
+        self.watch = self.store.watch(start, end, self.index.revision + 1)
+        self.synced = True
+        for batch in self.watch:
+            received = time.time()
+            if stop.is_set():
+                return
+            if not batch.events:
+                continue
+            c0 = time.thread_time()
+            touched = self.index.apply(batch.events, batch.revision)
+            if touched.config or touched.hosts or touched.schema:
+                self.compile()
+            report(self.host, self.index.meta.generation, received, time.time(),
+                   time.thread_time() - c0)
+
+
 def sim_worker(args: argparse.Namespace) -> int:
-    """Run simulated agents for ``args.hosts``; print a JSON line per applied generation
-    (``{"host", "gen", "at", "busy"}``), "READY" once all are synced; stop on stdin EOF."""
-    from vspan.config.model import Config, PortConfig, SwitchConfig
-    from vspan.control.agent import Agent
-    from vspan.control.dvs.hostagent import HostAgent
+    """Run simulated agents (:class:`SimHost`) for ``args.hosts``, registered under one
+    shared lease; print a JSON line per compiled generation (``{"host", "gen",
+    "received", "at", "cpu"}``), "READY" once all are synced; stop on stdin EOF."""
+    import threading
+
+    from vspan.control.dvs.document import dumps
+    from vspan.control.dvs.keys import DvsKeys
+    from vspan.control.store.base import Put
     from vspan.control.store.etcd import EtcdStore
-    from vspan.ports.base import Port
-    from vspan.ports.memory import MemoryPort
 
     logging.basicConfig(level=logging.ERROR)
-
-    def memory(name: str, cfg: PortConfig) -> Port:
-        return MemoryPort(name)
-
     out = sys.stdout
-    agents: list[HostAgent] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def report(host: str, gen: int, received: float, at: float, cpu: float) -> None:
+        line = json.dumps({"host": host, "gen": gen, "received": received, "at": at,
+                           "cpu": cpu}) + "\n"
+        with lock:
+            out.write(line)
+            out.flush()
+
+    store = EtcdStore(args.etcd)
+    keys = DvsKeys("bench")
+    lease = store.grant(30)
+    sims: list[SimHost] = []
+    ops = []
     for h in json.loads(args.hosts):
-        agent = Agent(Config(switch=SwitchConfig(name="bench")), memory)
-        agent.start()
         i = int(h[1:])  # s<i>: its own (never used) VTEP address, as a real host has
-        ha = HostAgent(EtcdStore(args.etcd), "bench", h, f"198.20.{i // 250}.{i % 250 + 1}",
-                       agent, ttl=30, status_interval=5.0)
-        seen: dict[str, int] = {"gen": -1}
+        sims.append(SimHost(EtcdStore(args.etcd), h, f"198.20.{i // 250}.{i % 250 + 1}"))
+        ops.append(Put(keys.live(h), dumps({"underlay": sims[-1].underlay,
+                                            "started": time.time(), "pid": os.getpid(),
+                                            "version": "bench", "socket": "",
+                                            "boot_id": "bench", "features": []}), lease))
+    store.txn([], ops)  # registered: the other hosts flood to them, as to real ones
 
-        def record(a: HostAgent, h: str = h, seen: dict[str, int] = seen) -> None:
-            if a.applied_generation != seen["gen"]:
-                seen["gen"] = a.applied_generation
-                out.write(json.dumps({"host": h, "gen": a.applied_generation,
-                                      "at": a.applied_at,
-                                      "busy": a.last_reconcile_seconds,
-                                      "cpu": a.last_reconcile_cpu}) + "\n")
-                out.flush()
+    def keepalive() -> None:
+        while not stop.wait(5.0):
+            store.keepalive(lease)
 
-        ha.on_applied = record
-        ha.start()
-        agents.append(ha)
-    for ha in agents:
-        ha.wait_synced(120)
-    out.write("READY\n")
-    out.flush()
+    threads = [threading.Thread(target=keepalive, daemon=True)]
+    threads += [threading.Thread(target=sh.run, args=(report, stop), daemon=True)
+                for sh in sims]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while not all(sh.synced for sh in sims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with lock:
+        out.write("READY\n")
+        out.flush()
     try:
         sys.stdin.read()  # until the driver closes our stdin
     finally:
-        for ha in agents:
-            ha.stop(deregister=False)
-            ha.agent.stop()
+        stop.set()
+        for sh in sims:
+            if sh.watch is not None:
+                sh.watch.close()
+        store.revoke(lease)
     return 0
 
 
@@ -124,9 +190,9 @@ class Workers:
     """The simulated agents' worker processes and what they reported."""
 
     def __init__(self, etcd: str, hosts: list[str], procs: int) -> None:
-        self.applied: dict[str, dict[int, float]] = {h: {} for h in hosts}
-        self.busy: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
+        # host -> generation -> (watch event received, compiled), wall clock
+        self.applied: dict[str, dict[int, tuple[float, float]]] = {h: {} for h in hosts}
+        self.cpu: dict[str, dict[int, float]] = {h: {} for h in hosts}
         self.procs: list[subprocess.Popen[str]] = []
         self._buf: dict[int, str] = {}
         n = max(1, procs)
@@ -156,9 +222,10 @@ class Workers:
                     self.ready += 1
                 elif line.startswith("{"):
                     rec = json.loads(line)
-                    self.applied[rec["host"]].setdefault(int(rec["gen"]), float(rec["at"]))
-                    self.busy[rec["host"]] = float(rec["busy"])
-                    self.cpu[rec["host"]] = float(rec.get("cpu", -1))
+                    gen = int(rec["gen"])
+                    self.applied[rec["host"]].setdefault(
+                        gen, (float(rec["received"]), float(rec["at"])))
+                    self.cpu[rec["host"]].setdefault(gen, float(rec["cpu"]))
 
     def stop(self) -> None:
         """Close their stdin and wait."""
@@ -172,6 +239,52 @@ class Workers:
                 p.kill()
 
 
+class StatusWatch:
+    """The real agents' status reports, followed with one etcd watch on ``status/`` (no
+    polling): host -> generation -> (watch event received, engine applied)."""
+
+    def __init__(self, store: Any, hosts: list[str]) -> None:
+        import threading
+
+        from vspan.control.dvs.keys import DvsKeys
+        from vspan.control.store.base import prefix_end
+
+        self.applied: dict[str, dict[int, tuple[float, float]]] = {h: {} for h in hosts}
+        keys = DvsKeys("bench")
+        self.prefix = keys.status_prefix
+        rev = store.get_range(self.prefix, prefix_end(self.prefix)).revision
+        self.watch = store.watch(self.prefix, prefix_end(self.prefix), rev + 1)
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from vspan.control.store.base import StoreError
+
+        try:
+            for batch in self.watch:
+                for ev in batch.events:
+                    host = ev.kv.key[len(self.prefix):]
+                    if ev.type != "put" or host not in self.applied:
+                        continue
+                    applied = json.loads(ev.kv.value).get("applied", {})
+                    with self.lock:
+                        self.applied[host].setdefault(
+                            int(applied.get("generation", 0)),
+                            (float(applied.get("received", 0)), float(applied.get("at", 0))))
+        except StoreError:
+            pass
+
+    def get(self, host: str, gen: int) -> tuple[float, float] | None:
+        """(received, applied) of ``gen`` on ``host``, once its status said so."""
+        with self.lock:
+            return self.applied[host].get(gen)
+
+    def close(self) -> None:
+        """End the watch."""
+        self.watch.close()
+
+
 def driver(args: argparse.Namespace) -> int:
     """Run the simulated agents' workers and the rounds; print one JSON result line."""
     from vspan.config.dvs import DvsConfig
@@ -179,55 +292,70 @@ def driver(args: argparse.Namespace) -> int:
     from vspan.control.dvs.admin import DvsAdmin
     from vspan.control.store.etcd import EtcdStore
 
+    class TimedStore(EtcdStore):
+        """Notes when its last transaction was answered (etcd had committed it)."""
+
+        committed = 0.0
+
+        def txn(self, compares: Any, ops: Any) -> Any:
+            res = super().txn(compares, ops)
+            self.committed = time.time()
+            return res
+
     logging.basicConfig(level=logging.ERROR)
-    real = json.loads(args.real_hosts)
+    real = list(json.loads(args.real_hosts))
     sims = [f"s{i}" for i in range(args.sim)]
-    store = EtcdStore(args.etcd)
+    store = TimedStore(args.etcd)
     admin = DvsAdmin(store, "bench")
     t_start = time.monotonic()
     workers = Workers(args.etcd, sims, args.sim_procs)
-    samples: list[float] = []
+    status = StatusWatch(EtcdStore(args.etcd), real)
+    # per sample: kind ("real"/"sim"), apply -> applied, commit -> received,
+    # received -> applied
+    samples: list[tuple[str, float, float, float]] = []
     per_round: list[dict[str, float]] = []
     try:
         while workers.ready < len(workers.procs) and time.monotonic() - t_start < 300:
             workers.poll(0.5)
         sys.stderr.write(f"{len(sims)} simulated agents in {len(workers.procs)} processes "
                          f"synced in {time.monotonic() - t_start:.1f} s\n")
+        time.sleep(1.0)  # the registrations' events have been taken
         for r in range(args.rounds):
             workers.poll(0)
             vlan = 10 + (r % 2) + 1
-            dvs = parse_model(DvsConfig, read_yaml(dvs_yaml(list(real), sims, vlan)), "bench")
+            dvs = parse_model(DvsConfig, read_yaml(dvs_yaml(real, sims, vlan)), "bench")
             t0 = time.time()
             gen = admin.apply(dvs).generation
-            lat: dict[str, float] = {}
+            t_commit = store.committed
+            got: dict[str, tuple[float, float]] = {}
             deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline and len(lat) < len(real) + len(sims):
-                workers.poll(0.05)
+            while time.monotonic() < deadline and len(got) < len(real) + len(sims):
+                workers.poll(0.02)
                 for h in sims:
-                    if h not in lat and gen in workers.applied[h]:
-                        lat[h] = workers.applied[h][gen] - t0
-                if any(h not in lat for h in real):  # their own report, written by them
-                    for h, st in admin.statuses().items():
-                        applied = st.get("applied", {})
-                        if h in real and h not in lat and applied.get("generation", 0) >= gen:
-                            lat[h] = float(applied["at"]) - t0
-            missing = len(real) + len(sims) - len(lat)
+                    if h not in got and gen in workers.applied[h]:
+                        got[h] = workers.applied[h][gen]
+                for h in real:
+                    if h not in got:
+                        seen = status.get(h, gen)
+                        if seen is not None:
+                            got[h] = seen
+            missing = len(real) + len(sims) - len(got)
             if missing:
                 sys.stderr.write(f"round {r}: {missing} hosts did not apply within "
                                  f"{args.timeout} s\n")
-            workers.poll(0.2)
-            spent = [workers.busy[h] for h in sims if gen in workers.applied[h]]
-            cpu = [workers.cpu[h] for h in sims if gen in workers.applied[h]
-                   and workers.cpu.get(h, -1) >= 0]
-            sys.stderr.write(f"round {r}: {len(lat)} hosts, slowest "
-                             f"{max(lat.values()) if lat else -1:.3f} s\n")
-            samples.extend(lat.values())
-            per_round.append({"max": max(lat.values()) if lat else -1,
-                              "missing": float(missing),
-                              "reconcile_ms": 1000 * sum(spent) / len(spent) if spent else -1,
-                              "reconcile_cpu_ms": 1000 * sum(cpu) / len(cpu) if cpu else -1})
+            for h, (received, at) in got.items():
+                samples.append(("real" if h in real else "sim", at - t0,
+                                received - t_commit, at - received))
+            cpu = [workers.cpu[h][gen] for h in sims if gen in workers.cpu[h]]
+            worst = max((at for _, at in got.values()), default=t0 - 1) - t0
+            sys.stderr.write(f"round {r}: {len(got)} hosts, slowest {worst:.3f} s, "
+                             f"dvs apply {1000 * (t_commit - t0):.0f} ms\n")
+            per_round.append({"max": worst if got else -1, "missing": float(missing),
+                              "apply_ms": 1000 * (t_commit - t0),
+                              "sim_cpu_ms": 1000 * sum(cpu) / len(cpu) if cpu else -1})
             time.sleep(args.pause)
     finally:
+        status.close()
         workers.stop()
     print(json.dumps({"samples": samples, "rounds": per_round}))
     return 0
@@ -261,30 +389,48 @@ def propagation(args: argparse.Namespace) -> list[str]:
         if proc.returncode != 0:
             raise RuntimeError(f"driver failed ({proc.returncode})")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-    samples = [s * 1000 for s in result["samples"]]
+    samples = result["samples"]
     rounds = result["rounds"]
     worst = [r["max"] * 1000 for r in rounds if r["max"] >= 0]
-    rec = [r["reconcile_ms"] for r in rounds if r["reconcile_ms"] >= 0]
-    cpu = [r.get("reconcile_cpu_ms", -1) for r in rounds if r.get("reconcile_cpu_ms", -1) >= 0]
+    apply_ms = [r["apply_ms"] for r in rounds]
+    cpu = [r["sim_cpu_ms"] for r in rounds if r["sim_cpu_ms"] >= 0]
+
+    def row(label: str, values: list[float], fmt: str = ".0f") -> str:
+        if not values:
+            return f"| {label} | - | - | - |"
+        return (f"| {label} | {pct(values, .5):{fmt}} | {pct(values, .99):{fmt}} | "
+                f"{max(values):{fmt}} |")
+
+    def col(kind: str | None, i: int) -> list[float]:
+        return [1000 * s[i] for s in samples if kind is None or s[0] == kind]
+
     return [
         "### Configuration propagation",
         "",
-        f"{args.real} namespace agents + {args.sim} simulated agents (etcd watches) in "
-        f"{args.sim_procs} worker processes, {args.rounds} rounds; one port-group VLAN "
-        "change per round (every host has a port in the group). Target: p99 <= 200 ms.",
+        f"{args.real} namespace agents (`vspan agent`, engine and all) + {args.sim} "
+        f"simulated agents in {args.sim_procs} worker processes, {args.rounds} rounds; one "
+        "port-group VLAN change per round (every host has a port in the group). A simulated "
+        "agent is a light watcher: its own etcd watch stream (one thread blocked reading "
+        "it), the agent's decoding and this host's compile, no engine. Real agents report "
+        "when their engine applied the generation in their status (read by one watch on "
+        "`status/`, no polling); simulated ones when they had compiled it. Target: p99 <= "
+        "200 ms.",
         "",
         "| measure | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|",
-        f"| per host: apply -> engine applied | {pct(samples, .5):.0f} | "
-        f"{pct(samples, .99):.0f} | {max(samples):.0f} |",
-        f"| per round: apply -> last host applied | {pct(worst, .5):.0f} | "
-        f"{pct(worst, .99):.0f} | {max(worst):.0f} |",
-        f"| a simulated agent's reconcile per change, wall time (compile, reload; "
-        f"includes waiting for the CPU and the GIL next to its worker's other agents) | "
-        f"{pct(rec, .5):.1f} | {pct(rec, .99):.1f} | {max(rec):.1f} |",
-        "| the same reconcile, CPU time of its sync thread (not the engine thread) | "
-        + (f"{pct(cpu, .5):.1f} | {pct(cpu, .99):.1f} | {max(cpu):.1f} |" if cpu
-           else "- | - | - |"),
+        row("per host: `dvs apply` called -> engine applied (all hosts)", col(None, 1)),
+        row("... namespace agents only", col("real", 1)),
+        row("... simulated agents only (-> compiled)", col("sim", 1)),
+        row("per round: `dvs apply` called -> last host applied", worst),
+        row("`dvs apply` itself (read, validate, encode, transaction answered)", apply_ms),
+        row("etcd watch delivery to namespace agents (transaction answered -> event "
+            "received)", col("real", 2)),
+        row("etcd watch delivery to simulated agents", col("sim", 2)),
+        row("namespace agent's own work (event received -> engine applied: decode, "
+            "compile, reload)", col("real", 3), ".1f"),
+        row("simulated agent's own work (event received -> compiled), wall", col("sim", 3),
+            ".1f"),
+        row("... its CPU time", cpu, ".2f"),
         "",
         f"hosts that did not apply in time: {sum(int(r['missing']) for r in rounds)}; "
         f"load average before: {load}",
