@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,8 +351,9 @@ def test_status_writes_stay_within_the_rate_bound_under_many_changes() -> None:
         assert ha.wait_synced()
         t0 = time.monotonic()
         for i in range(12):
-            admin.edit(lambda d, i=i: d["port_groups"]["web"].update(
-                vlan={"mode": "access", "id": 20 + i}))
+            def flip(d: dict[str, Any], vid: int = 20 + i) -> None:
+                d["port_groups"]["web"].update(vlan={"mode": "access", "id": vid})
+            admin.edit(flip)
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
         wait_for(lambda: admin.statuses().get("h1", {}).get("applied", {})
@@ -361,3 +363,27 @@ def test_status_writes_stay_within_the_rate_bound_under_many_changes() -> None:
     finally:
         ha.stop()
         ha.agent.stop()
+
+
+def test_hosts_by_vlan_follows_a_group_change_for_every_member() -> None:
+    """The per-group VLAN walk gives what each port's own VLANs give, and a port group's
+    new VLAN (a new group object, as the store index makes) reaches all its members."""
+    from vspan.control.dvs.compile import PortCache
+
+    text = DVS.replace("  a2: {type: memory, host: h1}",
+                       "  a2: {type: memory, host: h1, vlan: {mode: trunk, allowed: [7, 8]}}")
+    dvs = load(text)
+    cache = PortCache()
+
+    def per_port(d: DvsConfig) -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for name, port in d.ports.items():
+            for v in PortCache().vlans(d, name):
+                out.setdefault(v, set()).add(port.host)
+        return out
+
+    assert cache.hosts_by_vlan(dvs) == per_port(dvs) == {
+        10: {"h1", "h2"}, 7: {"h1"}, 8: {"h1"}}
+    moved = load(text.replace("id: 10", "id: 20"))
+    assert cache.hosts_by_vlan(moved) == per_port(moved) == {
+        20: {"h1", "h2"}, 7: {"h1"}, 8: {"h1"}}

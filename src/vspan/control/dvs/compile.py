@@ -57,6 +57,7 @@ class PortCache:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._valid: dict[str, tuple[str, PortConfig]] = {}
+        self._group_vlans: dict[str, tuple[object, frozenset[int]]] = {}  # by group object
 
     def _entry(self, dvs: DvsConfig, name: str) -> _Entry:
         port = dvs.ports[name]
@@ -79,6 +80,41 @@ class PortCache:
     def vlans(self, dvs: DvsConfig, name: str) -> frozenset[int]:
         """The VLANs port ``name`` carries (0: the untagged network)."""
         return self._entry(dvs, name).vlans
+
+    def hosts_by_vlan(self, dvs: DvsConfig) -> dict[int, set[str]]:
+        """VLAN (0: untagged) -> the hosts with a port in it. A port in a port group
+        carries its group's VLANs, worked out once per group (a change of one group's VLAN
+        touches every member: this walk stays cheap with hundreds of them)."""
+        out: dict[int, set[str]] = {}
+        groups = dvs.port_groups
+        per_group: dict[str, frozenset[int] | None] = {}
+        for name, port in dvs.ports.items():
+            gname = port.port_group
+            vlans: frozenset[int] | None = None
+            if gname:
+                if gname in per_group:
+                    vlans = per_group[gname]
+                else:
+                    vlans = per_group[gname] = self._group_vlan_set(gname, groups.get(gname))
+            if vlans is None:  # no group (or a missing one): the port's own VLAN
+                vlans = self.vlans(dvs, name)
+            for v in vlans:
+                hosts = out.get(v)
+                if hosts is None:
+                    out[v] = {port.host}
+                else:
+                    hosts.add(port.host)
+        return out
+
+    def _group_vlan_set(self, gname: str, group: Any) -> frozenset[int] | None:
+        if group is None:
+            return None
+        hit = self._group_vlans.get(gname)
+        if hit is not None and hit[0] is group:
+            return hit[1]
+        vlans = frozenset(vlan_set(group.vlan))
+        self._group_vlans[gname] = (group, vlans)
+        return vlans
 
     def addresses(self, dvs: DvsConfig, name: str) -> tuple[str, ...]:
         """Port ``name``'s own addresses (``policy.addresses``)."""
@@ -147,10 +183,7 @@ def overlay_ports(dvs: DvsConfig, host: str, underlay: str | None,
     VLAN and carries no mirror copies (or has no underlay address).
     """
     cache = cache or PortCache()
-    by_vlan: dict[int, set[str]] = {}
-    for name, port in dvs.ports.items():
-        for v in cache.vlans(dvs, name):
-            by_vlan.setdefault(v, set()).add(port.host)
+    by_vlan = cache.hosts_by_vlan(dvs)
     shared = sorted(v for v, hosts in by_vlan.items() if len(hosts) > 1)
     local_shared = [v for v in shared if host in by_vlan[v]]
     mirror_vlans = sorted(mirror.vlans) if mirror is not None else []
