@@ -99,27 +99,59 @@ class SimHost:
         compile_host(self.index.config(), self.host, self.index.live, None, {},
                      self.underlay, self.cache)
 
-    def run(self, report: Any, stop: Any) -> None:
-        """Read everything, then follow the watch; ``report(host, gen, received, at,
-        cpu)`` after each change this host compiled."""
-        start, end = self.index.keys.watch_range()
-        snap = self.store.get_range(start, end)
+    def load(self, snap: Any) -> None:
+        """Take a full read and compile."""
         self.index.load(snap.items, snap.revision)
         self.compile()
+
+    def take(self, batch: Any, received: float, report: Any) -> None:
+        """Decode a watch batch and compile; ``report(host, gen, received, at, cpu)``."""
+        if not batch.events:
+            return
+        c0 = time.thread_time()
+        touched = self.index.apply(batch.events, batch.revision)
+        if touched.config or touched.hosts or touched.schema:
+            self.compile()
+        report(self.host, self.index.meta.generation, received, time.time(),
+               time.thread_time() - c0)
+
+    def run(self, report: Any, stop: Any) -> None:
+        """Read everything, then follow this host's own watch stream."""
+        start, end = self.index.keys.watch_range()
+        self.load(self.store.get_range(start, end))
         self.watch = self.store.watch(start, end, self.index.revision + 1)
         self.synced = True
         for batch in self.watch:
             received = time.time()
             if stop.is_set():
                 return
-            if not batch.events:
-                continue
-            c0 = time.thread_time()
-            touched = self.index.apply(batch.events, batch.revision)
-            if touched.config or touched.hosts or touched.schema:
-                self.compile()
-            report(self.host, self.index.meta.generation, received, time.time(),
-                   time.thread_time() - c0)
+            self.take(batch, received, report)
+
+
+def run_shared(sims: list[SimHost], store: Any, report: Any, stop: Any) -> Any:
+    """``--sim-streams shared``: one watch stream for all of a worker's simulated hosts,
+    each batch handed to every host in turn (each still decodes and compiles it itself;
+    its wait for the hosts before it counts in its own work). Returns the stream."""
+    start, end = sims[0].index.keys.watch_range()
+    snap = store.get_range(start, end)
+    for sh in sims:
+        sh.load(snap)
+    watch = store.watch(start, end, snap.revision + 1)
+
+    def loop() -> None:
+        for batch in watch:
+            received = time.time()
+            if stop.is_set():
+                return
+            for sh in sims:
+                sh.take(batch, received, report)
+
+    import threading
+
+    threading.Thread(target=loop, daemon=True).start()
+    for sh in sims:
+        sh.synced = True
+    return watch
 
 
 def sim_worker(args: argparse.Namespace) -> int:
@@ -164,8 +196,12 @@ def sim_worker(args: argparse.Namespace) -> int:
             store.keepalive(lease)
 
     threads = [threading.Thread(target=keepalive, daemon=True)]
-    threads += [threading.Thread(target=sh.run, args=(report, stop), daemon=True)
-                for sh in sims]
+    shared = None
+    if args.sim_streams == "shared":
+        shared = run_shared(sims, EtcdStore(args.etcd), report, stop)
+    else:
+        threads += [threading.Thread(target=sh.run, args=(report, stop), daemon=True)
+                    for sh in sims]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 120
@@ -181,6 +217,8 @@ def sim_worker(args: argparse.Namespace) -> int:
         for sh in sims:
             if sh.watch is not None:
                 sh.watch.close()
+        if shared is not None:
+            shared.close()
         store.revoke(lease)
     return 0
 
@@ -189,7 +227,7 @@ def sim_worker(args: argparse.Namespace) -> int:
 class Workers:
     """The simulated agents' worker processes and what they reported."""
 
-    def __init__(self, etcd: str, hosts: list[str], procs: int) -> None:
+    def __init__(self, etcd: str, hosts: list[str], procs: int, streams: str) -> None:
         # host -> generation -> (watch event received, compiled), wall clock
         self.applied: dict[str, dict[int, tuple[float, float]]] = {h: {} for h in hosts}
         self.cpu: dict[str, dict[int, float]] = {h: {} for h in hosts}
@@ -202,8 +240,8 @@ class Workers:
                 continue
             self.procs.append(subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--sim-worker", "--etcd", etcd,
-                 "--hosts", json.dumps(part)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                text=True, bufsize=1))
+                 "--hosts", json.dumps(part), "--sim-streams", streams],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
         self.ready = 0
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -308,7 +346,7 @@ def driver(args: argparse.Namespace) -> int:
     store = TimedStore(args.etcd)
     admin = DvsAdmin(store, "bench")
     t_start = time.monotonic()
-    workers = Workers(args.etcd, sims, args.sim_procs)
+    workers = Workers(args.etcd, sims, args.sim_procs, args.sim_streams)
     status = StatusWatch(EtcdStore(args.etcd), real)
     # per sample: kind ("real"/"sim"), apply -> applied, commit -> received,
     # received -> applied
@@ -381,6 +419,7 @@ def propagation(args: argparse.Namespace) -> list[str]:
         cmd = ["ip", "netns", "exec", dl.router, sys.executable, str(Path(__file__).resolve()),
                "--driver", "--etcd", dl.etcd_url, "--real-hosts", json.dumps(sockets),
                "--sim", str(args.sim), "--sim-procs", str(args.sim_procs),
+               "--sim-streams", args.sim_streams,
                "--rounds", str(args.rounds), "--timeout", str(args.timeout),
                "--pause", str(args.pause)]
         load = loadavg()
@@ -410,8 +449,12 @@ def propagation(args: argparse.Namespace) -> list[str]:
         f"{args.real} namespace agents (`vspan agent`, engine and all) + {args.sim} "
         f"simulated agents in {args.sim_procs} worker processes, {args.rounds} rounds; one "
         "port-group VLAN change per round (every host has a port in the group). A simulated "
-        "agent is a light watcher: its own etcd watch stream (one thread blocked reading "
-        "it), the agent's decoding and this host's compile, no engine. Real agents report "
+        "agent is a light watcher: "
+        + ("its own etcd watch stream (one thread blocked reading it)"
+           if args.sim_streams == "per-host" else
+           "one etcd watch stream per worker process, each batch handed to the worker's "
+           "agents in turn (`--sim-streams shared`)")
+        + ", the agent's decoding and this host's compile, no engine. Real agents report "
         "when their engine applied the generation in their status (read by one watch on "
         "`status/`, no polling); simulated ones when they had compiled it. Target: p99 <= "
         "200 ms.",
@@ -528,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim", type=int, default=200, help="simulated agents")
     ap.add_argument("--sim-procs", type=int, default=4,
                     help="worker processes the simulated agents are spread over")
+    ap.add_argument("--sim-streams", choices=["per-host", "shared"], default="per-host",
+                    help="each simulated agent its own etcd watch stream (as real hosts), "
+                    "or one stream per worker process handed to its agents in turn")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between rounds")
     ap.add_argument("--timeout", type=float, default=30.0, help="per round")
