@@ -3,10 +3,14 @@
 **Propagation**: time from `dvs apply` to every agent's datapath having applied it
 (p50/p99 over hosts and rounds). Setup: etcd in a router namespace; ``--real`` host
 namespaces (default 20), each with its own ``vspan agent`` and one VM port;
-``--sim`` simulated hosts (default 200): light watchers (:class:`SimHost`), each
-with its own etcd watch stream on the agents' key range, decoding the change and
-compiling its host's switch as an agent does, without an engine; registered under
-one lease per worker process, spread over ``--sim-procs`` processes (default 4).
+``--sim`` simulated hosts (default 200): light watchers (:class:`SimHost`) that
+decode each change and compile their host's switch as an agent does, without an
+engine; registered under one lease per worker process, spread over
+``--sim-procs`` processes (default 4). ``--sim-streams shared`` (default): one etcd
+watch stream per worker, each batch handed to its hosts in turn; ``per-host``:
+each host its own stream and thread (etcd then serves 220 streams, and 200 HTTP
+readers compete with the agents for this machine's CPUs -- on 2 cores that costs
+more than the compiles; a real host reads its stream on its own CPU).
 Every host has one port in port group ``web``; each round flips that group's VLAN
 (one transaction) and records, per host, when the watch event arrived and when
 the change was applied (real agents: the engine; simulated: compiled) -- time
@@ -30,7 +34,8 @@ port but never reached the sniffer). Medians of N runs.
 Numbers from a shared machine are indicative only; the lead reruns on a quiet one.
 
     sudo .venv/bin/python bench/bench_dvs.py [--quick] [--real 20] [--sim 200] \\
-        [--sim-procs 4] [--rounds 20] [--migrations 3] [--only propagation|migration]
+        [--sim-procs 4] [--sim-streams shared|per-host] \\
+        [--rounds 20] [--migrations 3] [--only propagation|migration]
 """
 
 from __future__ import annotations
@@ -571,9 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim", type=int, default=200, help="simulated agents")
     ap.add_argument("--sim-procs", type=int, default=4,
                     help="worker processes the simulated agents are spread over")
-    ap.add_argument("--sim-streams", choices=["per-host", "shared"], default="per-host",
-                    help="each simulated agent its own etcd watch stream (as real hosts), "
-                    "or one stream per worker process handed to its agents in turn")
+    ap.add_argument("--sim-streams", choices=["per-host", "shared"], default="shared",
+                    help="one etcd watch stream per worker process handed to its simulated "
+                    "agents in turn (default), or each its own stream and thread (etcd "
+                    "serves 220 streams; their 200 readers share this machine's CPUs)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between rounds")
     ap.add_argument("--timeout", type=float, default=30.0, help="per round")
