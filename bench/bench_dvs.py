@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import busy_processes, loadavg, machine_description, update_section
+from common import RESULTS_MD, busy_processes, loadavg, machine_description, update_section
 
 SECTION = "dvs"
 
@@ -536,6 +536,36 @@ def render_migrations(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def kept_part(heading: str, path: Path = RESULTS_MD) -> list[str]:
+    """The ``heading`` subsection of this script's section in RESULTS.md as last written
+    (``--only`` the other part: it stays, with the machine line of the run that measured
+    it); empty when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
+    if begin not in text or end not in text:
+        return []
+    body = text.partition(begin)[2].partition(end)[0].splitlines()
+    out: list[str] = []
+    machine = ""
+    inside = already_kept = False
+    for line in body:
+        if line.startswith("### "):
+            inside = line.strip() == heading
+        elif line.startswith("Machine:") or line.startswith("Other load seen"):
+            inside = False
+        if line.startswith("Machine:") and not machine:
+            machine = line
+        if inside:
+            out.append(line)
+            already_kept |= line.startswith("(kept from an earlier run; ")
+    if out and machine and not already_kept:
+        out += [f"(kept from an earlier run; {machine})", ""]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Both parts (or the one chosen), then the section."""
     if os.geteuid() != 0:
@@ -550,8 +580,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.only in (None, "propagation"):
             lines += [*propagation(args), ""]
+        elif args.write:
+            lines += kept_part("### Configuration propagation")
         if args.only in (None, "migration") and args.migrations > 0:
             lines += [*migration(args), ""]
+        elif args.write:
+            lines += kept_part("### Migration")
     except KeyboardInterrupt:
         sys.stderr.write("bench_dvs: interrupted; lab removed\n")
         return 130
