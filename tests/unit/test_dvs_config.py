@@ -151,6 +151,27 @@ def test_apply_is_one_transaction_guarded_against_lost_updates() -> None:
     assert admin.state().config().port_groups["web"].vlan.id == 10
 
 
+def test_apply_is_refused_when_the_schema_changed_since_its_read() -> None:
+    """The schema guard compares with the read the change was based on (not a second
+    read just before the transaction): a schema rewritten in between refuses the write."""
+    from vspan.control.dvs.admin import read_state
+    from vspan.control.dvs.document import dumps
+    from vspan.control.dvs.keys import DvsKeys
+    from vspan.control.store.base import Put
+
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    admin.apply(load(BASE))
+    base = read_state(store, "prod")
+    assert base.schema_revision > 0
+    store.txn([], [Put(DvsKeys("prod").schema, dumps({"schema": 1}))])  # e.g. a migration
+    before = store.revision
+    with pytest.raises(DvsError, match="changed by someone else"):
+        admin.apply(load(BASE.replace("id: 10", "id: 30")), base=base)
+    assert store.revision == before
+    assert admin.apply(load(BASE.replace("id: 10", "id: 30"))).written  # a fresh read: fine
+
+
 def test_edit_retries_on_a_concurrent_write_and_keeps_both() -> None:
     store = MemoryStore()
     admin = DvsAdmin(store, "prod")

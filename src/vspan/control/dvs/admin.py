@@ -215,9 +215,9 @@ class DvsAdmin:
         meta.generation = st.meta.generation + 1
         ops.append(Put(self.keys.meta, meta.encode(updated=time.time(), by=_who())))
         try:
+            # both guards from the read the change is based on (no second read)
             res = self.store.txn([Compare(self.keys.meta, st.meta_revision),
-                                  Compare(self.keys.schema, 0 if not st.exists else
-                                          self._schema_revision())], ops)
+                                  Compare(self.keys.schema, st.schema_revision)], ops)
         except StoreError as err:
             if "too many operations" in str(err):
                 raise DvsError(
@@ -231,10 +231,6 @@ class DvsAdmin:
                            "while this change was prepared; nothing was written (run it again)")
         result.revision, result.generation, result.written = res.revision, meta.generation, True
         return result
-
-    def _schema_revision(self) -> int:
-        snap = self.store.get_range(self.keys.schema, self.keys.schema + "\0")
-        return snap.items[0].mod_revision if snap.items else 0
 
     def edit(self, change: Callable[[dict[str, Any]], None], retries: int = 5) -> ApplyResult:
         """Read the configuration as data, let ``change`` modify it, validate, apply.

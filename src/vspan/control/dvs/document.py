@@ -97,6 +97,7 @@ class ClusterState:
     meta_revision: int
     raw: dict[str, Any]  # section -> data as stored (before validation)
     live: dict[str, LiveHost]
+    schema_revision: int = 0  # mod revision of config/schema in this read (0: absent)
 
     def config(self) -> DvsConfig:
         """The stored configuration, validated (StoredDataError when it does not)."""
@@ -143,7 +144,8 @@ def decode(name: str, revision: int, items: Mapping[str, KeyValue]) -> ClusterSt
             raw[section][item] = loads(kv.value, key)
     return ClusterState(name, revision, schema_kv is not None, schema,
                         Meta.decode(meta_kv.value if meta_kv else None, keys.meta),
-                        meta_kv.mod_revision if meta_kv else 0, raw, live)
+                        meta_kv.mod_revision if meta_kv else 0, raw, live,
+                        schema_kv.mod_revision if schema_kv else 0)
 
 
 def encode(dvs: DvsConfig) -> dict[str, bytes]:
