@@ -209,26 +209,7 @@ def test_stateful_sequences_native_and_python_agree() -> None:
     try:
         assert nsw.engine.fastpath.native is not None
         assert psw.engine.fastpath.native is None
-        for n, step in enumerate(script()):
-            before = dict(nsw.engine.state.drops.by_key)
-            results = []
-            for sw in (nsw, psw):
-                sw.clock.now += step.dt
-                if step.dt:
-                    sw.engine.housekeeping(sw.clock.now)
-                _send(sw, step)
-                results.append(observe(sw, recs[id(sw)]))
-            a, b = results
-            diff = [k for k in a if a[k] != b.get(k)]
-            assert not diff, (f"step {n} ({step.what}): " + "; ".join(
-                f"{k}: native {a[k]!r:.400} python {b[k]!r:.400}" for k in diff))
-            got = a[OTHER[step.port]]
-            assert (got == [(step.frame, b"")]) == step.delivered, (
-                f"step {n} ({step.what}): delivered {len(got)} frame(s), "
-                f"expected {'one' if step.delivered else 'none'}")
-            grew = {k[1] for k, v in a["drops"].items() if v > before.get(k, 0)}
-            assert grew == ({step.reason} if step.reason else set()), (
-                f"step {n} ({step.what}): drops counted {grew}, expected {step.reason!r}")
+        _run(list(script()), nsw, psw, recs, "script")
     finally:
         nsw.engine.close()
         psw.engine.close()
