@@ -152,3 +152,24 @@ def test_vni_map_change_flushes_the_switch_fdb_of_the_port() -> None:
         new = load_text(text)
         st.apply(new, diff(st.config, new))
         assert len(st.fdb) == left  # flood lists do not change what the switch learned
+
+
+def test_known_addresses_skip_a_second_check_but_bad_ones_are_still_refused() -> None:
+    from pydantic import ValidationError
+
+    from vspan.config.vxlan import KNOWN_IPV4, VxlanConfig
+
+    known: set[str] = set()
+    data = {"local_ip": "192.0.2.1", "vnis": {10: 5010},
+            "flood": {10: [" 192.0.2.2", "192.0.2.3"]}, "peers": ["192.0.2.2"]}
+    cfg = VxlanConfig.model_validate(data, context={KNOWN_IPV4: known})
+    assert cfg.flood[10] == ("192.0.2.2", "192.0.2.3")  # canonical text, as without
+    assert known == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
+    for bad in ("224.0.0.1", "192.0.2.300", "::1", " 192.0.2.2 x"):
+        with pytest.raises(ValidationError, match="flood"):
+            VxlanConfig.model_validate({**data, "flood": {10: ["192.0.2.3", bad]}},
+                                       context={KNOWN_IPV4: known})
+    assert known == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}  # nothing bad was remembered
+    with pytest.raises(ValidationError, match="own local_ip"):  # cross-checks still run
+        VxlanConfig.model_validate({**data, "peers": ["192.0.2.1"]},
+                                   context={KNOWN_IPV4: known})

@@ -71,6 +71,26 @@ def _vni(value: Any) -> int:
     return vni
 
 
+KNOWN_IPV4 = "ipv4_known"
+"""Validation context key: a set of addresses already found good (their canonical text),
+kept by a caller that validates the same long flood lists again and again (a dvs agent's
+port cache); they are taken without a second check, and good new ones are added."""
+
+
+def _ipv4_known(value: Any, info: ValidationInfo) -> str:
+    """:func:`_ipv4`, skipping addresses the validation context's ``KNOWN_IPV4`` set holds
+    (and adding the good new ones to it)."""
+    context = info.context
+    known: set[str] | None = context.get(KNOWN_IPV4) if isinstance(context, dict) else None
+    if known is None:
+        return _ipv4(value)
+    if isinstance(value, str) and value in known:
+        return value
+    text = _ipv4(value)
+    known.add(text)
+    return text
+
+
 def _ipv4(value: Any) -> str:
     """Text of a unicast IPv4 address (IPv6 underlays are not supported yet).
 
@@ -110,7 +130,7 @@ def _mac(value: Any) -> str:
 
 OverlayVlan = Annotated[int, BeforeValidator(_overlay_vlan)]
 Vni = Annotated[int, BeforeValidator(_vni)]
-IPv4Text = Annotated[str, BeforeValidator(_ipv4)]
+IPv4Text = Annotated[str, BeforeValidator(_ipv4_known)]
 MacText = Annotated[str, BeforeValidator(_mac)]
 
 

@@ -21,6 +21,7 @@ from vspan.config.dvs import OVERLAY_PORT, DvsConfig, effective_port, group_memb
 from vspan.config.load import parse_config
 from vspan.config.model import Config, PortConfig, PortType, VlanConfig
 from vspan.config.policy import FirewallConfig, GroupConfig
+from vspan.config.vxlan import KNOWN_IPV4
 from vspan.control.dvs.document import LiveHost
 from vspan.control.dvs.mirrorplan import ROLE_LOCAL, MirrorPlan, plan_mirrors
 
@@ -58,6 +59,7 @@ class PortCache:
         self._entries: dict[str, _Entry] = {}
         self._valid: dict[str, tuple[str, PortConfig]] = {}
         self._group_vlans: dict[str, tuple[object, frozenset[int]]] = {}  # by group object
+        self._ipv4_known: set[str] = set()  # underlay addresses already validated
 
     def _entry(self, dvs: DvsConfig, name: str) -> _Entry:
         port = dvs.ports[name]
@@ -135,7 +137,9 @@ class PortCache:
         hit = self._valid.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
-        cfg = PortConfig.model_validate(data)
+        if len(self._ipv4_known) > 65536:  # hosts came and went: start again
+            self._ipv4_known.clear()
+        cfg = PortConfig.model_validate(data, context={KNOWN_IPV4: self._ipv4_known})
         self._valid[name] = (key, cfg)
         return cfg
 
