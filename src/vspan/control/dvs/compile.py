@@ -58,7 +58,6 @@ class PortCache:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._valid: dict[str, tuple[str, PortConfig]] = {}
-        self._group_vlans: dict[str, tuple[object, frozenset[int]]] = {}  # by group object
         self._ipv4_known: set[str] = set()  # underlay addresses already validated
 
     def _entry(self, dvs: DvsConfig, name: str) -> _Entry:
@@ -89,15 +88,16 @@ class PortCache:
         touches every member: this walk stays cheap with hundreds of them)."""
         out: dict[int, set[str]] = {}
         groups = dvs.port_groups
-        per_group: dict[str, frozenset[int] | None] = {}
+        per_group: dict[str, frozenset[int] | None] = {}  # None: a missing group
         for name, port in dvs.ports.items():
             gname = port.port_group
             vlans: frozenset[int] | None = None
             if gname:
-                if gname in per_group:
-                    vlans = per_group[gname]
-                else:
-                    vlans = per_group[gname] = self._group_vlan_set(gname, groups.get(gname))
+                if gname not in per_group:
+                    group = groups.get(gname)
+                    per_group[gname] = (frozenset(vlan_set(group.vlan))
+                                        if group is not None else None)
+                vlans = per_group[gname]
             if vlans is None:  # no group (or a missing one): the port's own VLAN
                 vlans = self.vlans(dvs, name)
             for v in vlans:
@@ -107,16 +107,6 @@ class PortCache:
                 else:
                     hosts.add(port.host)
         return out
-
-    def _group_vlan_set(self, gname: str, group: Any) -> frozenset[int] | None:
-        if group is None:
-            return None
-        hit = self._group_vlans.get(gname)
-        if hit is not None and hit[0] is group:
-            return hit[1]
-        vlans = frozenset(vlan_set(group.vlan))
-        self._group_vlans[gname] = (group, vlans)
-        return vlans
 
     def addresses(self, dvs: DvsConfig, name: str) -> tuple[str, ...]:
         """Port ``name``'s own addresses (``policy.addresses``)."""
