@@ -329,6 +329,10 @@ class ErspanDestination(Strict):
     # wire segment whole (complete streams; costs CPU on busy flows), "truncate" sends
     # the super-frame cut to the path MTU with the T bit (cheap; streams have holes)
     offloaded_frames: str = Field(default="segment", pattern="^(segment|truncate)$")
+    # IPv4 copies: "auto" writes them as Ethernet frames on an AF_PACKET socket when the
+    # main routing table and the neighbour table give the next hop (cheaper), else the raw
+    # GRE socket; "raw" always the raw socket (e.g. when policy routing picks the path)
+    sender: str = Field(default="auto", pattern="^(auto|raw)$")
 
     @model_validator(mode="after")
     def _check_ips(self) -> ErspanDestination:

@@ -39,6 +39,7 @@
 
 #include "../ports/_segment.h" /* software GSO / checksum (offload.finalize) */
 #include "_tcpstep.h"            /* established-connection TCP step (policy/tcp.py) */
+#include "_erspan_tx.h"          /* ERSPAN copies as Ethernet frames (mirror/l2path.py) */
 
 /* opcodes: the same numbers as vspan.datapath.decision.OP_* */
 #define OP_OUTPUT 0
@@ -341,6 +342,7 @@ typedef struct {
     int family;           /* 4 or 6 */
     unsigned char local[16], remote[16];
     int has_local;
+    L2Tx l2;              /* the link-layer path (l2.fd < 0: the raw socket fd) */
 } Encap;
 
 static void be16(unsigned char *o, unsigned v) { o[0] = (v >> 8) & 0xFF; o[1] = v & 0xFF; }
@@ -460,10 +462,16 @@ static int parse_encap(PyObject *t, Encap *e)
 {
     Py_buffer local, remote;
     unsigned long seq;
-    if (!PyArg_ParseTuple(t, "iiiliiiLpkliy*y*", &e->type, &e->session_id, &e->hw_id, &e->index,
-                          &e->gra, &e->plat, &e->switch_id, &e->gre_key, &e->gre_seq, &seq,
-                          &e->max_frame, &e->fd, &local, &remote))
+    PyObject *l2 = NULL;
+    if (!PyArg_ParseTuple(t, "iiiliiiLpkliy*y*|O", &e->type, &e->session_id, &e->hw_id,
+                          &e->index, &e->gra, &e->plat, &e->switch_id, &e->gre_key, &e->gre_seq,
+                          &seq, &e->max_frame, &e->fd, &local, &remote, &l2))
         return -1;
+    if (l2tx_parse(l2, &e->l2) < 0) {
+        PyBuffer_Release(&local);
+        PyBuffer_Release(&remote);
+        return -1;
+    }
     e->seq = (uint32_t)seq;
     int ok = (remote.len == 4 || remote.len == 16) && (local.len == 0 || local.len == remote.len);
     if (ok) {
@@ -508,12 +516,17 @@ static PyObject *mod_erspan_payload(PyObject *mod, PyObject *args)
     }
     unsigned char hdr[ENCAP_MAX];
     int k = encap_header(&e, hdr, (const unsigned char *)f, n, egress, truncated, vlan, ts);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, k + n);
+    size_t pre = l2tx_prefix(&e.l2);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)pre + k + n);
     if (!out)
         return NULL;
-    memcpy(PyBytes_AS_STRING(out), hdr, (size_t)k);
-    memcpy(PyBytes_AS_STRING(out) + k, f, (size_t)n);
-    return Py_BuildValue("(Nki)", out, (unsigned long)e.seq, cut);
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    if (pre)
+        l2tx_write(&e.l2, o, (size_t)k + (size_t)n);
+    memcpy(o + pre, hdr, (size_t)k);
+    memcpy(o + pre + k, f, (size_t)n);
+    return Py_BuildValue("(Nkil)", out, (unsigned long)e.seq, cut,
+                         pre ? (long)e.l2.ip_id : -1L);
 }
 
 /* ------------------------------------------------------------------ programs */
@@ -1059,10 +1072,11 @@ static PyObject *Table_seen(Table *self, PyObject *unused)
         Session *s = &self->sessions[i];
         PyObject *t;
         if (s->kind == KIND_ERSPAN) {
-            t = Py_BuildValue("(nL(kLLLLOO))", i, (long long)s->seen, (unsigned long)s->enc.seq,
-                              (long long)s->sent, (long long)s->sent_bytes,
-                              (long long)s->truncated, (long long)s->loop_skipped, s->errors,
-                              s->resend);
+            t = Py_BuildValue("(nL(kLLLLOOl))", i, (long long)s->seen,
+                              (unsigned long)s->enc.seq, (long long)s->sent,
+                              (long long)s->sent_bytes, (long long)s->truncated,
+                              (long long)s->loop_skipped, s->errors, s->resend,
+                              s->enc.l2.fd >= 0 ? (long)s->enc.l2.ip_id : -1L);
             s->sent = s->sent_bytes = s->truncated = s->loop_skipped = 0;
             PyObject *e1 = PyList_New(0), *e2 = PyList_New(0);
             if (!e1 || !e2) {
@@ -1316,14 +1330,17 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
             fn = s->enc.max_frame > 0 ? s->enc.max_frame : 0;
             trunc = 1;
         }
-        unsigned char *slot = pending_add(&t->pending, c->session, ENCAP_MAX + (size_t)fn,
-                                          PyBytes_GET_SIZE(cd));
+        size_t pre = l2tx_prefix(&s->enc.l2);
+        unsigned char *slot = pending_add(&t->pending, c->session,
+                                          pre + ENCAP_MAX + (size_t)fn, PyBytes_GET_SIZE(cd));
         if (!slot)
             goto out;
-        int k = encap_header(&s->enc, slot, f, fn, c->egress, trunc, c->vlan ? c->vlan : -1,
-                             s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
-        memcpy(slot + k, f, (size_t)fn);
-        pending_commit(&t->pending, (size_t)k + (size_t)fn);
+        int k = encap_header(&s->enc, slot + pre, f, fn, c->egress, trunc,
+                             c->vlan ? c->vlan : -1, s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
+        memcpy(slot + pre + k, f, (size_t)fn);
+        if (pre)
+            l2tx_write(&s->enc.l2, slot, (size_t)k + (size_t)fn);
+        pending_commit(&t->pending, pre + (size_t)k + (size_t)fn);
         rc = 0;
         goto out;
     }
@@ -1575,6 +1592,8 @@ static int flush_session(Table *t, Py_ssize_t si)
     Session *s = &t->sessions[si];
     Pending *p = &t->pending;
     Py_ssize_t i = 0;
+    size_t pre = l2tx_prefix(&s->enc.l2); /* the Ethernet+IPv4 header before the payload */
+    int fd = s->enc.l2.fd >= 0 ? s->enc.l2.fd : s->enc.fd;
     while (i < p->n) {
         struct mmsghdr msgs[SEND_BATCH];
         struct iovec iov[SEND_BATCH];
@@ -1596,7 +1615,7 @@ static int flush_session(Table *t, Py_ssize_t si)
         while (done < k) {
             int r;
             Py_BEGIN_ALLOW_THREADS
-            r = sendmmsg(s->enc.fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
+            r = sendmmsg(fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
             Py_END_ALLOW_THREADS
             if (r < 0 && errno == EINTR)
                 continue;
@@ -1604,8 +1623,9 @@ static int flush_session(Table *t, Py_ssize_t si)
                 int code = r < 0 ? errno : EAGAIN;
                 const PendItem *it = &p->items[which[done]];
                 if (code == EMSGSIZE) { /* (payload, len) for the Python retry */
-                    PyObject *pl = Py_BuildValue("(y#n)", (const char *)(p->buf + it->off),
-                                                 (Py_ssize_t)it->len, it->flen);
+                    PyObject *pl = Py_BuildValue("(y#n)",
+                                                 (const char *)(p->buf + it->off + pre),
+                                                 (Py_ssize_t)(it->len - pre), it->flen);
                     if (!pl || PyList_Append(s->resend, pl) < 0) {
                         Py_XDECREF(pl);
                         return -1;
@@ -1627,7 +1647,7 @@ static int flush_session(Table *t, Py_ssize_t si)
             int64_t flens = 0;
             for (int j = done; j < done + r; j++) {
                 s->sent++;
-                s->sent_bytes += (int64_t)msgs[j].msg_len;
+                s->sent_bytes += (int64_t)msgs[j].msg_len - (int64_t)pre;
                 flens += p->items[which[j]].flen;
             }
             if (arr_add(&t->sess[S_BYTES], si, flens) < 0 ||

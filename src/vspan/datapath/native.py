@@ -98,9 +98,11 @@ def frame_key(data: bytes, in_port: int) -> bytes | None:
 
 
 def erspan_payload(params: tuple[Any, ...], frame: bytes, egress: bool, truncated: bool,
-                   vlan: int, ts_ns: int) -> tuple[bytes, int, bool]:
-    """The GRE payload the C side sends for ``frame`` (params as
-    :meth:`~vspan.datapath.remote.NativeSender.native_params`; for tests)."""
+                   vlan: int, ts_ns: int) -> tuple[bytes, int, bool, int]:
+    """What the C side sends for ``frame`` (params as
+    :meth:`~vspan.datapath.remote.NativeSender.native_params`; for tests): the GRE payload,
+    or with link-layer parameters the whole Ethernet frame; the next GRE sequence number,
+    whether the frame was cut, and the next IPv4 identification (-1: no link layer)."""
     return _native.erspan_payload(params, frame, egress, truncated, vlan, ts_ns)
 
 
@@ -254,8 +256,8 @@ class NativeTable:
             m.seen = seen
             ns = self._native_sender(m.sender) if remote is not None else None
             if remote is not None and ns is not None:
-                seq, sent, sent_bytes, truncated, skipped, errnos, resend = remote
-                ns.native_update(seq, sent, sent_bytes, truncated, skipped, errnos)
+                seq, sent, sent_bytes, truncated, skipped, errnos, resend, ip_id = remote
+                ns.native_update(seq, sent, sent_bytes, truncated, skipped, errnos, ip_id)
                 for payload, size in resend:  # refused as too big: the Python retry
                     if ns.resend(payload):
                         m.mirrored += 1

@@ -31,6 +31,16 @@ class SenderStats(Protocol):
         """Own encapsulated output offered for mirroring, skipped."""
         ...
 
+    @property
+    def link_layer(self) -> int:
+        """Of the copies sent, those written as Ethernet frames (AF_PACKET, cached header)."""
+        ...
+
+    @property
+    def unresolved(self) -> int:
+        """Of the copies sent, those the raw socket took while the next hop was unresolved."""
+        ...
+
 
 class MirrorSender(Protocol):
     """Sends one remote mirror session's copies (encapsulated) to its collector."""
@@ -73,8 +83,9 @@ class NativeSender(Protocol):
         ...
 
     def native_update(self, seq: int, sent: int, sent_bytes: int, truncated: int,
-                      loop_skipped: int, errnos: list[int]) -> None:
-        """Take back the next sequence number and count what the native side did."""
+                      loop_skipped: int, errnos: list[int], ip_id: int = -1) -> None:
+        """Take back the next sequence number (and, ``ip_id`` >= 0, the next IPv4 id of
+        the link-layer path) and count what the native side did."""
         ...
 
     def resend(self, payload: bytes) -> bool:

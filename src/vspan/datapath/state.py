@@ -159,7 +159,8 @@ class MirrorRuntime:
         if self.sender is not None:
             sc = self.sender.counters
             extra = {"encap_sent": sc.sent, "encap_truncated": sc.truncated,
-                     "encap_errors": sc.errors, "loop_skipped": sc.loop_skipped}
+                     "encap_errors": sc.errors, "loop_skipped": sc.loop_skipped,
+                     "encap_link_layer": sc.link_layer, "encap_unresolved": sc.unresolved}
         return extra | {
             "mirrored": self.mirrored,
             "truncated": self.truncated,

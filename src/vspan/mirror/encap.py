@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from vspan.datapath.vlanops import frame_vlan as frame_vlan
 from vspan.datapath.vlanops import rspan_copy as rspan_copy
+from vspan.mirror.l2path import L2Header, NextHop, PathState, resolve
 from vspan.packet.errors import PacketError
 from vspan.packet.erspan import GRA_100NS, GRA_100US, GRA_IEEE1588, PLATF_SWITCH_PORT_SECONDS
 from vspan.packet.gre import (
@@ -103,6 +104,7 @@ class ErspanConfig:
     mtu: int | None = None
     gre_key: int | None = None
     gre_sequence: bool = True
+    link_layer: bool = True  # IPv4: AF_PACKET with a cached header when the next hop is known
 
     def __post_init__(self) -> None:
         try:
@@ -277,6 +279,8 @@ class SenderCounters:
     truncated: int = 0  # frames cut to fit the path MTU
     errors: int = 0  # sends the kernel refused (unreachable, buffer full, ...)
     loop_skipped: int = 0  # our own encapsulated output offered for mirroring
+    link_layer: int = 0  # of ``sent``: written as Ethernet frames on the AF_PACKET socket
+    unresolved: int = 0  # of ``sent``: by the raw socket while the next hop was unresolved
     last_error: str = ""
     errors_by_errno: dict[str, int] = field(default_factory=dict)
 
@@ -288,6 +292,8 @@ class SenderCounters:
             "truncated": self.truncated,
             "errors": self.errors,
             "loop_skipped": self.loop_skipped,
+            "link_layer": self.link_layer,
+            "unresolved": self.unresolved,
             "last_error": self.last_error,
         }
 
@@ -312,6 +318,13 @@ class RawGreSender:
         self._local = b""
         self._path_mtu = config.mtu or 1500
         self._max_payload = self._path_mtu - self._ip_hlen
+        # the link-layer path (vspan.mirror.l2path): AF_PACKET socket + cached header
+        self._l2: L2Header | None = None
+        self._l2_sock: socket.socket | None = None
+        self._l2_state = PathState.UNSUPPORTED
+        self._l2_checked = float("-inf")
+        self._ip_id = 0  # the IPv4 identification of the next link-layer copy
+        self.refresh_interval = 1.0  # seconds between re-reads of the route/neighbour tables
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -340,12 +353,14 @@ class RawGreSender:
         self._sock = sock
         self._local = ipaddress.ip_address(sock.getsockname()[0]).packed
         self.refresh_mtu()
+        self.refresh_path()
 
     def close(self) -> None:
-        """Close the socket (idempotent)."""
+        """Close the sockets (idempotent)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._drop_l2(PathState.UNSUPPORTED)
 
     def __enter__(self) -> RawGreSender:
         self.open()
@@ -386,6 +401,57 @@ class RawGreSender:
         self._path_mtu = mtu
         self._max_payload = mtu - self._ip_hlen
         return mtu
+
+    # ---- the link-layer path ---------------------------------------------------------
+
+    @property
+    def path_state(self) -> PathState:
+        """Whether copies leave by the AF_PACKET socket (``resolved``) or why not."""
+        return self._l2_state
+
+    @property
+    def next_hop(self) -> NextHop | None:
+        """The next hop the link-layer copies are addressed to (``None``: raw socket)."""
+        return self._l2.hop if self._l2 is not None else None
+
+    def _drop_l2(self, state: PathState) -> None:
+        if self._l2_sock is not None:
+            self._l2_sock.close()
+            self._l2_sock = None
+        self._l2 = None
+        self._l2_state = state
+
+    def refresh_path(self) -> PathState:
+        """Re-read the routing and neighbour tables: send by AF_PACKET with a cached header
+        when they give the next hop, else by the raw socket (the kernel resolves)."""
+        self._l2_checked = time.monotonic()
+        cfg = self.config
+        if self._sock is None or self._family != socket.AF_INET or not cfg.link_layer:
+            self._drop_l2(PathState.UNSUPPORTED)
+            return self._l2_state
+        hop = resolve(cfg.remote_ip)
+        if not isinstance(hop, NextHop):
+            self._drop_l2(hop)
+            return hop
+        if self._l2 is not None and self._l2.hop == hop:
+            return self._l2_state
+        if self._l2 is None or self._l2.hop.ifindex != hop.ifindex or self._l2_sock is None:
+            self._drop_l2(PathState.UNSUPPORTED)
+            try:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                sock.bind((hop.ifname, 0))
+                sock.setblocking(False)
+            except OSError:
+                return self._l2_state
+            self._l2_sock = sock
+        self._l2 = L2Header(hop, local=self._local, remote=self._remote, ttl=cfg.ttl,
+                            tos=cfg.dscp << 2)
+        self._l2_state = PathState.RESOLVED
+        return self._l2_state
+
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._l2_checked >= self.refresh_interval:
+            self.refresh_path()
 
     # ---- loop guard ------------------------------------------------------------------
 
@@ -442,6 +508,11 @@ class RawGreSender:
             c.truncated += 1
         payload = self.encap.encapsulate(frame, egress=egress, truncated=truncated, ts_ns=ts_ns,
                                          vlan=vlan, cos=cos, max_frame=max_frame)
+        self._maybe_refresh()
+        if self._l2 is not None and self._send_l2(payload):
+            return True
+        if self._l2_state is PathState.UNRESOLVED:
+            c.unresolved += 1
         for attempt in (0, 1):
             try:
                 sent = sock.send(payload)
@@ -460,6 +531,28 @@ class RawGreSender:
             return True
         return False
 
+    def _send_l2(self, payload: bytes) -> bool:
+        """Send ``payload`` as an Ethernet frame on the AF_PACKET socket; ``False`` when
+        the frame is too big for the link (the raw socket's path-MTU retry takes it) —
+        other refusals are counted and also return ``True`` (the copy is gone)."""
+        l2, sock = self._l2, self._l2_sock
+        assert l2 is not None and sock is not None
+        data = l2.frame(payload, self._ip_id)
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        c = self.counters
+        try:
+            sock.send(data)
+        except OSError as err:
+            if err.errno == errno.EMSGSIZE:
+                return False
+            self._error(err.errno or 0)
+            self._l2_checked = float("-inf")  # the link went away? look again next time
+            return True
+        c.sent += 1
+        c.link_layer += 1
+        c.sent_bytes += len(payload)
+        return True
+
     # ---- the native replay's side (vspan.datapath.remote.NativeSender) ----------------
 
     def native_params(self) -> tuple[object, ...] | None:
@@ -468,18 +561,29 @@ class RawGreSender:
         enc = self.encap
         if self._sock is None or enc._clock is not time.time_ns:
             return None
+        self._maybe_refresh()
         cfg = self.config
         kind = {EncapType.GRE: 0, EncapType.ERSPAN2: 1, EncapType.ERSPAN3: 2}[cfg.type]
+        l2 = (None if self._l2 is None or self._l2_sock is None else
+              (self._l2_sock.fileno(), self._l2.template, self._ip_id))
         return (kind, cfg.session_id, cfg.hw_id, cfg.index, enc._gra,
                 int(cfg.platform_subheader), cfg.switch_id,
                 -1 if cfg.gre_key is None else cfg.gre_key, cfg.gre_sequence, enc._seq,
-                self.max_frame, self._sock.fileno(), self._local, self._remote)
+                self.max_frame, self._sock.fileno(), self._local, self._remote, l2)
 
     def native_update(self, seq: int, sent: int, sent_bytes: int, truncated: int,
-                      loop_skipped: int, errnos: list[int]) -> None:
-        """The native side sent for this session: its next sequence number and counts."""
+                      loop_skipped: int, errnos: list[int], ip_id: int = -1) -> None:
+        """The native side sent for this session: its next sequence number and counts
+        (``ip_id`` >= 0: it sent by the link-layer path, and that is the next IPv4 id)."""
         self.encap._seq = seq & 0xFFFFFFFF
         c = self.counters
+        if ip_id >= 0 and self._l2 is not None:
+            self._ip_id = ip_id & 0xFFFF
+            c.link_layer += sent
+        elif self._l2_state is PathState.UNRESOLVED:
+            c.unresolved += sent
+        if errnos and self._l2 is not None:
+            self._l2_checked = float("-inf")  # the link went away? look again next batch
         c.sent += sent
         c.sent_bytes += sent_bytes
         c.truncated += truncated

@@ -22,7 +22,7 @@ def erspan_config(session: MirrorSession) -> ErspanConfig:
         remote_ip=e.remote_ip, type=EncapType(e.type.value), session_id=e.session_id,
         index=e.index, hw_id=e.hw_id, granularity=Granularity(e.timestamp_granularity),
         platform_subheader=e.platform_subheader, source_ip=e.source_ip, ttl=e.ttl,
-        dscp=e.dscp, mtu=e.mtu)
+        dscp=e.dscp, mtu=e.mtu, link_layer=e.sender == "auto")
 
 
 class ErspanSenders:
