@@ -110,6 +110,12 @@ class RecordingSender:
         self.counters.sent += 1
         return True
 
+    def take(self) -> list[Any]:
+        """The copies recorded since the last call."""
+        out: list[Any] = list(self.sent)
+        self.sent.clear()
+        return out
+
     def close(self) -> None:
         """Nothing to close."""
 

@@ -14,19 +14,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from tests.helpers.agreement import (
     CONFIG,
     Case,
     Conversations,
-    RecordingSender,
     make,
     random_case,
     snapshot,
 )
+from tests.helpers.wiresender import WireRecorder
 from tests.pipeline.harness import Switch
 from vspan.datapath.accounting import check
+from vspan.mirror.senders import erspan_config
 from vspan.ports.base import Frame
 from vspan.ports.vnet import F_NEEDS_CSUM, GSO_TCPV4, VNET_STRUCT
 
@@ -58,10 +59,30 @@ def fastpath(mode: str) -> Iterator[None]:
             os.environ["VSPAN_FASTPATH"] = old
 
 
-def build(config: str, mode: str) -> tuple[Switch, RecordingSender]:
-    """The switch of ``config`` with the given fast path and a recording ERSPAN sender."""
+class Recorder(Protocol):
+    """Where a switch's ERSPAN copies are recorded."""
+
+    def take(self) -> list[Any]:
+        """The copies since the last call."""
+        ...
+
+
+def build(config: str, mode: str, wire: bool = False) -> tuple[Switch, Recorder]:
+    """The switch of ``config`` with the given fast path and a recording ERSPAN sender
+    (``wire``: a real RawGreSender on socket pairs, with the link-layer path)."""
     with fastpath(mode):
-        return make(config)
+        sw, rec = make(config)
+    if not wire:
+        return sw, rec
+    wired: WireRecorder | None = None
+    for m in sw.engine.state.mirrors.values():
+        e = m.config.erspan
+        if e is not None:
+            assert wired is None, "one ERSPAN session"
+            wired = WireRecorder(erspan_config(m.config))
+            m.sender = wired.sender
+    assert wired is not None
+    return sw, wired
 
 
 def offloaded(case: Case, gso_size: int) -> Frame:
@@ -86,15 +107,14 @@ def frames_of(cases: Sequence[Case], pick: Callable[[Sequence[Any]], Any]) -> li
     return out
 
 
-def observe(sw: Switch, rec: RecordingSender) -> dict[str, Any]:
+def observe(sw: Switch, rec: Recorder) -> dict[str, Any]:
     """Everything observable: frames out of every port (bytes and offload headers, in
     order), ERSPAN copies, and every counter and table."""
     eng = sw.engine
     st = eng.state
     out: dict[str, Any] = {
         name: [(f.data, f.vnet) for f in port.take()] for name, port in sw.ports.items()}
-    out["erspan"] = list(rec.sent)
-    rec.sent.clear()
+    out["erspan"] = rec.take()
     # every counter, the accounting terms (forwarded, dropped by first reason, consumed) too
     out["ports"] = {i: rt.counters.as_dict() | {"rx_dropped": rt.counters.rx_dropped_by_reason()}
                     for i, rt in st.ports.items()}
@@ -111,10 +131,14 @@ def observe(sw: Switch, rec: RecordingSender) -> dict[str, Any]:
 
 
 def run_pair(config: str, pick: Callable[[Sequence[Any]], Any],
-             integer: Callable[[int, int], int], n: int) -> tuple[int, list[str]]:
+             integer: Callable[[int, int], int], n: int,
+             wire: bool = False,
+             recorders: list[Recorder] | None = None) -> tuple[int, list[str]]:
     """``n`` random frames in random batches through a native and a Python switch; returns
     the frames the native table replayed and the first difference (empty: none)."""
-    (nsw, nrec), (psw, prec) = build(config, "native"), build(config, "python")
+    (nsw, nrec), (psw, prec) = build(config, "native", wire), build(config, "python", wire)
+    if recorders is not None:
+        recorders += [nrec, prec]
     assert nsw.engine.fastpath.native is not None, "native fast path not built"
     assert psw.engine.fastpath.native is None
     conv = Conversations()
@@ -159,3 +183,6 @@ def run_pair(config: str, pick: Callable[[Sequence[Any]], Any],
     finally:
         nsw.engine.close()
         psw.engine.close()
+        for rec in (nrec, prec):
+            if isinstance(rec, WireRecorder):
+                rec.close()
