@@ -47,7 +47,29 @@ def send_vspan(job: dict[str, Any]) -> dict[str, Any]:
                 break
         return {"counters": sender.counters.as_dict(), "path_mtu": sender.path_mtu,
                 "local": sender.local_address, "results": results[:1000],
-                "next_seq": sender.encap.next_seq}
+                "next_seq": sender.encap.next_seq, "path": str(sender.path_state)}
+
+
+def drive(config: dict[str, Any]) -> None:
+    """One RawGreSender driven line by line: each stdin line ``N`` sends N copies of a
+    small frame (``0``: just re-read the route and neighbour tables) and prints the
+    sender's path state, next hop and counters as one JSON line."""
+    sender = RawGreSender(ErspanConfig(**config))
+    sender.refresh_interval = 0.0  # re-read the tables before every copy (tests)
+    frame = bytes.fromhex("02000000aa0202000000aa010800") + bytes(46)
+    with sender:
+        for line in sys.stdin:
+            n = int(line)
+            if n == 0:
+                sender.refresh_path()
+            for _ in range(n):
+                sender.send(frame)
+            hop = sender.next_hop
+            sys.stdout.write(json.dumps({
+                "path": str(sender.path_state), "counters": sender.counters.as_dict(),
+                "hop": None if hop is None else [hop.ifname, hop.dst_mac.hex(), hop.gateway],
+            }) + "\n")
+            sys.stdout.flush()
 
 
 def send_raw(lines: list[str], interval: float) -> int:
@@ -76,6 +98,9 @@ def main(argv: list[str]) -> int:
     if argv[0] == "vspan":
         out = send_vspan(json.load(sys.stdin))
         sys.stdout.write(json.dumps(out) + "\n")
+        return 0
+    if argv[0] == "drive":
+        drive(json.loads(argv[1]))
         return 0
     if argv[0] == "raw":
         interval = float(argv[1]) if len(argv) > 1 else 0.0

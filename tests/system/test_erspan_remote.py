@@ -238,6 +238,10 @@ def test_erspan3_every_field_decoded_by_tshark(pair: Pair, tmp_path: Path) -> No
         r1 = vspan_send(pair, cfg, frames)
         r2 = vspan_send(pair, cfg_ns, frames[:2])
     assert r1["counters"]["sent"] == 3 and r2["counters"]["sent"] == 2
+    # the neighbour is resolved (the fixture pinged): written as Ethernet frames on the
+    # AF_PACKET socket with the cached header (mirror.l2path), decoded below all the same
+    assert r1["path"] == r2["path"] == "resolved"
+    assert (r1["counters"]["link_layer"], r2["counters"]["link_layer"]) == (3, 2)
     pkts = tshark_json(pcap)
     assert len(pkts) == 5
     raws = captured(pcap)

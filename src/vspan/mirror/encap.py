@@ -325,6 +325,7 @@ class RawGreSender:
         self._l2_checked = float("-inf")
         self._ip_id = 0  # the IPv4 identification of the next link-layer copy
         self.refresh_interval = 1.0  # seconds between re-reads of the route/neighbour tables
+        self.unresolved_refresh_interval = 0.1  # the same while the next hop is unresolved
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -450,7 +451,12 @@ class RawGreSender:
         return self._l2_state
 
     def _maybe_refresh(self) -> None:
-        if time.monotonic() - self._l2_checked >= self.refresh_interval:
+        every = self.refresh_interval
+        if self._l2_state is PathState.UNRESOLVED:
+            # the raw socket's first copy makes the kernel resolve the neighbour within
+            # milliseconds: look again soon (a look costs ~0.1-0.2 ms)
+            every = min(every, self.unresolved_refresh_interval)
+        if time.monotonic() - self._l2_checked >= every:
             self.refresh_path()
 
     # ---- loop guard ------------------------------------------------------------------
