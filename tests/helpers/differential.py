@@ -20,6 +20,7 @@ from tests.helpers.agreement import (
     CONFIG,
     Case,
     Conversations,
+    RecordingSender,
     make,
     random_case,
     snapshot,
@@ -67,13 +68,16 @@ class Recorder(Protocol):
         ...
 
 
-def build(config: str, mode: str, wire: bool = False) -> tuple[Switch, Recorder]:
-    """The switch of ``config`` with the given fast path and a recording ERSPAN sender
-    (``wire``: a real RawGreSender on socket pairs, with the link-layer path)."""
+def build(config: str, mode: str) -> tuple[Switch, RecordingSender]:
+    """The switch of ``config`` with the given fast path and a recording ERSPAN sender."""
     with fastpath(mode):
-        sw, rec = make(config)
-    if not wire:
-        return sw, rec
+        return make(config)
+
+
+def build_wired(config: str, mode: str) -> tuple[Switch, WireRecorder]:
+    """The switch of ``config`` with the given fast path and its one ERSPAN session sent
+    by a real RawGreSender on socket pairs, with the link-layer path."""
+    sw, _ = build(config, mode)
     wired: WireRecorder | None = None
     for m in sw.engine.state.mirrors.values():
         e = m.config.erspan
@@ -136,7 +140,9 @@ def run_pair(config: str, pick: Callable[[Sequence[Any]], Any],
              recorders: list[Recorder] | None = None) -> tuple[int, list[str]]:
     """``n`` random frames in random batches through a native and a Python switch; returns
     the frames the native table replayed and the first difference (empty: none)."""
-    (nsw, nrec), (psw, prec) = build(config, "native", wire), build(config, "python", wire)
+    pair: list[tuple[Switch, Recorder]] = [
+        (build_wired if wire else build)(config, mode) for mode in ("native", "python")]
+    (nsw, nrec), (psw, prec) = pair
     if recorders is not None:
         recorders += [nrec, prec]
     assert nsw.engine.fastpath.native is not None, "native fast path not built"

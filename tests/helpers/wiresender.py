@@ -52,7 +52,7 @@ class WireRecorder:
         self.taken: dict[str, int] = {"raw": 0, "link": 0}  # copies read back, by socket
 
     def _drain(self, rx: socket.socket, skip: int) -> list[bytes]:
-        out = []
+        out: list[bytes] = []
         while True:
             try:
                 pkt = rx.recv(1 << 17)

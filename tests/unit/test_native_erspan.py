@@ -105,4 +105,4 @@ def test_bad_link_layer_parameters_are_refused() -> None:
     base = (2, 1, 0, 0, 0, 0, 0, -1, True, 0, 100, -1, b"", bytes(4))
     for bad in ((-1, bytes(34), 0), (3, bytes(33), 0), ("x", bytes(34), 0)):
         with pytest.raises((ValueError, TypeError)):
-            native.erspan_payload(base + (bad,), bytes(20), False, False, -1, 0)
+            native.erspan_payload((*base, bad), bytes(20), False, False, -1, 0)

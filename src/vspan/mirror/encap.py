@@ -26,6 +26,7 @@ import ipaddress
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ IP_MTU = 14
 IPV6_MTU_DISCOVER = 23
 IPV6_MTU = 24
 IPV6_PMTUDISC_DO = 2
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+MSG_ERRQUEUE = 0x2000
 
 _TPIDS = (0x8100, 0x88A8, 0x9100)
 _NS_PER_S = 1_000_000_000
@@ -340,10 +344,12 @@ class RawGreSender:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, cfg.ttl)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, cfg.dscp << 2)
                 sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, cfg.ttl)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, cfg.dscp << 2)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
             if cfg.source_ip is not None:
                 sock.bind((cfg.source_ip, 0))
             sock.connect((cfg.remote_ip, 0))
@@ -426,6 +432,7 @@ class RawGreSender:
         """Re-read the routing and neighbour tables: send by AF_PACKET with a cached header
         when they give the next hop, else by the raw socket (the kernel resolves)."""
         self._l2_checked = time.monotonic()
+        self.take_reported_losses()
         cfg = self.config
         if self._sock is None or self._family != socket.AF_INET or not cfg.link_layer:
             self._drop_l2(PathState.UNSUPPORTED)
@@ -449,6 +456,34 @@ class RawGreSender:
                             tos=cfg.dscp << 2)
         self._l2_state = PathState.RESOLVED
         return self._l2_state
+
+    def take_reported_losses(self) -> int:
+        """Count the copies the kernel took and then reported lost on the way
+        (``IP_RECVERR``: the next hop never answered — ``EHOSTUNREACH`` —, a network or
+        host unreachable, an expired TTL) in ``errors``; return how many. A protocol or
+        port unreachable is not counted: the copy reached the collector's host, which has
+        no GRE listener. Done at every look at the tables."""
+        sock = self._sock
+        n = 0
+        for _ in range(4096):
+            if sock is None:
+                break
+            try:
+                _, anc, _, _ = sock.recvmsg(1, 256, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except OSError:  # nothing queued (EAGAIN), or the socket is gone
+                break
+            for level, _kind, data in anc:
+                if level not in (socket.IPPROTO_IP, socket.IPPROTO_IPV6) or len(data) < 8:
+                    continue
+                # struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ...
+                code = int.from_bytes(data[:4], sys.byteorder)
+                icmp_type, icmp_code = data[5], data[6]
+                reached = (icmp_type == 3 and icmp_code in (2, 3)) or (
+                    icmp_type == 1 and icmp_code == 4)  # v4 proto/port, v6 port unreachable
+                if not reached:
+                    self._error(code)
+                    n += 1
+        return n
 
     def _maybe_refresh(self) -> None:
         every = self.refresh_interval

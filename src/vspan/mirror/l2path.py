@@ -154,7 +154,7 @@ def ipv4_checksum(header: bytes | bytearray) -> int:
     total = sum(struct.unpack("!10H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 class L2Header:
