@@ -86,16 +86,28 @@ def inner(copies: int, runs: int, peer_mac: str) -> None:
         return s
 
     pk, pkb = packet(False), packet(True)
+    # the product's sender (Python replay path: encapsulation + header work included)
+    from vspan.mirror.encap import ErspanConfig, RawGreSender
+    senders = {link: RawGreSender(ErspanConfig(remote_ip=DST, type="erspan3",
+                                               link_layer=link)) for link in (False, True)}
+    for snd in senders.values():
+        snd.open()
+    assert str(senders[True].path_state) == "resolved", senders[True].path_state
+    inner_frame = bytes(64)
     methods: dict[str, Callable[[bytes], object]] = {
-        "raw IPPROTO_GRE socket (today)": raw.send,
+        "raw IPPROTO_GRE socket (before)": raw.send,
         "AF_PACKET, cached Ethernet+IPv4 header": lambda _d: pk.send(frame),
         "AF_PACKET + PACKET_QDISC_BYPASS": lambda _d: pkb.send(frame),
+        "RawGreSender.send, sender: raw (Python, encapsulation included)":
+            lambda _d: senders[False].send(inner_frame),
+        "RawGreSender.send, sender: auto = AF_PACKET (Python, encapsulation included)":
+            lambda _d: senders[True].send(inner_frame),
     }
     res: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(runs):
         for name, fn in methods.items():
             res[name].append(_time(fn, copies))
-    base = statistics.median(res["raw IPPROTO_GRE socket (today)"])
+    base = statistics.median(res["raw IPPROTO_GRE socket (before)"])
     for name, v in res.items():
         m = statistics.median(v)
         print(f"| {name} | {m * 1e6:.2f} | {m / base:.2f} |")

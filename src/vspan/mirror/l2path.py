@@ -161,16 +161,25 @@ class L2Header:
     """The cached Ethernet + IPv4 header of a session's copies (34 bytes): everything but
     the IPv4 total length, identification and header checksum is fixed."""
 
+    _COPY = struct.Struct("!16sHH4sH8s")  # Ethernet + ver/TOS, length, id, DF/TTL/proto, sum
+
     def __init__(self, hop: NextHop, *, local: bytes, remote: bytes, ttl: int,
                  tos: int) -> None:
         self.hop = hop
         self.template = (hop.dst_mac + hop.src_mac + struct.pack("!H", ETH_P_IP)
                          + struct.pack("!BBHHHBBH4s4s", 0x45, tos, 0, 0, _IP_DF, ttl,
                                        IPPROTO_GRE, 0, local, remote))
+        t = self.template
+        self._head, self._mid, self._addrs = t[:16], t[20:24], t[26:34]
+        self._fixed = sum(struct.unpack("!10H", t[14:34]))  # the words that never change
 
     def frame(self, payload: bytes, ident: int) -> bytes:
-        """The Ethernet frame carrying GRE ``payload`` with IPv4 identification ``ident``."""
-        ip = bytearray(self.template[14:])
-        struct.pack_into("!HH", ip, 2, 20 + len(payload), ident & 0xFFFF)
-        struct.pack_into("!H", ip, 10, ipv4_checksum(ip))
-        return self.template[:14] + bytes(ip) + payload
+        """The Ethernet frame carrying GRE ``payload`` with IPv4 identification ``ident``
+        (the checksum as :func:`ipv4_checksum` computes it, from the cached sum)."""
+        total = 20 + len(payload)
+        ident &= 0xFFFF
+        s = self._fixed + total + ident
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        return self._COPY.pack(self._head, total, ident, self._mid, ~s & 0xFFFF,
+                               self._addrs) + payload
