@@ -87,8 +87,8 @@ def inner(copies: int, runs: int, peer_mac: str) -> None:
 
     pk, pkb = packet(False), packet(True)
     # the product's sender (Python replay path: encapsulation + header work included)
-    from vspan.mirror.encap import ErspanConfig, RawGreSender
-    senders = {link: RawGreSender(ErspanConfig(remote_ip=DST, type="erspan3",
+    from vspan.mirror.encap import EncapType, ErspanConfig, RawGreSender
+    senders = {link: RawGreSender(ErspanConfig(remote_ip=DST, type=EncapType.ERSPAN3,
                                                link_layer=link)) for link in (False, True)}
     for snd in senders.values():
         snd.open()

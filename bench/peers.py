@@ -239,15 +239,17 @@ mirrors:
 """
 
 
-def erspan_yaml(lab: SwitchLab) -> str:
-    """An ERSPAN III session copying the sender (both directions) over the underlay."""
+def erspan_yaml(lab: SwitchLab, sender: str = "auto") -> str:
+    """An ERSPAN III session copying the sender (both directions) over the underlay
+    (``sender``: the session's ``erspan.sender``, AF_PACKET when resolved or raw)."""
     u = lab.sw.underlay
     assert u is not None
     return f"""\
 mirrors:
   remote:
     sources: [{{port: sender, direction: both}}]
-    erspan: {{type: erspan3, remote_ip: {u.col_ip}, source_ip: {u.host_ip}, session_id: 7}}
+    erspan: {{type: erspan3, remote_ip: {u.col_ip}, source_ip: {u.host_ip}, session_id: 7,
+              sender: {sender}}}
 """
 
 
@@ -286,6 +288,8 @@ class Vspan(Peer):
             return SWITCH_YAML + MIRROR_YAML
         if self.extra == "erspan":
             return SWITCH_YAML + erspan_yaml(lab)
+        if self.extra == "erspan-raw":
+            return SWITCH_YAML + erspan_yaml(lab, sender="raw")
         if self.extra == "firewall":
             return SWITCH_YAML + firewall_yaml(lab)
         return SWITCH_YAML
@@ -343,8 +347,14 @@ def all_peers() -> list[Peer]:
         Vspan("vspan", "vspan"),
         Vspan("vspan-mirror", "vspan + local mirror", "mirror", copies="sniffer"),
         Vspan("vspan-erspan", "vspan + ERSPAN III", "erspan", copies="collector"),
+        Vspan("vspan-erspan-raw", "vspan + ERSPAN III by the raw GRE socket", "erspan-raw",
+              copies="collector"),
         Vspan("vspan-fw", "vspan + per-port firewall", "firewall"),
     ]
+
+
+# setups measured only when asked for (--setups): not part of a full run's table
+OPTIONAL_SETUPS = frozenset({"vspan-erspan-raw"})
 
 
 def kernel_features(topo: Topology) -> dict[str, str | None]:
