@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -43,10 +45,8 @@ class SwitchProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vspan up exited: {self.log.read_text()}")
-            if os.path.exists(self.socket):
-                rc = self.cli("show", "ports", "--json", check=False)
-                if rc.returncode == 0:
-                    return
+            if os.path.exists(self.socket) and self.answers():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"vspan up did not answer: {self.log.read_text()}")
 
@@ -58,9 +58,33 @@ class SwitchProcess:
             raise RuntimeError(f"vspan {' '.join(args)} failed: {proc.stderr}")
         return proc
 
+    def inproc(self, *args: str) -> tuple[int, str, str]:
+        """``vspan ARGS --socket S`` run in this process: (exit status, stdout, stderr).
+
+        The same command code as :meth:`cli` without starting a Python interpreter
+        (importing the CLI costs ~0.6 s of CPU a call, which a busy 2-core CI machine
+        pays many times over); for the tests' own reads of the switch's state. A
+        command's output as a user sees it is tested through :meth:`cli`."""
+        from vspan.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main([*args, "--socket", self.socket])
+            except SystemExit as exc:  # argparse refusing the arguments
+                rc = exc.code if isinstance(exc.code, int) else 2
+        return rc, out.getvalue(), err.getvalue()
+
+    def answers(self) -> bool:
+        """Whether the control socket answers ``show ports``."""
+        return self.inproc("show", "ports", "--json")[0] == 0
+
     def show(self, what: str) -> Any:
-        """``vspan show WHAT --json`` decoded."""
-        return json.loads(self.cli("show", what, "--json").stdout)
+        """``vspan show WHAT --json`` decoded (run in this process: :meth:`inproc`)."""
+        rc, out, err = self.inproc("show", what, "--json")
+        if rc != 0:
+            raise RuntimeError(f"vspan show {what} --json failed: {err}")
+        return json.loads(out)
 
     def drops(self, reason: str, port: str | None = None) -> int:
         """Drops of ``reason`` (at ``port``) counted by the switch."""
@@ -77,9 +101,9 @@ class SwitchProcess:
     def accounting(self) -> dict[str, Any] | None:
         """``vspan show accounting --json`` decoded (``None`` when the switch does not
         answer)."""
-        proc = self.cli("show", "accounting", "--json", check=False)
+        _rc, out, _err = self.inproc("show", "accounting", "--json")
         try:
-            return dict(json.loads(proc.stdout))
+            return dict(json.loads(out))
         except ValueError:
             return None
 

@@ -73,8 +73,7 @@ class NsSwitch(SwitchProcess):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vspan up in {self.ns} exited: {self.log.read_text()}")
-            if os.path.exists(self.socket) and \
-                    self.cli("show", "ports", "--json", check=False).returncode == 0:
+            if os.path.exists(self.socket) and self.answers():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"vspan up in {self.ns} did not answer: {self.log.read_text()}")
