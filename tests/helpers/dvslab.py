@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -36,6 +37,26 @@ from tests.helpers.netns import Lab, lab, sh
 VSPAN = [sys.executable, "-m", "vspan.cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 ETCD_IP = "198.19.0.1"
+
+# DvsLab.store_call's worker: one Python in the router namespace (where etcd is reachable)
+# runs each snippet, read as a JSON line, with a new ``s`` = EtcdStore and answers one JSON
+# line; a new interpreter per call cost ~0.5 s of CPU, in wait loops polling the generation
+STORE_WORKER = """\
+import contextlib, json, sys, traceback
+from vspan.control.store.etcd import EtcdStore
+answer = sys.stdout
+for line in sys.stdin:
+    env = {"json": json, "EtcdStore": EtcdStore, "s": EtcdStore(sys.argv[1]), "out": None}
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            exec(json.loads(line), env)
+        reply = {"out": env["out"]}
+        text = json.dumps(reply)
+    except Exception:
+        text = json.dumps({"error": traceback.format_exc()})
+    answer.write(text + "\\n")
+    answer.flush()
+"""
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 15.0, what: str = "condition",
@@ -102,6 +123,7 @@ class DvsLab:
                                max_txn_ops=max_txn_ops)
         self.etcd_url = self.etcd.url
         self.hosts: dict[str, DvsHost] = {}
+        self._store_worker: subprocess.Popen[str] | None = None
 
     # ---------------------------------------------------------------- topology
     def add_host(self, name: str, mtu: int = 1500) -> DvsHost:
@@ -199,6 +221,7 @@ class DvsLab:
         not add up."""
         check = not accounting.failing()
         problems: list[str] = []
+        self._stop_store_worker()
         for h in self.hosts.values():
             if h.agent is not None and h.agent.alive():
                 assert h.agent.proc is not None
@@ -290,17 +313,34 @@ class DvsLab:
         return int(self.store_call("from vspan.control.dvs.admin import read_state\n"
                                    f"out = read_state(s, {self.dvs!r}).meta.generation"))
 
-    def store_call(self, code: str) -> Any:
-        """Run Python with ``s`` = an EtcdStore on the lab's etcd (in the router); the
-        snippet sets ``out`` (JSON-encodable)."""
-        script = ("import json\nfrom vspan.control.store.etcd import EtcdStore\n"
-                  f"s = EtcdStore({self.etcd_url!r})\nout = None\n{code}\n"
-                  "print(json.dumps(out))\n")
-        proc = subprocess.run(["ip", "netns", "exec", self.router, sys.executable, "-c",
-                               script], capture_output=True, text=True, timeout=60, cwd=REPO)
-        if proc.returncode != 0:
-            raise RuntimeError(f"store call failed: {proc.stderr}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+    def store_call(self, code: str, timeout: float = 60) -> Any:
+        """Run Python with ``s`` = a new EtcdStore on the lab's etcd (in the router, by
+        one worker process kept for the lab: :data:`STORE_WORKER`); the snippet sets
+        ``out`` (JSON-encodable)."""
+        worker = self._store_worker
+        if worker is None or worker.poll() is not None:
+            worker = self._store_worker = subprocess.Popen(
+                ["ip", "netns", "exec", self.router, sys.executable, "-c", STORE_WORKER,
+                 self.etcd_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                cwd=REPO)
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(json.dumps(code) + "\n")
+        worker.stdin.flush()
+        ready, _, _ = select.select([worker.stdout], [], [], timeout)
+        line = worker.stdout.readline() if ready else ""
+        if not line:
+            self._stop_store_worker()
+            raise RuntimeError(f"store call got no answer within {timeout} s: {code}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"store call failed: {reply['error']}")
+        return reply["out"]
+
+    def _stop_store_worker(self) -> None:
+        worker, self._store_worker = self._store_worker, None
+        if worker is not None:
+            worker.kill()  # `ip netns exec` execs: the pid is the worker itself
+            worker.communicate()
 
     def compact(self) -> int:
         """Compact etcd's history up to its current revision; the revision."""
@@ -317,9 +357,11 @@ class DvsLab:
         return True
 
     def ping(self, src: VM, dst: VM, count: int = 2, check: bool = True) -> bool:
-        """Ping from ``src`` to ``dst``; whether every reply came."""
-        rc = self.lab.exec(src.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", dst.ip,
-                           check=False, timeout=30).returncode
+        """Ping from ``src`` to ``dst``; whether a reply came (ping's exit status). One
+        expected to succeed (``check``) waits up to 3 s after its last request (a lost ARP
+        request costs 1 s to its retransmit on a busy machine), one expected to fail 2 s."""
+        rc = self.lab.exec(src.ns, "ping", "-c", str(count), "-i", "0.2", "-W",
+                           "3" if check else "2", dst.ip, check=False, timeout=30).returncode
         if check and rc != 0:
             raise AssertionError(f"ping {src.name} -> {dst.name} failed")
         return rc == 0

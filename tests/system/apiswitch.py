@@ -82,14 +82,19 @@ class ApiSwitch(SwitchProcess):
                 time.sleep(0.1)
 
     def token(self, name: str, role: str, *extra: str) -> str:
-        """``vspan token create NAME --role ROLE`` as root on the control socket."""
-        out = self.cli("token", "create", name, "--role", role, *extra).stdout.strip()
+        """``vspan token create NAME --role ROLE`` as root on the control socket (run in
+        this process: :meth:`SwitchProcess.inproc`)."""
+        rc, out, err = self.inproc("token", "create", name, "--role", role, *extra)
+        assert rc == 0, err
+        out = out.strip()
         assert out.startswith("vspan_"), out
         return out
 
     def show_tokens(self) -> list[dict[str, Any]]:
-        """``vspan token list --json``."""
-        rows: list[dict[str, Any]] = json.loads(self.cli("token", "list", "--json").stdout)
+        """``vspan token list --json`` (run in this process)."""
+        rc, out, err = self.inproc("token", "list", "--json")
+        assert rc == 0, err
+        rows: list[dict[str, Any]] = json.loads(out)
         return rows
 
     def client(self, token: str | None) -> httpx.Client:
