@@ -64,7 +64,8 @@ class SwitchProcess:
         The same command code as :meth:`cli` without starting a Python interpreter
         (importing the CLI costs ~0.6 s of CPU a call, which a busy 2-core CI machine
         pays many times over); for the tests' own reads of the switch's state. A
-        command's output as a user sees it is tested through :meth:`cli`."""
+        command's output as a user sees it is tested through :meth:`cli`. It swaps
+        sys.stdout and sys.stderr while it runs: call it from the test's own thread."""
         from vspan.cli.main import main
 
         out, err = io.StringIO(), io.StringIO()
