@@ -19,6 +19,9 @@ from scapy.utils import wrpcap
 from vspan.capture.filter import FilterError, compile_filter
 from vspan.datapath.flowkey import extract
 
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 M1, M2, BC = "02:00:00:00:00:01", "02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff"
 
 

@@ -38,6 +38,9 @@ from vspan.packet import (
     udp_frame,
 )
 
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 
 

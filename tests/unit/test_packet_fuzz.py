@@ -25,6 +25,9 @@ from vspan.packet import (
     udp_frame,
 )
 
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 PARSERS: list[Callable[[memoryview, int], tuple[object, int]]] = [
     Ethernet.parse, ARP.parse, IPv4.parse, IPv6.parse, TCP.parse, UDP.parse, ICMP.parse,
     ICMPv6.parse,

@@ -44,6 +44,9 @@ from vspan.packet import (
     tcp_flags,
 )
 
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 IP4 = IPv4(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 6)
 IP6 = IPv6(ipaddress.IPv6Address("2001:db8::1").packed, ipaddress.IPv6Address("2001:db8::2").packed,
            6)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,9 @@ from vspan.packet import (
     parse_frame,
 )
 from vspan.packet.ipv6 import EXT_HEADERS, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS
+
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
 
 
 def examples(n: int) -> settings:

@@ -27,6 +27,9 @@ from vspan.control.statedb.store import (
     state_file,
 )
 
+# no switch, engine or port: the VSPAN_FASTPATH=python pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.fastpath_independent
+
 LIVE = [{"item": {"kind": "mirror", "name": "mon", "value": {"sources": []}},
          "steps": [{"verb": "added", "command": "vspan mirror create", "at": 1.0}]}]
 
