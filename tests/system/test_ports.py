@@ -313,6 +313,49 @@ def test_own_outgoing_frames_are_not_received(plab: Lab, qdisc_bypass: bool) -> 
         assert [kind for _, kind in seen] == [socket.PACKET_OUTGOING] * 5
 
 
+def test_frames_leave_by_a_send_only_socket(plab: Lab) -> None:
+    """Sends go through a second socket that receives nothing (no hook, so the ring socket
+    the engine waits on with epoll is not woken per freed skb), bound again when the
+    interface is re-created."""
+    ns_a, _, if_a, _ = two_hosts(plab)
+    frame = bytes.fromhex("ff" * 6 + "027700000042" + "88b5") + MARK + b"s" * 40
+    inbound = bytes.fromhex("ff" * 6 + "027700000043" + "88b5") + MARK + b"i" * 40
+    with AfPacketPort("a", if_a) as a:
+        ep = select.epoll()
+        try:
+            ep.register(a.fileno(), select.EPOLLIN)  # as the engine waits on a port
+            tx = a._tx
+            assert tx is not None and tx.fileno() != a.fileno()
+            for attempt in range(2):
+                listener = plab.popen(ns_a, PY, PROBE, "listen", "eth0", MARK.hex(), "3",
+                                      stdout=subprocess.PIPE)  # fmt: skip
+                try:
+                    wait_line(listener, "listening")
+                    assert a.send_batch([Frame(frame)] * 5) == 5
+                    plab.exec(ns_a, PY, PROBE, "send", "eth0", *[inbound.hex()] * 3)
+                    got = recv_until(a, MARK, 3)
+                    out, _ = listener.communicate(timeout=10)
+                finally:
+                    if listener.poll() is None:
+                        listener.kill()
+                        listener.wait()
+                assert out.split().count(frame.hex()) == 5, attempt  # they went out
+                assert got == [inbound] * 3, attempt  # the ring socket received
+                with pytest.raises(BlockingIOError):
+                    a._tx.recv(2048)  # type: ignore[union-attr]  # the send socket did not
+                assert a.counters.tx_errors == 0
+                if attempt == 0:  # re-create the interface: both sockets follow it
+                    sh("ip", "link", "del", if_a)
+                    assert not a.link_up()
+                    plab.veth("a", ns_a, addr=f"{IP_A}/24", mac=MAC_A)
+                    deadline = time.monotonic() + 5
+                    while not a.link_up() and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert a.link_up()
+        finally:
+            ep.close()
+
+
 # ------------------------------------------------------------------ TCP
 
 
