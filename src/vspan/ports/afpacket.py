@@ -17,8 +17,8 @@ What this backend does for the switch (see PERF-NOTES for why):
   receives nothing and is in no epoll set). Every sent skb that is freed
   calls its socket's ``sk_write_space``; on the ring socket, which the engine
   waits on with epoll, that meant a wait-queue walk under a spinlock per frame
-  (~0.18 µs of a ~1.3 µs send on veth: bench/PROFILE.md, "The cost of a mirror
-  session"); on a socket nobody waits on it is a barrier and a test.
+  (~0.18 µs of a ~1.3 µs send on veth: bench/PROFILE.md, "A local mirror on the
+  shared machine"); on a socket nobody waits on it is a barrier and a test.
 * Ring slots go back to the kernel with ONE aligned 32-bit store
   (``memoryview.cast("I")`` item assignment), never ``struct.pack_into``.
 """
