@@ -264,9 +264,6 @@ def test_connection_flushed_by_a_config_change_admits_nothing() -> None:
         psw.engine.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: the native established-connection "
-                   "step is not built; every frame with a firewall check takes the Python "
-                   "replay (docs/datapath.md, 'Not native (yet)')")
 def test_established_data_frames_are_native_hits() -> None:
     """The scripted steady state of an established connection (ACK/PSH+ACK segments in
     window) must be replayed by the native table, not handed back: ``replayed`` counts

@@ -40,6 +40,7 @@
 #include "../ports/_segment.h" /* software GSO / checksum (offload.finalize) */
 #include "_tcpstep.h"            /* established-connection TCP step (policy/tcp.py) */
 #include "_erspan_tx.h"          /* ERSPAN copies as Ethernet frames (mirror/l2path.py) */
+#include "_conntrack.h"          /* firewall checks of established connections */
 
 /* opcodes: the same numbers as vspan.datapath.decision.OP_* */
 #define OP_OUTPUT 0
@@ -562,6 +563,8 @@ typedef struct {
     int has_cut;      /* a mirror truncates: an offloaded frame would need segmenting */
     int shifts_vnet;  /* a VLAN op or an RSPAN copy moves virtio-net offsets */
     PyObject **ports; /* PyLong per op (OUTPUT), the tx dict keys */
+    int nchecks;      /* FIREWALL checks, stepped before any effect (_conntrack.h) */
+    FwCheck *checks;
 } Program;
 
 static void Program_dealloc(Program *self)
@@ -573,6 +576,9 @@ static void Program_dealloc(Program *self)
     }
     PyMem_Free(self->ops);
     PyMem_Free(self->mirrors);
+    for (int i = 0; i < self->nchecks; i++)
+        Py_XDECREF(self->checks[i].cell);
+    PyMem_Free(self->checks);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -608,10 +614,15 @@ static int parse_mirror(PyObject *t, MirrorOp *m)
  */
 static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    PyObject *ops, *mirrors;
+    PyObject *ops, *mirrors, *checks = NULL;
     int flood;
-    if (!PyArg_ParseTuple(args, "O!O!p", &PyTuple_Type, &ops, &PyTuple_Type, &mirrors, &flood))
+    if (!PyArg_ParseTuple(args, "O!O!p|O!", &PyTuple_Type, &ops, &PyTuple_Type, &mirrors, &flood,
+                          &PyTuple_Type, &checks))
         return NULL;
+    if (checks && PyTuple_GET_SIZE(checks) > CT_MAX_CHECKS) {
+        PyErr_SetString(PyExc_ValueError, "too many firewall checks");
+        return NULL;
+    }
     Program *self = (Program *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
@@ -624,6 +635,31 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!self->ops || !self->mirrors || !self->ports) {
         Py_DECREF(self);
         return PyErr_NoMemory();
+    }
+    if (checks && PyTuple_GET_SIZE(checks)) {
+        Py_ssize_t nc = PyTuple_GET_SIZE(checks);
+        self->checks = PyMem_Calloc((size_t)nc, sizeof(FwCheck));
+        if (!self->checks) {
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            FwCheck *c = &self->checks[i];
+            PyObject *cell;
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(checks, i), "lpO!", &c->port, &c->dir_in,
+                                  &PyList_Type, &cell)) {
+                Py_DECREF(self);
+                return NULL;
+            }
+            if (PyList_GET_SIZE(cell) != 1) {
+                PyErr_SetString(PyExc_ValueError, "a check's cell is a list of one");
+                Py_DECREF(self);
+                return NULL;
+            }
+            Py_INCREF(cell);
+            c->cell = cell;
+            self->nchecks = (int)i + 1;
+        }
     }
     for (int i = 0; i < self->nmirrors; i++) {
         if (parse_mirror(PyTuple_GET_ITEM(mirrors, i), &self->mirrors[i]) < 0) {
@@ -705,6 +741,7 @@ typedef struct Entry {
     unsigned char key[KEY_MAX];
     Program *prog;   /* strong reference */
     PyObject *ref;   /* the MAC-table entry Refresh touches (strong), or NULL */
+    PyObject *ckey[2]; /* the flow's connection keys, out / in (made by ct_prepare), or NULL */
 } Entry;
 
 /* one growable array of counters, indexed by port/session/drop id */
@@ -829,6 +866,8 @@ static void free_entry(Entry *e)
 {
     Py_XDECREF(e->prog);
     Py_XDECREF(e->ref);
+    Py_XDECREF(e->ckey[0]);
+    Py_XDECREF(e->ckey[1]);
     PyMem_Free(e);
 }
 
@@ -1670,7 +1709,7 @@ static int vnet_fits(const unsigned char *d, Py_ssize_t n, PyObject *vnet)
 }
 
 /* whether this side would handle the frame now (no effect) */
-static int can_handle(Table *t, PyObject *fobj, long in_port)
+static int can_handle(Table *t, PyObject *fobj, long in_port, PyObject *now)
 {
     unsigned char key[KEY_MAX];
     PyObject *data = PyObject_GetAttr(fobj, t->s_data);
@@ -1689,6 +1728,13 @@ static int can_handle(Table *t, PyObject *fobj, long in_port)
         ok = e && frame_ok(t, e, PyBytes_GET_SIZE(data),
                            (const unsigned char *)PyBytes_AS_STRING(vnet), PyBytes_GET_SIZE(vnet))
              && vnet_fits(d, PyBytes_GET_SIZE(data), vnet);
+        if (ok && e->prog->nchecks) {
+            CtStep st[CT_MAX_CHECKS];
+            ok = ct_prepare(e->prog->checks, e->prog->nchecks, e->ckey, d,
+                            PyBytes_GET_SIZE(data), now, st);
+            if (ok > 0)
+                ct_release(st, e->prog->nchecks);
+        }
     }
     Py_DECREF(data);
     Py_DECREF(vnet);
@@ -1729,8 +1775,18 @@ static PyObject *Table_run(Table *self, PyObject *args)
             Py_ssize_t dn = PyBytes_GET_SIZE(data);
             int kl = native_key(d, dn, in_port, key);
             Entry *e = kl ? lookup(self, key, kl) : NULL;
+            int ct = 1; /* the firewall checks: every one an established connection to refresh */
+            CtStep st[CT_MAX_CHECKS];
             if (e && frame_ok(self, e, dn, (const unsigned char *)PyBytes_AS_STRING(vnet),
-                              PyBytes_GET_SIZE(vnet)) && vnet_fits(d, dn, vnet)) {
+                              PyBytes_GET_SIZE(vnet)) && vnet_fits(d, dn, vnet) &&
+                (!e->prog->nchecks ||
+                 (ct = ct_prepare(e->prog->checks, e->prog->nchecks, e->ckey, d, dn, now,
+                                  st)) > 0)) {
+                if (e->prog->nchecks && ct_commit(st, e->prog->nchecks, now, dn) < 0) {
+                    Py_DECREF(data);
+                    Py_DECREF(vnet);
+                    return NULL;
+                }
                 Py_INCREF(e->prog); /* the entry may not outlive a callback */
                 Entry copy = *e;
                 err = replay(self, &copy, fobj, data, vnet, in_port, tx, now) < 0;
@@ -1741,6 +1797,7 @@ static PyObject *Table_run(Table *self, PyObject *args)
                 }
                 handled = 1;
             }
+            err = err || ct < 0;
         }
         Py_DECREF(data);
         Py_DECREF(vnet);
@@ -1753,7 +1810,7 @@ static PyObject *Table_run(Table *self, PyObject *args)
         return NULL;
     Py_ssize_t j = i < n ? i + 1 : n;
     while (j < n) {
-        int ok = can_handle(self, PyList_GET_ITEM(frames, j), in_port);
+        int ok = can_handle(self, PyList_GET_ITEM(frames, j), in_port, now);
         if (ok < 0)
             return NULL;
         if (ok)
@@ -1880,6 +1937,8 @@ static PyMethodDef mod_methods[] = {
      "tcp_segment(data, l3, l4, v4) -> (flags, seq, ack, win, payload) or None"},
     {"tcp_step", mod_tcp_step, METH_VARARGS,
      "tcp_step(sender, receiver, segment) -> (sender, receiver) or None (hand back)"},
+    {"conn_key", mod_conn_key, METH_VARARGS,
+     "conn_key(data, dir_in) -> the connection's native key (conntrack.native_key) or None"},
     {"erspan_payload", mod_erspan_payload, METH_VARARGS,
      "erspan_payload(params, frame, egress, truncated, vlan, ts_ns) -> (payload, seq, cut)"},
     {NULL, NULL, 0, NULL},
@@ -1892,7 +1951,7 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&TableType) < 0)
+    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&TableType) < 0 || ct_init() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m)

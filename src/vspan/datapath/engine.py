@@ -77,7 +77,7 @@ class Engine:
         self.fastpath = FastPath(state, self.cache, policy, self.upcall, self.mirror_out,
                                  self._tx, self.backends, clock)
         if native.wanted(config.switch.fastpath):
-            table = native.NativeTable(state)
+            table = native.NativeTable(state, getattr(policy.checker, "native_cell", None))
             self.cache.native = table
             self.fastpath.native = table
         self._fd_port: dict[int, int] = {}

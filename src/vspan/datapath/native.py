@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from vspan.config.values import IN
 from vspan.datapath.decision import (
     MIRROR_ERSPAN,
     MIRROR_RSPAN,
@@ -36,6 +37,7 @@ from vspan.datapath.decision import (
     OP_OUTPUT,
     OP_REFRESH,
     POINT_EGRESS,
+    Check,
     Decision,
     Mirror,
 )
@@ -120,9 +122,13 @@ def vnet_check(data: bytes, vnet: bytes) -> int:
 class NativeTable:
     """The native flow table, its compiled programs and its counters."""
 
-    def __init__(self, state: SwitchState) -> None:
+    def __init__(self, state: SwitchState,
+                 cells: Callable[[Check], list[Any] | None] | None = None) -> None:
         assert _mod is not None, "vspan.datapath._native is not built"
         self.state = state
+        # the checks the C side steps itself: check -> the cell holding the port's
+        # connection index (PolicyChecks.native_cell), None for a kind it cannot run
+        self.cells = cells
         self.table = _native.Table(Frame)
         self._programs: WeakKeyDictionary[Decision, _native.Program | None] = (
             WeakKeyDictionary())
@@ -172,6 +178,17 @@ class NativeTable:
         encapsulation over (:class:`~vspan.datapath.remote.NativeSender`)."""
         ops: list[tuple[int, ...]] = []
         mirrors: list[tuple[Any, ...]] = []
+        checks: list[tuple[Any, ...]] = []
+
+        def check(c: Check) -> bool:
+            # every check of a frame is stepped before any effect, and the C side takes the
+            # frame only when every one passes (an established connection refreshed): where
+            # they sit in the list (top level, in an Output) changes nothing then
+            cell = self.cells(c) if self.cells is not None else None
+            if cell is None:
+                return False
+            checks.append((c.port, int(c.direction == IN), cell))
+            return True
 
         def mirror(m: Mirror) -> bool:
             if len(m.lengths) > MAX_LENGTHS:
@@ -181,10 +198,13 @@ class NativeTable:
             return True
 
         for op, a in d.program:
-            if op in (OP_CHECK, OP_LEARN):
+            if op == OP_LEARN:
                 return None
-            if op == OP_OUTPUT:
-                if a.checks:
+            if op == OP_CHECK:
+                if not check(a):
+                    return None
+            elif op == OP_OUTPUT:
+                if not all(check(c) for c in a.checks):
                     return None
                 first = len(mirrors)
                 if not all(mirror(m) for m in a.mirrors):
@@ -201,7 +221,7 @@ class NativeTable:
             elif op == OP_DROP:
                 ops.append((OP_DROP, self._drop_id(a.port, a.reason.value, a.rule)))
         try:
-            return _native.Program(tuple(ops), tuple(mirrors), d.flood)
+            return _native.Program(tuple(ops), tuple(mirrors), d.flood, tuple(checks))
         except (ValueError, TypeError, OverflowError) as err:
             log.debug("decision not compiled natively: %s", err)
             return None

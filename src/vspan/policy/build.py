@@ -291,6 +291,8 @@ class SwitchPolicy:
     def _apply_firewall(self, ports: Mapping[str, PortPolicyConfig | None],
                         firewall: FirewallConfig | None, fc: FirewallChanges) -> None:
         if firewall is None or not firewall.enabled:
+            if self.firewall is not None:
+                self.firewall.detach_native()
             self.firewall = None
             return
         if self.firewall is None:

@@ -20,6 +20,7 @@ compare what was predicted with what happened:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from vspan.datapath.decision import (
     PASS,
@@ -69,10 +70,39 @@ class PolicyChecks:
         # firewall checks resolved for commits, by the identity of the (cached) check object,
         # which the value keeps alive: id -> (check, port firewall, direction, decision)
         self._resolved: dict[int, tuple[Check, PortFirewall, Dir, FwDecision]] = {}
+        # per port index, the cell a native program's firewall checks read: [the port's
+        # connection index (ConnTrack.native) | None]; filled when a commit resolves the
+        # port's firewall, emptied when the policy is reinstalled
+        self._cells: dict[int, list[Any]] = {}
 
     def reset(self) -> None:
-        """The policy was reinstalled: forget what was resolved from it."""
+        """The policy was reinstalled: forget what was resolved from it (native programs'
+        cells are emptied until a commit resolves each port's firewall again)."""
         self._resolved.clear()
+        for cell in self._cells.values():
+            cell[0] = None
+
+    def native_cell(self, check: Check) -> list[Any] | None:
+        """The cell through which the native replay steps ``check`` (a one-item list
+        holding the port's connection index, or ``None`` while not resolved), or ``None``
+        when the native side cannot run this kind of check (``docs/datapath.md``)."""
+        if check.kind is not CheckKind.FIREWALL:
+            return None
+        cell = self._cells.get(check.port)
+        if cell is None:
+            cell = self._cells[check.port] = [None]
+            fw = self.policy.firewall
+            pf = fw.ports().get(self.names.get(check.port, "")) if fw is not None else None
+            if pf is not None:  # resolved before: its checks may not come this way again
+                self._attach(cell, pf)
+        return cell
+
+    @staticmethod
+    def _attach(cell: list[Any], pf: PortFirewall) -> None:
+        ct = pf.conntrack
+        if ct.native is None:
+            ct.native = {}
+        cell[0] = ct.native
 
     def peek(self, check: Check, data: bytes, key: FlowKey, now: float,
              wire: tuple[int, int] = (VLAN_KEEP, 0)) -> CheckOutcome:
@@ -151,6 +181,9 @@ class PolicyChecks:
             if len(self._resolved) >= MAX_RESOLVED:
                 self._resolved.clear()
             self._resolved[id(check)] = (check, pf, d, decision)
+            cell = self._cells.get(check.port)
+            if cell is not None:  # a native program steps this port's connections
+                self._attach(cell, pf)
         v = pf.process(key, data, d, decision, now, commit)
         if commit and v.allowed:
             return PASS

@@ -94,12 +94,21 @@ _V6_EXT = frozenset((0, 43, 60))
 _DIR_CODE = {IN: 1, OUT: 2}
 _ICMP_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
 
+# what a published record says (NativeRecord's ``mask``; the C side reads the same bits)
+NATIVE_IN = 1  # frames delivered to the port ("in") may be stepped natively
+NATIVE_OUT = 2  # frames the port sends ("out") may be stepped natively
+NATIVE_ORIGIN_IN = 4  # the connection was opened by an "in" frame (from_orig = dir is in)
+NATIVE_TCP = 8  # a TCP connection: the segment must pass the window step
+
+NativeRecord = tuple[object, float, int, object, object]
+"""(connection, idle timeout of its state, mask, originator's TcpPeer, responder's TcpPeer)."""
+
 
 class Conn:
     """One tracked connection."""
 
-    __slots__ = ("bytes", "created", "expires", "key", "last", "origin", "packets", "proto",
-                 "rule_id", "state", "tcp")
+    __slots__ = ("bytes", "created", "expires", "key", "last", "nkey", "origin", "packets",
+                 "proto", "rule_id", "state", "tcp")
 
     def __init__(self, key: ConnKey, origin: Dir, rule_id: str | None, now: float) -> None:
         self.key = key
@@ -113,6 +122,7 @@ class Conn:
         self.tcp: TcpTrack | None = None
         self.packets = [0, 0]  # [from originator, from responder]
         self.bytes = [0, 0]
+        self.nkey: bytes | None = None  # its key in a native index (native_key), once made
 
     def clone(self) -> Conn:
         """An independent copy: what a trace advances instead of the connection itself."""
@@ -258,21 +268,78 @@ def embedded_key(key: FlowKey, data: bytes, direction: Dir) -> ConnKey | None:
     return (proto, loc, 0, rem, 0)
 
 
-class ConnTrack:
-    """The connection table of one port."""
+def native_key(ck: ConnKey) -> bytes:
+    """The bytes the native replay builds from a frame for connection key ``ck``: protocol,
+    local address, local port, remote address, remote port (ports big-endian)."""
+    proto, loc, lp, rem, rp = ck
+    return bytes((proto,)) + loc + lp.to_bytes(2, "big") + rem + rp.to_bytes(2, "big")
 
-    __slots__ = ("_conns", "_pairs", "counters", "max_conns", "timeouts")
+
+class ConnTrack:
+    """The connection table of one port.
+
+    ``native``: when the native replay steps this table's established connections
+    (``docs/datapath.md``, "Stateful checks split"), the index it reads — native key ->
+    :data:`NativeRecord` — of every IPv4 TCP/UDP connection whose next frame (in the
+    directions its mask names) could only refresh it: a UDP connection in MULTIPLE (both
+    directions) or SINGLE (the originator's), a TCP one ESTABLISHED with no FIN. The C
+    side updates the :class:`Conn` object itself (counters, ``last``, ``expires``, the TCP
+    window edges), so every reader sees what the Python tracker would have left; it never
+    changes a state and hands anything else back. Every commit here republishes or
+    withdraws the connection it touched; removals, :meth:`flush` and new timeouts
+    withdraw.
+    """
+
+    __slots__ = ("_conns", "_pairs", "_timeouts", "counters", "max_conns", "native")
 
     def __init__(self, timeouts: Timeouts | None = None, max_conns: int = 65536) -> None:
         self._conns: dict[ConnKey, Conn] = {}
         self._pairs: dict[tuple[int, bytes, bytes], int] = {}
-        self.timeouts = timeouts or Timeouts()
+        self._timeouts = timeouts or Timeouts()
         self.max_conns = max_conns
+        self.native: dict[bytes, NativeRecord] | None = None
         self.counters: dict[str, int] = {"created": 0, "expired": 0, "invalid": 0,
                                          "related": 0, "table_full": 0, "reopened": 0}
 
     def __len__(self) -> int:
         return len(self._conns)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Idle timeouts by state."""
+        return self._timeouts
+
+    @timeouts.setter
+    def timeouts(self, value: Timeouts) -> None:
+        self._timeouts = value
+        if self.native:  # records carry their timeout: published again on their next frame
+            self.native.clear()
+
+    def _publish(self, c: Conn) -> None:
+        """Put ``c`` into the native index, or take it out, as its state now says."""
+        native = self.native
+        assert native is not None
+        nkey = c.nkey
+        if nkey is None:
+            if c.proto not in (IPPROTO_TCP, IPPROTO_UDP) or len(c.key[1]) != 4:
+                return  # the native replay keys IPv4 TCP/UDP only
+            nkey = c.nkey = native_key(c.key)
+        origin = NATIVE_ORIGIN_IN if c.origin == IN else 0
+        t = c.tcp
+        if t is not None:
+            a, b = t.peers
+            if t.state is TcpStateName.ESTABLISHED and a.fin_end < 0 and b.fin_end < 0:
+                native[nkey] = (c, self.timeout_of(c), NATIVE_IN | NATIVE_OUT | origin |
+                                NATIVE_TCP, a, b)
+                return
+        elif c.state == UdpState.MULTIPLE:
+            native[nkey] = (c, self.timeout_of(c), NATIVE_IN | NATIVE_OUT | origin, None, None)
+            return
+        elif c.state == UdpState.SINGLE:
+            mask = NATIVE_IN if c.origin == IN else NATIVE_OUT
+            native[nkey] = (c, self.timeout_of(c), mask | origin, None, None)
+            return
+        native.pop(nkey, None)
 
     def __iter__(self) -> Iterator[Conn]:
         return iter(list(self._conns.values()))
@@ -368,6 +435,8 @@ class ConnTrack:
         else:
             c.state = UdpState.MULTIPLE
         self._touch(c, from_orig, len(data), now)
+        if commit and self.native is not None:
+            self._publish(c)
         return CtResult(CtClass.ESTABLISHED, c, note or str(c.state))
 
     def create(
@@ -432,6 +501,8 @@ class ConnTrack:
             self._pairs[pk] = self._pairs.get(pk, 0) + 1
             self.counters["created"] += 1
         self._touch(c, True, len(data), now)
+        if commit and self.native is not None:
+            self._publish(c)
         return CtResult(CtClass.ESTABLISHED, c, "new connection tracked")
 
     def _full(self, now: float, commit: bool) -> bool:
@@ -479,6 +550,11 @@ class ConnTrack:
     def _remove(self, c: Conn) -> None:
         if self._conns.pop(c.key, None) is None:
             return
+        native = self.native
+        if native and c.nkey is not None:
+            rec = native.get(c.nkey)
+            if rec is not None and rec[0] is c:
+                del native[c.nkey]
         pk = (c.key[0], c.key[1], c.key[3])
         n = self._pairs.get(pk, 0) - 1
         if n > 0:
@@ -498,6 +574,15 @@ class ConnTrack:
         """Forget every connection."""
         self._conns.clear()
         self._pairs.clear()
+        if self.native is not None:
+            self.native.clear()
+
+    def detach_native(self) -> None:
+        """This table is dropped (its port left the firewall): empty its native index and
+        stop publishing, so no native program still holding the index finds anything."""
+        if self.native is not None:
+            self.native.clear()
+            self.native = None
 
     def adopt(self, c: Conn) -> bool:
         """Take over a connection tracked elsewhere (a migrated port's state); False when

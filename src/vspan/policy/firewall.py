@@ -468,7 +468,7 @@ class Firewall:
         """Forget the state of ports not in ``keep`` (removed ports)."""
         names = set(keep)
         for name in [n for n in self._ports if n not in names]:
-            del self._ports[name]
+            self._ports.pop(name).conntrack.detach_native()
 
     def expire(self, now: float) -> int:
         """Expire idle connections at every port."""
@@ -493,3 +493,11 @@ class Firewall:
                 new = PortFirewall(name, ruleset, self.timeouts, self.max_conns)
                 new.conntrack = pf.conntrack
                 self._ports[name] = new
+            else:
+                pf.conntrack.detach_native()
+
+    def detach_native(self) -> None:
+        """This firewall is dropped: every port's native index emptied (see
+        :meth:`ConnTrack.detach_native`)."""
+        for pf in self._ports.values():
+            pf.conntrack.detach_native()
