@@ -37,7 +37,8 @@ setup(
     ext_modules=[
         Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
                   depends=["src/vspan/ports/_segment.h", "src/vspan/datapath/_tcpstep.h",
-                           "src/vspan/datapath/_erspan_tx.h"],
+                           "src/vspan/datapath/_erspan_tx.h",
+                           "src/vspan/datapath/_conntrack.h"],
                   extra_compile_args=FLAGS,
                   optional=True),
         Extension("vspan.ports._ring", ["src/vspan/ports/_ring.c"],

@@ -11,7 +11,8 @@ have decided what the script expects."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -23,6 +24,8 @@ from tests.helpers.differential import build, observe
 from tests.pipeline.harness import Switch
 from vspan.config.load import load_text
 from vspan.datapath import native
+from vspan.policy.layer import PolicyLayer
+from vspan.policy.portstate import export_port
 from vspan.ports.base import Frame
 
 pytestmark = pytest.mark.skipif(not native.available(),
@@ -71,6 +74,8 @@ class Step:
     what: str
     dt: float = 0.0
     reason: str = ""  # the drop reason a dropped frame must be counted under
+    housekeeping: bool = True  # run the switch's housekeeping (expiry) after ``dt``
+    native: bool | None = None  # the C side must (True) / must not (False) take it
 
 
 INVALID = "firewall-state-invalid"
@@ -203,6 +208,24 @@ def _send(sw: Switch, step: Step) -> None:
     sw.engine.process(sw.engine.state.by_name[step.port], [Frame(step.frame)])
 
 
+def _tables(sw: Switch) -> dict[str, Any]:
+    """Every connection and session as its readers see it: the full view (window edges,
+    last seen, created), the migration export of each port and the per-port counters."""
+    layer = sw.engine.policy
+    assert isinstance(layer, PolicyLayer)
+    pol = layer.policy
+    now = sw.clock.now
+    out: dict[str, Any] = {}
+    if pol.firewall is not None:
+        for name, pf in pol.firewall.ports().items():
+            out[f"conns {name}"] = {ck: (c.as_dict(), c.last, c.created, c.describe())
+                                    for ck, c in pf.conntrack.entries().items()}
+            out[f"ct counters {name}"] = dict(pf.conntrack.counters)
+    for name in sw.ports:
+        out[f"export {name}"] = export_port(pol, name, now)
+    return out
+
+
 def test_stateful_sequences_native_and_python_agree() -> None:
     (nsw, nrec), (psw, prec) = build(CONFIG, "native"), build(CONFIG, "python")
     recs: dict[int, RecordingSender] = {id(nsw): nrec, id(psw): prec}
@@ -221,13 +244,20 @@ def _run(steps: list[Step], nsw: Switch, psw: Switch,
     for n, step in enumerate(steps):
         results = []
         before = dict(nsw.engine.state.drops.by_key)
+        nat = nsw.engine.fastpath.native
+        assert nat is not None
+        replayed = nat.replayed
         for sw in (nsw, psw):
             sw.clock.now += step.dt
-            if step.dt:
+            if step.dt and step.housekeeping:
                 sw.engine.housekeeping(sw.clock.now)
             _send(sw, step)
-            results.append(observe(sw, recs[id(sw)]))
+            results.append(observe(sw, recs[id(sw)]) | _tables(sw))
         a, b = results
+        if step.native is not None:
+            assert (nat.replayed > replayed) == step.native, (
+                f"{label} step {n} ({step.what}): native {nat.replayed > replayed}, "
+                f"expected {step.native}")
         diff = [k for k in a if a[k] != b.get(k)]
         assert not diff, (f"{label} step {n} ({step.what}): " + "; ".join(
             f"{k}: native {a[k]!r:.400} python {b[k]!r:.400}" for k in diff))
@@ -281,6 +311,116 @@ def test_established_data_frames_are_native_hits() -> None:
         _run(steady, nsw, psw, recs, "steady")
         assert native_table.replayed - before >= len(steady) - 4, (
             f"{native_table.replayed - before} of {len(steady)} established frames native")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+def _pair() -> tuple[Switch, Switch, dict[int, RecordingSender]]:
+    (nsw, nrec), (psw, prec) = build(CONFIG, "native"), build(CONFIG, "python")
+    assert nsw.engine.fastpath.native is not None
+    return nsw, psw, {id(nsw): nrec, id(psw): prec}
+
+
+def _native(steps: list[Step], native: bool) -> list[Step]:
+    return [replace(s, native=native) for s in steps]
+
+
+LEARN = [udp("a", 3000, 53, True), udp("b", 53, 3000, True)]
+
+
+def test_hostile_segments_on_native_connections_go_to_python() -> None:
+    """Hostile: on connections whose data segments the C side steps, a SYN, an URG or ECE
+    segment, out-of-window data, a FIN and a RST are each handed back (not native) and
+    decided exactly as the Python tracker decides them; the data after them is native
+    again only while the connection stays ESTABLISHED."""
+    nsw, psw, recs = _pair()
+    try:
+        web, ssh = Tcp(40030, 80), Tcp(40031, 22)  # strict, liberal
+        steps = [*LEARN, *web.handshake(), *web.data(2), *ssh.handshake(), *ssh.data(2),
+                 *_native(web.data(2), True), *_native(ssh.data(2), True)]
+        hostile = [
+            web.seg("a", "S", ok=False, what="strict: SYN on ESTABLISHED", reason=INVALID),
+            web.seg("a", "PAU", 100, what="URG data"),
+            web.seg("b", "AE", what="ECE ack"),
+            web.seg("a", "PA", 100, seq_off=70000, ok=False, what="strict: oow data",
+                    reason=INVALID),
+            web.seg("b", "A", ack_off=50000, ok=False, what="strict: forged ack",
+                    reason=INVALID),
+            ssh.seg("a", "S", advance=False, what="liberal: SYN on ESTABLISHED ignored"),
+            ssh.seg("a", "PA", 100, seq_off=70000, advance=False, what="liberal: oow data"),
+        ]
+        steps += _native(hostile, False)
+        steps += _native(web.data(1), True)
+        steps += _native([web.seg("a", "FA"), web.seg("b", "A"), web.seg("b", "PA", 300),
+                          web.seg("a", "A")], False)  # half closed: Python's from the FIN
+        steps += _native([ssh.seg("b", "R"),
+                          ssh.seg("a", "A", ok=False, what="ACK after RST", reason=INVALID)],
+                         False)
+        _run(steps, nsw, psw, recs, "hostile")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+def test_connection_gone_between_batches_is_not_refreshed_natively() -> None:
+    """Hostile: a connection that expired (no housekeeping ran since) or whose table was
+    flushed between two batches is never refreshed by the C side: the next frame goes to
+    Python, which forgets the stale connection (counted expired) and judges the frame as
+    NEW; a frame with one check's connection gone is wholly Python's (the other
+    connection stepped once)."""
+    nsw, psw, recs = _pair()
+    try:
+        steps = [*LEARN, udp("a", 3001, 53, True), udp("b", 53, 3001, True),
+                 *_native([udp("a", 3001, 53, True), udp("b", 53, 3001, True)], True)]
+        # expired (udp_multiple 60 s) but not reaped: the ingress and egress checks both NEW
+        steps += [replace(udp("a", 3001, 53, True, dt=61.0), housekeeping=False,
+                          native=False),
+                  replace(udp("b", 53, 3001, True), native=False),  # SINGLE -> MULTIPLE
+                  *_native([udp("a", 3001, 53, True)], True)]
+        web = Tcp(40040, 80)
+        steps += [*web.handshake(), *web.data(1), *_native(web.data(1), True)]
+        _run(steps, nsw, psw, recs, "warm")
+        # b's table flushed between batches: a's connection would be native, b's is gone
+        for sw in (nsw, psw):
+            layer = sw.engine.policy
+            assert isinstance(layer, PolicyLayer) and layer.policy.firewall is not None
+            layer.policy.firewall.ports()["b"].conntrack.flush()
+        _run([replace(udp("a", 3001, 53, True), native=False),
+              replace(web.seg("a", "PA", 100, ok=False, what="tcp after b's flush",
+                              reason=INVALID), native=False)], nsw, psw, recs, "flushed")
+        # TCP established, idle past tcp_established (300 s) without housekeeping
+        idle = Tcp(40041, 80)
+        _run([*idle.handshake(), *idle.data(1), *_native(idle.data(1), True),
+              replace(idle.seg("a", "PA", 100, ok=False, dt=301.0, what="after idle expiry",
+                               reason=INVALID), housekeeping=False, native=False)],
+             nsw, psw, recs, "idle")
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+def test_new_timeouts_reach_natively_stepped_connections() -> None:
+    """A reload that changes only the idle timeouts keeps the connections and the cached
+    flows; a connection the C side steps afterwards must get the new timeout, also one
+    no frame touched since the reload (its published record carried the old one)."""
+    nsw, psw, recs = _pair()
+    try:
+        steps = [*LEARN]
+        for sport in (3001, 3002):
+            steps += [udp("a", sport, 53, True), udp("b", 53, sport, True),
+                      *_native([udp("a", sport, 53, True)], True)]
+        _run(steps, nsw, psw, recs, "before")
+        longer = CONFIG.replace("udp_multiple: 60", "udp_multiple: 90")
+        assert longer != CONFIG
+        for sw in (nsw, psw):
+            sw.engine.reload(load_text(longer))
+        _run([udp("a", 3001, 53, True), udp("a", 3002, 53, True),
+              *_native([udp("a", 3002, 53, True)], True)], nsw, psw, recs, "after")
+        layer = nsw.engine.policy
+        assert isinstance(layer, PolicyLayer) and layer.policy.firewall is not None
+        conns = layer.policy.firewall.ports()["a"].conntrack.entries().values()
+        assert {c.expires - nsw.clock.now for c in conns if c.key[2] in (3001, 3002)} == {90.0}
     finally:
         nsw.engine.close()
         psw.engine.close()
