@@ -24,6 +24,7 @@ from tests.helpers.differential import build, observe
 from tests.pipeline.harness import Switch
 from vspan.config.load import load_text
 from vspan.datapath import native
+from vspan.policy.extacl import ExtAclSessions
 from vspan.policy.layer import PolicyLayer
 from vspan.policy.portstate import export_port
 from vspan.ports.base import Frame
@@ -421,6 +422,46 @@ def test_new_timeouts_reach_natively_stepped_connections() -> None:
         assert isinstance(layer, PolicyLayer) and layer.policy.firewall is not None
         conns = layer.policy.firewall.ports()["a"].conntrack.entries().values()
         assert {c.expires - nsw.clock.now for c in conns if c.key[2] in (3001, 3002)} == {90.0}
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
+
+
+def _sessions_of(sw: Switch, port: str) -> ExtAclSessions:
+    layer = sw.engine.policy
+    assert isinstance(layer, PolicyLayer)
+    pol = layer.policy.port(port)
+    assert pol is not None
+    return pol.sessions
+
+
+def test_ext_acl_sessions_gone_or_replaced_between_batches() -> None:
+    """Hostile, stateful extended ACL: the C side refreshes a live session only; one that
+    expired (no housekeeping since), was flushed, or was replaced (a migrated port's
+    session adopted over it) between batches is Python's next frame, decided and
+    refreshed as Python does."""
+    nsw, psw, recs = _pair()
+    try:
+        opened = [udp("b", 4000, 5000, True), udp("a", 5000, 4000, True)]
+        _run([*LEARN, *opened, *_native([udp("a", 5000, 4000, True)], True)],
+             nsw, psw, recs, "open")
+        # the session idles out after 30 s (the connections after 60): not reaped yet
+        _run([replace(udp("a", 5000, 4000, False, dt=31.0, reason=EXT_DENY),
+                      housekeeping=False, native=False),
+              *opened, *_native([udp("a", 5000, 4000, True)], True)], nsw, psw, recs,
+             "expired")
+        for sw in (nsw, psw):
+            _sessions_of(sw, "b").flush()
+        _run([replace(udp("a", 5000, 4000, False, reason=EXT_DENY), native=False), *opened,
+              *_native([udp("a", 5000, 4000, True)], True)], nsw, psw, recs, "flushed")
+        for sw in (nsw, psw):
+            sessions = _sessions_of(sw, "b")
+            ((key, rule, origin, idle, _),) = sessions.entries(sw.clock.now)
+            assert sessions.adopt(key, rule, origin, idle, sw.clock.now + 5.0)
+        _run(_native([udp("a", 5000, 4000, True, dt=1.0)], True), nsw, psw, recs, "adopted")
+        for sw in (nsw, psw):
+            ((_, _, _, idle, left),) = _sessions_of(sw, "b").entries(sw.clock.now)
+            assert left == idle == 30.0
     finally:
         nsw.engine.close()
         psw.engine.close()

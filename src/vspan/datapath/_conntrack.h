@@ -44,18 +44,22 @@
 #define CT_ORIGIN_IN 4
 #define CT_TCP 8
 #define CT_KEY_LEN 13
-#define CT_MAX_CHECKS 8 /* firewall checks per program (more: not compiled natively) */
+#define CT_MAX_CHECKS 8 /* checks per program (more: not compiled natively) */
+#define CT_KIND_EXT_ACL 3  /* decision.CheckKind */
+#define CT_KIND_FIREWALL 4
 
-/* a compiled FIREWALL check */
+/* a compiled FIREWALL or EXT_ACL check */
 typedef struct {
     long port;
     int dir_in;     /* the check's direction is "in" (delivered to the port) */
+    int kind;       /* CT_KIND_FIREWALL or CT_KIND_EXT_ACL */
     PyObject *cell; /* strong: [the port's index dict | None] */
 } FwCheck;
 
 /* one check's step, between ct_prepare and ct_commit (strong references) */
 typedef struct {
-    PyObject *conn, *timeout;
+    PyObject *conn, *timeout; /* EXT_ACL: the session and its idle timeout */
+    int session;              /* an EXT_ACL session: only its expiry is refreshed */
     PyObject *peer[2]; /* TCP: the sender's and the receiver's TcpPeer */
     int idx;           /* 0: sent by the originator, 1: by the responder */
     int tcp;
@@ -122,6 +126,21 @@ static void ct_release(CtStep *st, int n)
         Py_CLEAR(st[i].peer[0]);
         Py_CLEAR(st[i].peer[1]);
     }
+}
+
+/* obj.expires <= now: 1 expired, 0 live, -1 error */
+static int ct_expired(PyObject *obj, PyObject *now)
+{
+    PyObject *exp = PyObject_GetAttr(obj, ct_s_expires);
+    if (!exp)
+        return -1;
+    int expired;
+    if (PyFloat_CheckExact(exp) && PyFloat_CheckExact(now))
+        expired = PyFloat_AS_DOUBLE(exp) <= PyFloat_AS_DOUBLE(now);
+    else
+        expired = PyObject_RichCompareBool(exp, now, Py_LE);
+    Py_DECREF(exp);
+    return expired;
 }
 
 /* a TcpPeer's (end, maxend, maxwin, scale); 0 when out of what the C step takes */
@@ -191,6 +210,27 @@ static int ct_prepare(const FwCheck *checks, int nchecks, PyObject **ckey,
                 goto fail;
             goto back;
         }
+        CtStep *s = &st[i];
+        if (c->kind == CT_KIND_EXT_ACL) {
+            /* ExtAclSessions.process with a live session: admitted, expires = now + idle */
+            if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 2)
+                goto back;
+            s->session = 1;
+            s->conn = PyTuple_GET_ITEM(rec, 0);
+            Py_INCREF(s->conn);
+            s->timeout = PyTuple_GET_ITEM(rec, 1);
+            Py_INCREF(s->timeout);
+            done = i + 1;
+            for (int j = 0; j < i; j++)
+                if (st[j].conn == s->conn)
+                    goto back;
+            int r = ct_expired(s->conn, now);
+            if (r < 0)
+                goto fail;
+            if (r)
+                goto back; /* Python removes it and judges the frame by the rules */
+            continue;
+        }
         if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 5)
             goto back;
         long mask = PyLong_AsLong(PyTuple_GET_ITEM(rec, 2));
@@ -198,7 +238,6 @@ static int ct_prepare(const FwCheck *checks, int nchecks, PyObject **ckey,
             goto fail;
         if (!(mask & (c->dir_in ? CT_IN : CT_OUT)))
             goto back;
-        CtStep *s = &st[i];
         s->conn = PyTuple_GET_ITEM(rec, 0);
         Py_INCREF(s->conn);
         s->timeout = PyTuple_GET_ITEM(rec, 1);
@@ -208,15 +247,7 @@ static int ct_prepare(const FwCheck *checks, int nchecks, PyObject **ckey,
             if (st[j].conn == s->conn)
                 goto back; /* one connection twice in a frame: Python steps it in order */
         s->idx = (c->dir_in == ((mask & CT_ORIGIN_IN) != 0)) ? 0 : 1;
-        PyObject *exp = PyObject_GetAttr(s->conn, ct_s_expires);
-        if (!exp)
-            goto fail;
-        int expired;
-        if (PyFloat_CheckExact(exp) && PyFloat_CheckExact(now))
-            expired = PyFloat_AS_DOUBLE(exp) <= PyFloat_AS_DOUBLE(now);
-        else
-            expired = PyObject_RichCompareBool(exp, now, Py_LE);
-        Py_DECREF(exp);
+        int expired = ct_expired(s->conn, now);
         if (expired < 0)
             goto fail;
         if (expired)
@@ -301,11 +332,11 @@ static int ct_commit(CtStep *st, int nchecks, PyObject *now, Py_ssize_t nbytes)
                     rc = ct_set_u64(s->peer[k], ct_s_maxwin, a->maxwin);
             }
         }
-        if (rc == 0)
+        if (rc == 0 && !s->session)
             rc = ct_add(s->conn, ct_s_packets, s->idx, ct_one);
-        if (rc == 0)
+        if (rc == 0 && !s->session)
             rc = ct_add(s->conn, ct_s_bytes, s->idx, nb);
-        if (rc == 0)
+        if (rc == 0 && !s->session)
             rc = PyObject_SetAttr(s->conn, ct_s_last, now);
         if (rc == 0) {
             PyObject *exp = PyFloat_CheckExact(now) && PyFloat_CheckExact(s->timeout)

@@ -646,8 +646,13 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         for (Py_ssize_t i = 0; i < nc; i++) {
             FwCheck *c = &self->checks[i];
             PyObject *cell;
-            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(checks, i), "lpO!", &c->port, &c->dir_in,
-                                  &PyList_Type, &cell)) {
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(checks, i), "lpO!i", &c->port, &c->dir_in,
+                                  &PyList_Type, &cell, &c->kind)) {
+                Py_DECREF(self);
+                return NULL;
+            }
+            if (c->kind != CT_KIND_FIREWALL && c->kind != CT_KIND_EXT_ACL) {
+                PyErr_SetString(PyExc_ValueError, "check kind not stepped natively");
                 Py_DECREF(self);
                 return NULL;
             }

@@ -187,7 +187,7 @@ class NativeTable:
             cell = self.cells(c) if self.cells is not None else None
             if cell is None:
                 return False
-            checks.append((c.port, int(c.direction == IN), cell))
+            checks.append((c.port, int(c.direction == IN), cell, int(c.kind)))
             return True
 
         def mirror(m: Mirror) -> bool:

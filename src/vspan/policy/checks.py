@@ -36,7 +36,7 @@ from vspan.datapath.reasons import DropReason
 from vspan.datapath.vlanops import apply as vlan_apply
 from vspan.policy.build import SwitchPolicy
 from vspan.policy.common import IN, OUT, Dir
-from vspan.policy.extacl import ExtAclMatch
+from vspan.policy.extacl import ExtAclMatch, ExtAclSessions
 from vspan.policy.firewall import FwDecision, FwVerdict, PortFirewall
 from vspan.policy.guards import StormClass
 from vspan.policy.stage import (
@@ -70,10 +70,11 @@ class PolicyChecks:
         # firewall checks resolved for commits, by the identity of the (cached) check object,
         # which the value keeps alive: id -> (check, port firewall, direction, decision)
         self._resolved: dict[int, tuple[Check, PortFirewall, Dir, FwDecision]] = {}
-        # per port index, the cell a native program's firewall checks read: [the port's
-        # connection index (ConnTrack.native) | None]; filled when a commit resolves the
-        # port's firewall, emptied when the policy is reinstalled
-        self._cells: dict[int, list[Any]] = {}
+        # per (kind, port index), the cell a native program's checks read: [the port's
+        # connection index (ConnTrack.native) or session index (ExtAclSessions.native) |
+        # None]; filled when a commit resolves the port's state, emptied when the policy is
+        # reinstalled
+        self._cells: dict[tuple[CheckKind, int], list[Any]] = {}
 
     def reset(self) -> None:
         """The policy was reinstalled: forget what was resolved from it (native programs'
@@ -86,15 +87,22 @@ class PolicyChecks:
         """The cell through which the native replay steps ``check`` (a one-item list
         holding the port's connection index, or ``None`` while not resolved), or ``None``
         when the native side cannot run this kind of check (``docs/datapath.md``)."""
-        if check.kind is not CheckKind.FIREWALL:
+        kind = check.kind
+        if kind is not CheckKind.FIREWALL and kind is not CheckKind.EXT_ACL:
             return None
-        cell = self._cells.get(check.port)
+        cell = self._cells.get((kind, check.port))
         if cell is None:
-            cell = self._cells[check.port] = [None]
-            fw = self.policy.firewall
-            pf = fw.ports().get(self.names.get(check.port, "")) if fw is not None else None
-            if pf is not None:  # resolved before: its checks may not come this way again
-                self._attach(cell, pf)
+            cell = self._cells[(kind, check.port)] = [None]
+            name = self.names.get(check.port, "")
+            if kind is CheckKind.FIREWALL:
+                fw = self.policy.firewall
+                pf = fw.ports().get(name) if fw is not None else None
+                if pf is not None:  # resolved before: its checks may not come this way again
+                    self._attach(cell, pf)
+            else:
+                pol = self.policy.port(name)
+                if pol is not None:
+                    self._attach_sessions(cell, pol.sessions)
         return cell
 
     @staticmethod
@@ -103,6 +111,12 @@ class PolicyChecks:
         if ct.native is None:
             ct.native = {}
         cell[0] = ct.native
+
+    @staticmethod
+    def _attach_sessions(cell: list[Any], sessions: ExtAclSessions) -> None:
+        if sessions.native is None:
+            sessions.native = {}
+        cell[0] = sessions.native
 
     def peek(self, check: Check, data: bytes, key: FlowKey, now: float,
              wire: tuple[int, int] = (VLAN_KEEP, 0)) -> CheckOutcome:
@@ -152,6 +166,10 @@ class PolicyChecks:
                     note=f"{cls} within the storm limit", effects=fx)
             return CheckOutcome(Drop(DropReason.STORM_LIMIT, check.port, detail=str(cls)),
                                 f"{cls} over the storm limit", fx)
+        if commit and self._cells:
+            cell = self._cells.get((CheckKind.EXT_ACL, check.port))
+            if cell is not None and (cell[0] is None or cell[0] is not pol.sessions.native):
+                self._attach_sessions(cell, pol.sessions)  # native programs refresh them
         rule = pol.ext.rule(check.rule, d) if check.rule else None
         m = ExtAclMatch(bool(check.flags & EXT_ALLOWED), rule, d, True, 0)
         r = pol.sessions.process(key, d, m, now, commit=commit)
@@ -181,7 +199,7 @@ class PolicyChecks:
             if len(self._resolved) >= MAX_RESOLVED:
                 self._resolved.clear()
             self._resolved[id(check)] = (check, pf, d, decision)
-            cell = self._cells.get(check.port)
+            cell = self._cells.get((CheckKind.FIREWALL, check.port))
             if cell is not None:  # a native program steps this port's connections
                 self._attach(cell, pf)
         v = pf.process(key, data, d, decision, now, commit)

@@ -517,7 +517,7 @@ class ConnTrack:
 
     def timeout_of(self, c: Conn) -> float:
         """Idle timeout for a connection's current state."""
-        t = self.timeouts
+        t = self._timeouts
         if c.tcp is not None:
             s = c.tcp.state
             if s is TcpStateName.ESTABLISHED:

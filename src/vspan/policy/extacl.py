@@ -274,15 +274,46 @@ class _Session:
         self.expires = expires
 
 
-class ExtAclSessions:
-    """Stateful sessions of one port's extended ACL (the per-frame part)."""
+def native_session_key(sk: SessionKey) -> bytes | None:
+    """The bytes the native replay builds from a frame for session key ``sk`` (as
+    :func:`vspan.policy.conntrack.native_key`), or ``None`` for a session it never looks
+    up (not IPv4 TCP/UDP)."""
+    proto, loc, lp, rem, rp = sk
+    if proto not in (6, 17) or len(loc) != 4:
+        return None
+    return bytes((proto,)) + loc + lp.to_bytes(2, "big") + rem + rp.to_bytes(2, "big")
 
-    __slots__ = ("_sessions", "max_sessions", "refused")
+
+class ExtAclSessions:
+    """Stateful sessions of one port's extended ACL (the per-frame part).
+
+    ``native``: when the native replay refreshes live sessions (``docs/datapath.md``),
+    the index it reads: native key -> (session, idle timeout) of every IPv4 TCP/UDP
+    session; the C side sets the session's ``expires`` as :meth:`process` would and hands
+    an expired or missing session back. Sessions enter it when made, adopted or refreshed
+    by Python and leave it when removed.
+    """
+
+    __slots__ = ("_sessions", "max_sessions", "native", "refused")
 
     def __init__(self, max_sessions: int = 65536) -> None:
         self._sessions: dict[SessionKey, _Session] = {}
         self.max_sessions = max_sessions
         self.refused = 0  # sessions not created because the table was full
+        self.native: dict[bytes, tuple[_Session, float]] | None = None
+
+    def _published(self, sk: SessionKey, s: _Session | None) -> None:
+        """The native index follows the session of ``sk`` (``None``: removed)."""
+        native = self.native
+        if native is None:
+            return
+        nk = native_session_key(sk)
+        if nk is None:
+            return
+        if s is None:
+            native.pop(nk, None)
+        else:
+            native[nk] = (s, s.idle)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -308,10 +339,13 @@ class ExtAclSessions:
         if s is not None and s.expires <= now:
             if commit:
                 del self._sessions[sk]
+                self._published(sk, None)
             s = None
         if s is not None:
             if commit:
                 s.expires = now + s.idle
+                if self.native is not None:
+                    self._published(sk, s)  # (one made before the index was)
             if tracer.enabled:
                 tracer.report(
                     "ext-acl",
@@ -329,8 +363,10 @@ class ExtAclSessions:
                     live = sum(1 for x in self._sessions.values() if x.expires > now)
             if live < self.max_sessions:
                 if commit:
-                    self._sessions[sk] = _Session(rule.id, direction, rule.idle_timeout,
-                                                  now + rule.idle_timeout)
+                    made = self._sessions[sk] = _Session(rule.id, direction,
+                                                         rule.idle_timeout,
+                                                         now + rule.idle_timeout)
+                    self._published(sk, made)
                 if tracer.enabled:
                     tracer.report("ext-acl", f"stateful rule {rule.id} opens a session",
                                   rule=rule.id)
@@ -357,11 +393,14 @@ class ExtAclSessions:
         dead = [k for k, s in self._sessions.items() if s.expires <= now]
         for k in dead:
             del self._sessions[k]
+            self._published(k, None)
         return len(dead)
 
     def flush(self) -> None:
         """Forget every session."""
         self._sessions.clear()
+        if self.native is not None:
+            self.native.clear()
 
     def entries(self, now: float) -> list[tuple[SessionKey, str, Dir, float, float]]:
         """Live sessions as (key, rule id, origin, idle timeout, seconds left)."""
@@ -374,5 +413,6 @@ class ExtAclSessions:
         table is full."""
         if key not in self._sessions and len(self._sessions) >= self.max_sessions:
             return False
-        self._sessions[key] = _Session(rule_id, origin, idle, expires)
+        s = self._sessions[key] = _Session(rule_id, origin, idle, expires)
+        self._published(key, s)
         return True
