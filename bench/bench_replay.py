@@ -6,10 +6,11 @@ the number is frames per CPU-second of this process (``time.process_time``: a bu
 machine's other load counts less than in wall-clock rates), median of ``--runs``.
 Setups: plain forwarding, a VLAN push (access -> trunk), a local mirror of both
 directions, a filtered/sampled/truncated mirror, an RSPAN session, and a per-port
-ERSPAN III session to 127.0.0.1 (a raw GRE socket: needs root; loopback only), and a
-per-port firewall (checks: every frame goes through the Python replay in both modes) with 64
-established UDP flows, and with 64 established TCP connections (handshake first, then
-data segments from ``a``: window tracking per frame).
+ERSPAN III session to 127.0.0.1 (a raw GRE socket: needs root; loopback only), a
+per-port firewall (two checks per frame, stepped natively for established connections)
+with 64 established UDP flows, and with 64 established TCP connections (handshake
+first, then data segments from ``a``: window tracking per frame), and a stateful
+extended ACL on ``a`` (one session refresh per frame).
 
     .venv/bin/python bench/bench_replay.py [--runs 3] [--frames 200000]
 """
@@ -66,6 +67,8 @@ firewall:
       rules:
         - {id: u, services: ["udp/9"], action: allow}
 """),
+    "ext acl": (", policy: {extended_acls: [{id: x, action: allow, direction: out, weight: 1, "
+                "protocol: udp, remote_port: 9, stateful: true, idle_timeout: 30}]}", "", ""),
     "firewall tcp": ("", "", """
 firewall:
   default_action: drop
