@@ -36,7 +36,12 @@ from vspan.ports.base import Frame
 
 class Checker(Protocol):
     """Executes per-frame checks. ``wire`` is the VLAN operation (op, VID) that puts the
-    judged frame in its port's wire format (egress checks; ``(0, 0)`` on ingress)."""
+    judged frame in its port's wire format (egress checks; ``(0, 0)`` on ingress).
+
+    A checker may also offer ``native_cell(check) -> list | None`` (the policy layer's
+    :class:`~vspan.policy.checks.PolicyChecks` does): the cell through which the native
+    replay steps the check itself (``docs/datapath.md``, "Stateful checks"); without it
+    every frame with a check takes the Python replay."""
 
     def peek(self, check: Check, data: bytes, key: FlowKey, now: float,
              wire: tuple[int, int]) -> CheckOutcome:
