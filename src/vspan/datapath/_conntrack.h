@@ -13,7 +13,9 @@
  * mask: CT_IN / CT_OUT (which directions, seen from the port, may be stepped here: a
  * UDP connection in SINGLE only its originator's), CT_ORIGIN_IN (the connection was
  * opened by an "in" frame), CT_TCP (the segment must pass the window step).  A
- * compiled program's firewall check holds the port's *cell* (a one-item list: the
+ * stateful extended ACL's sessions (ExtAclSessions.native) are published the same way,
+ * key -> (session, idle timeout); a live one is refreshed (expires = now + idle).  A
+ * compiled program's FIREWALL or EXT_ACL check holds the port's *cell* (a one-item list: the
  * dict, or None while the policy layer has not resolved the port's firewall since the
  * last reload: PolicyChecks.native_cell).
  *
@@ -177,8 +179,23 @@ static int ct_read_peer(PyObject *p, struct ts_peer *out)
     return ok;
 }
 
+/* st[i] holds the record's object and timeout; 0 when an earlier check of the frame holds
+ * the same object */
+static int ct_hold(CtStep *st, int i, PyObject *rec)
+{
+    CtStep *s = &st[i];
+    s->conn = PyTuple_GET_ITEM(rec, 0);
+    Py_INCREF(s->conn);
+    s->timeout = PyTuple_GET_ITEM(rec, 1);
+    Py_INCREF(s->timeout);
+    for (int j = 0; j < i; j++)
+        if (st[j].conn == s->conn)
+            return 0;
+    return 1;
+}
+
 /*
- * Would every firewall check of the program pass this frame as an established
+ * Would every check of the program pass this frame as an established
  * connection Python would only refresh?  1 yes (st[0..nchecks) filled: release with
  * ct_release after ct_commit), 0 hand back (nothing held), -1 error.  Changes nothing
  * but the entry's cached key objects (ckey: one per direction, made from the first
@@ -211,47 +228,31 @@ static int ct_prepare(const FwCheck *checks, int nchecks, PyObject **ckey,
             goto back;
         }
         CtStep *s = &st[i];
-        if (c->kind == CT_KIND_EXT_ACL) {
-            /* ExtAclSessions.process with a live session: admitted, expires = now + idle */
-            if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 2)
-                goto back;
-            s->session = 1;
-            s->conn = PyTuple_GET_ITEM(rec, 0);
-            Py_INCREF(s->conn);
-            s->timeout = PyTuple_GET_ITEM(rec, 1);
-            Py_INCREF(s->timeout);
-            done = i + 1;
-            for (int j = 0; j < i; j++)
-                if (st[j].conn == s->conn)
-                    goto back;
-            int r = ct_expired(s->conn, now);
-            if (r < 0)
+        int ext = c->kind == CT_KIND_EXT_ACL;
+        if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != (ext ? 2 : 5))
+            goto back;
+        long mask = 0;
+        if (!ext) {
+            mask = PyLong_AsLong(PyTuple_GET_ITEM(rec, 2));
+            if (mask == -1 && PyErr_Occurred())
                 goto fail;
-            if (r)
-                goto back; /* Python removes it and judges the frame by the rules */
-            continue;
+            if (!(mask & (c->dir_in ? CT_IN : CT_OUT)))
+                goto back;
         }
-        if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 5)
-            goto back;
-        long mask = PyLong_AsLong(PyTuple_GET_ITEM(rec, 2));
-        if (mask == -1 && PyErr_Occurred())
-            goto fail;
-        if (!(mask & (c->dir_in ? CT_IN : CT_OUT)))
-            goto back;
-        s->conn = PyTuple_GET_ITEM(rec, 0);
-        Py_INCREF(s->conn);
-        s->timeout = PyTuple_GET_ITEM(rec, 1);
-        Py_INCREF(s->timeout);
         done = i + 1;
-        for (int j = 0; j < i; j++)
-            if (st[j].conn == s->conn)
-                goto back; /* one connection twice in a frame: Python steps it in order */
-        s->idx = (c->dir_in == ((mask & CT_ORIGIN_IN) != 0)) ? 0 : 1;
+        if (!ct_hold(st, i, rec))
+            goto back; /* one connection twice in a frame: Python steps it in order */
         int expired = ct_expired(s->conn, now);
         if (expired < 0)
             goto fail;
         if (expired)
-            goto back; /* Python removes it (and counts it expired) */
+            goto back; /* Python removes it (counted expired) and judges the frame afresh */
+        if (ext) {
+            /* ExtAclSessions.process with a live session: admitted, expires = now + idle */
+            s->session = 1;
+            continue;
+        }
+        s->idx = (c->dir_in == ((mask & CT_ORIGIN_IN) != 0)) ? 0 : 1;
         if (mask & CT_TCP) {
             s->tcp = 1;
             s->peer[0] = PyTuple_GET_ITEM(rec, s->idx == 0 ? 3 : 4); /* the sender */
