@@ -407,8 +407,11 @@ def driver(args: argparse.Namespace) -> int:
                                 received - t_commit, at - received))
             cpu = [workers.cpu[h][gen] for h in sims if gen in workers.cpu[h]]
             worst = max((at for _, at in got.values()), default=t0 - 1) - t0
+            st = store.status()
+            db = int(st.get("dbSize", 0))
             sys.stderr.write(f"round {r}: {len(got)} hosts, slowest {worst:.3f} s, "
-                             f"dvs apply {1000 * (t_commit - t0):.0f} ms\n")
+                             f"dvs apply {1000 * (t_commit - t0):.0f} ms, etcd revision "
+                             f"{st['header']['revision']}, db {db >> 10} KiB\n")
             per_round.append({"max": worst if got else -1, "missing": float(missing),
                               "apply_ms": 1000 * (t_commit - t0),
                               "sim_cpu_ms": 1000 * sum(cpu) / len(cpu) if cpu else -1})
@@ -445,7 +448,7 @@ def propagation(args: argparse.Namespace) -> list[str]:
                "--pause", str(args.pause)]
         load = loadavg()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(proc.stderr)
         if proc.returncode != 0:
             raise RuntimeError(f"driver failed ({proc.returncode})")
         result = json.loads(proc.stdout.strip().splitlines()[-1])

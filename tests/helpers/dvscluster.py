@@ -98,7 +98,7 @@ def cluster(text: str, hosts: dict[str, str] | None = None) -> Iterator[Cluster]
     for _ in range(10):
         udp = random.randint(20000, 60000)
         sw = dvs.switch.model_copy(update={"vxlan_port": udp})
-        d = assign_overlay_vlans(dvs.model_copy(update={"switch": sw}), None)
+        d = assign_overlay_vlans(dvs.model_copy(update={"switch": sw}), {})
         live = {h: LiveHost(h, addrs[h]) for h in names}
         built: dict[str, ClusterHost] = {}
         try:

@@ -35,7 +35,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 
 from vspan.config.base import Strict
 from vspan.packet.addr import mac_bytes
@@ -91,6 +98,24 @@ def _ipv4_known(value: Any, info: ValidationInfo) -> str:
     return text
 
 
+def _ipv4_list(value: Any, handler: ValidatorFunctionWrapHandler,
+               info: ValidationInfo) -> tuple[str, ...]:
+    """A list of addresses: taken as it is, in one set operation, when the validation
+    context's ``KNOWN_IPV4`` set holds every one of them (a dvs agent's flood and peer
+    lists of hundreds of hosts, checked on every change); otherwise item by item
+    (:func:`_ipv4_known`: errors name the item's index)."""
+    context = info.context
+    known = context.get(KNOWN_IPV4) if isinstance(context, dict) else None
+    if known and isinstance(value, (list, tuple)):
+        try:
+            if known.issuperset(value):
+                return tuple(value)
+        except TypeError:  # an unhashable item: the item check says what is wrong
+            pass
+    result: tuple[str, ...] = handler(value)
+    return result
+
+
 def _ipv4(value: Any) -> str:
     """Text of a unicast IPv4 address (IPv6 underlays are not supported yet).
 
@@ -131,6 +156,7 @@ def _mac(value: Any) -> str:
 OverlayVlan = Annotated[int, BeforeValidator(_overlay_vlan)]
 Vni = Annotated[int, BeforeValidator(_vni)]
 IPv4Text = Annotated[str, BeforeValidator(_ipv4_known)]
+IPv4List = Annotated[tuple[IPv4Text, ...], WrapValidator(_ipv4_list)]
 MacText = Annotated[str, BeforeValidator(_mac)]
 
 
@@ -148,8 +174,8 @@ class VxlanConfig(Strict):
     local_ip: IPv4Text
     udp_port: int = Field(default=VXLAN_PORT, ge=1, le=65535)
     vnis: Mapping[OverlayVlan, Vni]
-    flood: Mapping[OverlayVlan, tuple[IPv4Text, ...]] = Field(default_factory=dict)
-    peers: tuple[IPv4Text, ...] = ()
+    flood: Mapping[OverlayVlan, IPv4List] = Field(default_factory=dict)
+    peers: IPv4List = ()
     static: tuple[VxlanStatic, ...] = ()
     learning: bool = True
     # VLANs of ``vnis`` that carry mirror copies (RSPAN over the overlay): sent to their

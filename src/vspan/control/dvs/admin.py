@@ -7,7 +7,7 @@ import getpass
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,25 +57,24 @@ def _who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def assign_port_ids(dvs: DvsConfig, current: DvsConfig | None,
+def assign_port_ids(dvs: DvsConfig, stored: Mapping[str, int | str],
                     meta: Meta) -> tuple[DvsConfig, Meta, list[str]]:
     """Give every port a stable id; never reuse one.
 
     A port keeps the id it has in the store; a new port takes the next number; a
     port's id in the file must not belong to another stored port that stays, nor
-    to a removed one (retired ids). Removed ports' ids are retired.
+    to a removed one (retired ids). Removed ports' ids are retired. ``stored``: the
+    stored ports' ids (:meth:`ClusterState.port_ids`).
     """
     errors: list[str] = []
-    old = current.ports if current is not None else {}
     retired = set(meta.retired_port_ids)
     next_id = meta.next_port_id
-    in_use = {port_id_key(p.port_id): n for n, p in old.items()
-              if p.port_id is not None and n in dvs.ports}
+    in_use = {port_id_key(pid): n for n, pid in stored.items() if n in dvs.ports}
     ports: dict[str, Any] = {}
     for name, port in dvs.ports.items():
-        stored = old.get(name)
+        had = stored.get(name)
         if port.port_id is None:
-            pid: int | str | None = stored.port_id if stored is not None else None
+            pid: int | str | None = had
             if pid is None:
                 while str(next_id) in retired or str(next_id) in in_use:
                     next_id += 1
@@ -84,9 +83,8 @@ def assign_port_ids(dvs: DvsConfig, current: DvsConfig | None,
         else:
             pid = port.port_id
             key = port_id_key(pid)
-            if stored is not None and stored.port_id is not None and \
-                    port_id_key(stored.port_id) != key:
-                errors.append(f"ports.{name}.port_id: port {name!r} has id {stored.port_id!r}; "
+            if had is not None and port_id_key(had) != key:
+                errors.append(f"ports.{name}.port_id: port {name!r} has id {had!r}; "
                               "a port's id never changes (remove the port and add a new one)")
             elif key in retired:
                 errors.append(f"ports.{name}.port_id: id {pid!r} belonged to a removed port "
@@ -100,8 +98,7 @@ def assign_port_ids(dvs: DvsConfig, current: DvsConfig | None,
         ports[name].model_fields_set.add("port_id")
     if errors:
         raise DvsError("\n".join(errors))
-    gone = [port_id_key(p.port_id) for n, p in old.items()
-            if n not in dvs.ports and p.port_id is not None]
+    gone = [port_id_key(pid) for n, pid in stored.items() if n not in dvs.ports]
     new_meta = Meta(meta.generation, next_id, sorted(retired | set(gone)))
     return dvs.model_copy(update={"ports": ports}), new_meta, gone
 
@@ -113,21 +110,20 @@ def needs_overlay_vlan(session: Any) -> bool:
                                               or session.rspan is not None)
 
 
-def assign_overlay_vlans(dvs: DvsConfig, current: DvsConfig | None) -> DvsConfig:
+def assign_overlay_vlans(dvs: DvsConfig, stored: Mapping[str, int]) -> DvsConfig:
     """Give every session that needs one a mirror VLAN from ``switch.mirror_vlans``.
 
     A session keeps its stored VLAN (unless the file names one, or the range moved away
-    from it); a new one takes the lowest free VLAN of the range.
+    from it); a new one takes the lowest free VLAN of the range. ``stored``: the stored
+    sessions' VLANs (:meth:`ClusterState.overlay_vlans`).
     """
     reserved = dvs.switch.mirror_vlans
-    old = current.mirrors if current is not None else {}
     chosen: dict[str, int | None] = {}
     for name, sess in dvs.mirrors.items():
         if not needs_overlay_vlan(sess) or sess.overlay_vlan is not None:
             chosen[name] = sess.overlay_vlan
         else:
-            prev = old.get(name)
-            keep = prev.overlay_vlan if prev is not None else None
+            keep = stored.get(name)
             chosen[name] = keep if keep is not None and keep in reserved else None
     used = {v for v in chosen.values() if v is not None}
     free = (v for v in range(reserved.first, reserved.last + 1) if v not in used)
@@ -191,11 +187,12 @@ class DvsAdmin:
         st = base if base is not None else read_state(self.store, self.name)
         if not st.exists and not create:
             raise DvsError(f"no distributed switch named {self.name!r}")
-        current = st.config() if st.exists else None
-        dvs, meta, _retired = assign_port_ids(dvs, current, st.meta)
-        dvs = assign_overlay_vlans(dvs, current)
+        # the old state as stored: its ids, and its bytes to compare with (canonical JSON:
+        # equal items are equal bytes), without validating the stored switch again
+        dvs, meta, _retired = assign_port_ids(dvs, st.port_ids(), st.meta)
+        dvs = assign_overlay_vlans(dvs, st.overlay_vlans())
         new_keys = encode(dvs)
-        old_keys = encode(current) if current is not None else {}
+        old_keys = st.stored
         result = ApplyResult(port_ids={n: str(p.port_id) for n, p in dvs.ports.items()})
         ops: list[Put | Delete] = []
         if not st.exists:

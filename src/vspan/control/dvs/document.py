@@ -98,6 +98,8 @@ class ClusterState:
     raw: dict[str, Any]  # section -> data as stored (before validation)
     live: dict[str, LiveHost]
     schema_revision: int = 0  # mod revision of config/schema in this read (0: absent)
+    # configuration keys (relative: ``switch``, ``ports/web1``) -> their bytes as stored
+    stored: dict[str, bytes] = field(default_factory=dict)
 
     def config(self) -> DvsConfig:
         """The stored configuration, validated (StoredDataError when it does not)."""
@@ -106,6 +108,25 @@ class ClusterState:
             return parse_model(DvsConfig, data, f"store {DvsKeys(self.name).config}")
         except ConfigError as err:
             raise StoredDataError(str(err)) from None
+
+    def port_ids(self) -> dict[str, int | str]:
+        """Stored port -> its stable id, read from the stored items without validating
+        the switch (what ``dvs apply`` needs of the old state)."""
+        out: dict[str, int | str] = {}
+        for name, item in self.raw.get("ports", {}).items():
+            pid = item.get("port_id") if isinstance(item, dict) else None
+            if isinstance(pid, (int, str)) and not isinstance(pid, bool):
+                out[name] = pid
+        return out
+
+    def overlay_vlans(self) -> dict[str, int]:
+        """Stored mirror session -> its mirror VLAN (as :meth:`port_ids`)."""
+        out: dict[str, int] = {}
+        for name, item in self.raw.get("mirrors", {}).items():
+            vlan = item.get("overlay_vlan") if isinstance(item, dict) else None
+            if isinstance(vlan, int) and not isinstance(vlan, bool):
+                out[name] = vlan
+        return out
 
 
 def check_schema(version: int, name: str) -> None:
@@ -128,6 +149,7 @@ def decode(name: str, revision: int, items: Mapping[str, KeyValue]) -> ClusterSt
     check_schema(schema, name)
     meta_kv = items.get(keys.meta)
     raw: dict[str, Any] = {s: {} for s in SECTIONS}
+    stored: dict[str, bytes] = {}
     live: dict[str, LiveHost] = {}
     for key, kv in items.items():
         if key.startswith(keys.live_prefix):
@@ -140,12 +162,14 @@ def decode(name: str, revision: int, items: Mapping[str, KeyValue]) -> ClusterSt
         section, item = parsed
         if section in SINGLE and not item:
             raw[section] = loads(kv.value, key)
+            stored[section] = kv.value
         elif section in SECTIONS and item:
             raw[section][item] = loads(kv.value, key)
+            stored[f"{section}/{item}"] = kv.value
     return ClusterState(name, revision, schema_kv is not None, schema,
                         Meta.decode(meta_kv.value if meta_kv else None, keys.meta),
                         meta_kv.mod_revision if meta_kv else 0, raw, live,
-                        schema_kv.mod_revision if schema_kv else 0)
+                        schema_kv.mod_revision if schema_kv else 0, stored)
 
 
 def encode(dvs: DvsConfig) -> dict[str, bytes]:
