@@ -223,3 +223,42 @@ def test_apply_gives_each_session_a_stable_mirror_vlan() -> None:
                         "switch: {name: prod, mirror_vlans: {first: 4000, last: 4000}}")
     with pytest.raises(DvsError, match=r"no free VLAN left in switch\.mirror_vlans"):
         admin.apply(load(tiny))
+
+
+def test_apply_compares_with_the_stored_bytes_without_validating_the_stored_switch() -> None:
+    """`dvs apply` diffs the new items' canonical bytes against the bytes as stored and
+    takes ids from the stored items: the stored switch is not validated and re-encoded
+    (a whole-switch validation per apply was most of its CPU). Only what differs from the
+    stored bytes is written; a stored item something else broke is replaced, not fatal."""
+    from vspan.control.dvs.document import dumps
+    from vspan.control.dvs.keys import DvsKeys
+    from vspan.control.store.base import Put
+
+    store = MemoryStore()
+    admin = DvsAdmin(store, "prod")
+    ids = admin.apply(load(BASE)).port_ids
+    keys = DvsKeys("prod")
+    stored = admin.state().raw["ports"]["web2"]
+    # the same item in other bytes (keys unsorted, spaces): one rewrite, to the canonical
+    store.txn([], [Put(keys.item("ports", "web2"), json_unsorted(stored))])
+    # an item that no longer validates (a port of an unknown host)
+    store.txn([], [Put(keys.item("ports", "snf"),
+                       dumps({**admin.state().raw["ports"]["snf"], "host": "gone"}))])
+    rev = store.revision
+    res = admin.apply(load(BASE))
+    assert res.written and store.revision == rev + 1
+    assert sorted(c.split(" (")[0] for c in res.changes) == ["port snf changed",
+                                                             "port web2 changed"]
+    assert res.port_ids == ids  # the stored ids, read from the stored items
+    st = admin.state()
+    assert st.stored["ports/web2"] == dumps(stored)
+    assert st.config().ports["snf"].host == "esx2"
+    again = admin.apply(load(BASE))
+    assert not again.written and again.changes == []
+
+
+def json_unsorted(data: dict[str, object]) -> bytes:
+    """``data`` as JSON with its keys in reverse order and spaces (not canonical)."""
+    import json
+
+    return json.dumps(dict(reversed(list(data.items())))).encode()

@@ -173,3 +173,33 @@ def test_known_addresses_skip_a_second_check_but_bad_ones_are_still_refused() ->
     with pytest.raises(ValidationError, match="own local_ip"):  # cross-checks still run
         VxlanConfig.model_validate({**data, "peers": ["192.0.2.1"]},
                                    context={KNOWN_IPV4: known})
+
+
+def test_a_list_of_known_addresses_is_taken_whole_and_a_bad_item_still_named() -> None:
+    """Flood and peer lists whose every address the context already knows skip the
+    per-item check (one set operation); a list with anything else is checked item by item,
+    and the error names the item."""
+    from pydantic import ValidationError
+
+    from vspan.config.vxlan import KNOWN_IPV4, VxlanConfig
+
+    many = [f"192.0.2.{i}" for i in range(2, 200)]
+    known = {"192.0.2.1", *many}
+    data = {"local_ip": "192.0.2.1", "vnis": {10: 5010}, "flood": {10: many}, "peers": many}
+    cfg = VxlanConfig.model_validate(data, context={KNOWN_IPV4: known})
+    assert cfg.flood[10] == tuple(many) and cfg.peers == tuple(many)
+    with pytest.raises(ValidationError) as err:
+        VxlanConfig.model_validate({**data, "flood": {10: [*many, "192.0.2.300"]}},
+                                   context={KNOWN_IPV4: known})
+    assert err.value.errors()[0]["loc"] == ("flood", 10, len(many))
+    for bad in ({"a": 1}, ["x"], 5):  # unhashable items, other types: refused as before
+        with pytest.raises(ValidationError, match="peers"):
+            VxlanConfig.model_validate({**data, "peers": [*many[:3], bad]},
+                                       context={KNOWN_IPV4: known})
+    # the cross-checks still run on a known list
+    with pytest.raises(ValidationError, match="listed twice"):
+        VxlanConfig.model_validate({**data, "flood": {10: [*many, many[0]]}},
+                                   context={KNOWN_IPV4: known})
+    with pytest.raises(ValidationError, match="own local_ip"):
+        VxlanConfig.model_validate({**data, "peers": [*many, "192.0.2.1"]},
+                                   context={KNOWN_IPV4: known})
