@@ -155,7 +155,10 @@ class Metro:
         self.lab.spawn([etcd, "--name", "metro", "--data-dir", str(data),
                         "--listen-client-urls", self.etcd, "--advertise-client-urls",
                         self.etcd, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-                        peer, "--initial-cluster", f"metro={peer}", "--log-level", "warn",
+                        peer, "--initial-cluster", f"metro={peer}",
+                        # docs/dvs.md: history compacted, the database does not grow for ever
+                        "--auto-compaction-mode", "revision",
+                        "--auto-compaction-retention", "10000", "--log-level", "warn",
                         "--logger", "zap"], ns=self.ns["r1"], log=self.ctx.path("etcd.log"))
         deadline = time.monotonic() + 30
         while run(["curl", "-sf", "-m", "1", f"{self.etcd}/health"], ns=self.ns["r1"],
