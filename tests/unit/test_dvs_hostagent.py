@@ -305,11 +305,12 @@ def test_the_overlay_port_is_never_judged_by_the_distributed_firewall() -> None:
     assert fw is not None and "overlay" in fw.exclude
 
 
-def _agent_with_interval(store: MemoryStore, host: str, interval: float) -> HostAgent:
+def _agent_with_interval(store: MemoryStore, host: str, interval: float,
+                         settle: float = 0.25) -> HostAgent:
     agent = Agent(Config(switch=SwitchConfig(name="lab")), memory_factory)
     agent.start()
     ha = HostAgent(store, "lab", host, f"192.0.2.{host[-1]}", agent,
-                   status_interval=interval)
+                   status_interval=interval, status_settle=settle)
     ha.start()
     return ha
 
@@ -360,6 +361,37 @@ def test_status_writes_stay_within_the_rate_bound_under_many_changes() -> None:
                  .get("generation") == 13)
         elapsed_all = time.monotonic() - t0
         assert ha.status_writes <= elapsed_all / 0.3 + 2, (ha.status_writes, elapsed)
+    finally:
+        ha.stop()
+        ha.agent.stop()
+
+
+def test_a_burst_of_generations_is_reported_once_after_it_settled() -> None:
+    """Generations applied in quick succession (within the settle time of each other)
+    give one status write, with the last generation; nothing is reported before the
+    burst is over."""
+    store = MemoryStore()
+    admin = DvsAdmin(store, "lab")
+    admin.apply(load(DVS))
+    ha = _agent_with_interval(store, "h1", 1.5, settle=1.5)
+    try:
+        assert ha.wait_synced()
+        wait_for(lambda: ha.status_writes == 1)
+        assert admin.statuses()["h1"]["applied"]["generation"] == 1
+        time.sleep(1.5)  # the rate bound's interval is over
+        for gen, vid in ((2, 20), (3, 21), (4, 22)):
+            def flip(d: dict[str, Any], v: int = vid) -> None:
+                d["port_groups"]["web"].update(vlan={"mode": "access", "id": v})
+            admin.edit(flip)
+
+            def applied(g: int = gen) -> bool:
+                return ha.applied_generation == g
+            wait_for(applied)
+        assert ha.status_writes == 1  # the burst is not over yet (settle: 1.5 s)
+        wait_for(lambda: ha.status_writes == 2)
+        assert admin.statuses()["h1"]["applied"]["generation"] == 4
+        time.sleep(0.3)
+        assert ha.status_writes == 2
     finally:
         ha.stop()
         ha.agent.stop()

@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
                    help="lease TTL in seconds: a host whose agent stops shows down after it")
     p.add_argument("--status-interval", type=float, default=1.0,
                    help="at most one status write per this many seconds (default 1)")
+    p.add_argument("--status-settle", type=float, default=0.25,
+                   help="report a newly applied configuration once no newer one came for "
+                        "this many seconds (default 0.25; a burst of changes is one report)")
     p.add_argument("--state-dir", default=os.environ.get("VSPAN_AGENT_STATE_DIR",
                                                          "/var/lib/vspan/agent"),
                    help="where the agent keeps its copy of the last configuration it applied "
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     host = HostAgent(store, args.dvs, args.host, args.underlay, agent, control_socket=sock,
                      ttl=args.ttl, status_interval=args.status_interval, store_url=args.etcd,
+                     status_settle=args.status_settle,
                      probe_port=_probe_port, state_dir=args.state_dir or None,
                      move_interfaces=args.move_interfaces)
     host.start()

@@ -15,9 +15,10 @@ Three threads besides the datapath:
 * **status** writes this host's port states and counters to ``status/HOST``,
   at most once per interval and only when something changed, and re-checks
   ports whose interface was missing. A reconcile that applied a new generation
-  wakes it: the applied generation is written at once when the last write is
-  an interval old (else at the end of that interval), so the store learns of
-  an applied change without waiting for the next timer tick.
+  wakes it: the applied generation is written once no newer one came for
+  ``status_settle`` (0.25 s; a burst of changes is one report) and the last
+  write is an interval old (else at the end of that interval), so the store
+  learns of an applied change without waiting for the next timer tick.
 
 Timing: each status's ``applied`` says when the engine applied the generation
 (``at``) and when the watch event that carried it arrived (``received``), both
@@ -78,6 +79,7 @@ class HostAgent:
     def __init__(self, store: Store, dvs: str, host: str, underlay: str, agent: Agent,
                  control_socket: str | None = None, ttl: int = 10,
                  status_interval: float = 1.0, store_url: str = "",
+                 status_settle: float = 0.25,
                  iface_exists: Callable[[str], bool] = interface_exists,
                  probe_port: Callable[[str, PortConfig], str | None] | None = None,
                  state_dir: str | None = None, move_interfaces: bool = True) -> None:
@@ -90,6 +92,8 @@ class HostAgent:
         self.control_socket = control_socket
         self.ttl = ttl
         self.status_interval = status_interval
+        # a new generation is reported once the configuration has been quiet this long
+        self.status_settle = min(max(status_settle, 0.0), status_interval)
         self.store_url = store_url
         self.iface_exists = iface_exists
         self.probe_port = probe_port
@@ -564,12 +568,24 @@ class HostAgent:
         self.status_writes += 1
         return True
 
+    def _settle(self) -> None:
+        """After a new generation: wait until none came for ``status_settle`` seconds (at
+        most one interval), so a burst of changes is reported once, and the reports of
+        every host do not reach etcd in the same instant as the change's own events."""
+        end = time.monotonic() + self.status_interval
+        while self.status_settle > 0 and not self._stop.is_set():
+            self._status_wake.clear()
+            left = end - time.monotonic()
+            if left <= 0 or not self._status_wake.wait(min(self.status_settle, left)):
+                return
+
     def _status_loop(self) -> None:
         """Write the status every interval, and soon after a reconcile applied a new
-        generation -- never more often than once per interval."""
+        generation (once it settled) -- never more often than once per interval."""
         last = time.monotonic() - self.status_interval  # of the last write
         while not self._stop.is_set():
-            self._status_wake.wait(self.status_interval)
+            if self._status_wake.wait(self.status_interval):
+                self._settle()
             early = self.status_interval - (time.monotonic() - last)
             if early > 0 and self._stop.wait(early):  # the rate bound
                 break
