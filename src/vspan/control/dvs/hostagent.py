@@ -103,6 +103,7 @@ class HostAgent:
         self.cache_file = HostCache.for_host(state_dir, dvs, host)
         self.running_cached: SavedConfig | None = None  # started from the cache file
         self._need_full_read = False
+        self._cache_due = False  # the applied configuration is not in the cache file yet
         self.applied_generation = 0
         self.applied_revision = 0
         self.applied_at = 0.0  # wall clock: when the engine had applied it
@@ -156,6 +157,7 @@ class HostAgent:
             watch.close()
         for t in self._threads:
             t.join(timeout=5)
+        self.save_cache()
         if deregister and self.lease:
             try:
                 self.store.revoke(self.lease)
@@ -326,10 +328,23 @@ class HostAgent:
         if new_generation:
             self._status_wake.set()  # say so now, not at the next status tick
         if plan is not None and "" not in failed:
-            self.cache_file.save(self.agent.config, self.applied_generation,
-                                 self.applied_revision, plan.notes, plan.port_ids)
+            self._cache_due = True  # written by the status thread (:meth:`save_cache`)
         log.debug("reconciled (%s) at revision %d, generation %d", reason, index.revision,
                   self.applied_generation)
+
+    def save_cache(self) -> bool:
+        """Write the applied configuration to the cache file if it is not there yet (the
+        status thread does, off the reconcile's path: serialising the whole switch and an
+        fsync are no part of applying a change). True if written."""
+        with self._lock:
+            plan = self.plan
+            if not self._cache_due or plan is None:
+                return False
+            self._cache_due = False
+            config, generation, revision = (self.agent.config, self.applied_generation,
+                                            self.applied_revision)
+            notes, port_ids = list(plan.notes), dict(plan.port_ids)
+        return self.cache_file.save(config, generation, revision, notes, port_ids)
 
     def start_from_cache(self) -> bool:
         """Etcd is unreachable at start-up: run the last configuration this host applied
@@ -592,6 +607,7 @@ class HostAgent:
             if self._stop.is_set():
                 break
             self._status_wake.clear()
+            self.save_cache()
             try:
                 self.recheck_ports()
                 if self.write_status():
