@@ -422,6 +422,7 @@ def driver(args: argparse.Namespace) -> int:
                              f"{st['header']['revision']}, db {db >> 10} KiB\n")
             per_round.append({"max": worst if got else -1, "missing": float(missing),
                               "apply_ms": 1000 * (t_commit - t0),
+                              "revision": float(st["header"]["revision"]), "db": float(db),
                               "sim_cpu_ms": 1000 * sum(cpu) / len(cpu) if cpu else -1})
             gc.enable()
             time.sleep(args.pause)
@@ -474,6 +475,10 @@ def propagation(args: argparse.Namespace) -> list[str]:
         return (f"| {label} | {pct(values, .5):{fmt}} | {pct(values, .99):{fmt}} | "
                 f"{max(values):{fmt}} |")
 
+    def half(values: list[float], which: int) -> str:
+        part = values[:len(values) // 2] if which == 0 else values[len(values) // 2:]
+        return f"{pct(part, .5):.0f}" if part else "-"
+
     def col(kind: str | None, i: int) -> list[float]:
         return [1000 * s[i] for s in samples if kind is None or s[0] == kind]
 
@@ -511,6 +516,11 @@ def propagation(args: argparse.Namespace) -> list[str]:
         "",
         f"hosts that did not apply in time: {sum(int(r['missing']) for r in rounds)}; "
         f"load average before: {load}",
+        "",
+        f"Over the run (a slowdown with its length would show here): per round p50, first "
+        f"half of the rounds {half(worst, 0)} ms, second half {half(worst, 1)} ms; etcd "
+        f"at the end: revision {rounds[-1]['revision']:.0f}, database "
+        f"{rounds[-1]['db'] / 1e6:.1f} MB." if rounds else "",
     ]
 
 
