@@ -38,7 +38,7 @@ setup(
         Extension("vspan.datapath._native", ["src/vspan/datapath/_native.c"],
                   depends=["src/vspan/ports/_segment.h", "src/vspan/datapath/_tcpstep.h",
                            "src/vspan/datapath/_erspan_tx.h",
-                           "src/vspan/datapath/_conntrack.h"],
+                           "src/vspan/datapath/_conntrack.h", "src/vspan/datapath/_wake.h"],
                   extra_compile_args=FLAGS,
                   optional=True),
         Extension("vspan.ports._ring", ["src/vspan/ports/_ring.c"],

@@ -1932,6 +1932,8 @@ static PyTypeObject TableType = {
     .tp_as_sequence = &Table_as_sequence,
 };
 
+#include "_wake.h" /* Waker: the engine's wake path (wait, drain, replay, send) */
+
 static PyMethodDef mod_methods[] = {
     {"key", mod_key, METH_VARARGS, "key(data, in_port) -> the native flow key or None"},
     {"finalize", mod_finalize, METH_VARARGS,
@@ -1956,7 +1958,8 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&TableType) < 0 || ct_init() < 0)
+    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&TableType) < 0 ||
+        PyType_Ready(&WakerType) < 0 || ct_init() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
@@ -1964,7 +1967,8 @@ PyMODINIT_FUNC PyInit__native(void)
     Py_INCREF(&ProgramType);
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Program", (PyObject *)&ProgramType) < 0 ||
-        PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0 ||
+        PyModule_AddObjectRef(m, "Waker", (PyObject *)&WakerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

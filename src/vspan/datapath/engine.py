@@ -44,6 +44,9 @@ from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState, Touched
 from vspan.datapath.trace import Tracer
 from vspan.datapath.upcall import Upcall
+from vspan.datapath.wake import Round, WakePath
+from vspan.datapath.wake import wanted as wake_wanted
+from vspan.ports import ringio
 from vspan.ports.base import Frame, Port, PortError
 from vspan.ports.team import TeamPort
 
@@ -76,12 +79,17 @@ class Engine:
         self.upcall = Upcall(pipeline, self.cache, config.switch.upcall_budget)
         self.fastpath = FastPath(state, self.cache, policy, self.upcall, self.mirror_out,
                                  self._tx, self.backends, clock)
+        self._fd_port: dict[int, int] = {}
+        self._epoll = select.epoll()
+        self.wake: WakePath | None = None  # the native wake path (wait, drain, replay, send)
+        self._rounds: list[Round] = []  # further polls of the last wake-path call
         if native.wanted(config.switch.fastpath):
             table = native.NativeTable(state, getattr(policy.checker, "native_cell", None))
             self.cache.native = table
             self.fastpath.native = table
-        self._fd_port: dict[int, int] = {}
-        self._epoll = select.epoll()
+            if ringio.enabled() and wake_wanted():
+                self.wake = WakePath(table, self._epoll, state, self.fastpath, self.backends,
+                                     self._tx, clock)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
@@ -128,11 +136,15 @@ class Engine:
         fd = backend.fileno()
         self._fd_port[fd] = idx
         self._epoll.register(fd, select.EPOLLIN)
+        if self.wake is not None:
+            self.wake.changed()
 
     def _close_backend(self, idx: int) -> None:
         backend = self.backends.pop(idx, None)
         if backend is None:
             return
+        if self.wake is not None:
+            self.wake.changed()
         try:
             fd = backend.fileno()
             self._fd_port.pop(fd, None)
@@ -217,44 +229,75 @@ class Engine:
             timeout = poller.timeout(HOUSEKEEPING_SECONDS)
             started = poller.clock()
             poller.done(timeout, self.poll_once(timeout), started)
+            if self._rounds:  # the wake path's further polls, counted as this loop's
+                poller.rounds(HOUSEKEEPING_SECONDS, self._rounds)
+                self._rounds.clear()
 
     def poll_once(self, timeout: float = 0.0) -> int:
-        """Wait up to ``timeout`` s for frames, process what is ready; return frames handled."""
-        handled = 0
-        try:
-            events = self._epoll.poll(timeout)
-        except InterruptedError:
-            events = []
-        for fd, ev in events:
-            if fd == self._wake_r:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                self._run_calls()
-                continue
-            idx = self._fd_port.get(fd)
-            if idx is None:
-                continue
-            backend = self.backends.get(idx)
-            if backend is None:
-                continue
-            if ev & (select.EPOLLERR | select.EPOLLHUP) and not ev & select.EPOLLIN:
-                self._port_gone(idx, fd)
-                continue
+        """Wait up to ``timeout`` s for frames, process what is ready; return frames handled
+        (by the first poll: the native wake path's further polls, made in the same call
+        while frames came, are left in ``_rounds`` for the poll counters)."""
+        wake = self.wake
+        if wake is not None and wake.usable():
+            handled = self._wake_once(wake, timeout)
+        else:
+            handled = 0
             try:
-                frames = backend.recv_batch(self.batch_size)
-            except OSError as err:
-                log.warning("port %s: receive failed: %s", self.state.port_names.get(idx), err)
-                continue
-            if frames:
-                handled += len(frames)
-                self.fastpath.process(idx, frames)
+                events = self._epoll.poll(timeout)
+            except InterruptedError:
+                events = []
+            for fd, ev in events:
+                handled += self._event(fd, ev)
         now = self.clock()
         if now - self._last_housekeeping >= HOUSEKEEPING_SECONDS:
             self._last_housekeeping = now
             self.housekeeping(now)
         return handled
+
+    def _wake_once(self, wake: WakePath, timeout: float) -> int:
+        """:meth:`poll_once`'s wait by the native wake path; what it hands back is handled
+        here as the Python loop would have, in order."""
+        rounds, rest, partial = wake.wait(timeout, self.batch_size, self.poller.mode != "off")
+        last = 0
+        if partial is not None:
+            in_port, frames, i, j, now, nbytes, errors, losing = partial
+            wake.received(in_port, len(frames), nbytes, errors, bool(losing))
+            self.fastpath.process(in_port, frames, now, (i, j))
+            last += len(frames)
+        for fd, ev in rest:
+            last += self._event(fd, ev)
+        if last:
+            handled, seconds = rounds[-1]
+            rounds[-1] = (handled + last, seconds)
+        self._rounds.extend(rounds[1:])
+        return rounds[0][0] if rounds else 0
+
+    def _event(self, fd: int, ev: int) -> int:
+        """Handle one epoll event of the Python loop; return the frames it brought."""
+        if fd == self._wake_r:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            self._run_calls()
+            return 0
+        idx = self._fd_port.get(fd)
+        if idx is None:
+            return 0
+        backend = self.backends.get(idx)
+        if backend is None:
+            return 0
+        if ev & (select.EPOLLERR | select.EPOLLHUP) and not ev & select.EPOLLIN:
+            self._port_gone(idx, fd)
+            return 0
+        try:
+            frames = backend.recv_batch(self.batch_size)
+        except OSError as err:
+            log.warning("port %s: receive failed: %s", self.state.port_names.get(idx), err)
+            return 0
+        if frames:
+            self.fastpath.process(idx, frames)
+        return len(frames)
 
     def process(self, in_port: int, frames: list[Frame]) -> None:
         """Handle one batch of frames received on port index ``in_port``."""
@@ -269,6 +312,8 @@ class Engine:
             self._epoll.unregister(fd)
         except (OSError, ValueError):
             pass
+        if self.wake is not None:
+            self.wake.changed()
         self._set_link(idx, False)
 
     def _set_link(self, idx: int, up: bool) -> None:

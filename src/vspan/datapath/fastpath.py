@@ -76,19 +76,30 @@ class FastPath:
         self.mirror = mirror_out.emit  # type: ignore[method-assign,assignment]
 
     # ------------------------------------------------------------------ batches
-    def process(self, in_port: int, frames: list[Frame]) -> None:
-        """Handle one batch of frames received on port index ``in_port``."""
-        state = self.state
-        rt = state.ports.get(in_port)
+    def received(self, in_port: int, n: int, now: float) -> SwitchPortCounters | None:
+        """Count a batch of ``n`` frames received on ``in_port`` (its counters, or ``None``
+        when the port is gone)."""
+        rt = self.state.ports.get(in_port)
         if rt is None:
-            return
-        now = self.clock()
+            return None
         counters = rt.counters
-        counters.rx_frames += len(frames)
+        counters.rx_frames += n
         counters.last_rx = now
         if not counters.first_seen:
             counters.first_seen = now
         self.batches += 1
+        return counters
+
+    def process(self, in_port: int, frames: list[Frame], now: float | None = None,
+                first: tuple[int, int] | None = None) -> None:
+        """Handle one batch of frames received on port index ``in_port``. The wake path
+        (:mod:`vspan.datapath.wake`) passes the time it took and ``first``, the batch's
+        first native run it already made."""
+        if now is None:
+            now = self.clock()
+        counters = self.received(in_port, len(frames), now)
+        if counters is None:
+            return
         if self.stamp_ports:
             for f in frames:
                 f.port = in_port
@@ -97,7 +108,7 @@ class FastPath:
             # the native replay takes every frame it can; the others come back here, in order
             # (while captures or observers watch, every frame takes the Python replay)
             nat.process(in_port, frames, self.tx, now,
-                        lambda run: self._replay(in_port, run, now, counters))
+                        lambda run: self._replay(in_port, run, now, counters), first)
             nat.fold(self.cache, in_port)
         else:
             self._replay(in_port, frames, now, counters)
@@ -272,23 +283,29 @@ class FastPath:
         now = self.clock()
         for idx, frames in tx.items():
             backend = self.backends.get(idx)
-            rt = self.state.ports.get(idx)
-            if backend is None or rt is None:
+            if backend is None or idx not in self.state.ports:
                 continue
-            rt.counters.last_tx = now
-            if not rt.counters.first_seen:
-                rt.counters.first_seen = now
             if caps:
                 for cap in caps:
                     for fr in frames:
                         cap.tx(idx, fr.data, fr.pid)
-            sent = backend.send_batch(frames)
-            rt.counters.tx_frames += sent
-            rt.counters.tx_bytes += sum(map(len, map(_DATA, frames if sent == len(frames)
-                                                       else frames[:sent])))
-            if sent < len(frames):
-                self.state.drops.add(idx, DropReason.TX_ERROR.value, "", len(frames) - sent)
+            self.sent(idx, frames, backend.send_batch(frames), now)
         tx.clear()
+
+    def sent(self, idx: int, frames: list[Frame], sent: int, now: float) -> None:
+        """Count a transmit queue of port ``idx`` of which ``sent`` frames went out (the
+        rest are drops for ``tx-error``)."""
+        rt = self.state.ports.get(idx)
+        if rt is None:
+            return
+        rt.counters.last_tx = now
+        if not rt.counters.first_seen:
+            rt.counters.first_seen = now
+        rt.counters.tx_frames += sent
+        rt.counters.tx_bytes += sum(map(len, map(_DATA, frames if sent == len(frames)
+                                                   else frames[:sent])))
+        if sent < len(frames):
+            self.state.drops.add(idx, DropReason.TX_ERROR.value, "", len(frames) - sent)
 
     # ------------------------------------------------------ effects (commit)
     def check(self, check: Check, data: bytes, key: FlowKey, now: float,

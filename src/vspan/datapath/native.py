@@ -61,6 +61,10 @@ except ImportError:  # not built (no compiler or headers at install): the Python
 ENV = "VSPAN_FASTPATH"
 MAX_LENGTHS = 16  # length ranges per mirror the C side takes
 KIND_LOCAL, KIND_RSPAN, KIND_REMOTE, KIND_ERSPAN = 0, 1, 2, 3
+#: what ``Table.take`` returns: hits, port rows, session rows, drop rows, rx drop rows
+Taken = tuple[int, list[tuple[int, int, int, int, int, int]],
+              list[tuple[int, int, int, int, int, int]], list[tuple[int, int]],
+              list[tuple[int, int]]]
 
 
 def available() -> bool:
@@ -286,17 +290,23 @@ class NativeTable:
                         m.dropped += 1
 
     def process(self, in_port: int, frames: list[Frame], tx: dict[int, list[Frame]],
-                now: float, python: Callable[[list[Frame]], None]) -> None:
+                now: float, python: Callable[[list[Frame]], None],
+                first: tuple[int, int] | None = None) -> None:
         """Replay ``frames`` (received on ``in_port``): natively while the table answers,
-        each run of other frames through ``python`` (the Python replay), in order."""
+        each run of other frames through ``python`` (the Python replay), in order.
+        ``first``: the result of the batch's first ``Table.run``, already made (by the
+        wake path, :mod:`vspan.datapath.wake`, with the sessions pushed)."""
         table = self.table
         mirrored = bool(self.state.mirrors)
         n = len(frames)
         i = 0
-        if mirrored:
+        if mirrored and first is None:
             self._push_sessions()
         while True:
-            i, j = table.run(frames, i, in_port, tx, now)
+            if first is not None:
+                (i, j), first = first, None
+            else:
+                i, j = table.run(frames, i, in_port, tx, now)
             if i >= n:
                 break
             if mirrored:
@@ -311,10 +321,21 @@ class NativeTable:
         if mirrored:
             self._pull_seen()
 
-    def fold(self, cache: FlowCache, in_port: int) -> None:
+    def push_sessions(self) -> None:
+        """Hand the mirror sessions' state to the C side (before a run)."""
+        if self.state.mirrors:
+            self._push_sessions()
+
+    def pull_seen(self) -> None:
+        """Take the sessions' sampling counters and ERSPAN sender state back (after runs)."""
+        if self.state.mirrors:
+            self._pull_seen()
+
+    def fold(self, cache: FlowCache, in_port: int, taken: Taken | None = None) -> None:
         """Add the native counters' deltas to the Python counters (end of every batch of
-        frames received on ``in_port``), the fates of the frames it replayed included."""
-        hits, ports, sessions, drops, rx_drops = self.table.take()
+        frames received on ``in_port``), the fates of the frames it replayed included;
+        ``taken``: the deltas ``Table.take`` already returned (the wake path's report)."""
+        hits, ports, sessions, drops, rx_drops = self.table.take() if taken is None else taken
         cache.hits += hits
         self.replayed += hits
         st = self.state

@@ -71,6 +71,17 @@ class Poller:
         """Account one wait: the ``timeout`` it had, the frames it ``handled``, and when
         it ``started`` (this poller's clock); open the adaptive window after frames."""
         now = self._now()
+        self._count(timeout, handled, now - started, now)
+
+    def rounds(self, block: float, rounds: list[tuple[int, float]]) -> None:
+        """Account the further polls the native wake path made in the same call after the
+        one :meth:`done` counted (``(frames handled, seconds)`` each, in order): each is
+        the poll this loop would have made next, counted with the timeout it would have
+        had (``block``: the loop's longest wait)."""
+        for handled, seconds in rounds:
+            self._count(self.timeout(block), handled, seconds, self._now())
+
+    def _count(self, timeout: float, handled: int, seconds: float, now: float) -> None:
         if timeout > 0.0:
             self.waits += 1
         else:
@@ -79,7 +90,7 @@ class Poller:
                 self.busy_frames += handled
             else:
                 self.empty_polls += 1
-                self.empty_seconds += now - started
+                self.empty_seconds += seconds
         if handled and self.mode == "adaptive":
             self._deadline = now + self._busy_s
 

@@ -468,7 +468,7 @@ class AfPacketPort(Port):
         self.counters.rx_dropped += drops
         return int(drops)
 
-    def send_batch(self, frames: Sequence[Frame]) -> int:
+    def send_batch(self, frames: Sequence[Frame], python_first: bool = False) -> int:
         """Send each frame with its vnet header (zeros when plain); count failures.
 
         GSO frames the interface cannot segment are segmented in software (by
@@ -483,7 +483,14 @@ class AfPacketPort(Port):
         bypass = self._bypass_now
         return send_frames(frames, sock.send, sock.sendmsg, self.counters, self._tx_error,
                            self.gso, kernel_gso=not bypass, retry_in_software=bypass,
-                           fd=sock.fileno() if self._native_tx else None)
+                           fd=sock.fileno() if self._native_tx else None,
+                           python_first=python_first)
+
+    def send_rest(self, frames: Sequence[Frame]) -> int:
+        """:meth:`send_batch` for the frames the C send loop (``_ring.send``, called by the
+        engine's native wake path with this port's ``_sock``, ``_index``, ``_native_tx``,
+        ``_bypass_now`` and ``gso``) stopped at: ``frames[0]`` takes the Python loop first."""
+        return self.send_batch(frames, python_first=True)
 
     def _tx_error(self, exc: OSError) -> None:
         # ENOBUFS/EAGAIN (queue full), EMSGSIZE (too big, not GSO),

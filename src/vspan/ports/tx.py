@@ -112,7 +112,7 @@ OnError = Callable[[OSError], None]
 def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters: PortCounters,
                 on_error: OnError, gso: GsoSupport = ALL_GSO, *,
                 kernel_gso: bool = False, retry_in_software: bool = False,
-                fd: int | None = None) -> int:
+                fd: int | None = None, python_first: bool = False) -> int:
     """Write each frame behind its vnet header (zeros when plain); return how many went.
 
     ``write`` takes header+frame as one buffer, ``gather`` the two apart (no copy of
@@ -129,7 +129,9 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     frames that go out as they are leave by ``sendmmsg`` (``vspan.ports._ring``) and
     GSO frames to cut are segmented and checksummed there too; a frame that cannot
     be cut, a malformed one or one whose send failed is handled by the loop here (a
-    failed one is tried once more, then counted).
+    failed one is tried once more, then counted). ``python_first``: the C loop already
+    stopped at ``frames[0]`` (the engine's wake path sent what came before it): that
+    frame is handled here first, as it would have been in one call.
     """
     sent = 0
     wire = 0
@@ -142,8 +144,11 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     flist = frames if isinstance(frames, list) else list(frames)
     n = len(flist)
     i = 0
+    skip = python_first
     while i < n:
-        if native is not None and fd is not None:
+        if skip:
+            skip = False
+        elif native is not None and fd is not None:
             i, ok, wrote, wrote_bytes, segmented, pieces, failed, _err = native.send(
                 fd, flist, i, table, max_size, kernel_gso)
             sent += ok
