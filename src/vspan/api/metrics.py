@@ -115,6 +115,11 @@ def poll_metrics(poll: dict[str, Any]) -> Iterator[Metric]:
         fam = CounterMetricFamily(f"vspan_poll_{key}", what)
         fam.add_metric([], poll[key])
         yield fam
+    if "gil_waits" in poll:
+        gil = CounterMetricFamily("vspan_poll_gil_waits",
+                                  "wake-ups after which the engine waited over 20 µs for the GIL")
+        gil.add_metric([], poll["gil_waits"])
+        yield gil
 
 
 def team_metrics(ports: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -173,7 +173,9 @@ def poll_text(poll: dict[str, Any]) -> str:
                               if mode == "adaptive" else "")
     return (f"{head}: {poll['waits']} blocking waits, {poll['busy_polls']} busy polls "
             f"({poll['busy_frames']} frames found, {poll['empty_polls']} empty, "
-            f"{poll['empty_seconds']:.3f} s)")
+            f"{poll['empty_seconds']:.3f} s)"
+            + (f"; wake path {poll['wake']}, {poll['gil_waits']} GIL waits after a wake-up"
+               if "wake" in poll else ""))
 
 
 def _render_accounting(data: dict[str, Any]) -> None:

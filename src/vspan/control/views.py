@@ -146,7 +146,7 @@ def counters_view(engine: Engine) -> dict[str, Any]:
         "fdb": {"entries": len(st.fdb), "learned": st.fdb.learned, "moves": st.fdb.moves},
         "batches": engine.batches,
         "upcalls": engine.upcall.upcalls,
-        "poll": engine.poller.stats(),
+        "poll": engine.poll_stats(),
         "upcall_budget": {"rate": engine.upcall.budget.rate,
                           "dropped": engine.upcall.budget_drops},
     }

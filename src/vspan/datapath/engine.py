@@ -201,6 +201,18 @@ class Engine:
         except BlockingIOError:
             pass
 
+    def poll_stats(self) -> dict[str, Any]:
+        """The poll counters (:meth:`Poller.stats`), which loop waits (``wake``: ``native``
+        when the native wake path is on, else ``python``) and how often a wake-up then
+        waited for the GIL (more than 20 µs: another thread held it)."""
+        stats = self.poller.stats()
+        wake = self.wake
+        stats["wake"] = "native" if wake is not None else "python"
+        stats.update(wake.gil() if wake is not None else
+                     {"wake_frames": 0, "gil_waits": 0, "gil_wait_seconds": 0.0,
+                      "gil_wait_max_seconds": 0.0})
+        return stats
+
     # ------------------------------------------------------------ control calls
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run ``fn`` on the engine thread (or right here when not running)."""

@@ -68,6 +68,8 @@ class WakePath:
                                    ringio._mod.send, Frame, clock)
         self._ports: dict[int, tuple[int, AfPacketPort]] | None = None
         self._senders: dict[int, AfPacketPort] = {}
+        #: frames received in batches the C side answered and sent whole
+        self.frames = 0
 
     def changed(self) -> None:
         """The backends changed (opened, closed, a device gone): look them up again."""
@@ -130,6 +132,7 @@ class WakePath:
         self.received(in_port, n, nbytes, errors, bool(losing))
         if not n:
             return
+        self.frames += n
         fp = self.fastpath
         fp.received(in_port, n, now)
         self.table.fold(fp.cache, in_port, taken)
@@ -161,8 +164,9 @@ class WakePath:
             fp.flush()
 
     def gil(self) -> dict[str, float]:
-        """Wake-ups after which the engine waited more than 20 µs for the GIL (another
-        thread held it): how many, total and longest seconds."""
+        """Frames this path answered and sent whole, and the wake-ups after which the
+        engine waited more than 20 µs for the GIL (another thread held it): how many,
+        total and longest seconds."""
         waits, total, longest = self.waker.gil()
-        return {"gil_waits": waits, "gil_wait_seconds": total / 1e9,
-                "gil_wait_max_seconds": longest / 1e9}
+        return {"wake_frames": self.frames, "gil_waits": waits,
+                "gil_wait_seconds": total / 1e9, "gil_wait_max_seconds": longest / 1e9}
