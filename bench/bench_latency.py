@@ -66,12 +66,16 @@ UDPRR = str(REPO / "bench" / "udprr.py")
 class PollVspan(Vspan):
     """vspan with one ``switch.poll`` setting."""
 
-    def __init__(self, mode: str, busy_us: int | None = None) -> None:
-        key = f"vspan-{mode}" + (f"-{busy_us}" if busy_us is not None else "")
-        name = f"vspan poll={mode}" + (f" ({busy_us} µs)" if busy_us is not None else "")
+    def __init__(self, mode: str, busy_us: int | None = None, python_wake: bool = False) -> None:
+        key = (f"vspan-{mode}" + (f"-{busy_us}" if busy_us is not None else "")
+               + ("-pyloop" if python_wake else ""))
+        name = (f"vspan poll={mode}" + (f" ({busy_us} µs)" if busy_us is not None else "")
+                + (", Python loop" if python_wake else ""))
         super().__init__(key, name)
         self.mode = mode
         self.busy_us = busy_us
+        if python_wake:  # the engine's Python wait loop instead of the native wake path
+            self.env = {"VSPAN_WAKE": "python"}
 
     def config(self, lab: SwitchLab) -> str:
         poll = f"    mode: {self.mode}\n"
@@ -108,6 +112,7 @@ class Samples:
     cpu_rr: list[float] = field(default_factory=list)
     rr_busy_frames: list[int] = field(default_factory=list)
     rr_waits: list[int] = field(default_factory=list)
+    gil_waits: list[int] = field(default_factory=list)  # during the ping (wake path)
     errors: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
 
@@ -128,12 +133,15 @@ class Plan:
 log = progress("bench_latency")
 
 
-def setups(busy_us: list[int]) -> list[Peer]:
-    """The Linux bridge, then vspan per poll mode (one adaptive setup per window)."""
-    out: list[Peer] = [LinuxBridge("bridge", "Linux bridge", mirred=False),
-                       PollVspan("off")]
-    out += [PollVspan("adaptive", b) for b in busy_us]
-    out.append(PollVspan("always"))
+def setups(busy_us: list[int], python_wake: bool = False) -> list[Peer]:
+    """The Linux bridge, then vspan per poll mode (one adaptive setup per window); with
+    ``python_wake`` each vspan setup also with the Python wait loop (``VSPAN_WAKE=python``),
+    to compare the native wake path with it in the same run."""
+    out: list[Peer] = [LinuxBridge("bridge", "Linux bridge", mirred=False)]
+    for pw in (False, True) if python_wake else (False,):
+        out.append(PollVspan("off", python_wake=pw))
+        out += [PollVspan("adaptive", b, python_wake=pw) for b in busy_us]
+        out.append(PollVspan("always", python_wake=pw))
     return out
 
 
@@ -178,6 +186,8 @@ def measure(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
     if before and after:
         s.busy_frames.append(int(after["busy_frames"]) - int(before["busy_frames"]))
         s.waits.append(int(after["waits"]) - int(before["waits"]))
+        if "gil_waits" in after:  # wake-ups that then waited > 20 µs for the GIL
+            s.gil_waits.append(int(after["gil_waits"]) - int(before.get("gil_waits", 0)))
     request_response(peer, lab, plan, s)
 
 
@@ -348,7 +358,9 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
                      f"µs, p99 {' / '.join(f'{v:.0f}' for v in s.p99_us)} µs, lost "
                      f"{' / '.join(map(str, s.lost)) or '-'}; req/resp p50 "
                      f"{' / '.join(f'{v:.0f}' for v in s.rr_p50_us)} µs, lost "
-                     f"{' / '.join(map(str, s.rr_lost)) or '-'}; others running: "
+                     f"{' / '.join(map(str, s.rr_lost)) or '-'}; GIL waits > 20 µs after "
+                     f"a wake-up during the ping: {' / '.join(map(str, s.gil_waits)) or '-'}"
+                     "; others running: "
                      f"{' / '.join(s.others) or '-'}")
     errors = [e for p in peers for e in samples[p.key].errors]
     if errors:
@@ -378,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy-us", default=str(PollConfig().busy_us),
                     help="comma-separated busy_us values: one adaptive setup each "
                          "(default: the configuration's default)")
+    ap.add_argument("--python-wake", action="store_true",
+                    help="also run every vspan setup with the Python wait loop "
+                         "(VSPAN_WAKE=python) beside the native wake path")
     args = ap.parse_args(argv)
     try:
         busy = [int(v) for v in args.busy_us.split(",") if v.strip()]
@@ -390,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         plan.runs = max(1, args.runs)
     write = bool(not args.no_write and (args.write or not args.quick))
-    peers = setups(busy)
+    peers = setups(busy, args.python_wake)
 
     samples, rc = guarded_measure(
         __file__, stamped(plan, lambda: run_all(plan, peers), machine=False))

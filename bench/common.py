@@ -337,8 +337,10 @@ class Switch:
     """
 
     def __init__(self, config_text: str, workdir: str, cpu: int | None, pidfile: Path,
-                 name: str = "switch", ns: str | None = None) -> None:
+                 name: str = "switch", ns: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.ns = ns  # run inside this namespace (``ip netns exec``), else in ours
+        self.env = env  # added to the switch's environment (e.g. VSPAN_WAKE)
         self.workdir = workdir
         self.socket = os.path.join(workdir, f"{name}.sock")
         self.config_path = os.path.join(workdir, f"{name}.yaml")
@@ -370,7 +372,8 @@ class Switch:
         """Start the switch process without waiting for it (its pid goes to the pidfile)."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
-                                         cwd=str(REPO), start_new_session=True)
+                                         cwd=str(REPO), start_new_session=True,
+                                         env={**os.environ, **self.env} if self.env else None)
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         self.pidfile.write_text(f"{self.proc.pid} {self.config_path}\n", encoding="utf-8")
 

@@ -281,6 +281,7 @@ class Vspan(Peer):
         super().__init__(key, name, copies=copies)
         self.extra = extra
         self.switch: Switch | None = None
+        self.env: dict[str, str] | None = None  # added to the switch's environment
 
     def config(self, lab: SwitchLab) -> str:
         """The switch's YAML for this setup."""
@@ -297,7 +298,7 @@ class Vspan(Peer):
     def start(self, lab: SwitchLab, tag: str) -> None:
         super().start(lab, tag)
         self.switch = Switch(self.config(lab), lab.workdir, lab.switch_cpu, lab.pidfile,
-                             name=f"{tag}-{self.key}", ns=lab.sw.ns)
+                             name=f"{tag}-{self.key}", ns=lab.sw.ns, env=self.env)
         self.switch.start()
 
     def stop(self, lab: SwitchLab) -> None:
