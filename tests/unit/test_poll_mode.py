@@ -116,3 +116,23 @@ def test_a_reload_changes_the_mode_and_keeps_the_counters() -> None:
     assert p.timeout(1.0) == 0.0
     assert p.stats()["mode"] == "always"
     assert p.stats()["waits"] == 1
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    ("off", (3, 0, 0, 0)),  # each further poll is the blocking wait the loop makes next
+    ("adaptive", (1, 2, 4, 0)),  # ... the busy polls of the window the frames opened
+    ("always", (0, 3, 5, 0)),  # (the first poll too)
+])
+def test_the_wake_paths_further_polls_count_as_the_loops_next_polls(
+        mode: str, expected: tuple[int, int, int, int]) -> None:
+    """The native wake path polls again in the same call while frames come (a ping's echo
+    is in the ring when the request's send returns): :meth:`Poller.rounds` counts those
+    polls as the ones the Python loop would have made next, with their own time."""
+    p, clock = _poller(mode, busy_us=200)
+    timeout = p.timeout(1.0)
+    p.done(timeout, 1, clock())  # the first poll of the call, as the loop counts it
+    p.rounds(1.0, [(3, 5e-6), (1, 4e-6)])
+    assert (p.waits, p.busy_polls, p.busy_frames, p.empty_polls) == expected
+    if mode != "off":
+        p.rounds(1.0, [(0, 7e-6)])  # a further poll that found nothing: a busy poll
+        assert p.empty_polls == 1 and p.empty_seconds == pytest.approx(7e-6)

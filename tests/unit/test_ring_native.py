@@ -13,7 +13,7 @@ from scapy.packet import Raw
 
 from vspan.ports import ringio
 from vspan.ports.base import Frame, PortCounters
-from vspan.ports.tx import NO_GSO, GsoSupport, send_frames
+from vspan.ports.tx import NO_GSO, GsoSupport, count_native_send, send_frames
 from vspan.ports.vnet import F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_STRUCT
 
 pytestmark = pytest.mark.skipif(ringio._mod is None, reason="vspan.ports._ring was not built")
@@ -95,3 +95,36 @@ def test_send_uses_the_gso_table_built_once(monkeypatch: pytest.MonkeyPatch) -> 
         a.close()
         b.close()
     assert counters.tx_frames == 3 and not errors
+
+
+@pytest.mark.parametrize("kernel_gso", [True, False], ids=["kernel-cuts", "we-cut"])
+def test_a_send_split_by_the_wake_path_writes_and_counts_as_one(kernel_gso: bool) -> None:
+    """The engine's native wake path calls ``_ring.send`` itself and hands the frames it
+    stopped at to ``send_frames(..., python_first=True)`` (``count_native_send`` counting
+    the C part): the same bytes, return value and counters as one ``send_frames`` call."""
+    assert ringio._mod is not None
+    got_one, c_one, sent_one = _run(True, kernel_gso)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    counters = PortCounters()
+    errors: list[OSError] = []
+    frames = _frames()
+    try:
+        nxt, sent, wire, nbytes, segmented, segments, failed, _err = ringio._mod.send(
+            a.fileno(), frames, 0, NO_GSO.table, NO_GSO.max_size, kernel_gso)
+        assert 0 < nxt < len(frames)  # it stopped at a frame for the Python loop
+        count_native_send(counters, wire, nbytes, segmented, segments, failed)
+        sent += send_frames(frames[nxt:], a.send, a.sendmsg, counters, errors.append, NO_GSO,
+                            kernel_gso=kernel_gso, fd=a.fileno(), python_first=True)
+        b.setblocking(False)
+        got = []
+        while True:
+            try:
+                got.append(b.recv(65536))
+            except BlockingIOError:
+                break
+    finally:
+        a.close()
+        b.close()
+    assert (got, counters, sent) == (got_one, c_one, sent_one)

@@ -34,6 +34,7 @@ from vspan.datapath.state import SwitchState
 from vspan.ports import ringio
 from vspan.ports.afpacket import AfPacketPort
 from vspan.ports.base import Frame, Port
+from vspan.ports.tx import count_native_send
 
 ENV = "VSPAN_WAKE"
 #: polls one call may make (the first may block; the others follow while frames come)
@@ -148,12 +149,7 @@ class WakePath:
             if backend is None or idx not in self.state.ports:
                 continue
             if nxt >= 0:  # what send_frames counts for the C send loop's part
-                c = backend.counters
-                c.tx_frames += wire + segments
-                c.tx_bytes += wbytes
-                c.tx_errors += failed
-                c.tx_segmented += segmented
-                c.tx_segments += segments
+                count_native_send(backend.counters, wire, wbytes, segmented, segments, failed)
             if nxt < 0:
                 sent = backend.send_batch(frames)
             elif nxt < len(frames):

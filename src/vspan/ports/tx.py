@@ -198,6 +198,19 @@ def send_frames(frames: Sequence[Frame], write: Write, gather: Gather, counters:
     return sent
 
 
+def count_native_send(counters: PortCounters, wire: int, nbytes: int, segmented: int,
+                      segments: int, errors: int) -> None:
+    """Count what one ``_ring.send`` call wrote (its ``wire``, ``nbytes``, ``segmented``,
+    ``segments`` and ``errors``) as :func:`send_frames` counts it: for a caller that made
+    the call itself (the engine's native wake path) and hands the rest to
+    ``send_frames(..., python_first=True)``."""
+    counters.tx_frames += wire + segments
+    counters.tx_bytes += nbytes
+    counters.tx_errors += errors
+    counters.tx_segmented += segmented
+    counters.tx_segments += segments
+
+
 def cut_and_send(frame: Frame, write: Write, gather: Gather, counters: PortCounters,
                  on_error: OnError) -> bool:
     """Segment (and checksum) a GSO frame in software and send the pieces as plain frames.
