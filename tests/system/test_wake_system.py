@@ -91,14 +91,14 @@ def test_control_calls_and_timeouts_come_back_and_the_gil_is_released(netlab: La
     with engine(netlab, "off", start=False) as (eng, _ns):
         wake = eng.wake
         assert wake is not None
-        rounds, rest, partial = wake.wait(0.01, eng.batch_size, False)
-        assert (rounds, rest, partial) == ([(0, rounds[0][1])], [], None)
+        rounds, rest, partial, spun = wake.wait(0.01, eng.batch_size, False)
+        assert (rounds, rest, partial, spun) == ([(0, rounds[0][1])], [], None, (0, 0.0))
         entered = threading.Event()
         got: list[tuple[list[tuple[int, float]], list[tuple[int, int]]]] = []
 
         def waiter() -> None:
             entered.set()
-            r, e, _ = wake.wait(20.0, eng.batch_size, False)
+            r, e, _, _ = wake.wait(20.0, eng.batch_size, False)
             got.append((r, e))
 
         t = threading.Thread(target=waiter)
@@ -113,3 +113,33 @@ def test_control_calls_and_timeouts_come_back_and_the_gil_is_released(netlab: La
         assert r[0][0] == 0
         eng.start()  # the loop answers a control call from another thread
         assert eng.call(lambda: threading.current_thread().name) == "vspan-engine"
+
+
+def test_the_busy_poll_window_is_polled_in_c_without_the_gil(netlab: Lab) -> None:
+    """With timeout 0 and a spin (the rest of the adaptive window) the call keeps polling
+    in C, the GIL released: an idle window ends with its empty polls counted; a long one
+    (20 s) ends at once when this thread, running Python meanwhile, wakes the engine."""
+    _need_native()
+    with engine(netlab, "adaptive", start=False) as (eng, _ns):
+        wake = eng.wake
+        assert wake is not None
+        rounds, rest, partial, (spun, seconds) = wake.wait(0.0, eng.batch_size, True, 0.005)
+        assert [h for h, _ in rounds] == [0] and rest == [] and partial is None
+        assert spun > 0 and seconds > 0
+        entered = threading.Event()
+        got: list[tuple[list[tuple[int, int]], int]] = []
+
+        def waiter() -> None:
+            entered.set()
+            _r, e, _p, (n, _s) = wake.wait(0.0, eng.batch_size, True, 20.0)
+            got.append((e, n))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert entered.wait(10)
+        work = sum(range(200_000))
+        eng._wake()
+        t.join(30)
+        assert work == 19_999_900_000 and got
+        events, polls = got[0]
+        assert [fd for fd, _ in events] == [eng._wake_r] and polls > 0

@@ -6,7 +6,7 @@ import pytest
 
 from vspan.config.load import ConfigError, dump_text, load_text
 from vspan.config.poll import PollConfig
-from vspan.datapath.polling import Poller
+from vspan.datapath.polling import ALWAYS_SPIN, Poller
 
 BAD = [
     ("switch: {poll: {mode: fast}}", "switch.poll.mode: Input should be 'off', 'adaptive' or"),
@@ -136,3 +136,19 @@ def test_the_wake_paths_further_polls_count_as_the_loops_next_polls(
     if mode != "off":
         p.rounds(1.0, [(0, 7e-6)])  # a further poll that found nothing: a busy poll
         assert p.empty_polls == 1 and p.empty_seconds == pytest.approx(7e-6)
+
+
+def test_the_spin_is_the_rest_of_the_window_and_its_empty_polls_count() -> None:
+    """How long the native wake path may poll in C (:meth:`Poller.spin`): the rest of the
+    adaptive window, a bounded slice with ``always``, nothing with ``off``; the empty polls
+    it made are counted as busy polls that found nothing (:meth:`Poller.spun`)."""
+    p, clock = _poller("adaptive", busy_us=200)
+    assert p.spin() == 0.0  # no window open
+    p.done(1.0, 1, clock())
+    clock.t += 50e-6
+    assert p.spin() == pytest.approx(150e-6)
+    p.spun(7, 140e-6)
+    assert (p.busy_polls, p.empty_polls) == (7, 7)
+    assert p.empty_seconds == pytest.approx(140e-6)
+    assert _poller("always")[0].spin() == ALWAYS_SPIN
+    assert _poller("off")[0].spin() == 0.0

@@ -316,8 +316,8 @@ out:
 }
 
 /*
- * Waker.wait(timeout_ms, ports, senders, batch, tx, rounds, count_empty)
- *   -> (rounds, rest, partial)
+ * Waker.wait(timeout_ms, ports, senders, batch, tx, rounds, count_empty, spin_ns)
+ *   -> (rounds, rest, partial, (spun, spun_seconds))
  *
  * ports: {fd: (port index, AfPacketPort)} of the rings this call may drain; senders:
  * {port index: AfPacketPort} of the ports it may send on.  Round 0 waits up to
@@ -325,6 +325,9 @@ out:
  * while the previous one brought frames and left Python nothing to do.  A later
  * round that finds nothing is reported only with count_empty (a busy poll the
  * Python loop would have made too; in poll mode `off` it would have blocked).
+ * spin_ns: with timeout_ms 0, round 0 keeps polling (the GIL released throughout) until
+ * something comes or spin_ns have passed: the busy-poll window of poll modes adaptive
+ * and always polled in C; the empty polls before round 0's last are (spun, seconds).
  *   rounds: [(handled, seconds, batches)], batches: [(in_port, now, frames, rx_bytes,
  *           rx_errors, losing, taken, sends)] (see wake_flush for sends)
  *   rest: [(fd, events)] for the Python loop, in order;
@@ -333,15 +336,18 @@ out:
 static PyObject *Waker_wait(Waker *self, PyObject *args)
 {
     int timeout_ms, max_rounds, count_empty;
+    long long spin_ns;
     PyObject *ports, *senders, *tx;
     Py_ssize_t batch;
-    if (!PyArg_ParseTuple(args, "iO!O!nO!ip", &timeout_ms, &PyDict_Type, &ports, &PyDict_Type,
-                          &senders, &batch, &PyDict_Type, &tx, &max_rounds, &count_empty))
+    if (!PyArg_ParseTuple(args, "iO!O!nO!ipL", &timeout_ms, &PyDict_Type, &ports, &PyDict_Type,
+                          &senders, &batch, &PyDict_Type, &tx, &max_rounds, &count_empty,
+                          &spin_ns))
         return NULL;
     PyObject *rounds = PyList_New(0), *rest = PyList_New(0), *partial = NULL;
     if (!rounds || !rest)
         goto fail;
     struct epoll_event evs[WAKE_EVENTS];
+    long long spun = 0, spun_ns = 0; /* round 0's empty polls before its last (spin_ns) */
     for (int round = 0; round < max_rounds; round++) {
         int64_t t0 = mono_ns(), t1 = 0;
         int n;
@@ -349,6 +355,19 @@ static PyObject *Waker_wait(Waker *self, PyObject *args)
         Py_BEGIN_ALLOW_THREADS
         n = epoll_wait(self->epfd, evs, WAKE_EVENTS, to);
         t1 = mono_ns();
+        if (round == 0 && to == 0 && n == 0 && spin_ns > 0) {
+            /* the busy-poll window, polled here without the GIL: each empty poll is
+             * counted (with its time); the last one (frames, or the window over) is
+             * round 0 */
+            int64_t end = t0 + spin_ns;
+            while (n == 0 && t1 < end) {
+                spun++;
+                spun_ns += t1 - t0;
+                t0 = t1;
+                n = epoll_wait(self->epfd, evs, WAKE_EVENTS, 0);
+                t1 = mono_ns();
+            }
+        }
         Py_END_ALLOW_THREADS
         int64_t back = mono_ns() - t1; /* waiting for the GIL after the wake-up */
         if (back > 20000) {
@@ -412,7 +431,9 @@ static PyObject *Waker_wait(Waker *self, PyObject *args)
         if (stop || left || partial || handled == 0)
             break;
     }
-    return Py_BuildValue("(NNN)", rounds, rest, partial ? partial : (Py_INCREF(Py_None), Py_None));
+    return Py_BuildValue("(NNN(Ld))", rounds, rest,
+                         partial ? partial : (Py_INCREF(Py_None), Py_None), spun,
+                         (double)spun_ns / 1e9);
 fail:
     Py_XDECREF(rounds);
     Py_XDECREF(rest);

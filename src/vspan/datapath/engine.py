@@ -82,7 +82,7 @@ class Engine:
         self._fd_port: dict[int, int] = {}
         self._epoll = select.epoll()
         self.wake: WakePath | None = None  # the native wake path (wait, drain, replay, send)
-        self._rounds: list[Round] = []  # further polls of the last wake-path call
+        self._spun: tuple[int, float] = (0, 0.0)  # its last call's empty polls in C
         if native.wanted(config.switch.fastpath):
             table = native.NativeTable(state, getattr(policy.checker, "native_cell", None))
             self.cache.native = table
@@ -239,19 +239,29 @@ class Engine:
         stop = self._stop
         while not stop.is_set():
             timeout = poller.timeout(HOUSEKEEPING_SECONDS)
+            spin = poller.spin() if timeout == 0.0 else 0.0
             started = poller.clock()
-            poller.done(timeout, self.poll_once(timeout), started)
-            if self._rounds:  # the wake path's further polls, counted as this loop's
-                poller.rounds(HOUSEKEEPING_SECONDS, self._rounds)
-                self._rounds.clear()
+            rounds = self._poll(timeout, spin)
+            if self._spun[0]:  # empty polls the wake path made in C before the last
+                poller.spun(*self._spun)
+                started = poller.clock() - rounds[0][1]  # the last poll's own time
+            poller.done(timeout, rounds[0][0], started)
+            if len(rounds) > 1:  # the wake path's further polls, counted as this loop's
+                poller.rounds(HOUSEKEEPING_SECONDS, rounds[1:])
 
     def poll_once(self, timeout: float = 0.0) -> int:
-        """Wait up to ``timeout`` s for frames, process what is ready; return frames handled
-        (by the first poll: the native wake path's further polls, made in the same call
-        while frames came, are left in ``_rounds`` for the poll counters)."""
+        """Wait up to ``timeout`` s for frames, process what is ready; return frames handled."""
+        return sum(handled for handled, _ in self._poll(timeout))
+
+    def _poll(self, timeout: float, spin: float = 0.0) -> list[Round]:
+        """:meth:`poll_once`, per poll made: the first waited up to ``timeout``; the native
+        wake path makes further ones in the same call while frames come, and with
+        ``timeout`` 0 keeps polling up to ``spin`` s in C (its empty polls before the first
+        that counts are left in ``_spun``)."""
         wake = self.wake
+        self._spun = (0, 0.0)
         if wake is not None and wake.usable():
-            handled = self._wake_once(wake, timeout)
+            rounds = self._wake_once(wake, timeout, spin)
         else:
             handled = 0
             try:
@@ -260,16 +270,18 @@ class Engine:
                 events = []
             for fd, ev in events:
                 handled += self._event(fd, ev)
+            rounds = [(handled, 0.0)]
         now = self.clock()
         if now - self._last_housekeeping >= HOUSEKEEPING_SECONDS:
             self._last_housekeeping = now
             self.housekeeping(now)
-        return handled
+        return rounds
 
-    def _wake_once(self, wake: WakePath, timeout: float) -> int:
+    def _wake_once(self, wake: WakePath, timeout: float, spin: float) -> list[Round]:
         """:meth:`poll_once`'s wait by the native wake path; what it hands back is handled
         here as the Python loop would have, in order."""
-        rounds, rest, partial = wake.wait(timeout, self.batch_size, self.poller.mode != "off")
+        rounds, rest, partial, self._spun = wake.wait(timeout, self.batch_size,
+                                                      self.poller.mode != "off", spin)
         last = 0
         if partial is not None:
             in_port, frames, i, j, now, nbytes, errors, losing = partial
@@ -278,11 +290,12 @@ class Engine:
             last += len(frames)
         for fd, ev in rest:
             last += self._event(fd, ev)
+        if not rounds:
+            return [(last, 0.0)]
         if last:
             handled, seconds = rounds[-1]
             rounds[-1] = (handled + last, seconds)
-        self._rounds.extend(rounds[1:])
-        return rounds[0][0] if rounds else 0
+        return rounds
 
     def _event(self, fd: int, ev: int) -> int:
         """Handle one epoll event of the Python loop; return the frames it brought."""

@@ -25,6 +25,10 @@ from typing import Any
 
 from vspan.config.poll import PollConfig
 
+#: the longest a non-blocking wait of mode ``always`` polls in C before the Python loop
+#: runs again (its counters, timers)
+ALWAYS_SPIN = 0.001
+
 
 class Poller:
     """Decides each wait's timeout from the mode and the last traffic; counts the waits."""
@@ -72,6 +76,23 @@ class Poller:
         it ``started`` (this poller's clock); open the adaptive window after frames."""
         now = self._now()
         self._count(timeout, handled, now - started, now)
+
+    def spin(self) -> float:
+        """Seconds a non-blocking wait may keep polling before it returns (the native wake
+        path polls that long in C): the rest of the ``adaptive`` window, up to
+        :data:`ALWAYS_SPIN` with ``always``, else 0."""
+        if self.mode == "always":
+            return ALWAYS_SPIN
+        if self.mode == "adaptive":
+            return max(0.0, self._deadline - self._now())
+        return 0.0
+
+    def spun(self, polls: int, seconds: float) -> None:
+        """Account ``polls`` empty busy polls that took ``seconds`` in all (made before the
+        poll :meth:`done` counts, by the native wake path's C loop)."""
+        self.busy_polls += polls
+        self.empty_polls += polls
+        self.empty_seconds += seconds
 
     def rounds(self, block: float, rounds: list[tuple[int, float]]) -> None:
         """Account the further polls the native wake path made in the same call after the

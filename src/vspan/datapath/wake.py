@@ -95,25 +95,28 @@ class WakePath:
         fp = self.fastpath
         return not (fp.captures or fp.observers or fp.stamp_ports)
 
-    def wait(self, timeout: float, batch: int, count_empty: bool
-             ) -> tuple[list[Round], list[Event], tuple[Any, ...] | None]:
+    def wait(self, timeout: float, batch: int, count_empty: bool, spin: float = 0.0
+             ) -> tuple[list[Round], list[Event], tuple[Any, ...] | None, tuple[int, float]]:
         """One call: wait up to ``timeout`` s and handle what the C side can. Returns the
         polls made, the events for the Python loop, and the batch it continues (the
         counters of everything handled are applied before this returns). ``count_empty``:
         a poll after frames that finds nothing counts as a busy poll (``adaptive`` and
-        ``always``; with ``off`` the loop blocks instead)."""
+        ``always``; with ``off`` the loop blocks instead). ``spin``: with ``timeout`` 0,
+        keep polling in C up to that many seconds (the GIL released) until something
+        comes; the empty polls before the last are returned as ``(polls, seconds)``."""
         ports = self._ports if self._ports is not None else self._registry()
         ms = -1 if timeout < 0 else int(timeout * 1000 + 0.999)
         self.table.push_sessions()
-        rounds, rest, partial = self.waker.wait(ms, ports, self._senders, batch, self.tx,
-                                                ROUNDS, count_empty)
+        spin_ns = int(spin * 1e9) if timeout == 0 else 0
+        rounds, rest, partial, spun = self.waker.wait(ms, ports, self._senders, batch,
+                                                      self.tx, ROUNDS, count_empty, spin_ns)
         out: list[Round] = []
         for handled, seconds, batches in rounds:
             for b in batches:
                 self._account(*b)
             out.append((handled, seconds))
         self.table.pull_seen()
-        return out, rest, partial
+        return out, rest, partial, spun
 
     def received(self, in_port: int, n: int, nbytes: int, errors: int, losing: bool) -> None:
         """What ``recv_batch`` counts on the backend for a drain the C side made."""
