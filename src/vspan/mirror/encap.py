@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from vspan.datapath.vlanops import frame_vlan as frame_vlan
 from vspan.datapath.vlanops import rspan_copy as rspan_copy
-from vspan.mirror.l2path import L2Header, NextHop, PathState, resolve
+from vspan.mirror.l2path import L2Header, NextHop, PathState, resolve, route_v4
 from vspan.packet.errors import PacketError
 from vspan.packet.erspan import GRA_100NS, GRA_100US, GRA_IEEE1588, PLATF_SWITCH_PORT_SECONDS
 from vspan.packet.gre import (
@@ -672,23 +672,8 @@ class RawGreSender:
 
 
 def _route_v4(dest: ipaddress.IPv4Address, text: str) -> str | None:
-    best: tuple[int, int, str] | None = None  # (prefix length, -metric, interface)
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 8:
-            continue
-        try:
-            net = int.from_bytes(bytes.fromhex(f[1]), "little")
-            mask = int.from_bytes(bytes.fromhex(f[7]), "little")
-            metric = int(f[6])
-        except ValueError:
-            continue
-        if int(dest) & mask != net:
-            continue
-        cand = (bin(mask).count("1"), -metric, f[0])
-        if best is None or cand[:2] > best[:2]:
-            best = cand
-    return best[2] if best else None
+    hop = route_v4(int(dest), text)
+    return hop[0] if hop else None
 
 
 def _route_v6(dest: ipaddress.IPv6Address, text: str) -> str | None:

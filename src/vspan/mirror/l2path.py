@@ -58,7 +58,7 @@ class NextHop:
     gateway: str | None  # None: the remote is on link
 
 
-def _route(dest: int, text: str) -> tuple[str, int] | None:
+def route_v4(dest: int, text: str) -> tuple[str, int] | None:
     """(interface, gateway as int; 0: on link) of the longest-prefix, lowest-metric route."""
     best: tuple[int, int, str, int] | None = None
     for line in text.splitlines()[1:]:
@@ -125,7 +125,7 @@ def resolve(remote_ip: str) -> NextHop | PathState:
     if addr.is_loopback or _is_local(remote_ip):
         return PathState.LOCAL
     routes = _read("/proc/net/route")
-    hop = _route(int(addr), routes) if routes is not None else None
+    hop = route_v4(int(addr), routes) if routes is not None else None
     if hop is None:
         return PathState.NO_ROUTE
     ifname, gw = hop
