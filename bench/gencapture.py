@@ -20,15 +20,10 @@ import argparse
 import struct
 import sys
 
+from vspan.packet.checksum import internet_checksum
+
 T0 = 1_763_700_000_000_000_000
 US = 1000
-
-
-def _ipv4_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack("!10H", hdr))
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return int(~s & 0xFFFF)
 
 
 def generate(path: str, unique: int, *, flows: int = 1000, block: int = 32,
@@ -72,7 +67,7 @@ def generate(path: str, unique: int, *, flows: int = 1000, block: int = 32,
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, ip_id & 0xFFFF, 0x4000, 64, 6, 0,
                              bytes((10, 1, flow >> 8 & 255, flow & 255)),
                              bytes((10, 2, 0, 1)))
-            ip = ip[:10] + struct.pack("!H", _ipv4_checksum(ip)) + ip[12:]
+            ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
             b[f + 14:f + 34] = ip
             struct.pack_into("!HHIIBBHHH", b, f + 34, 40000 + flow, 5201, seq & 0xFFFFFFFF, 1,
                              0x50, 0x18, 512, 0, 0)

@@ -148,15 +148,6 @@ def resolve(remote_ip: str) -> NextHop | PathState:
     return NextHop(ifname, ifindex, src, dst, gateway)
 
 
-def ipv4_checksum(header: bytes | bytearray) -> int:
-    """The RFC 1071 checksum of a 20-byte IPv4 header (its checksum field zero), folded
-    the way the native side folds it."""
-    total = sum(struct.unpack("!10H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return int(~total & 0xFFFF)
-
-
 class L2Header:
     """The cached Ethernet + IPv4 header of a session's copies (34 bytes): everything but
     the IPv4 total length, identification and header checksum is fixed."""
@@ -175,7 +166,8 @@ class L2Header:
 
     def frame(self, payload: bytes, ident: int) -> bytes:
         """The Ethernet frame carrying GRE ``payload`` with IPv4 identification ``ident``
-        (the checksum as :func:`ipv4_checksum` computes it, from the cached sum)."""
+        (the RFC 1071 header checksum, as
+        :func:`vspan.packet.checksum.internet_checksum` gives it, from the cached sum)."""
         total = 20 + len(payload)
         ident &= 0xFFFF
         s = self._fixed + total + ident
