@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from vspan.datapath.flowkey import FlowKey
+from vspan.datapath.flowkey import IPPROTO_TCP, IPPROTO_UDP, FlowKey
 from vspan.datapath.reasons import DropReason
 from vspan.datapath.trace import NULL_TRACER, Tracer
 from vspan.policy.common import (
@@ -48,6 +48,7 @@ from vspan.policy.common import (
     protocol_str,
     spec_str,
 )
+from vspan.policy.conntrack import native_key
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 
@@ -278,10 +279,9 @@ def native_session_key(sk: SessionKey) -> bytes | None:
     """The bytes the native replay builds from a frame for session key ``sk`` (as
     :func:`vspan.policy.conntrack.native_key`), or ``None`` for a session it never looks
     up (not IPv4 TCP/UDP)."""
-    proto, loc, lp, rem, rp = sk
-    if proto not in (6, 17) or len(loc) != 4:
+    if sk[0] not in (IPPROTO_TCP, IPPROTO_UDP) or len(sk[1]) != 4:
         return None
-    return bytes((proto,)) + loc + lp.to_bytes(2, "big") + rem + rp.to_bytes(2, "big")
+    return native_key(sk)
 
 
 class ExtAclSessions:
