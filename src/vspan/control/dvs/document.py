@@ -4,7 +4,7 @@ registrations, and encode a configuration back into keys."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,24 +109,23 @@ class ClusterState:
         except ConfigError as err:
             raise StoredDataError(str(err)) from None
 
+    def _raw_values(self, section: str, key: str) -> Iterator[tuple[str, object]]:
+        """(item name, its ``key``) of every stored item of ``section`` that has one (not
+        a boolean), read from the stored items without validating the switch."""
+        for name, item in self.raw.get(section, {}).items():
+            value = item.get(key) if isinstance(item, dict) else None
+            if value is not None and not isinstance(value, bool):
+                yield name, value
+
     def port_ids(self) -> dict[str, int | str]:
-        """Stored port -> its stable id, read from the stored items without validating
-        the switch (what ``dvs apply`` needs of the old state)."""
-        out: dict[str, int | str] = {}
-        for name, item in self.raw.get("ports", {}).items():
-            pid = item.get("port_id") if isinstance(item, dict) else None
-            if isinstance(pid, (int, str)) and not isinstance(pid, bool):
-                out[name] = pid
-        return out
+        """Stored port -> its stable id (what ``dvs apply`` needs of the old state)."""
+        return {name: pid for name, pid in self._raw_values("ports", "port_id")
+                if isinstance(pid, (int, str))}
 
     def overlay_vlans(self) -> dict[str, int]:
         """Stored mirror session -> its mirror VLAN (as :meth:`port_ids`)."""
-        out: dict[str, int] = {}
-        for name, item in self.raw.get("mirrors", {}).items():
-            vlan = item.get("overlay_vlan") if isinstance(item, dict) else None
-            if isinstance(vlan, int) and not isinstance(vlan, bool):
-                out[name] = vlan
-        return out
+        return {name: vlan for name, vlan in self._raw_values("mirrors", "overlay_vlan")
+                if isinstance(vlan, int)}
 
 
 def check_schema(version: int, name: str) -> None:
