@@ -37,6 +37,17 @@ def _frames() -> list[Frame]:
     return out
 
 
+def _received(sock: socket.socket) -> list[bytes]:
+    """Every datagram waiting on ``sock``, without blocking."""
+    sock.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(65536))
+        except BlockingIOError:
+            return got
+
+
 def _run(native: bool, kernel_gso: bool) -> tuple[list[bytes], PortCounters, int]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
@@ -46,14 +57,7 @@ def _run(native: bool, kernel_gso: bool) -> tuple[list[bytes], PortCounters, int
     try:
         sent = send_frames(_frames(), a.send, a.sendmsg, counters, errors.append, NO_GSO,
                            kernel_gso=kernel_gso, fd=a.fileno() if native else None)
-        b.setblocking(False)
-        got = []
-        while True:
-            try:
-                got.append(b.recv(65536))
-            except BlockingIOError:
-                break
-        return got, counters, sent
+        return _received(b), counters, sent
     finally:
         a.close()
         b.close()
@@ -117,13 +121,7 @@ def test_a_send_split_by_the_wake_path_writes_and_counts_as_one(kernel_gso: bool
         count_native_send(counters, wire, nbytes, segmented, segments, failed)
         sent += send_frames(frames[nxt:], a.send, a.sendmsg, counters, errors.append, NO_GSO,
                             kernel_gso=kernel_gso, fd=a.fileno(), python_first=True)
-        b.setblocking(False)
-        got = []
-        while True:
-            try:
-                got.append(b.recv(65536))
-            except BlockingIOError:
-                break
+        got = _received(b)
     finally:
         a.close()
         b.close()
