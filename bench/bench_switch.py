@@ -627,6 +627,9 @@ def _report_line(rep: dict[str, Any]) -> str:
         parts.append(f"ring drops {rep['ring_drops']}")
     if rep.get("drops"):
         parts.append("drops " + ", ".join(f"{k} {v}" for k, v in rep["drops"].items()))
+    for port, fw in rep.get("firewall_invalid", {}).items():
+        parts.append(f"firewall invalid at {port} {fw['invalid']} (after the connection's "
+                     f"RST: {fw['after_reset']})")
     if "flow_cache" in rep:
         fc = rep["flow_cache"]
         parts.append(f"flow cache {fc.get('entries')} entries, {fc.get('hits')} hits, "

@@ -326,6 +326,12 @@ class Vspan(Peer):
             out["drops"] = {f"{d['port']}/{d['reason']}": int(d["frames"])
                             for d in counters["drops"]}
             out["flow_cache"] = counters["flow_cache"]
+            if self.extra == "firewall":  # which state-invalid drops only followed a RST
+                conns = sw.json("firewall", "show").get("connections", {})
+                out["firewall_invalid"] = {
+                    port: {"invalid": int(c.get("invalid", 0)),
+                           "after_reset": int(c.get("after_reset", 0))}
+                    for port, c in conns.items() if c.get("invalid")}
             if self.copies is not None:
                 m = sw.json("show", "mirrors")
                 out["mirror"] = {k: v for k, v in m[0]["counters"].items()

@@ -111,4 +111,5 @@ def _render(shown: dict[str, Any]) -> None:
     if conns:
         sys.stdout.write("\n")
         print_table([{"port": p, **c} for p, c in conns.items()],
-                    [("PORT", "port"), ("ACTIVE", "active")])
+                    [("PORT", "port"), ("ACTIVE", "active"), ("INVALID", "invalid"),
+                     ("AFTER_RESET", "after_reset")])

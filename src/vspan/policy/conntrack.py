@@ -136,7 +136,7 @@ class Conn:
         """Everything a frame can change about the connection, as comparable data."""
         tcp: tuple[object, ...] = ()
         if self.tcp is not None:
-            tcp = (self.tcp.state, self.tcp.oow,
+            tcp = (self.tcp.state, self.tcp.oow, self.tcp.reset_by,
                    *(tuple(p.as_dict().values()) for p in self.tcp.peers))
         return (str(self.state), tuple(self.packets), tuple(self.bytes), self.expires,
                 self.rule_id, self.origin, tcp)
@@ -162,7 +162,9 @@ class Conn:
         }
         if self.tcp is not None:
             out["tcp"] = {"orig": self.tcp.peers[0].as_dict(), "reply": self.tcp.peers[1].as_dict(),
-                          "out_of_window_passed": self.tcp.oow}
+                          "out_of_window_passed": self.tcp.oow,
+                          "reset_by": ("originator", "responder")[self.tcp.reset_by]
+                          if self.tcp.reset_by >= 0 else None}
         return out
 
 
@@ -298,8 +300,10 @@ class ConnTrack:
         self._timeouts = timeouts or Timeouts()
         self.max_conns = max_conns
         self.native: dict[bytes, NativeRecord] | None = None
+        # "after_reset": the part of "invalid" that only came after the connection's RST
         self.counters: dict[str, int] = {"created": 0, "expired": 0, "invalid": 0,
-                                         "related": 0, "table_full": 0, "reopened": 0}
+                                         "after_reset": 0, "related": 0, "table_full": 0,
+                                         "reopened": 0}
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -423,6 +427,8 @@ class ConnTrack:
                 return CtResult(CtClass.NEW, None, f"{upd.reason}: old state forgotten", ck)
             if not upd.ok:
                 self._count("invalid", commit)
+                if upd.after_reset:
+                    self._count("after_reset", commit)
                 return CtResult(CtClass.INVALID, c, upd.reason)
             c.state = c.tcp.state
             note = upd.reason

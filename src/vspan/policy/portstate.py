@@ -49,6 +49,7 @@ def _conn_data(c: Conn, now: float) -> dict[str, Any]:
         "left": c.expires - now, "packets": list(c.packets), "bytes": list(c.bytes)}
     if c.tcp is not None:
         out["tcp"] = {"state": str(c.tcp.state), "strict": c.tcp.strict, "oow": c.tcp.oow,
+                      "reset_by": c.tcp.reset_by,
                       "peers": [{f: getattr(p, f) for f in _PEER_FIELDS}
                                 for p in c.tcp.peers]}
     return out
@@ -66,6 +67,8 @@ def _conn(data: dict[str, Any], now: float) -> Conn:
         t = TcpTrack(bool(tcp["strict"]))
         t.state = TcpStateName(tcp["state"])
         t.oow = int(tcp["oow"])
+        reset_by = int(tcp.get("reset_by", -1))  # absent in older exports
+        t.reset_by = reset_by if reset_by in (0, 1) else -1
         for peer, pd in zip(t.peers, tcp["peers"], strict=True):
             _peer(peer, pd)
         c.tcp = t

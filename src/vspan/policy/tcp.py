@@ -21,7 +21,13 @@ Two modes (NSX "TCP strict", chosen per firewall section):
 
 In both modes a RST must be in the window (RST injection protection) — in
 SYN_SENT it must acknowledge the SYN — and after a RST (state CLOSE) only
-RSTs and a new SYN are accepted. A SYN on a connection in TIME_WAIT or CLOSE
+RSTs and a new SYN are accepted. A segment the *other* side sent after one
+side's RST is typically in flight when the reset happens (the end of every
+iperf3 test: its server closes the data socket with unread data, the kernel
+sends RST+ACK while the client's last segments are still on their way);
+no socket receives it any more (its receiver would only answer with another
+RST), so it is dropped too, but named as such (:attr:`TcpUpdate.after_reset`)
+so that such tail drops are told apart from forged or broken segments. A SYN on a connection in TIME_WAIT or CLOSE
 re-opens it: the caller forgets the old state and checks the SYN as a new
 connection.
 """
@@ -162,6 +168,7 @@ class TcpUpdate(NamedTuple):
     reason: str = ""  # why invalid, or a note (out-of-window passed in non-strict mode)
     reopen: bool = False  # a SYN on a closed/time-wait connection: treat as new
     out_of_window: bool = False
+    after_reset: bool = False  # invalid only because the connection was reset (CLOSE)
 
 
 _OK = TcpUpdate(True)
@@ -172,13 +179,14 @@ _CLOSING = (TcpStateName.FIN_WAIT, TcpStateName.CLOSE_WAIT, TcpStateName.LAST_AC
 class TcpTrack:
     """State of one TCP connection. ``peers[0]`` is the originator."""
 
-    __slots__ = ("oow", "peers", "state", "strict")
+    __slots__ = ("oow", "peers", "reset_by", "state", "strict")
 
     def __init__(self, strict: bool) -> None:
         self.state = TcpStateName.SYN_SENT
         self.peers = (TcpPeer(), TcpPeer())
         self.strict = strict
         self.oow = 0  # out-of-window segments passed (non-strict)
+        self.reset_by = -1  # who sent the RST that closed it: 0 originator, 1 responder
 
     def clone(self) -> TcpTrack:
         """An independent copy (a trace works on copies)."""
@@ -186,6 +194,7 @@ class TcpTrack:
         t.state = self.state
         t.peers = (self.peers[0].clone(), self.peers[1].clone())
         t.oow = self.oow
+        t.reset_by = self.reset_by
         return t
 
     @classmethod
@@ -208,7 +217,7 @@ class TcpTrack:
         if st is TcpStateName.CLOSE:
             if f & SYN and not f & ACK:
                 return TcpUpdate(True, "new SYN after reset", reopen=True)
-            return TcpUpdate(False, "connection was reset (CLOSE); only a new SYN may follow")
+            return self._after_reset(from_orig)
         if f & SYN and not f & ACK:
             if st is TcpStateName.TIME_WAIT:
                 return TcpUpdate(True, "new SYN in TIME_WAIT", reopen=True)
@@ -260,6 +269,21 @@ class TcpTrack:
             return TcpUpdate(True, f"{check} (passed: not strict)", out_of_window=True)
         return _OK
 
+    def _after_reset(self, from_orig: bool) -> TcpUpdate:
+        """The verdict on a non-SYN, non-RST segment of a reset (CLOSE) connection."""
+        me = 0 if from_orig else 1
+        side = ("originator", "responder")
+        if self.reset_by < 0:  # restored from an older state file: who reset is unknown
+            why = "connection was reset (CLOSE); only a new SYN may follow"
+        elif self.reset_by == me:
+            why = (f"connection was reset by this segment's sender ({side[me]}, CLOSE); "
+                   "only a new SYN may follow")
+        else:
+            why = (f"connection was reset by the {side[1 - me]} (CLOSE): a segment the "
+                   f"{side[me]} sent before it saw that RST, which no socket receives any "
+                   "more; only a new SYN may follow")
+        return TcpUpdate(False, why, after_reset=True)
+
     def _closing_state(self) -> TcpStateName:
         a, b = self.peers
         fins = (a.fin_end >= 0) + (b.fin_end >= 0)
@@ -285,6 +309,7 @@ class TcpTrack:
             # the RST's sequence number must fall in the window the receiver would accept
             return TcpUpdate(False, "RST out of window", out_of_window=True)
         self.state = TcpStateName.CLOSE
+        self.reset_by = 0 if from_orig else 1
         return _OK
 
     def _window(self, seg: TcpSegment, s: TcpPeer, r: TcpPeer) -> str:
