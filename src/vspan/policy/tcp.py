@@ -27,9 +27,9 @@ iperf3 test: its server closes the data socket with unread data, the kernel
 sends RST+ACK while the client's last segments are still on their way);
 no socket receives it any more (its receiver would only answer with another
 RST), so it is dropped too, but named as such (:attr:`TcpUpdate.after_reset`)
-so that such tail drops are told apart from forged or broken segments. A SYN on a connection in TIME_WAIT or CLOSE
-re-opens it: the caller forgets the old state and checks the SYN as a new
-connection.
+so that such tail drops are told apart from forged or broken segments. A SYN
+on a connection in TIME_WAIT or CLOSE re-opens it: the caller forgets the old
+state and checks the SYN as a new connection.
 """
 
 from __future__ import annotations
