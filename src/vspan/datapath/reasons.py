@@ -79,7 +79,8 @@ EXPLANATIONS: Mapping[DropReason, str] = MappingProxyType({
                                 "and a TCP RST / ICMP unreachable is sent back",
     DropReason.FIREWALL_STATE_INVALID: "connection tracking found the frame invalid for its "
                                        "connection (no SYN for a new strict TCP connection, "
-                                       "out of window, table full, ...)",
+                                       "out of window, table full, a segment after the "
+                                       "connection's RST, ...; the detail says which)",
     DropReason.MAC_SPOOF: "the source MAC is not one assigned to the port (MAC spoofing "
                           "guard)",
     DropReason.DHCP_GUARD: "a DHCP server answer from a port that may not act as DHCP server",
