@@ -113,6 +113,13 @@ NOTES = """\
 * **trafgen forks**: with `-P 1` it still runs a parent and one sending child, and the
   parent does not pass SIGINT on; stop it by signalling the process group
   (`common.stop_process` does), or the child keeps sending after the measurement.
+* **The firewall's `firewall-state-invalid` drops are the end of the iperf3 test**
+  (2026-11-27, a capture with verdicts and `vspan observe` over 13 runs, both fast paths,
+  liberal and `tcp_strict`): every one is a client data segment that arrives at the
+  sender's port after the server's RST+ACK (iperf3's server closes the data socket with
+  unread data); none during the stream, no window verdict even in strict mode. They reach
+  no socket (the server would answer each with a RST) and cost no retransmits; the
+  report line counts them as "after the connection's RST" (`docs/policy.md`).
 """
 
 @dataclass
