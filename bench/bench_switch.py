@@ -114,8 +114,8 @@ NOTES = """\
   parent does not pass SIGINT on; stop it by signalling the process group
   (`common.stop_process` does), or the child keeps sending after the measurement.
 * **The firewall's `firewall-state-invalid` drops are the end of the iperf3 test**
-  (2026-11-27, a capture with verdicts and `vspan observe` over 13 runs, both fast paths,
-  liberal and `tcp_strict`): every one is a client data segment that arrives at the
+  (2026-11-27, a capture with verdicts and `vspan observe` in 16 runs, 10 with such drops,
+  both fast paths, liberal and `tcp_strict`): every one is a client data segment at the
   sender's port after the server's RST+ACK (iperf3's server closes the data socket with
   unread data); none during the stream, no window verdict even in strict mode. They reach
   no socket (the server would answer each with a RST) and cost no retransmits; the
