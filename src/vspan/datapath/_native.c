@@ -452,6 +452,16 @@ static int encap_header(Encap *e, unsigned char *hdr, const unsigned char *f, Py
     return k;
 }
 
+/* the length of the header encap_header() writes for e (it depends on e alone) */
+static int encap_len(const Encap *e)
+{
+    if (e->type == ENC_GRE)
+        return 4 + (e->gre_key >= 0 ? 4 : 0) + (e->gre_seq ? 4 : 0);
+    if (e->type == ENC_ERSPAN2)
+        return 16;
+    return e->plat ? 28 : 20;
+}
+
 static long long wall_ns(void)
 {
     struct timespec t;
@@ -1338,6 +1348,54 @@ static void pending_reset(Pending *p)
 }
 
 /*
+ * An ERSPAN copy of up to fn frame bytes for session s: where to write the frame (the
+ * room before it is left for the link-layer and encapsulation headers); erspan_put()
+ * then encapsulates what was written (NULL with MemoryError set when memory runs out).
+ */
+static unsigned char *erspan_room(Table *t, int session, Session *s, Py_ssize_t fn)
+{
+    size_t pre = l2tx_prefix(&s->enc.l2) + (size_t)encap_len(&s->enc);
+    unsigned char *slot = pending_add(&t->pending, session, pre + (size_t)fn, fn);
+    return slot ? slot + pre : NULL;
+}
+
+/*
+ * The copy erspan_room() gave room for holds fn frame bytes (cut: already cut to the
+ * mirror's length): the loop guard, the path-MTU cut, the GRE/ERSPAN header (ts_ns: its
+ * timestamp) and the link-layer header written in front, and the copy kept for the
+ * run's sendmmsg; one skipped by the loop guard is counted and not kept.
+ */
+static int erspan_put(Table *t, const MirrorOp *c, Session *s, Py_ssize_t fn, int cut,
+                      long long ts_ns)
+{
+    Pending *p = &t->pending;
+    size_t pre = l2tx_prefix(&s->enc.l2);
+    int k = encap_len(&s->enc);
+    unsigned char *slot = p->buf + p->len;
+    const unsigned char *f = slot + pre + k;
+    p->items[p->n].flen = fn; /* what the session's bytes count: after the mirror's cut */
+    if (own_output(&s->enc, f, fn)) {
+        s->loop_skipped++;
+        return arr_add(&t->sess[S_DROPPED], c->session, 1); /* not committed: not sent */
+    }
+    int trunc = cut;
+    if (fn > s->enc.max_frame) {
+        s->truncated++;
+        fn = s->enc.max_frame > 0 ? s->enc.max_frame : 0;
+        trunc = 1;
+    }
+    if (encap_header(&s->enc, slot + pre, f, fn, c->egress, trunc, c->vlan ? c->vlan : -1,
+                     ts_ns) != k) {
+        PyErr_SetString(PyExc_SystemError, "encap_len does not match encap_header");
+        return -1;
+    }
+    if (pre)
+        l2tx_write(&s->enc.l2, slot, (size_t)k + (size_t)fn);
+    pending_commit(p, pre + (size_t)k + (size_t)fn);
+    return 0;
+}
+
+/*
  * MirrorOut._where + emit for one copy (cd, cv) of the frame (data, vnet as offered;
  * fobj: its Frame, delivered as is when the copy is unchanged): cut to the session's
  * length, then to the session's destination.
@@ -1361,31 +1419,12 @@ static int deliver(Table *t, const MirrorOp *c, Session *s, PyObject *fobj, PyOb
     }
     if (s->kind == KIND_ERSPAN) {
         /* RawGreSender.send: loop guard, path-MTU cut, encapsulate; sent at the run's end */
-        const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(cd);
         Py_ssize_t fn = PyBytes_GET_SIZE(cd);
-        if (own_output(&s->enc, f, fn)) {
-            s->loop_skipped++;
-            rc = arr_add(&t->sess[S_DROPPED], c->session, 1);
-            goto out;
-        }
-        int trunc = cut;
-        if (fn > s->enc.max_frame) {
-            s->truncated++;
-            fn = s->enc.max_frame > 0 ? s->enc.max_frame : 0;
-            trunc = 1;
-        }
-        size_t pre = l2tx_prefix(&s->enc.l2);
-        unsigned char *slot = pending_add(&t->pending, c->session,
-                                          pre + ENCAP_MAX + (size_t)fn, PyBytes_GET_SIZE(cd));
+        unsigned char *slot = erspan_room(t, c->session, s, fn);
         if (!slot)
             goto out;
-        int k = encap_header(&s->enc, slot + pre, f, fn, c->egress, trunc,
-                             c->vlan ? c->vlan : -1, s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
-        memcpy(slot + pre + k, f, (size_t)fn);
-        if (pre)
-            l2tx_write(&s->enc.l2, slot, (size_t)k + (size_t)fn);
-        pending_commit(&t->pending, pre + (size_t)k + (size_t)fn);
-        rc = 0;
+        memcpy(slot, PyBytes_AS_STRING(cd), (size_t)fn);
+        rc = erspan_put(t, c, s, fn, cut, s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0);
         goto out;
     }
     if (s->kind == KIND_RSPAN) {
@@ -1447,6 +1486,40 @@ out:
 }
 
 /*
+ * The segments of an offloaded frame copied into a natively sent ERSPAN session, each
+ * written by seg_into() straight into its copy's place in the run's Pending arena (no
+ * bytes object per segment), then cut to the mirror's length and encapsulated as
+ * deliver() does; one timestamp for all of them (one frame, one moment).
+ */
+typedef struct {
+    SegSink sink;
+    Table *t;
+    const MirrorOp *c;
+    Session *s;
+    long long ts_ns;
+} ErspanSink;
+
+static unsigned char *erspan_sink_room(SegSink *sink, Py_ssize_t len)
+{
+    ErspanSink *es = (ErspanSink *)sink;
+    return erspan_room(es->t, es->c->session, es->s, len);
+}
+
+static int erspan_sink_done(SegSink *sink, Py_ssize_t len)
+{
+    ErspanSink *es = (ErspanSink *)sink;
+    const MirrorOp *c = es->c;
+    int cut = 0;
+    if (c->truncate && len > c->truncate) {
+        len = c->truncate;
+        cut = 1;
+        if (arr_add(&es->t->sess[S_TRUNCATED], c->session, 1) < 0)
+            return -1;
+    }
+    return erspan_put(es->t, c, es->s, len, cut, es->ts_ns);
+}
+
+/*
  * MirrorOut.route + emit for a local or RSPAN session: offer the frame (data,
  * vnet: as seen at the copy's point; fobj: its Frame, delivered as is when
  * the copy is unchanged).
@@ -1497,6 +1570,16 @@ static int do_mirror(Table *t, const MirrorOp *c, PyObject *fobj, PyObject *data
                                    (s->kind == KIND_ERSPAN && s->segment))) {
             /* an offloaded frame cannot be cut or encapsulated as it is: make the wire
              * frames first (software GSO/checksum); one that cannot be made goes whole */
+            if (s->kind == KIND_ERSPAN) {
+                /* each segment written straight into its copy's place (ErspanSink) */
+                ErspanSink es = {{erspan_sink_room, erspan_sink_done}, t, c, s,
+                                 s->enc.type == ENC_ERSPAN3 ? wall_ns() : 0};
+                int r = seg_into(&es.sink, (const unsigned char *)PyBytes_AS_STRING(cd),
+                                 PyBytes_GET_SIZE(cd), v, vn);
+                rc = r < 0 ? -1 : r == 0 ? 0
+                                 : deliver(t, c, s, fobj, data, vnet, cd, t->empty, tx);
+                goto out;
+            }
             PyObject *pieces = seg_finalize((const unsigned char *)PyBytes_AS_STRING(cd),
                                             PyBytes_GET_SIZE(cd), v, vn);
             if (!pieces) {

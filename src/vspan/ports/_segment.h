@@ -16,6 +16,7 @@
  * seg_finalize() returns a new list of bytes, or NULL: with a Python error set
  * (memory), or with none set when the frame cannot be finalized (the Python
  * code raises OffloadError there; callers hand such frames to Python).
+ * seg_into() gives the same segments to a SegSink instead (a caller's buffer).
  * Every offset is checked against the frame before it is read.
  */
 #ifndef VSPAN_SEGMENT_H
@@ -44,10 +45,39 @@ static inline void seg_wr16(unsigned char *p, unsigned v)
     p[1] = v & 0xFF;
 }
 
-/* the running 32-bit sum of big-endian 16-bit words; an odd tail is padded with zero */
+/*
+ * The running sum of big-endian 16-bit words; an odd tail is padded with zero.  Only the
+ * last piece of a checksummed range may have an odd length.  The bulk is summed as
+ * native 32-bit words into a 64-bit accumulator (2^32 words before it could overflow),
+ * folded to 16 bits and byte-swapped into big-endian order: the one's complement sum
+ * does not depend on the byte order it is taken in (RFC 1071 2(B)), and the folded
+ * part is 0 only when those bytes are all zero, so seg_fold's result is unchanged.
+ */
 static uint64_t seg_sum(uint64_t acc, const unsigned char *p, Py_ssize_t n)
 {
     Py_ssize_t i = 0;
+    if (n >= 16) {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (; i + 16 <= n; i += 16) {
+            uint32_t w0, w1, w2, w3;
+            memcpy(&w0, p + i, 4);
+            memcpy(&w1, p + i + 4, 4);
+            memcpy(&w2, p + i + 8, 4);
+            memcpy(&w3, p + i + 12, 4);
+            s0 += w0;
+            s1 += w1;
+            s2 += w2;
+            s3 += w3;
+        }
+        uint64_t s = s0 + s1 + s2 + s3; /* < 2^36 for frames < 1 GiB */
+        while (s >> 16)
+            s = (s & 0xFFFF) + (s >> 16);
+        /* each 32-bit word adds its two 16-bit words in native order: swap them back */
+        uint16_t h = (uint16_t)s, be;
+        const unsigned char *hb = (const unsigned char *)&h;
+        be = (uint16_t)(((unsigned)hb[0] << 8) | hb[1]);
+        acc += be;
+    }
     for (; i + 1 < n; i += 2)
         acc += ((unsigned)p[i] << 8) | p[i + 1];
     if (n & 1)
@@ -147,18 +177,29 @@ static uint64_t seg_pseudo(const unsigned char *d, const SegIP *ip, Py_ssize_t l
 }
 
 /*
- * One segment: l2 + IP header(s) rewritten for (index, l4 len) + l4 header (hdr, hlen, its
- * checksum at csum_at filled here) + the payload chunk.  Appended to out.
+ * Where the segments go: room() gives len bytes to write the next one into (NULL with
+ * a Python error set when it cannot), done() takes it once written (-1: error set).
+ * seg_finalize() uses a sink making a list of bytes; a caller may write them straight
+ * into its own buffer (the native replay's ERSPAN copies).
  */
-static int seg_emit(PyObject *out, const unsigned char *d, const SegIP *ip, int index,
+typedef struct SegSink SegSink;
+struct SegSink {
+    unsigned char *(*room)(SegSink *sink, Py_ssize_t len);
+    int (*done)(SegSink *sink, Py_ssize_t len);
+};
+
+/*
+ * One segment: l2 + IP header(s) rewritten for (index, l4 len) + l4 header (hdr, hlen, its
+ * checksum at csum_at filled here) + the payload chunk.  Given to out.
+ */
+static int seg_emit(SegSink *out, const unsigned char *d, const SegIP *ip, int index,
                     unsigned char *hdr, Py_ssize_t hlen, Py_ssize_t csum_at, int udp,
                     const unsigned char *chunk, Py_ssize_t clen)
 {
     Py_ssize_t l4len = hlen + clen, iplen = ip->l4 - ip->l3;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, ip->l4 + l4len);
-    if (!b)
+    unsigned char *o = out->room(out, ip->l4 + l4len);
+    if (!o)
         return -1;
-    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(b);
     memcpy(o, d, (size_t)ip->l4); /* L2 and the network header(s) */
     unsigned char *h = o + ip->l3;
     if (ip->ipv6) {
@@ -180,9 +221,7 @@ static int seg_emit(PyObject *out, const unsigned char *d, const SegIP *ip, int 
     seg_wr16(hdr + csum_at, v);
     memcpy(o + ip->l4, hdr, (size_t)hlen);
     memcpy(o + ip->l4 + hlen, chunk, (size_t)clen);
-    int r = PyList_Append(out, b);
-    Py_DECREF(b);
-    return r;
+    return out->done(out, ip->l4 + l4len);
 }
 
 /* vnet.segments_refusal: nonzero when total bytes in gso_size pieces is too fine a cut */
@@ -194,14 +233,16 @@ static int seg_count_bad(Py_ssize_t total, Py_ssize_t gso_size, int udp)
     return count > 1 && gso_size < SEG_MIN_TCP_GSO_SIZE;
 }
 
-static PyObject *seg_tcp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, int ipv6)
+/* the seg_* functions return 0 (every segment given to the sink), -1 with a Python error
+ * set, or 1 when the frame cannot be finalized (nothing given to the sink then) */
+static int seg_tcp(SegSink *out, const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, int ipv6)
 {
     SegIP ip;
     if (mss <= 0 || seg_ip(d, n, ipv6, 6, &ip) < 0 || n < ip.l4 + 20)
-        return NULL;
+        return 1;
     Py_ssize_t thlen = (d[ip.l4 + 12] >> 4) * 4;
     if (thlen < 20 || n < ip.l4 + thlen)
-        return NULL;
+        return 1;
     unsigned char th[60];
     memcpy(th, d + ip.l4, (size_t)thlen);
     uint32_t seq0 = ((uint32_t)th[4] << 24) | ((uint32_t)th[5] << 16) | ((uint32_t)th[6] << 8) |
@@ -210,11 +251,8 @@ static PyObject *seg_tcp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, i
     const unsigned char *pay = d + ip.l4 + thlen;
     Py_ssize_t total = n - ip.l4 - thlen;
     if (seg_count_bad(total, mss, 0))
-        return NULL;
+        return 1;
     Py_ssize_t nseg = total ? (total + mss - 1) / mss : 1;
-    PyObject *out = PyList_New(0);
-    if (!out)
-        return NULL;
     for (Py_ssize_t i = 0; i < nseg; i++) {
         Py_ssize_t start = i * mss, clen = total - start < mss ? total - start : mss;
         if (clen < 0)
@@ -230,76 +268,116 @@ static PyObject *seg_tcp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss, i
         if (i)
             fl &= ~0x80u; /* CWR only on the first */
         th[13] = (unsigned char)fl;
-        if (seg_emit(out, d, &ip, (int)i, th, thlen, 16, 0, pay + start, clen) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        if (seg_emit(out, d, &ip, (int)i, th, thlen, 16, 0, pay + start, clen) < 0)
+            return -1;
     }
-    return out;
+    return 0;
 }
 
-static PyObject *seg_udp(const unsigned char *d, Py_ssize_t n, Py_ssize_t mss)
+static int seg_udp(SegSink *out, const unsigned char *d, Py_ssize_t n, Py_ssize_t mss)
 {
     SegIP ip;
     if (mss <= 0 || seg_ip(d, n, -1, 17, &ip) < 0 || n < ip.l4 + 8)
-        return NULL;
+        return 1;
     unsigned char uh[8];
     memcpy(uh, d + ip.l4, 8);
     const unsigned char *pay = d + ip.l4 + 8;
     Py_ssize_t total = n - ip.l4 - 8;
     if (seg_count_bad(total, mss, 1))
-        return NULL;
+        return 1;
     Py_ssize_t nseg = total ? (total + mss - 1) / mss : 1;
-    PyObject *out = PyList_New(0);
-    if (!out)
-        return NULL;
     for (Py_ssize_t i = 0; i < nseg; i++) {
         Py_ssize_t start = i * mss, clen = total - start < mss ? total - start : mss;
         if (clen < 0)
             clen = 0;
         seg_wr16(uh + 4, (unsigned)((8 + clen) & 0xFFFF));
-        if (seg_emit(out, d, &ip, (int)i, uh, 8, 6, 1, pay + start, clen) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
+        if (seg_emit(out, d, &ip, (int)i, uh, 8, 6, 1, pay + start, clen) < 0)
+            return -1;
     }
-    return out;
+    return 0;
+}
+
+/* the frame as it is (no virtio-net header) */
+static int seg_whole(SegSink *out, const unsigned char *d, Py_ssize_t n)
+{
+    unsigned char *o = out->room(out, n);
+    if (!o)
+        return -1;
+    memcpy(o, d, (size_t)n);
+    return out->done(out, n);
+}
+
+/* offload.finalize into a sink: 0, -1 (Python error set) or 1 (cannot be finalized) */
+static int seg_into(SegSink *out, const unsigned char *d, Py_ssize_t n, const unsigned char *v,
+                    Py_ssize_t vn)
+{
+    if (vn == 0)
+        return seg_whole(out, d, n);
+    if (vn != 10)
+        return 1;
+    unsigned flags = v[0], gso_type = v[1];
+    Py_ssize_t gso_size = v[4] | (v[5] << 8), cs = v[6] | (v[7] << 8), co = v[8] | (v[9] << 8);
+    unsigned kind = gso_type & ~(unsigned)SEG_GSO_ECN;
+    if (kind == SEG_GSO_NONE) {
+        if (flags & SEG_F_NEEDS_CSUM) {
+            Py_ssize_t at = cs + co;
+            if (cs >= n || at + 2 > n)
+                return 1;
+            unsigned val = ~seg_fold(seg_sum(0, d + cs, n - cs)) & 0xFFFF;
+            if (val == 0 && co == 6)
+                val = 0xFFFF;
+            unsigned char *o = out->room(out, n);
+            if (!o)
+                return -1;
+            memcpy(o, d, (size_t)n);
+            seg_wr16(o + at, val);
+            return out->done(out, n);
+        }
+        return seg_whole(out, d, n);
+    }
+    if (kind == SEG_GSO_TCPV4 || kind == SEG_GSO_TCPV6)
+        return seg_tcp(out, d, n, gso_size, kind == SEG_GSO_TCPV6);
+    if (kind == SEG_GSO_UDP_L4)
+        return seg_udp(out, d, n, gso_size);
+    return 1; /* UFO or unknown */
+}
+
+/* the sink seg_finalize() uses: each segment a new bytes object appended to a list */
+typedef struct {
+    SegSink sink;
+    PyObject *list;
+    PyObject *cur;
+} SegList;
+
+static unsigned char *seg_list_room(SegSink *sink, Py_ssize_t len)
+{
+    SegList *l = (SegList *)sink;
+    l->cur = PyBytes_FromStringAndSize(NULL, len);
+    return l->cur ? (unsigned char *)PyBytes_AS_STRING(l->cur) : NULL;
+}
+
+static int seg_list_done(SegSink *sink, Py_ssize_t len)
+{
+    SegList *l = (SegList *)sink;
+    (void)len;
+    int r = PyList_Append(l->list, l->cur);
+    Py_CLEAR(l->cur);
+    return r;
 }
 
 static PyObject *seg_finalize(const unsigned char *d, Py_ssize_t n, const unsigned char *v,
                               Py_ssize_t vn)
 {
-    if (vn == 0) {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)d, n);
-        return b ? Py_BuildValue("[N]", b) : NULL;
-    }
-    if (vn != 10)
+    SegList l = {{seg_list_room, seg_list_done}, PyList_New(0), NULL};
+    if (!l.list)
         return NULL;
-    unsigned flags = v[0], gso_type = v[1];
-    Py_ssize_t gso_size = v[4] | (v[5] << 8), cs = v[6] | (v[7] << 8), co = v[8] | (v[9] << 8);
-    unsigned kind = gso_type & ~(unsigned)SEG_GSO_ECN;
-    if (kind == SEG_GSO_NONE) {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)d, n);
-        if (!b)
-            return NULL;
-        if (flags & SEG_F_NEEDS_CSUM) {
-            Py_ssize_t at = cs + co;
-            if (cs >= n || at + 2 > n) {
-                Py_DECREF(b);
-                return NULL;
-            }
-            unsigned val = ~seg_fold(seg_sum(0, d + cs, n - cs)) & 0xFFFF;
-            if (val == 0 && co == 6)
-                val = 0xFFFF;
-            seg_wr16((unsigned char *)PyBytes_AS_STRING(b) + at, val);
-        }
-        return Py_BuildValue("[N]", b);
+    int r = seg_into(&l.sink, d, n, v, vn);
+    Py_XDECREF(l.cur); /* a room given but not done (an error) */
+    if (r != 0) {
+        Py_DECREF(l.list);
+        return NULL;
     }
-    if (kind == SEG_GSO_TCPV4 || kind == SEG_GSO_TCPV6)
-        return seg_tcp(d, n, gso_size, kind == SEG_GSO_TCPV6);
-    if (kind == SEG_GSO_UDP_L4)
-        return seg_udp(d, n, gso_size);
-    return NULL; /* UFO or unknown */
+    return l.list;
 }
 
 /*
