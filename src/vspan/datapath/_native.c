@@ -73,6 +73,7 @@
 #define PLATF_SWITCH_PORT_SECONDS 5
 #define ENCAP_MAX 32 /* the longest header: ERSPAN III with the platform subheader */
 #define SEND_BATCH 64
+#define PENDING_FLUSH (64 * 1024) /* ERSPAN copies' bytes sent within a run */
 
 #define VNET_LEN 10
 #define F_NEEDS_CSUM 1
@@ -1893,6 +1894,9 @@ static PyObject *Table_run(Table *self, PyObject *args)
             return NULL;
         if (!handled)
             break;
+        /* send the copies while their bytes are still in the cache (a GSO frame's ~45) */
+        if (self->pending.len >= PENDING_FLUSH && flush_remote(self) < 0)
+            return NULL;
     }
     if (flush_remote(self) < 0)
         return NULL;
