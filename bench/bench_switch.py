@@ -33,6 +33,7 @@ for a smoke test: 1 run, 2 s each, RESULTS.md left alone).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -79,12 +80,14 @@ from peers import (
     kernel_features,
 )
 
-PREFIX = "vb-"  # every namespace and interface this script makes starts with "vb"
+# every namespace and interface this script makes starts with "vb-"; VSPAN_BENCH_PREFIX
+# (at most 5 characters) gives concurrent runs on one machine names of their own
+PREFIX = os.environ.get("VSPAN_BENCH_PREFIX", "vb-")[:5]
 SECTION = "bench_switch.py"
 GEN_CPU = 0  # iperf3, trafgen, ping
 SWITCH_CPU = 1  # vspan up, ovs-vswitchd
-PIDFILE = Path("/run/vspan-bench/vb-switch.pid")
-OVS_RUNDIR = Path("/run/vspan-bench/vb-ovs")
+PIDFILE = Path(f"/run/vspan-bench/{PREFIX}switch.pid")
+OVS_RUNDIR = Path(f"/run/vspan-bench/{PREFIX}ovs")
 
 SENDER = ("10.77.0.1/24", "02:76:62:00:00:01")
 RECEIVER = ("10.77.0.2/24", "02:76:62:00:00:02")

@@ -293,6 +293,9 @@ class Vspan(Peer):
             return SWITCH_YAML + erspan_yaml(lab, sender="raw")
         if self.extra == "firewall":
             return SWITCH_YAML + firewall_yaml(lab)
+        if self.extra == "no-steering":
+            return SWITCH_YAML.replace("}\n", ", rx_steering: false}\n").replace(
+                "{socket, rx_steering: false}", "{socket}")
         return SWITCH_YAML
 
     def start(self, lab: SwitchLab, tag: str) -> None:
@@ -357,11 +360,12 @@ def all_peers() -> list[Peer]:
         Vspan("vspan-erspan-raw", "vspan + ERSPAN III by the raw GRE socket", "erspan-raw",
               copies="collector"),
         Vspan("vspan-fw", "vspan + per-port firewall", "firewall"),
+        Vspan("vspan-nosteer", "vspan, rx_steering off", "no-steering"),
     ]
 
 
 # setups measured only when asked for (--setups): not part of a full run's table
-OPTIONAL_SETUPS = frozenset({"vspan-erspan-raw"})
+OPTIONAL_SETUPS = frozenset({"vspan-erspan-raw", "vspan-nosteer"})
 
 
 def kernel_features(topo: Topology) -> dict[str, str | None]:

@@ -182,6 +182,11 @@ class PortConfig(Strict):
     team: TeamConfig | None = Field(default=None, validate_default=True,
                                     description="members and behaviour of a team port")
     pvlan: PvlanConfig | None = None  # a private VLAN port (docs/pvlan.md)
+    rx_steering: bool = Field(
+        default=True,
+        description="afpacket ports on a veth: steer the frames it receives with RPS to "
+                    "CPUs other than the switch's, keeping each TCP flow in order "
+                    "(docs/datapath.md, 'TCP order on veth ports')")
 
     @model_validator(mode="after")
     def _tap_only_for_tap(self) -> PortConfig:

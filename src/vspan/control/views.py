@@ -44,6 +44,8 @@ def ports_view(engine: Engine) -> list[dict[str, Any]]:
         row: dict[str, Any] = {}
         if isinstance(backend, TeamPort):
             row["team"] = backend.status()
+        if backend is not None and "rx_steering" in (extra := backend.info().extra):
+            row["rx_steering"] = extra["rx_steering"]  # vspan.ports.rxsteer: what and why
         rows.append({
             "name": rt.name,
             "index": rt.index,

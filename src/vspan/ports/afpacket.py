@@ -21,6 +21,9 @@ What this backend does for the switch (see PERF-NOTES for why):
   shared machine"); on a socket nobody waits on it is a barrier and a test.
 * Ring slots go back to the kernel with ONE aligned 32-bit store
   (``memoryview.cast("I")`` item assignment), never ``struct.pack_into``.
+* On a veth, the interface's receive queues get RPS steering while the port
+  is open (:mod:`vspan.ports.rxsteer`): a TCP sender's frames, sent from two
+  CPUs, then reach the ring in the order they were sent.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 from vspan.ports import constants as c
 from vspan.ports import ethtool, netdev, ringio
 from vspan.ports.base import Frame, Port, PortCounters, PortError, PortInfo
+from vspan.ports.rxsteer import RxSteering
 from vspan.ports.tx import DEFAULT_GSO_MAX_SIZE, NO_GSO, GsoSupport, send_frames
 from vspan.ports.vnet import F_NEEDS_CSUM, VNET_HDR_LEN, shift
 
@@ -251,6 +255,7 @@ class AfPacketPort(Port):
         bring_up: bool = True,
         wait_for_interface: bool = False,
         kind: str = "afpacket",
+        rx_steering: bool = True,
     ) -> None:
         self.name = name
         self.ifname = ifname or name
@@ -277,6 +282,7 @@ class AfPacketPort(Port):
         #: errno of the last failed send (debugging aid)
         self.last_tx_errno: int | None = None
         self._native_tx = ringio.enabled()  # send runs of frames with sendmmsg (C)
+        self._steering = RxSteering(rx_steering)  # RPS on a veth's rx queues (keeps order)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -368,6 +374,7 @@ class AfPacketPort(Port):
         self._feature_names = None  # a new device may be of another kind
         self._sock = sock
         self.refresh_offloads()
+        self._steering.apply(self.ifname)
         self._info = PortInfo(
             kind=self._kind,
             interface=self.ifname,
@@ -378,6 +385,7 @@ class AfPacketPort(Port):
                 "ifindex": str(index),
                 "ring_frames": str(self.geometry.frame_nr),
                 "frame_size": str(self.geometry.frame_size),
+                "rx_steering": self._steering.reason,
             },
         )
 
@@ -414,6 +422,7 @@ class AfPacketPort(Port):
         self._bypass_now = on
 
     def _teardown(self, sock: socket.socket | None) -> None:
+        self._steering.restore()
         if self._ring is not None:
             self._ring.release()
             self._ring = None

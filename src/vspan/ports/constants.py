@@ -126,6 +126,7 @@ TUNSETGROUP = 0x400454CE
 # --- ethtool ioctl (linux/ethtool.h, linux/sockios.h) -------------------------
 
 SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x03
 ETHTOOL_GSTRINGS = 0x1B
 ETHTOOL_GSSET_INFO = 0x37
 ETHTOOL_GFEATURES = 0x3A

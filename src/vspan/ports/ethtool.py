@@ -23,6 +23,7 @@ _SSET_INFO = struct.Struct("=IIQI")  # cmd, reserved, sset_mask, data[0]
 _GSTRINGS = struct.Struct("=III")  # cmd, string_set, len
 _GFEATURES = struct.Struct("=II")  # cmd, size
 _BLOCK = struct.Struct("=IIII")  # available, requested, active, never_changed
+_DRVINFO_SIZE = 196  # struct ethtool_drvinfo; the driver's name is 32 bytes after cmd
 
 
 def _request(head: bytes, size: int) -> ctypes.Array[ctypes.c_char]:
@@ -37,6 +38,16 @@ def _ethtool(ifname: str, buf: ctypes.Array[ctypes.c_char]) -> None:
     req = _IFREQ_PTR.pack(ifname.encode(), ctypes.addressof(buf))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s.fileno(), c.SIOCETHTOOL, req)
+
+
+def driver(ifname: str) -> str:
+    """The interface's driver (``ethtool -i``: ``veth``, ``tun``, ``virtio_net``...).
+
+    Raises :class:`OSError` when the interface cannot be asked.
+    """
+    buf = _request(struct.pack("=I", c.ETHTOOL_GDRVINFO), _DRVINFO_SIZE)
+    _ethtool(ifname, buf)
+    return buf.raw[4:36].split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def feature_names(ifname: str) -> tuple[str, ...]:

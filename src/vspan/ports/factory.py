@@ -12,7 +12,7 @@ def open_backend(name: str, cfg: PortConfig) -> Port:
     if cfg.type is PortType.AFPACKET:
         from vspan.ports.afpacket import AfPacketPort
 
-        return AfPacketPort(name, ifname)
+        return AfPacketPort(name, ifname, rx_steering=cfg.rx_steering)
     if cfg.type is PortType.TAP:
         from vspan.ports.tap import TapPort
 
