@@ -294,8 +294,8 @@ class Vspan(Peer):
         if self.extra == "firewall":
             return SWITCH_YAML + firewall_yaml(lab)
         if self.extra == "no-steering":
-            return SWITCH_YAML.replace("}\n", ", rx_steering: false}\n").replace(
-                "{socket, rx_steering: false}", "{socket}")
+            return "\n".join(line.replace("}", ", rx_steering: never}") if "interface:" in line
+                             else line for line in SWITCH_YAML.splitlines()) + "\n"
         return SWITCH_YAML
 
     def start(self, lab: SwitchLab, tag: str) -> None:
@@ -360,7 +360,7 @@ def all_peers() -> list[Peer]:
         Vspan("vspan-erspan-raw", "vspan + ERSPAN III by the raw GRE socket", "erspan-raw",
               copies="collector"),
         Vspan("vspan-fw", "vspan + per-port firewall", "firewall"),
-        Vspan("vspan-nosteer", "vspan, rx_steering off", "no-steering"),
+        Vspan("vspan-nosteer", "vspan, rx_steering never", "no-steering"),
     ]
 
 

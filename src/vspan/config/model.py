@@ -182,11 +182,21 @@ class PortConfig(Strict):
     team: TeamConfig | None = Field(default=None, validate_default=True,
                                     description="members and behaviour of a team port")
     pvlan: PvlanConfig | None = None  # a private VLAN port (docs/pvlan.md)
-    rx_steering: bool = Field(
-        default=True,
+    rx_steering: Literal["auto", "always", "never"] = Field(
+        default="auto",
         description="afpacket ports on a veth: steer the frames it receives with RPS to "
-                    "CPUs other than the switch's, keeping each TCP flow in order "
-                    "(docs/datapath.md, 'TCP order on veth ports')")
+                    "CPUs other than the switch's, keeping each TCP flow in order; auto: "
+                    "while it receives in bulk (docs/datapath.md, 'TCP order on veth ports')")
+
+    @field_validator("rx_steering", mode="before")
+    @classmethod
+    def _steering_bool(cls, value: object) -> object:
+        # YAML 1.1 reads a bare on/off as a boolean
+        if value is True:
+            return "always"
+        if value is False:
+            return "never"
+        return value
 
     @model_validator(mode="after")
     def _tap_only_for_tap(self) -> PortConfig:

@@ -22,8 +22,9 @@ What this backend does for the switch (see PERF-NOTES for why):
 * Ring slots go back to the kernel with ONE aligned 32-bit store
   (``memoryview.cast("I")`` item assignment), never ``struct.pack_into``.
 * On a veth, the interface's receive queues get RPS steering while the port
-  is open (:mod:`vspan.ports.rxsteer`): a TCP sender's frames, sent from two
-  CPUs, then reach the ring in the order they were sent.
+  receives in bulk (:mod:`vspan.ports.rxsteer`, ``rx_steering``): a TCP
+  sender's frames, sent from two CPUs, then reach the ring in the order they
+  were sent.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ class AfPacketPort(Port):
         bring_up: bool = True,
         wait_for_interface: bool = False,
         kind: str = "afpacket",
-        rx_steering: bool = True,
+        rx_steering: str = "auto",
     ) -> None:
         self.name = name
         self.ifname = ifname or name
@@ -374,7 +375,7 @@ class AfPacketPort(Port):
         self._feature_names = None  # a new device may be of another kind
         self._sock = sock
         self.refresh_offloads()
-        self._steering.apply(self.ifname)
+        self._steering.attach(self.ifname)
         self._info = PortInfo(
             kind=self._kind,
             interface=self.ifname,
@@ -385,7 +386,6 @@ class AfPacketPort(Port):
                 "ifindex": str(index),
                 "ring_frames": str(self.geometry.frame_nr),
                 "frame_size": str(self.geometry.frame_size),
-                "rx_steering": self._steering.reason,
             },
         )
 
@@ -533,8 +533,10 @@ class AfPacketPort(Port):
                 self._index = 0
                 return False
         up = bool(netdev.link_state(self.ifname))
-        if up != self._link or time.monotonic() - self._features_read >= FEATURES_INTERVAL:
+        now = time.monotonic()
+        if up != self._link or now - self._features_read >= FEATURES_INTERVAL:
             self.refresh_offloads()  # a VM attaching to a TAP sets its offloads then
+        self._steering.update(self.counters.rx_bytes, now)
         self._link = up
         return up
 
@@ -544,4 +546,5 @@ class AfPacketPort(Port):
             return PortInfo(kind=self._kind, interface=self.ifname, vnet_hdr=True)
         self._info.extra["gso"] = self.gso.describe()
         self._info.extra["qdisc_bypass"] = str(self._bypass_now).lower()
+        self._info.extra["rx_steering"] = self._steering.reason
         return self._info

@@ -18,12 +18,19 @@ chosen are the ones the switch process may not run on (so the copies into the
 ring do not take the switch's CPU); when the switch may run everywhere, all
 CPUs (the flow hash still keeps each flow on one of them).
 
+The cost: a frame the switch's own send produces (an echo reply made inside
+that send, an ACK-clocked segment) no longer reaches the ring inside the send
+but after a hop to another CPU: a ping through the switch takes longer. So the
+default mode ``auto`` steers only while the port receives in bulk (at least
+:data:`ON_RATE` bytes/s, checked once a second; off again below
+:data:`OFF_RATE`); ``always`` steers while the port is open; ``never`` leaves
+the queues alone.
+
 Rules (:func:`plan`): only veth interfaces (a NIC's queues keep order); only
 when every queue's mask is empty (a mask someone set is left as found); not on a
-one-CPU machine; not when the kernel has no RPS; not when the port is
-configured with ``rx_steering: false``. :class:`RxSteering` writes the masks
-and puts the old ones back when the port closes (where they still hold what it
-wrote). Control path only.
+one-CPU machine; not when the kernel has no RPS. :class:`RxSteering` writes the
+masks and puts the old ones back when steering stops or the port closes (where
+they still hold what it wrote). Control path only.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ from vspan.ports import ethtool
 from vspan.ports.netdev import SYS_CLASS_NET
 
 VETH = "veth"
+MODES = ("auto", "always", "never")
+#: ``auto`` steers from this receive rate (bytes/s: ~270 Mbit/s) ...
+ON_RATE = 32 << 20
+#: ... until the rate falls below this one
+OFF_RATE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,13 @@ def format_mask(cpus: Iterable[int]) -> str:
     return ",".join(reversed(groups))
 
 
+def wanted(active: bool, rate: float, on_rate: float = ON_RATE,
+           off_rate: float = OFF_RATE) -> bool:
+    """``auto``: whether to steer at ``rate`` bytes/s (hysteresis: on from ``on_rate``,
+    off below ``off_rate``)."""
+    return rate >= off_rate if active else rate >= on_rate
+
+
 def plan(*, enabled: bool, driver: str | None, masks: Sequence[str], cpu_count: int,
          switch_cpus: Iterable[int]) -> SteeringPlan:
     """Decide the steering of one interface.
@@ -85,7 +104,7 @@ def plan(*, enabled: bool, driver: str | None, masks: Sequence[str], cpu_count: 
     ``switch_cpus`` the CPUs the switch process may run on.
     """
     if not enabled:
-        return SteeringPlan(frozenset(), "off (rx_steering: false)")
+        return SteeringPlan(frozenset(), "off (rx_steering: never)")
     if driver != VETH:
         return SteeringPlan(frozenset(), f"not a veth ({driver or 'driver unknown'}): "
                                          "its queues keep order")
@@ -129,53 +148,92 @@ def _write(path: str, text: str) -> bool:
 class RxSteering:
     """Steers one interface's receive queues as :func:`plan` says and undoes it.
 
-    ``RxSteering(enabled)``; :meth:`apply` on attach (again after the interface
-    was re-created), :meth:`restore` when the port closes. :attr:`reason` says
-    what was done and why (shown in the port's info).
+    ``RxSteering(mode)``; :meth:`attach` when the port binds to the interface
+    (again after it was re-created), :meth:`update` once a second with the port's
+    received bytes (mode ``auto``), :meth:`restore` when the port closes.
+    :attr:`reason` says what is done and why (``vspan show ports --json``).
     """
 
-    def __init__(self, enabled: bool = True, sysfs: str = SYS_CLASS_NET) -> None:
-        self.enabled = enabled
+    def __init__(self, mode: str = "auto", sysfs: str = SYS_CLASS_NET,
+                 on_rate: float = ON_RATE, off_rate: float = OFF_RATE) -> None:
+        if mode not in MODES:
+            raise ValueError(f"rx_steering must be one of {', '.join(MODES)}, not {mode!r}")
+        self.mode = mode
         self._sysfs = sysfs
+        self._on_rate = on_rate
+        self._off_rate = off_rate
+        self._plan = SteeringPlan(frozenset(), "not attached")
+        self._paths: list[str] = []
+        self._found: list[str] = []
         self._written: dict[str, tuple[str, str]] = {}  # path -> (old mask, written mask)
-        self.reason = "not applied yet"
+        self._last: tuple[int, float] | None = None  # (rx bytes, time) at the last update
+        self.reason = "not attached"
+
+    @property
+    def active(self) -> bool:
+        """Whether masks written by this object are in place."""
+        return bool(self._written)
 
     def _queues(self, ifname: str) -> list[str]:
         return sorted(glob.glob(os.path.join(self._sysfs, glob.escape(ifname), "queues",
                                              "rx-*", "rps_cpus")))
 
-    def apply(self, ifname: str, switch_cpus: Iterable[int] | None = None) -> SteeringPlan:
-        """Plan for ``ifname`` and write the masks; returns the plan (also in :attr:`reason`)."""
+    def attach(self, ifname: str, switch_cpus: Iterable[int] | None = None,
+               driver: str | None = None) -> SteeringPlan:
+        """Decide for ``ifname`` (its driver asked when not given); steer now with ``always``."""
+        self.restore()
         self._written.clear()  # a re-created device starts with fresh (empty) masks
-        if not self.enabled:
-            return self._plan(plan(enabled=False, driver=None, masks=(), cpu_count=0,
-                                   switch_cpus=()))
-        try:
-            drv: str | None = ethtool.driver(ifname)
-        except OSError:
-            drv = None
-        paths = self._queues(ifname) if drv == VETH else []
-        masks = [_read(p) for p in paths]
+        self._last = None
+        if self.mode == "never":
+            return self._decided(plan(enabled=False, driver=None, masks=(), cpu_count=0,
+                                      switch_cpus=()), "")
+        if driver is None:
+            try:
+                driver = ethtool.driver(ifname)
+            except OSError:
+                driver = None
+        self._paths = self._queues(ifname) if driver == VETH else []
+        self._found = [_read(p) or "?" for p in self._paths]
         cpus = set(switch_cpus) if switch_cpus is not None else os.sched_getaffinity(0)
-        decided = plan(enabled=True, driver=drv,
-                       masks=[m if m is not None else "?" for m in masks],
+        decided = plan(enabled=True, driver=driver, masks=self._found,
                        cpu_count=os.cpu_count() or 1, switch_cpus=cpus)
-        if not decided.steer:
-            return self._plan(decided)
-        text = format_mask(decided.cpus)
-        for path, old in zip(paths, masks, strict=True):
-            if not _write(path, text):
-                self.restore()
-                return self._plan(SteeringPlan(frozenset(), "rps_cpus not writable: left alone"))
-            self._written[path] = (old or "0", _read(path) or text)
-        return self._plan(decided)
-
-    def _plan(self, decided: SteeringPlan) -> SteeringPlan:
-        self.reason = decided.reason
+        self._decided(decided, "auto, idle: " if self.mode == "auto" else "")
+        if decided.steer and self.mode == "always":
+            self._engage()
         return decided
 
+    def _decided(self, decided: SteeringPlan, prefix: str) -> SteeringPlan:
+        self._plan = decided
+        self.reason = prefix + decided.reason if decided.steer else decided.reason
+        return decided
+
+    def update(self, rx_bytes: int, now: float) -> None:
+        """Mode ``auto``: steer while the port receives in bulk (see :func:`wanted`)."""
+        last, self._last = self._last, (rx_bytes, now)
+        if self.mode != "auto" or not self._plan.steer or last is None or now <= last[1]:
+            return
+        rate = (rx_bytes - last[0]) / (now - last[1])
+        want = wanted(self.active, rate, self._on_rate, self._off_rate)
+        if want and not self.active:
+            self._engage()
+            if self.active:
+                self.reason = f"auto, bulk: {self._plan.reason}"
+        elif not want and self.active:
+            self.restore()
+            self.reason = f"auto, idle: {self._plan.reason}"
+
+    def _engage(self) -> None:
+        text = format_mask(self._plan.cpus)
+        for path, old in zip(self._paths, self._found, strict=True):
+            if not _write(path, text):
+                self.restore()
+                self._plan = SteeringPlan(frozenset(), "rps_cpus not writable: left alone")
+                self.reason = self._plan.reason
+                return
+            self._written[path] = (old, _read(path) or text)
+
     def restore(self) -> None:
-        """Put back the masks found, where they still hold what :meth:`apply` wrote."""
+        """Put back the masks found, where they still hold what this object wrote."""
         written, self._written = self._written, {}
         for path, (old, mine) in written.items():
             now = _read(path)
