@@ -36,6 +36,7 @@ from tests.helpers.xconnect import CrossConnect, pop_tag, push_tag
 from vspan.ports.afpacket import AfPacketPort
 from vspan.ports.base import Frame
 from vspan.ports.constants import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6
+from vspan.ports.rxsteer import parse_mask
 from vspan.ports.tapqueue import TapQueuePort
 from vspan.ports.vnet import F_NEEDS_CSUM, VNET_STRUCT
 
@@ -221,6 +222,31 @@ def test_open_brings_interface_up_and_link_state_follows(plab: Lab) -> None:
             time.sleep(0.05)
         assert a.link_up()
     assert not a.link_up()  # closed
+
+
+def test_rx_steering_on_a_real_veth_is_set_and_undone(plab: Lab) -> None:
+    """rx_steering on a kernel veth: masks written (always), left idle (auto), put back on
+    close, a mask the admin set left as found (the decision logic: tests/unit/test_rxsteer.py)."""
+    _, _, if_a, if_b = two_hosts(plab)
+    path_a = Path("/sys/class/net", if_a, "queues", "rx-0", "rps_cpus")
+    if not path_a.exists():
+        pytest.skip("kernel without RPS (no rps_cpus)")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: nothing to steer")
+    mine = os.sched_getaffinity(0)
+    want = (set(range(os.cpu_count() or 1)) - mine) or set(range(os.cpu_count() or 1))
+    with AfPacketPort("a", if_a, rx_steering="always") as a:
+        assert parse_mask(path_a.read_text()) == sum(1 << c for c in want)
+        assert "rps to" in a.info().extra["rx_steering"]
+    assert parse_mask(path_a.read_text()) == 0
+    with AfPacketPort("a", if_a, rx_steering="auto") as a:
+        assert parse_mask(path_a.read_text()) == 0  # idle: not steered
+        assert "idle" in a.info().extra["rx_steering"]
+    path_b = Path("/sys/class/net", if_b, "queues", "rx-0", "rps_cpus")
+    path_b.write_text("1\n")  # the admin's
+    with AfPacketPort("b", if_b, rx_steering="always") as b:
+        assert "already set" in b.info().extra["rx_steering"]
+    assert parse_mask(path_b.read_text()) == 1
 
 
 # ----------------------------------------------------------------------- VLAN
