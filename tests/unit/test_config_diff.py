@@ -106,3 +106,11 @@ def test_port_settings_and_policy_reported_apart() -> None:
     cs = diff(old, new)
     assert cs.ports_changed == ("a",)
     assert cs.summary() == ["port changed: a", "acl added: a/d"]
+
+
+def test_rx_steering_change_reopens_the_port() -> None:
+    old = load_text("ports: {a: {}}")
+    for value in ("never", "off", "always"):  # YAML reads a bare off as false: never
+        cs = diff(old, load_text(f"ports: {{a: {{rx_steering: {value}}}}}"))
+        assert cs.ports_reopened == ("a",)
+    assert not diff(old, load_text("ports: {a: {rx_steering: auto}}")).ports_reopened

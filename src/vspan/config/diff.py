@@ -9,7 +9,8 @@ sessions, storm buckets, meters and rule hit counters).
 
 Granularity:
 
-* ports: added, removed, reopened (backend changed: type, interface or TAP settings),
+* ports: added, removed, reopened (backend changed: type, interface, TAP settings or
+  rx_steering),
   changed (other settings; policy is reported apart);
 * mirror sessions: added, removed, changed;
 * per-port policy (:class:`PortPolicyChanges`): ACL entries and extended ACL
@@ -190,7 +191,7 @@ def _backend_key(name: str, cfg: PortConfig) -> tuple[object, ...]:
     flood lists and static entries change; any change of a team's settings reopens it)."""
     if cfg.vxlan is not None:
         return (cfg.type.value, f"{cfg.vxlan.local_ip}:{cfg.vxlan.udp_port}")
-    return (cfg.type.value, cfg.ifname(name), cfg.tap_settings(), cfg.team)
+    return (cfg.type.value, cfg.ifname(name), cfg.tap_settings(), cfg.team, cfg.rx_steering)
 
 
 def _by_id(items: Sequence[T], ident: Callable[[T, int], str]) -> dict[str, tuple[T, ...]]:
