@@ -96,17 +96,25 @@ UNDERLAY = Underlay(UNDER_IF, "col", "198.18.0.1", "198.18.0.2", "02:76:62:00:00
 
 # What a closer look found (by hand, not re-measured by each run; keep it true or remove it)
 NOTES = """\
-### Notes (investigated by hand on 2026-11-21; not re-measured by each run)
+### Notes (investigated by hand on 2026-11-21 and 2026-11-27; not re-measured by each run)
 
 * **TCP retransmits through vspan with nothing dropped.** In a separate 5 s iperf3 run
   through the switch (216 retransmits) every counter on the way stayed at zero: switch
   ring drops and rx errors, veth drops, `/proc/net/softnet_stat` drops; the receiver
   got every frame the switch sent. The sender's `nstat` shows why: `TcpExtTCPSACKReorder`
   27, `TcpExtTCPDSACKRecv` 7, `TcpExtTCPFastRetrans` 215, `TcpExtTCPTimeouts` 0, and the
-  receiver `TcpExtTCPOFOQueue` 45 — segments arrive *reordered*, not lost. Probable cause
-  (inferred, not proven): the switch delivers the ACKs on CPU1, so the sender's TCP also
-  transmits from CPU1 while iperf3 transmits from CPU0, and veth queues each CPU's
-  frames separately, so they can reach the switch's ring out of order.
+  receiver `TcpExtTCPOFOQueue` 45 — segments arrive *reordered*, not lost. The cause,
+  traced on 2026-11-27 (tracefs `net:netif_rx` / `net:netif_receive_skb` on the switch
+  end of the sender's veth, matched by skb): the switch delivers the ACKs on CPU1, so the
+  sender's TCP also transmits from CPU1 (in that softirq) while iperf3 transmits from
+  CPU0; veth queues each CPU's frames on that CPU's backlog, and every frame that
+  reached the ring after a later-sent one (1–10 per 5 s run) had been overtaken by a
+  frame of the other CPU. GRO on the switch end does not change it (veth's ordered NAPI
+  path takes no TSO sender's frames). Fix: `rx_steering` (docs/datapath.md, "TCP order on
+  veth ports"): RPS on the switch end's receive queues to the CPUs the switch is not
+  pinned to, by default only while the port receives in bulk; with it the traced
+  overtakes were 0 and the retransmits per run fell from ~270–290 to 5–15 (the rest are
+  tail-loss probes of a starved switch), busy machine, masks set by hand.
 * **Ping RTT is mostly wake-up latency.** With the machine otherwise idle, through the
   switch: `-i 0.2` median 365 µs, `-i 0.01` 312 µs, `-i 0.002` 162 µs (min 97 µs): the
   more often frames come, the faster each one goes, so most of the RTT is waking the
