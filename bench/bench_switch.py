@@ -108,12 +108,12 @@ NOTES = """\
   end of the sender's veth, matched by skb): the switch delivers the ACKs on CPU1, so the
   sender's TCP also transmits from CPU1 (in that softirq) while iperf3 transmits from
   CPU0; veth queues each CPU's frames on that CPU's backlog, and every frame that
-  reached the ring after a later-sent one (1–10 per 5 s run) had been overtaken by a
+  reached the ring after a later-sent one (1 to 10 per 5 s run) had been overtaken by a
   frame of the other CPU. GRO on the switch end does not change it (veth's ordered NAPI
   path takes no TSO sender's frames). Fix: `rx_steering` (docs/datapath.md, "TCP order on
   veth ports"): RPS on the switch end's receive queues to the CPUs the switch is not
   pinned to, by default only while the port receives in bulk; with it the traced
-  overtakes were 0 and the retransmits per run fell from ~270–290 to 5–15 (the rest are
+  overtakes were 0 and the retransmits per run fell from ~270-290 to 5-15 (the rest are
   tail-loss probes of a starved switch), busy machine, masks set by hand.
 * **Ping RTT is mostly wake-up latency.** With the machine otherwise idle, through the
   switch: `-i 0.2` median 365 µs, `-i 0.01` 312 µs, `-i 0.002` 162 µs (min 97 µs): the
