@@ -66,14 +66,17 @@ UDPRR = str(REPO / "bench" / "udprr.py")
 class PollVspan(Vspan):
     """vspan with one ``switch.poll`` setting."""
 
-    def __init__(self, mode: str, busy_us: int | None = None, python_wake: bool = False) -> None:
+    def __init__(self, mode: str, busy_us: int | None = None, python_wake: bool = False,
+                 predict: bool = True) -> None:
         key = (f"vspan-{mode}" + (f"-{busy_us}" if busy_us is not None else "")
-               + ("-pyloop" if python_wake else ""))
+               + ("" if predict else "-nopredict") + ("-pyloop" if python_wake else ""))
         name = (f"vspan poll={mode}" + (f" ({busy_us} µs)" if busy_us is not None else "")
+                + ("" if predict else ", predict off")
                 + (", Python loop" if python_wake else ""))
         super().__init__(key, name)
         self.mode = mode
         self.busy_us = busy_us
+        self.predict = predict
         if python_wake:  # the engine's Python wait loop instead of the native wake path
             self.env = {"VSPAN_WAKE": "python"}
 
@@ -81,6 +84,8 @@ class PollVspan(Vspan):
         poll = f"    mode: {self.mode}\n"
         if self.busy_us is not None:
             poll += f"    busy_us: {self.busy_us}\n"
+        if not self.predict:
+            poll += "    predict: false\n"
         head, sep, rest = SWITCH_YAML.partition("ports:\n")
         return f"{head}  poll:\n{poll}{sep}{rest}"
 
@@ -133,14 +138,18 @@ class Plan:
 log = progress("bench_latency")
 
 
-def setups(busy_us: list[int], python_wake: bool = False) -> list[Peer]:
-    """The Linux bridge, then vspan per poll mode (one adaptive setup per window); with
-    ``python_wake`` each vspan setup also with the Python wait loop (``VSPAN_WAKE=python``),
-    to compare the native wake path with it in the same run."""
+def setups(busy_us: list[int], python_wake: bool = False,
+           no_predict: bool = False) -> list[Peer]:
+    """The Linux bridge, then vspan per poll mode (one adaptive setup per window, and with
+    ``no_predict`` one more with ``predict: false`` each); with ``python_wake`` each vspan
+    setup also with the Python wait loop (``VSPAN_WAKE=python``), to compare the native
+    wake path with it in the same run."""
     out: list[Peer] = [LinuxBridge("bridge", "Linux bridge", mirred=False)]
     for pw in (False, True) if python_wake else (False,):
         out.append(PollVspan("off", python_wake=pw))
         out += [PollVspan("adaptive", b, python_wake=pw) for b in busy_us]
+        if no_predict:
+            out += [PollVspan("adaptive", b, python_wake=pw, predict=False) for b in busy_us]
         out.append(PollVspan("always", python_wake=pw))
     return out
 
@@ -393,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python-wake", action="store_true",
                     help="also run every vspan setup with the Python wait loop "
                          "(VSPAN_WAKE=python) beside the native wake path")
+    ap.add_argument("--no-predict", action="store_true",
+                    help="also run every adaptive setup with switch.poll.predict false "
+                         "(no predicted windows) beside it")
     args = ap.parse_args(argv)
     try:
         busy = [int(v) for v in args.busy_us.split(",") if v.strip()]
@@ -405,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         plan.runs = max(1, args.runs)
     write = bool(not args.no_write and (args.write or not args.quick))
-    peers = setups(busy, args.python_wake)
+    peers = setups(busy, args.python_wake, args.no_predict)
 
     samples, rc = guarded_measure(
         __file__, stamped(plan, lambda: run_all(plan, peers), machine=False))

@@ -92,8 +92,13 @@ def test_control_calls_and_timeouts_come_back_and_the_gil_is_released(netlab: La
     with engine(netlab, "off", start=False) as (eng, _ns):
         wake = eng.wake
         assert wake is not None
-        rounds, rest, partial, spun = wake.wait(0.01, eng.batch_size, False)
-        assert (rounds, rest, partial, spun) == ([(0, rounds[0][1])], [], None, (0, 0.0))
+        rounds, rest, partial, (spun, secs, since, _) = wake.wait(0.01, eng.batch_size, False)
+        assert (rounds, rest, partial, spun, secs) == ([(0, rounds[0][1])], [], None, 0, 0.0)
+        assert 0.0 <= since < rounds[0][1]  # from the timeout's return to the call's
+        # a timeout under a millisecond (epoll_pwait2: the predicted windows) comes back
+        # empty too
+        rounds, rest, partial, _ = wake.wait(0.0003, eng.batch_size, False)
+        assert ([h for h, _ in rounds], rest, partial) == ([0], [], None)
         entered = threading.Event()
         got: list[tuple[list[tuple[int, float]], list[tuple[int, int]]]] = []
 
@@ -125,7 +130,7 @@ def test_the_busy_poll_window_is_polled_in_c_without_the_gil(netlab: Lab) -> Non
     with engine(netlab, "adaptive", start=False) as (eng, _ns):
         wake = eng.wake
         assert wake is not None
-        rounds, rest, partial, (spun, seconds) = wake.wait(0.0, eng.batch_size, True, 0.005)
+        rounds, rest, partial, (spun, seconds, _, _) = wake.wait(0.0, eng.batch_size, True, 0.005)
         assert [h for h, _ in rounds] == [0] and rest == [] and partial is None
         assert spun > 0 and seconds > 0
         entered = threading.Event()
@@ -133,7 +138,7 @@ def test_the_busy_poll_window_is_polled_in_c_without_the_gil(netlab: Lab) -> Non
 
         def waiter() -> None:
             entered.set()
-            _r, e, _p, (n, _s) = wake.wait(0.0, eng.batch_size, True, 20.0)
+            _r, e, _p, (n, _s, _w, _) = wake.wait(0.0, eng.batch_size, True, 20.0)
             got.append((e, n))
 
         t = threading.Thread(target=waiter)

@@ -17,11 +17,13 @@ MAX_BUSY_US = 1_000_000
 
 class PollConfig(Strict):
     """``switch.poll``: ``off`` blocks until frames come; ``adaptive`` keeps polling the
-    rings without blocking for ``busy_us`` after the last frame; ``always`` never blocks
-    (one CPU kept busy while the switch runs)."""
+    rings without blocking for ``busy_us`` after the last frame (and, with ``predict``,
+    for up to ``busy_us`` around the time a burst that recurs at a steady interval is due
+    next); ``always`` never blocks (one CPU kept busy while the switch runs)."""
 
     mode: PollMode = "adaptive"
     busy_us: int = Field(default=200, ge=1, le=MAX_BUSY_US)
+    predict: bool = True
 
     @field_validator("mode", mode="before")
     @classmethod

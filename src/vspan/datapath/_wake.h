@@ -26,6 +26,8 @@
 
 #include <sys/epoll.h>
 
+#include "_waitns.h" /* wait_ns: epoll_pwait2, a timeout under a millisecond */
+
 #define WAKE_EVENTS 64
 
 typedef struct {
@@ -316,8 +318,8 @@ out:
 }
 
 /*
- * Waker.wait(timeout_ms, ports, senders, batch, tx, rounds, count_empty, spin_ns)
- *   -> (rounds, rest, partial, (spun, spun_seconds))
+ * Waker.wait(timeout_ms, ports, senders, batch, tx, rounds, count_empty, spin_ns[, timeout_ns])
+ *   -> (rounds, rest, partial, (spun, spun_seconds, since, polled))
  *
  * ports: {fd: (port index, AfPacketPort)} of the rings this call may drain; senders:
  * {port index: AfPacketPort} of the ports it may send on.  Round 0 waits up to
@@ -328,6 +330,10 @@ out:
  * spin_ns: with timeout_ms 0, round 0 keeps polling (the GIL released throughout) until
  * something comes or spin_ns have passed: the busy-poll window of poll modes adaptive
  * and always polled in C; the empty polls before round 0's last are (spun, seconds).
+ * timeout_ns: round 0's timeout in ns instead (> 0: epoll_pwait2, see _waitns.h); with
+ * spin_ns too, a timed wait that ends with nothing is followed by a window of spin_ns
+ * (a predicted window, datapath/arrivals.py): polled is then 1.
+ * since: seconds from round 0's wake-up (its last epoll_wait returning) to the return.
  *   rounds: [(handled, seconds, batches)], batches: [(in_port, now, frames, rx_bytes,
  *           rx_errors, losing, taken, sends)] (see wake_flush for sends)
  *   rest: [(fd, events)] for the Python loop, in order;
@@ -336,30 +342,40 @@ out:
 static PyObject *Waker_wait(Waker *self, PyObject *args)
 {
     int timeout_ms, max_rounds, count_empty;
-    long long spin_ns;
+    long long spin_ns, timeout_ns = -1;
     PyObject *ports, *senders, *tx;
     Py_ssize_t batch;
-    if (!PyArg_ParseTuple(args, "iO!O!nO!ipL", &timeout_ms, &PyDict_Type, &ports, &PyDict_Type,
+    if (!PyArg_ParseTuple(args, "iO!O!nO!ipL|L", &timeout_ms, &PyDict_Type, &ports, &PyDict_Type,
                           &senders, &batch, &PyDict_Type, &tx, &max_rounds, &count_empty,
-                          &spin_ns))
+                          &spin_ns, &timeout_ns))
         return NULL;
     PyObject *rounds = PyList_New(0), *rest = PyList_New(0), *partial = NULL;
     if (!rounds || !rest)
         goto fail;
     struct epoll_event evs[WAKE_EVENTS];
     long long spun = 0, spun_ns = 0; /* round 0's empty polls before its last (spin_ns) */
+    int64_t woke = 0;                   /* when round 0's wait returned */
+    int polled = 0;                     /* round 0: a timed wait, then a window polled */
     for (int round = 0; round < max_rounds; round++) {
         int64_t t0 = mono_ns(), t1 = 0;
         int n;
         int to = round == 0 ? timeout_ms : 0;
         Py_BEGIN_ALLOW_THREADS
-        n = epoll_wait(self->epfd, evs, WAKE_EVENTS, to);
+        n = round == 0 && timeout_ns > 0 ? wait_ns(self->epfd, evs, WAKE_EVENTS, timeout_ns)
+                                         : epoll_wait(self->epfd, evs, WAKE_EVENTS, to);
         t1 = mono_ns();
-        if (round == 0 && to == 0 && n == 0 && spin_ns > 0) {
+        if (round == 0 && n == 0 && spin_ns > 0 && (to == 0 || timeout_ns > 0)) {
             /* the busy-poll window, polled here without the GIL: each empty poll is
              * counted (with its time); the last one (frames, or the window over) is
-             * round 0 */
-            int64_t end = t0 + spin_ns;
+             * round 0.  After a timed wait (a predicted window, timeout_ns) the window
+             * starts when the wait ends: the wait is no poll of it */
+            int64_t end = (to == 0 ? t0 : t1) + spin_ns;
+            if (to != 0) {
+                polled = 1;
+                t0 = t1;
+                n = epoll_wait(self->epfd, evs, WAKE_EVENTS, 0);
+                t1 = mono_ns();
+            }
             while (n == 0 && t1 < end) {
                 spun++;
                 spun_ns += t1 - t0;
@@ -369,6 +385,8 @@ static PyObject *Waker_wait(Waker *self, PyObject *args)
             }
         }
         Py_END_ALLOW_THREADS
+        if (round == 0)
+            woke = t1;
         int64_t back = mono_ns() - t1; /* waiting for the GIL after the wake-up */
         if (back > 20000) {
             self->gil_waits++;
@@ -431,9 +449,9 @@ static PyObject *Waker_wait(Waker *self, PyObject *args)
         if (stop || left || partial || handled == 0)
             break;
     }
-    return Py_BuildValue("(NNN(Ld))", rounds, rest,
+    return Py_BuildValue("(NNN(Lddi))", rounds, rest,
                          partial ? partial : (Py_INCREF(Py_None), Py_None), spun,
-                         (double)spun_ns / 1e9);
+                         (double)spun_ns / 1e9, woke ? (double)(mono_ns() - woke) / 1e9 : 0.0, polled);
 fail:
     Py_XDECREF(rounds);
     Py_XDECREF(rest);

@@ -38,7 +38,7 @@ from vspan.datapath.flowkey import extract
 from vspan.datapath.mirrorout import MirrorOut
 from vspan.datapath.pipeline import Pipeline
 from vspan.datapath.plugins import CaptureTap, FrameObserver, Policy, RemoteMirrors
-from vspan.datapath.polling import Poller
+from vspan.datapath.polling import Poller, tight_timers
 from vspan.datapath.predict import Outcome, predict
 from vspan.datapath.replay import replay
 from vspan.datapath.state import SwitchState, Touched
@@ -83,6 +83,9 @@ class Engine:
         self._epoll = select.epoll()
         self.wake: WakePath | None = None  # the native wake path (wait, drain, replay, send)
         self._spun: tuple[int, float] = (0, 0.0)  # its last call's empty polls in C
+        self._since = 0.0  # ... and the seconds from its wake-up to its return
+        self._polled = False  # ... and whether it polled a predicted window after a wait
+        self._since_at = 0.0  # when _since was taken (time.perf_counter)
         if native.wanted(config.switch.fastpath):
             table = native.NativeTable(state, getattr(policy.checker, "native_cell", None))
             self.cache.native = table
@@ -237,15 +240,22 @@ class Engine:
     def _run(self) -> None:
         poller = self.poller
         stop = self._stop
+        tight_timers()  # the predicted windows' timeouts (switch.poll adaptive)
         while not stop.is_set():
             timeout = poller.timeout(HOUSEKEEPING_SECONDS)
-            spin = poller.spin() if timeout == 0.0 else 0.0
+            spin = poller.spin()
             started = poller.clock()
             rounds = self._poll(timeout, spin)
+            if self._polled:  # a timed wait, then the predicted window polled in C
+                poller.waited()
+                timeout = 0.0
             if self._spun[0]:  # empty polls the wake path made in C before the last
                 poller.spun(*self._spun)
                 started = poller.clock() - rounds[0][1]  # the last poll's own time
-            poller.done(timeout, rounds[0][0], started)
+            since = self._since  # from the wake-up to now (a burst's start: predict)
+            if since:
+                since += time.perf_counter() - self._since_at
+            poller.done(timeout, rounds[0][0], started, since)
             if len(rounds) > 1:  # the wake path's further polls, counted as this loop's
                 poller.rounds(HOUSEKEEPING_SECONDS, rounds[1:])
 
@@ -260,6 +270,8 @@ class Engine:
         that counts are left in ``_spun``)."""
         wake = self.wake
         self._spun = (0, 0.0)
+        self._since = 0.0
+        self._polled = False
         if wake is not None and wake.usable():
             rounds = self._wake_once(wake, timeout, spin)
         else:
@@ -280,8 +292,12 @@ class Engine:
     def _wake_once(self, wake: WakePath, timeout: float, spin: float) -> list[Round]:
         """:meth:`poll_once`'s wait by the native wake path; what it hands back is handled
         here as the Python loop would have, in order."""
-        rounds, rest, partial, self._spun = wake.wait(timeout, self.batch_size,
-                                                      self.poller.mode != "off", spin)
+        rounds, rest, partial, (polls, seconds, since, polled) = wake.wait(
+            timeout, self.batch_size, self.poller.mode != "off", spin)
+        self._spun = (polls, seconds)
+        self._since = since
+        self._since_at = time.perf_counter()
+        self._polled = polled
         last = 0
         if partial is not None:
             in_port, frames, i, j, now, nbytes, errors, losing = partial

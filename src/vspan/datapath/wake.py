@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import select
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -96,27 +97,38 @@ class WakePath:
         return not (fp.captures or fp.observers or fp.stamp_ports)
 
     def wait(self, timeout: float, batch: int, count_empty: bool, spin: float = 0.0
-             ) -> tuple[list[Round], list[Event], tuple[Any, ...] | None, tuple[int, float]]:
+             ) -> tuple[list[Round], list[Event], tuple[Any, ...] | None,
+                        tuple[int, float, float, bool]]:
         """One call: wait up to ``timeout`` s and handle what the C side can. Returns the
         polls made, the events for the Python loop, and the batch it continues (the
         counters of everything handled are applied before this returns). ``count_empty``:
         a poll after frames that finds nothing counts as a busy poll (``adaptive`` and
         ``always``; with ``off`` the loop blocks instead). ``spin``: with ``timeout`` 0,
         keep polling in C up to that many seconds (the GIL released) until something
-        comes; the empty polls before the last are returned as ``(polls, seconds)``."""
+        comes; the empty polls before the last are returned as ``(polls, seconds,
+        since, polled)``, ``since`` the seconds from the first poll's wake-up to this
+        method's return. A timeout under a second is waited to the microsecond (``epoll_pwait2``)
+        and, with ``spin``, followed by a window of ``spin`` s polled in C when it ends
+        with nothing (a predicted window, ``datapath/arrivals.py``: ``polled`` True); a
+        longer timeout is waited to the ms."""
         ports = self._ports if self._ports is not None else self._registry()
         ms = -1 if timeout < 0 else int(timeout * 1000 + 0.999)
         self.table.push_sessions()
-        spin_ns = int(spin * 1e9) if timeout == 0 else 0
+        fine = int(timeout * 1e9) if 0 < timeout < 1.0 else 0
+        spin_ns = int(spin * 1e9) if timeout == 0 or fine else 0
         rounds, rest, partial, spun = self.waker.wait(ms, ports, self._senders, batch,
-                                                      self.tx, ROUNDS, count_empty, spin_ns)
+                                                      self.tx, ROUNDS, count_empty, spin_ns,
+                                                      fine)
+        back = time.perf_counter()
         out: list[Round] = []
         for handled, seconds, batches in rounds:
             for b in batches:
                 self._account(*b)
             out.append((handled, seconds))
         self.table.pull_seen()
-        return out, rest, partial, spun
+        polls, seconds, since, polled = spun
+        since += time.perf_counter() - back  # (the accounting above)
+        return out, rest, partial, (polls, seconds, since, bool(polled))
 
     def received(self, in_port: int, n: int, nbytes: int, errors: int, losing: bool) -> None:
         """What ``recv_batch`` counts on the backend for a drain the C side made."""
