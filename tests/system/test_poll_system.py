@@ -23,16 +23,19 @@ def _ping_all(lab: Lab, ns: str, dst: str) -> None:
     assert proc.returncode == 0 and f"{PINGS} received" in proc.stdout, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("mode", ["off", "adaptive", "always"])
+@pytest.mark.parametrize("setting", ["off", "adaptive", "always", "predict"])
 def test_the_switch_forwards_in_every_poll_mode(netlab: Lab, tmp_path: Path,
-                                                mode: str) -> None:
+                                                setting: str) -> None:
     """Every echo crosses the switch both ways; the counters say how the engine waited:
     ``off`` never polls without blocking, ``always`` never blocks, ``adaptive`` blocks
     while idle and polls after traffic (a 100 ms window: the next echo, 10 ms later, is
-    found by polling)."""
+    found by polling). ``predict``: adaptive as configured by default (200 µs, predicted
+    windows for the echoes that come every 10-20 ms: timed waits and polls in one call,
+    as many as the timing gives — any number — with nothing lost)."""
     require_tools("ping")
+    mode = "adaptive" if setting == "predict" else setting
     h = hosts(netlab, {"a": "10.61.0.1/24", "b": "10.61.0.2/24"})
-    extra = f"poll: {{mode: {mode}" + (", busy_us: 100000}" if mode == "adaptive" else "}")
+    extra = f"poll: {{mode: {mode}" + (", busy_us: 100000}" if setting == "adaptive" else "}")
     with running_switch(tmp_path, ports_yaml(h), switch_extra=extra) as sw:
         _ping_all(netlab, h["a"][0], "10.61.0.2")
         counters = sw.show("counters")
@@ -52,9 +55,14 @@ def test_the_switch_forwards_in_every_poll_mode(netlab: Lab, tmp_path: Path,
     else:
         assert poll["waits"] > 0  # idle before the first frame: blocked
         assert poll["busy_polls"] > 0 and poll["busy_frames"] > 0
+        assert poll["predict"] is True
+        assert 0 <= poll["predicted_frames"] <= poll["busy_frames"]
+        if setting == "adaptive":  # every gap shorter than the window: nothing to predict
+            assert poll["predicted_windows"] == 0
     assert f"poll: {mode}" in text
     assert f'vspan_poll_mode{{mode="{mode}"}} 1.0' in metrics
-    for name in ("waits", "busy_polls", "busy_frames", "empty_polls", "empty_seconds"):
+    for name in ("waits", "busy_polls", "busy_frames", "empty_polls", "empty_seconds",
+                 "predicted_windows", "predicted_frames"):
         assert f"vspan_poll_{name}_total " in metrics
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from vspan.config.load import ConfigError, dump_text, load_text
 from vspan.config.poll import PollConfig
+from vspan.datapath.arrivals import LEAD
 from vspan.datapath.polling import ALWAYS_SPIN, Poller
 
 BAD = [
@@ -152,3 +153,95 @@ def test_the_spin_is_the_rest_of_the_window_and_its_empty_polls_count() -> None:
     assert p.empty_seconds == pytest.approx(140e-6)
     assert _poller("always")[0].spin() == ALWAYS_SPIN
     assert _poller("off")[0].spin() == 0.0
+
+
+def test_predict_is_on_by_default_and_can_be_turned_off() -> None:
+    assert load_text("ports: {a: {}}").switch.poll.predict is True
+    cfg = load_text("switch: {poll: {mode: adaptive, predict: false}}")
+    assert cfg.switch.poll.predict is False
+    assert load_text(dump_text(cfg)).switch.poll == cfg.switch.poll
+    with pytest.raises(ConfigError) as info:
+        load_text("switch: {poll: {predict: sometimes}}", "switch.yaml")
+    assert any("switch.poll.predict: Input should be a valid boolean" in e
+               for e in info.value.errors), info.value.errors
+
+
+def _bursts(p: Poller, clock: FakeClock, gap: float, n: int) -> None:
+    """``n`` bursts ``gap`` s apart, each woken from a blocking wait (one frame each)."""
+    for _ in range(n):
+        clock.t += gap
+        p.done(1.0, 1, clock.t - gap)
+
+
+def test_adaptive_blocks_until_a_predicted_window_then_polls_it() -> None:
+    """Bursts every 10 ms: after two equal gaps the engine blocks only until 100 µs before
+    the next is due (the timeout) and then polls for at most busy_us (the spin of the
+    same call); a burst found there counts as a predicted frame and a busy frame, the
+    timed wait before it as a blocking wait."""
+    p, clock = _poller("adaptive", busy_us=200)
+    _bursts(p, clock, 0.010, 3)
+    clock.t += 300e-6  # past the window after traffic
+    timeout = p.timeout(1.0)
+    assert timeout == pytest.approx(0.010 - 300e-6 - LEAD)
+    assert p.spin() == pytest.approx(200e-6)  # the window, polled once the wait ends
+    assert p.predicted_windows == 1
+    waits = p.waits
+    clock.t += timeout + 60e-6  # the burst comes 60 µs into the window
+    p.waited()  # (what the engine does when the native wake path says it polled)
+    p.spun(40, 55e-6)
+    p.done(0.0, 1, clock.t - 5e-6)
+    assert (p.waits, p.predicted_frames, p.busy_frames) == (waits + 1, 1, 1)
+    stats = p.stats()
+    assert (stats["predict"], stats["predicted_windows"], stats["predicted_frames"]) == (
+        True, 1, 1)
+
+
+def test_inside_a_predicted_window_the_loop_polls_for_its_rest() -> None:
+    """The Python loop (and a wait that ended early) reaches the window itself: timeout 0,
+    spin the rest of the window; after it, without frames, it blocks again."""
+    p, clock = _poller("adaptive", busy_us=200)
+    _bursts(p, clock, 0.010, 3)
+    clock.t += 0.010 - LEAD + 50e-6  # 50 µs into the predicted window
+    assert p.timeout(1.0) == 0.0
+    assert p.spin() == pytest.approx(150e-6)
+    clock.t += 150e-6  # the window passed with nothing: no frames, block
+    p.done(0.0, 0, clock.t - 150e-6)
+    assert p.timeout(1.0) == 1.0 and p.predicted_frames == 0
+
+
+def test_a_predicted_window_never_outlasts_the_longest_block() -> None:
+    """Housekeeping due before the window opens: the wait ends there, without a spin."""
+    p, clock = _poller("adaptive", busy_us=200)
+    _bursts(p, clock, 0.010, 3)
+    clock.t += 300e-6
+    assert p.timeout(0.002) == 0.002
+    assert p.spin() == 0.0
+
+
+def test_the_wakeup_time_is_the_bursts_start() -> None:
+    """``since`` (the native wake path: seconds from its wake-up to now) dates the burst:
+    the window is planned from the wake-up, not from when the accounting ran."""
+    p, clock = _poller("adaptive", busy_us=200)
+    for _ in range(3):
+        clock.t += 0.010
+        p.done(1.0, 1, clock.t - 0.010, since=80e-6)  # 80 µs of work after the wake-up
+    clock.t += 300e-6
+    assert p.timeout(1.0) == pytest.approx(0.010 - 80e-6 - 300e-6 - LEAD)
+
+
+@pytest.mark.parametrize("config", [{"mode": "adaptive", "predict": False},
+                                    {"mode": "off"}])
+def test_no_prediction_without_predict_or_outside_adaptive(config: dict[str, object]) -> None:
+    p = Poller(PollConfig.model_validate({**config, "busy_us": 200}), clock := FakeClock())
+    _bursts(p, clock, 0.010, 5)
+    clock.t += 300e-6
+    assert p.timeout(1.0) == 1.0 and p.spin() == 0.0
+    assert p.stats()["predicted_windows"] == 0
+
+
+def test_a_reload_forgets_the_learned_gaps() -> None:
+    p, clock = _poller("adaptive", busy_us=200)
+    _bursts(p, clock, 0.010, 3)
+    p.configure(PollConfig(mode="adaptive", busy_us=200))
+    clock.t += 300e-6
+    assert p.timeout(1.0) == 1.0

@@ -111,7 +111,10 @@ def poll_metrics(poll: dict[str, Any]) -> Iterator[Metric]:
                       ("busy_polls", "non-blocking polls of the rings (busy polling)"),
                       ("busy_frames", "frames found by busy polling (each skipped a wake-up)"),
                       ("empty_polls", "busy polls that found no frames"),
-                      ("empty_seconds", "seconds spent in busy polls that found no frames")):
+                      ("empty_seconds", "seconds spent in busy polls that found no frames"),
+                      ("predicted_windows", "predicted polling windows before a recurring "
+                       "burst (switch.poll.predict)"),
+                      ("predicted_frames", "frames found in a predicted window")):
         fam = CounterMetricFamily(f"vspan_poll_{key}", what)
         fam.add_metric([], poll[key])
         yield fam

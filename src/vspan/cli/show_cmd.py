@@ -174,6 +174,8 @@ def poll_text(poll: dict[str, Any]) -> str:
     return (f"{head}: {poll['waits']} blocking waits, {poll['busy_polls']} busy polls "
             f"({poll['busy_frames']} frames found, {poll['empty_polls']} empty, "
             f"{poll['empty_seconds']:.3f} s)"
+            + (f"; {poll['predicted_frames']} frames found in {poll['predicted_windows']} "
+               "predicted windows" if poll.get("predict") and mode == "adaptive" else "")
             + (f"; wake path {poll['wake']}, {poll['gil_waits']} GIL waits after a wake-up"
                if "wake" in poll else ""))
 
