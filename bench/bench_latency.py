@@ -61,6 +61,15 @@ RECEIVER = ("10.78.0.2/24", "02:76:6c:00:00:02")
 SNIFFER_MAC = "02:76:6c:00:00:03"
 RR_PORT = 7777
 UDPRR = str(REPO / "bench" / "udprr.py")
+NOTES = (
+    "On a virtual machine whose idle CPUs halt at once (this guest: `cpuidle-haltpoll` "
+    "with `guest_halt_poll_ns` 0), a switch thread that sleeps between frames pays the "
+    "wake-up of a halted virtual CPU (an IPI through the hypervisor; "
+    "`bench/bench_wake.py` measures it) and then runs the frame with cold caches; the "
+    "Linux bridge forwards inside the sender's own system call and pays neither. "
+    "`adaptive` with `predict` (the default) takes the wake-up off for bursts at a steady "
+    "interval such as this ping, not the cold caches: only `always` keeps the CPU from "
+    "halting (docs/datapath.md, \"Ping at 100/s on a virtual machine\").")
 
 
 class PollVspan(Vspan):
@@ -118,6 +127,7 @@ class Samples:
     rr_busy_frames: list[int] = field(default_factory=list)
     rr_waits: list[int] = field(default_factory=list)
     gil_waits: list[int] = field(default_factory=list)  # during the ping (wake path)
+    predicted: list[int] = field(default_factory=list)  # found in predicted windows (ping)
     errors: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
 
@@ -197,6 +207,9 @@ def measure(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
         s.waits.append(int(after["waits"]) - int(before["waits"]))
         if "gil_waits" in after:  # wake-ups that then waited > 20 µs for the GIL
             s.gil_waits.append(int(after["gil_waits"]) - int(before.get("gil_waits", 0)))
+        if "predicted_frames" in after:  # switch.poll.predict
+            s.predicted.append(int(after["predicted_frames"])
+                               - int(before.get("predicted_frames", 0)))
     request_response(peer, lab, plan, s)
 
 
@@ -369,8 +382,10 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
                      f"{' / '.join(f'{v:.0f}' for v in s.rr_p50_us)} µs, lost "
                      f"{' / '.join(map(str, s.rr_lost)) or '-'}; GIL waits > 20 µs after "
                      f"a wake-up during the ping: {' / '.join(map(str, s.gil_waits)) or '-'}"
-                     "; others running: "
+                     "; frames found in predicted windows during the ping: "
+                     f"{' / '.join(map(str, s.predicted)) or '-'}; others running: "
                      f"{' / '.join(s.others) or '-'}")
+    lines += ["", "### Notes", "", NOTES]
     errors = [e for p in peers for e in samples[p.key].errors]
     if errors:
         lines += ["", "### Problems seen in this run", ""] + [f"* {e}" for e in errors]
