@@ -133,6 +133,15 @@ def test_the_busy_poll_window_is_polled_in_c_without_the_gil(netlab: Lab) -> Non
         rounds, rest, partial, (spun, seconds, _, _) = wake.wait(0.0, eng.batch_size, True, 0.005)
         assert [h for h, _ in rounds] == [0] and rest == [] and partial is None
         assert spun > 0 and seconds > 0
+        # a predicted window: a timed wait (2 ms, epoll_pwait2), then 1 ms polled in the
+        # same call
+        rounds, rest, partial, (spun, seconds, _, polled) = wake.wait(
+            0.002, eng.batch_size, True, 0.001)
+        assert [h for h, _ in rounds] == [0] and rest == [] and partial is None
+        assert polled and spun > 0 and seconds > 0
+        # without a spin a timed wait polls nothing after it
+        *_, (spun, seconds, _, polled) = wake.wait(0.002, eng.batch_size, True)
+        assert (spun, seconds, polled) == (0, 0.0, False)
         entered = threading.Event()
         got: list[tuple[list[tuple[int, int]], int]] = []
 
