@@ -245,3 +245,24 @@ def test_a_reload_forgets_the_learned_gaps() -> None:
     p.configure(PollConfig(mode="adaptive", busy_us=200))
     clock.t += 300e-6
     assert p.timeout(1.0) == 1.0
+
+
+def test_a_predicted_frame_counts_however_late_its_accounting_runs() -> None:
+    """A frame found by polling a predicted window is a predicted frame even when the
+    engine accounts for it long after the window closed (preempted on a busy CPU); one a
+    blocking wait brought before the window opened is not."""
+    p, clock = _poller("adaptive", busy_us=200)
+    _bursts(p, clock, 0.010, 3)
+    clock.t += 300e-6
+    timeout = p.timeout(1.0)
+    p.spin()
+    clock.t += timeout + 5e-3  # found in the window, accounted 5 ms later
+    p.waited()
+    p.done(0.0, 1, clock.t - 1e-6)
+    assert p.predicted_frames == 1
+    clock.t += 0.010 - 5e-3 - 300e-6 - LEAD - 50e-6  # the next burst comes before its window
+    timeout = p.timeout(1.0)
+    assert timeout > 0.0
+    p.spin()
+    p.done(timeout, 1, clock.t - 1e-6)  # woken from the timed wait: not predicted
+    assert p.predicted_frames == 1

@@ -51,7 +51,8 @@ def tight_timers() -> None:
 class Poller:
     """Decides each wait's timeout from the mode and the last traffic; counts the waits."""
 
-    __slots__ = ("_ahead", "_arrivals", "_busy_s", "_deadline", "_now", "_window", "busy_frames",
+    __slots__ = ("_ahead", "_arrivals", "_busy_s", "_deadline", "_in_window", "_now", "_window",
+                 "busy_frames",
                  "busy_polls", "busy_us", "empty_polls", "empty_seconds", "mode",
                  "predicted_frames", "predicted_windows", "waits")
 
@@ -66,6 +67,7 @@ class Poller:
         self._arrivals = Arrivals(self._busy_s) if config.predict else None
         self._window: tuple[float, float] | None = None  # the predicted window polled last
         self._ahead = False  # the last timeout() ends where a predicted window opens
+        self._in_window = False  # the wait planned polls a predicted window
         #: predicted windows polled, and frames found in them (each skipped a wake-up)
         self.predicted_windows = 0
         self.predicted_frames = 0
@@ -93,7 +95,7 @@ class Poller:
         """Seconds the next wait may block (0: poll without blocking); ``block`` is the
         longest wait the loop allows (until housekeeping)."""
         mode = self.mode
-        self._ahead = False
+        self._ahead = self._in_window = False
         if mode == "always":
             return 0.0
         if mode == "adaptive":
@@ -103,6 +105,7 @@ class Poller:
             w = self._predicted(now)
             if w is not None:
                 if now >= w[0]:
+                    self._in_window = True
                     return 0.0
                 if w[0] - now <= block:
                     self._ahead = True
@@ -126,7 +129,9 @@ class Poller:
         ``since``: seconds from the wait's wake-up to now (the native wake path says;
         0: now), for the time a burst started."""
         now = self._now()
-        self._count(timeout, handled, now - started, now, now - since)
+        predicted = self._in_window and timeout == 0.0
+        self._in_window = False
+        self._count(timeout, handled, now - started, now, now - since, predicted)
 
     def spin(self) -> float:
         """Seconds the wait :meth:`timeout` planned may keep polling before it returns
@@ -142,6 +147,7 @@ class Poller:
             w = self._predicted(now, self._ahead)
             if w is not None:
                 if self._ahead:
+                    self._in_window = True
                     return w[1] - w[0]
                 if now >= w[0]:
                     end = max(end, w[1])
@@ -170,7 +176,7 @@ class Poller:
             self._count(self.timeout(block), handled, seconds, self._now())
 
     def _count(self, timeout: float, handled: int, seconds: float, now: float,
-               woke: float | None = None) -> None:
+               woke: float | None = None, predicted: bool = False) -> None:
         if timeout > 0.0:
             self.waits += 1
         else:
@@ -183,8 +189,7 @@ class Poller:
         if handled and self.mode == "adaptive":
             if now >= self._deadline and self._arrivals is not None:
                 # frames after a quiet moment: a burst starts (learn its gap)
-                w = self._window
-                if w is not None and w[0] <= now <= w[1] + self._busy_s and timeout == 0.0:
+                if predicted:  # found by polling a predicted window
                     self.predicted_frames += handled
                 self._window = None
                 self._arrivals.burst(now if woke is None else woke)
