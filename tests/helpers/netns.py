@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,6 +113,17 @@ class Lab:
     def popen(self, ns: str, *args: str, **kw: object) -> subprocess.Popen[str]:
         """Start a background command inside ``ns`` (text mode)."""
         return subprocess.Popen(["ip", "netns", "exec", ns, *args], text=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def wait_listening(self, ns: str, port: int, timeout: float = 20) -> None:
+        """Wait until a TCP socket listens on ``port`` in ``ns`` (a server started with
+        :meth:`popen`: its client must not connect before; a loaded machine takes its
+        time, a fixed sleep guesses)."""
+        deadline = time.monotonic() + timeout
+        while not self.exec(ns, "ss", "-Hltn", f"sport = :{port}").stdout.strip():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on tcp/{port} in {ns} after "
+                                     f"{timeout} s")
+            time.sleep(0.05)
 
     def cleanup(self) -> None:
         """Delete every namespace and link this lab made; ignore what is gone."""

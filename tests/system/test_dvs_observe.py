@@ -238,6 +238,28 @@ def test_observe_every_agent_of_the_switch(dlab: DvsLab) -> None:
         [short(e) for e in stream.seen if e.get("host") not in ("h1", "h2", "h3")]
 
 
+class _Lines:
+    """A process's stdout lines, read by a thread as they come."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self.lines.extend, args=(proc.stdout,),
+                                       daemon=True)
+        self.thread.start()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, done: Callable[[str], bool], timeout: float = 30) -> None:
+        """Until ``done(the text so far)``; an AssertionError with it after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not done(self.text()):
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise AssertionError(f"not seen within {timeout} s; so far:\n{self.text()}")
+            time.sleep(0.05)
+
+
 def test_human_stream_names_hosts_and_members(dlab: DvsLab) -> None:
     dl = dlab
     wait_until(lambda: dl.ping(vm(dl, "web1"), vm(dl, "db1"), count=1, check=False), 30,
@@ -246,13 +268,22 @@ def test_human_stream_names_hosts_and_members(dlab: DvsLab) -> None:
         ["ip", "netns", "exec", dl.router, *VSPAN, "observe", "--dvs", "--etcd", dl.etcd_url,
          "--verdict", "forwarded", "--count", "2", "--duration", "60"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    stdout = _Lines(proc)
     try:
-        time.sleep(3)  # the streams open (nothing to wait on in the human form)
-        pinger = dl.lab.popen(vm(dl, "web1").ns, "ping", "-i", "0.3", "-c", "20", "10.0.0.22",
+        # both hosts joined (their readers started); the pings go on until two frames were
+        # shown, so a stream that opens a while later on a loaded machine still sees them
+        stdout.wait(lambda seen: all(f" -- host {h} joined" in seen for h in ("h1", "h2")))
+        pinger = dl.lab.popen(vm(dl, "web1").ns, "ping", "-i", "0.3", "10.0.0.22",
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out, err = proc.communicate(timeout=60)
-        pinger.terminate()
-        pinger.wait(timeout=10)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            pinger.terminate()
+            pinger.wait(timeout=10)
+        stdout.thread.join(10)
+        out = stdout.text()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from scapy.layers.l2 import GRE, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from tests.helpers.netns import Lab, lab, require_tools, requires_root, sh
+from tests.system.capture import Capture, tcpdump
 from vspan.capture.pcapng import DIR_INBOUND, DIR_OUTBOUND, CaptureReader
 
 pytestmark = [pytest.mark.system, requires_root]
@@ -83,31 +85,11 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 15
     raise AssertionError(f"{needle!r} not seen on stderr; got:\n{seen}")
 
 
-class Tcpdump:
-    """tcpdump in a namespace, started and ready before the block, stopped after it."""
-
-    def __init__(self, p: Pair, ns: str, path: Path, expr: str = "ip proto 47") -> None:
-        # immediate mode: no TPACKET_V3 block timeout holding packets back at SIGINT
-        self.proc = p.lab.popen(ns, "tcpdump", "-Z", "root", "-i", "eth0", "-U", "-n",
-                                "--immediate-mode",
-                                "-w", str(path), expr, stderr=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL)
-        self.path = path
-        self.stderr = ""
-
-    def __enter__(self) -> Tcpdump:
-        _wait_for_line(self.proc, "listening on")
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        time.sleep(0.5)
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, self.stderr = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, self.stderr = self.proc.communicate()
+def sniff(ns: str, path: Path, expect: int,
+          expr: str = "ip proto 47") -> AbstractContextManager[Capture]:
+    """tcpdump in a namespace, listening before the block, stopped after it (once the
+    ``expect``-ed packets and any straggler were written); read the file with tshark."""
+    return tcpdump(ns, "eth0", path, expr, expect=expect, read=False)
 
 
 def vspan_send(p: Pair, config: dict[str, Any], frames: list[dict[str, Any]],
@@ -185,7 +167,7 @@ def test_erspan2_every_field_decoded_by_tshark(pair: Pair, tmp_path: Path) -> No
         {"hex": frame(3, size=1700).hex()},  # longer than the 1500-byte path MTU
     ]
     pcap = tmp_path / "e2.pcap"
-    with Tcpdump(pair, pair.b, pcap):
+    with sniff(pair.b, pcap, expect=4):
         report = vspan_send(pair, cfg, frames)
     assert report["counters"]["sent"] == 4 and report["counters"]["errors"] == 0
     assert report["counters"]["truncated"] == 1 and report["path_mtu"] == 1500
@@ -234,7 +216,7 @@ def test_erspan3_every_field_decoded_by_tshark(pair: Pair, tmp_path: Path) -> No
          "truncated": True},
     ]
     pcap = tmp_path / "e3.pcap"
-    with Tcpdump(pair, pair.b, pcap):
+    with sniff(pair.b, pcap, expect=5):
         r1 = vspan_send(pair, cfg, frames)
         r2 = vspan_send(pair, cfg_ns, frames[:2])
     assert r1["counters"]["sent"] == 3 and r2["counters"]["sent"] == 2
@@ -282,7 +264,7 @@ def test_plain_gre_and_path_mtu(pair: Pair, tmp_path: Path) -> None:
     sh("ip", "-n", pair.a, "link", "set", "eth0", "mtu", "1200")
     big = frame(0, size=1400)
     pcap = tmp_path / "g.pcap"
-    with Tcpdump(pair, pair.b, pcap):
+    with sniff(pair.b, pcap, expect=3):
         gre = vspan_send(pair, {"remote_ip": B, "type": "gre", "gre_key": 99},
                          [{"hex": frame(1, vlan=4).hex()}, {"hex": big.hex()}])
         capped = vspan_send(pair, {"remote_ip": B, "type": "erspan2", "mtu": 1000},
@@ -307,7 +289,7 @@ def test_loop_guard_never_sends_own_output(pair: Pair, tmp_path: Path) -> None:
     own = bytes(Ether() / IP(src=A1, dst=B) / GRE(proto=0x88BE) / Raw(b"x" * 40))
     other = bytes(Ether() / IP(src=A1, dst="10.77.0.99") / GRE(proto=0x88BE) / Raw(b"x" * 40))
     pcap = tmp_path / "l.pcap"
-    with Tcpdump(pair, pair.b, pcap):
+    with sniff(pair.b, pcap, expect=1):
         r = vspan_send(pair, {"remote_ip": B, "type": "erspan2"},
                        [{"hex": own.hex()}, {"hex": other.hex()}])
     assert r["results"] == [False, True]

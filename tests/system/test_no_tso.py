@@ -53,11 +53,7 @@ def iperf3(lab_: Lab, client_ns: str, server_ns: str, server_ip: str,
     server = lab_.popen(server_ns, "iperf3", "-s", "-1", "-B", server_ip,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if lab_.exec(server_ns, "ss", "-Hltn", "sport = :5201").stdout.strip():
-                break
-            time.sleep(0.05)
+        lab_.wait_listening(server_ns, 5201)
         run = lab_.exec(client_ns, "iperf3", "-c", server_ip, "-t", str(seconds), "-J",
                         check=False, timeout=seconds + 30)  # fmt: skip
         server.wait(10)

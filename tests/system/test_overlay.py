@@ -40,7 +40,7 @@ def iperf(the_lab: Lab, server_ns: str, server_ip: str, client_ns: str,
     server = the_lab.popen(server_ns, "iperf3", "-s", "-1", "-B", server_ip,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        the_lab.wait_listening(server_ns, 5201)
         out = the_lab.exec(client_ns, "iperf3", "-c", server_ip, "-n", nbytes, "-J",
                            "--connect-timeout", "3000", timeout=120)
     finally:

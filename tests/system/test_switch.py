@@ -241,7 +241,7 @@ def test_iperf3_tcp_with_default_offloads(netlab: Lab, tmp_path: Path) -> None:
     with running_switch(tmp_path, ports_yaml(h)):
         server = netlab.popen(h["b"][0], "iperf3", "-s", "-1", "-B", "10.6.0.2")
         try:
-            time.sleep(0.5)
+            netlab.wait_listening(h["b"][0], 5201)
             out = netlab.exec(h["a"][0], "iperf3", "-c", "10.6.0.2", "-t", "3", "-J",
                               timeout=60)
         finally:
