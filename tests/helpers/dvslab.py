@@ -357,9 +357,10 @@ class DvsLab:
         return True
 
     def ping(self, src: VM, dst: VM, count: int = 2, check: bool = True) -> bool:
-        """Ping from ``src`` to ``dst``; whether a reply came (ping's exit status). One
-        expected to succeed (``check``) waits up to 3 s after its last request (a lost ARP
-        request costs 1 s to its retransmit on a busy machine), one expected to fail 2 s."""
+        """Ping from ``src`` to ``dst``; whether a reply came (ping's exit status: 0 once
+        any reply came). While none has come, one expected to succeed (``check``) waits up
+        to 3 s after its last request (a lost ARP request costs 1 s to its retransmit on a
+        busy machine), one expected to fail 2 s."""
         rc = self.lab.exec(src.ns, "ping", "-c", str(count), "-i", "0.2", "-W",
                            "3" if check else "2", dst.ip, check=False, timeout=30).returncode
         if check and rc != 0:

@@ -62,7 +62,7 @@ def pair() -> Iterator[Pair]:
         sh("ip", "-n", a, "addr", "add", f"{A6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", b, "addr", "add", f"{B6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", b, "link", "set", "eth0", "up")
-        the_lab.exec(a, "ping", "-c", "1", "-W", "2", B)  # neighbours resolved, link up
+        the_lab.exec(a, "ping", "-c", "1", "-W", "5", B)  # neighbours resolved, link up
         yield Pair(the_lab, a, b)
 
 

@@ -49,7 +49,7 @@ def test_unreachable_erspan_destination_is_retried(netlab: Lab, tmp_path: Path) 
         while sw.mirrors()["er"]["status"] != "ok" and time.monotonic() < deadline:
             time.sleep(0.3)
         assert sw.mirrors()["er"]["status"] == "ok"
-        with tcpdump(col, "eth0", tmp_path / "col.pcap", "ip proto 47") as cap:
+        with tcpdump(col, "eth0", tmp_path / "col.pcap", "ip proto 47", expect=6) as cap:
             ping(netlab, a, "10.14.0.2", count=3)
         counters = sw.mirrors()["er"]["counters"]
     finally:

@@ -50,10 +50,11 @@ def static_neighbors(lab: Lab, h: dict[str, tuple[str, str]], ips: dict[str, str
 
 def ping(lab: Lab, ns: str, dst: str, count: int = 3, size: int = 56, interval: str = "0.1",
          check: bool = True) -> bool:
-    """``ping -c COUNT``; whether a reply came (``check``: assert it). A ping expected to
-    succeed waits up to 3 s for a reply after its last request (-W: only a lost ping waits
-    it), so that a first ARP request lost on a busy machine (1 s to its retransmit) does not
-    fail it; one expected to fail gives up after 1 s."""
+    """``ping -c COUNT``; whether a reply came (``check``: assert it): ping's exit status
+    is 0 once any reply came. -W is how long it waits while none has come yet (iputils;
+    after a reply it waits only max(2 RTTs, the interval) for the last one): 3 s for a ping
+    expected to succeed, so that a first ARP request lost on a busy machine (1 s to its
+    retransmit) does not fail it; 1 s for one expected to fail."""
     proc = lab.exec(ns, "ping", "-c", str(count), "-i", interval, "-W", "3" if check else "1",
                     "-s", str(size), dst, check=False, timeout=60)
     if check:
@@ -76,7 +77,7 @@ def test_learning_stops_flooding(netlab: Lab, tmp_path: Path) -> None:
     h = hosts(netlab, {k: v + "/24" for k, v in ips.items()})
     static_neighbors(netlab, h, ips)
     with running_switch(tmp_path, ports_yaml(h)), \
-            tcpdump(h["c"][0], "eth0", tmp_path / "c.pcap", "icmp") as cap:
+            tcpdump(h["c"][0], "eth0", tmp_path / "c.pcap", "icmp", expect=1) as cap:
         ping(netlab, h["a"][0], ips["b"], count=5)
     icmp = [p for p in cap.packets if p.haslayer(ICMP)]
     # only the very first request was unknown unicast (flooded); after b replied, the
@@ -170,7 +171,8 @@ def test_mirror_direction(netlab: Lab, tmp_path: Path, mirror_lab: dict[str, tup
     h = mirror_lab
     with running_switch(tmp_path, ports_yaml(h)) as sw:
         sw.cli("mirror", "create", "mon", "-s", f"a:{direction}", "-d", "s")
-        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap", "icmp") as cap:
+        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap", "icmp",
+                     expect=5 * len(types)) as cap:
             ping(netlab, h["a"][0], MIRROR_IPS["b"], count=5)
         mirrors = sw.show("mirrors")
     icmp = [p for p in cap.packets if p.haslayer(ICMP)]
@@ -184,7 +186,7 @@ def test_mirror_truncation(netlab: Lab, tmp_path: Path,
     h = mirror_lab
     with running_switch(tmp_path, ports_yaml(h)) as sw:
         sw.cli("mirror", "create", "mon", "-s", "a:both", "-d", "s", "--truncate", "100")
-        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap") as cap:
+        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap", expect=8) as cap:
             ping(netlab, h["a"][0], MIRROR_IPS["b"], count=4, size=500)
         m = sw.show("mirrors")[0]["counters"]
     assert len(cap.packets) == 8
@@ -197,7 +199,7 @@ def test_mirror_sampling(netlab: Lab, tmp_path: Path,
     h = mirror_lab
     with running_switch(tmp_path, ports_yaml(h)) as sw:
         sw.cli("mirror", "create", "mon", "-s", "a:both", "-d", "s", "--sample", "4")
-        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap", "icmp") as cap:
+        with tcpdump(h["s"][0], "eth0", tmp_path / "s.pcap", "icmp", expect=10) as cap:
             ping(netlab, h["a"][0], MIRROR_IPS["b"], count=20, interval="0.02")
         m = sw.show("mirrors")[0]["counters"]
     # 40 frames crossed the source port; 1 in 4 copied

@@ -142,7 +142,7 @@ def hosts() -> Iterator[Hosts]:
         for ns, other, mac in ((vm1, VM2_IP, VM2_MAC), (vm2, VM1_IP, VM1_MAC)):
             the_lab.exec(ns, "ip", "neigh", "replace", other, "lladdr", mac, "dev", "eth0",
                          "nud", "permanent")
-        the_lab.exec(h1, "ping", "-c", "1", "-W", "2", H2_U)  # underlay up, neighbour known
+        the_lab.exec(h1, "ping", "-c", "1", "-W", "5", H2_U)  # underlay up, neighbour known
         yield Hosts(the_lab, h1, h2, vm1, vm2, vm3, snf, trk)
 
 
