@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -29,6 +30,13 @@ def python_pass() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SKIPPED] = 0
+    # A suite started in the background by a non-interactive shell (`nohup ... &`) inherits
+    # SIGINT ignored, and so would every process a test starts: a Python program then
+    # never sees KeyboardInterrupt, and the tests that stop `vspan observe`, `capture` or
+    # `collect` with SIGINT (Ctrl-C) wait for nothing. Caught here, it is back to its
+    # default in the children (exec resets a caught signal, not an ignored one).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 SKIPPED = pytest.StashKey[int]()

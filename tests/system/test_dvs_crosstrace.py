@@ -66,11 +66,14 @@ s.send(bytes.fromhex(sys.argv[1]))
 """
 
 
-@pytest.fixture
-def dlab(tmp_path: Path) -> Iterator[DvsLab]:
+@pytest.fixture(scope="module")
+def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DvsLab]:
+    """One lab for the module (~15 s to build): the tests only trace (which changes
+    nothing, as one of them checks) and send one frame each, and compare counts before
+    and after what they do."""
     require_etcd()
     require_tools("ping", "tcpdump")
-    with dvs_lab(tmp_path, prefix=f"xt{secrets.token_hex(2)}") as dl:
+    with dvs_lab(tmp_path_factory.mktemp("xt"), prefix=f"xt{secrets.token_hex(2)}") as dl:
         for h in ("h1", "h2"):
             dl.add_host(h, mtu=1600)
         dl.add_vm("h1", "web1", "10.0.0.11", "02:00:00:00:01:01")

@@ -102,15 +102,18 @@ class DvsStream:
         return out
 
     def stop(self) -> str:
-        """SIGINT; the stderr it wrote."""
+        """SIGINT (SIGKILL if it is still there 20 s later); the stderr it wrote. Not
+        ``communicate``: the reader thread reads stdout, and a second reader of the same
+        pipe can block in read() past any timeout."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
+            self.proc.wait()
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
 
 
 def short(ev: dict[str, Any]) -> str:

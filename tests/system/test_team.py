@@ -21,6 +21,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from tests.helpers.dvslab import wait_until
 from tests.helpers.netns import Lab, require_tools
 from tests.system.capture import tcpdump
 from tests.system.switchproc import VSPAN
@@ -66,7 +67,8 @@ def test_two_member_team_spreads_by_hash_and_survives_a_member_failure(
                 tcpdump(t.hb, "b2", tmp_path / "b2.pcap", SYN_ONLY) as syn2:
             server, client = iperf3_start(t, seconds=10, streams=16)
             started = time.monotonic()
-            time.sleep(3)
+            # both members carry the stream (iperf3 sends once its 16 streams connected)
+            wait_until(lambda: min(t.tx("a").values()) > 100, 30, "frames on a1 and a2")
             spread = t.tx("a")
             t.link(t.ha, "a2", False)  # b2 loses carrier too: both teams fail over
             failed_at = time.monotonic() - started
