@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "../ports/_segment.h" /* software GSO / checksum (offload.finalize) */
+#include "_slots.h"              /* Frame made, slots read and written without bytecode */
 #include "_tcpstep.h"            /* established-connection TCP step (policy/tcp.py) */
 #include "_erspan_tx.h"          /* ERSPAN copies as Ethernet frames (mirror/l2path.py) */
 #include "_conntrack.h"          /* firewall checks of established connections */
@@ -846,6 +847,8 @@ typedef struct {
     Session *sessions;
     Py_ssize_t nsessions;
     PyObject *frame_type; /* vspan.ports.base.Frame */
+    FrameMaker fm;        /* ... made without running Frame.__init__ (_slots.h) */
+    SlotCache c_data, c_vnet, c_ts, c_port, c_pid, c_last_seen;
     PyObject *s_data, *s_vnet, *s_ts, *s_port, *s_pid, *s_last_seen, *empty;
     Pending pending; /* ERSPAN copies of the current run */
 } Table;
@@ -915,6 +918,7 @@ static void Table_dealloc(Table *self)
     PyMem_Free(self->pending.buf);
     PyMem_Free(self->pending.items);
     Py_XDECREF(self->frame_type);
+    fm_clear(&self->fm);
     Py_XDECREF(self->s_data);
     Py_XDECREF(self->s_vnet);
     Py_XDECREF(self->s_ts);
@@ -945,7 +949,7 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     self->s_last_seen = PyUnicode_InternFromString("last_seen");
     self->empty = PyBytes_FromStringAndSize("", 0);
     if (!self->buckets || !self->s_data || !self->s_vnet || !self->s_ts || !self->s_port ||
-        !self->s_pid || !self->s_last_seen || !self->empty) {
+        !self->s_pid || !self->s_last_seen || !self->empty || fm_set(&self->fm, frame_type) < 0) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -1238,20 +1242,16 @@ static int enqueue(PyObject *tx, PyObject *port, PyObject *item)
 
 static PyObject *make_frame(Table *t, PyObject *data, PyObject *vnet, PyObject *ts)
 {
-    if (ts)
-        return PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, ts, NULL);
-    return PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, NULL);
+    return fm_make(&t->fm, data, vnet, ts, NULL, NULL);
 }
 
 /* Frame(data, vnet, like.ts_ns, like.port, like.pid): an output made from a received frame */
 static PyObject *make_frame_like(Table *t, PyObject *data, PyObject *vnet, PyObject *like)
 {
-    PyObject *ts = PyObject_GetAttr(like, t->s_ts);
-    PyObject *port = ts ? PyObject_GetAttr(like, t->s_port) : NULL;
-    PyObject *pid = port ? PyObject_GetAttr(like, t->s_pid) : NULL;
-    PyObject *f = pid ? PyObject_CallFunctionObjArgs(t->frame_type, data, vnet, ts, port, pid,
-                                                     NULL)
-                      : NULL;
+    PyObject *ts = slot_get(&t->c_ts, like, t->s_ts);
+    PyObject *port = ts ? slot_get(&t->c_port, like, t->s_port) : NULL;
+    PyObject *pid = port ? slot_get(&t->c_pid, like, t->s_pid) : NULL;
+    PyObject *f = pid ? fm_make(&t->fm, data, vnet, ts, port, pid) : NULL;
     Py_XDECREF(ts);
     Py_XDECREF(port);
     Py_XDECREF(pid);
@@ -1677,7 +1677,7 @@ static int replay(Table *t, Entry *e, PyObject *fobj, PyObject *data, PyObject *
                 return -1;
             break;
         case OP_REFRESH:
-            if (PyObject_SetAttr(e->ref, t->s_last_seen, now) < 0)
+            if (slot_set(&t->c_last_seen, e->ref, t->s_last_seen, now) < 0)
                 return -1;
             break;
         case OP_DROP:
@@ -1801,10 +1801,10 @@ static int vnet_fits(const unsigned char *d, Py_ssize_t n, PyObject *vnet)
 static int can_handle(Table *t, PyObject *fobj, long in_port, PyObject *now)
 {
     unsigned char key[KEY_MAX];
-    PyObject *data = PyObject_GetAttr(fobj, t->s_data);
+    PyObject *data = slot_get(&t->c_data, fobj, t->s_data);
     if (!data)
         return -1;
-    PyObject *vnet = PyObject_GetAttr(fobj, t->s_vnet);
+    PyObject *vnet = slot_get(&t->c_vnet, fobj, t->s_vnet);
     if (!vnet) {
         Py_DECREF(data);
         return -1;
@@ -1850,10 +1850,10 @@ static PyObject *Table_run(Table *self, PyObject *args)
     Py_ssize_t i;
     for (i = start < 0 ? 0 : start; i < n; i++) {
         PyObject *fobj = PyList_GET_ITEM(frames, i);
-        PyObject *data = PyObject_GetAttr(fobj, self->s_data);
+        PyObject *data = slot_get(&self->c_data, fobj, self->s_data);
         if (!data)
             return NULL;
-        PyObject *vnet = PyObject_GetAttr(fobj, self->s_vnet);
+        PyObject *vnet = slot_get(&self->c_vnet, fobj, self->s_vnet);
         if (!vnet) {
             Py_DECREF(data);
             return NULL;

@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 
 #include "_segment.h" /* software GSO / checksum (offload.finalize) */
+#include "../datapath/_slots.h" /* Frame made and read without bytecode */
 
 #define TP_STATUS_USER 1u
 #define TP_STATUS_LOSING (1u << 2)
@@ -35,6 +36,12 @@
 #define MIN_MAC (TPACKET2_HDRLEN + VNET_LEN)
 #define F_NEEDS_CSUM 1
 #define SEND_BATCH 64
+
+/* the frame class drain was last given, checked (a cache: see _slots.h) */
+static FrameMaker ring_fm;
+/* "data", "vnet" (interned at import) and their slot caches */
+static PyObject *s_data, *s_vnet;
+static SlotCache c_data, c_vnet;
 
 static inline uint32_t rd32(const unsigned char *p)
 {
@@ -77,7 +84,7 @@ static PyObject *drain(PyObject *mod, PyObject *args)
     PyObject *bufobj, *offsets, *frame_type;
     Py_ssize_t head, max_frames, frame_size;
     if (!PyArg_ParseTuple(args, "OO!nnnO", &bufobj, &PyTuple_Type, &offsets, &head, &max_frames,
-                          &frame_size, &frame_type))
+                          &frame_size, &frame_type) || fm_set(&ring_fm, frame_type) < 0)
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(bufobj, &view, PyBUF_WRITABLE) < 0)
@@ -146,7 +153,7 @@ static PyObject *drain(PyObject *mod, PyObject *args)
                                 : PyBytes_FromStringAndSize("", 0);
             PyObject *ts = PyLong_FromLongLong((long long)sec * 1000000000LL + nsec);
             PyObject *f = (data && vnet && ts)
-                              ? PyObject_CallFunctionObjArgs(frame_type, data, vnet, ts, NULL)
+                              ? fm_make(&ring_fm, data, vnet, ts, NULL, NULL)
                               : NULL;
             Py_XDECREF(data);
             Py_XDECREF(vnet);
@@ -233,10 +240,6 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
         return NULL;
     }
     static const unsigned char zeros[VNET_LEN];
-    PyObject *s_data = PyUnicode_InternFromString("data");
-    PyObject *s_vnet = PyUnicode_InternFromString("vnet");
-    if (!s_data || !s_vnet)
-        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(frames), i = start < 0 ? 0 : start;
     long long nbytes = 0;
     Py_ssize_t sent = 0, wire = 0, segmented = 0, segments = 0, errors = 0;
@@ -252,8 +255,8 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
         /* collect a run of frames that go out as they are */
         while (i + k < n && k < SEND_BATCH) {
             PyObject *f = PyList_GET_ITEM(frames, i + k);
-            PyObject *data = PyObject_GetAttr(f, s_data);
-            PyObject *vnet = data ? PyObject_GetAttr(f, s_vnet) : NULL;
+            PyObject *data = slot_get(&c_data, f, s_data);
+            PyObject *vnet = data ? slot_get(&c_vnet, f, s_vnet) : NULL;
             if (!data || !vnet) {
                 Py_XDECREF(data);
                 for (int j = 0; j < nkeep; j++)
@@ -340,9 +343,31 @@ static PyObject *send_run(PyObject *mod, PyObject *args)
     return Py_BuildValue("(nnnLnnni)", i, sent, wire, nbytes, segmented, segments, errors, err);
 }
 
+/*
+ * make_frame(frame_type, data[, vnet[, ts_ns[, port[, pid]]]]) -> (frame, direct): one
+ * frame made as drain makes them (tests: direct says whether the class's slots were
+ * filled without calling it).
+ */
+static PyObject *make_frame(PyObject *mod, PyObject *args)
+{
+    PyObject *type, *a[5] = {NULL, NULL, NULL, NULL, NULL};
+    if (!PyArg_ParseTuple(args, "OO|OOOO", &type, &a[0], &a[1], &a[2], &a[3], &a[4]))
+        return NULL;
+    FrameMaker fm = {NULL, 0, {0}, NULL, NULL};
+    PyObject *f = NULL;
+    int direct = 0;
+    if (fm_set(&fm, type) == 0) {
+        direct = fm_direct(&fm);
+        f = fm_make(&fm, a[0], a[1], a[2], a[3], a[4]);
+    }
+    fm_clear(&fm);
+    return f ? Py_BuildValue("(Ni)", f, direct) : NULL;
+}
+
 static PyMethodDef methods[] = {
     {"drain", drain, METH_VARARGS, "take frames out of a TPACKET_V2 rx ring"},
     {"send", send_run, METH_VARARGS, "sendmmsg a run of frames behind their vnet headers"},
+    {"make_frame", make_frame, METH_VARARGS, "one frame made as drain makes them (tests)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -351,4 +376,11 @@ static struct PyModuleDef moddef = {
     "AF_PACKET ring receive and batched send in C (see afpacket.py, tx.py).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__ring(void) { return PyModule_Create(&moddef); }
+PyMODINIT_FUNC PyInit__ring(void)
+{
+    if (!s_data && !(s_data = PyUnicode_InternFromString("data")))
+        return NULL;
+    if (!s_vnet && !(s_vnet = PyUnicode_InternFromString("vnet")))
+        return NULL;
+    return PyModule_Create(&moddef);
+}
