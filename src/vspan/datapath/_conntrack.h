@@ -71,6 +71,11 @@ typedef struct {
 /* interned attribute names (set once by ct_init) */
 static PyObject *ct_s_packets, *ct_s_bytes, *ct_s_last, *ct_s_expires, *ct_s_end, *ct_s_maxend,
     *ct_s_maxwin, *ct_s_scale, *ct_one;
+/* ... read and written at their slots' offsets while the classes are as looked up (_slots.h) */
+static SlotCache ct_c_packets, ct_c_bytes, ct_c_last, ct_c_expires, ct_c_end, ct_c_maxend,
+    ct_c_maxwin, ct_c_scale;
+#define CT_GET(o, name) slot_get(&ct_c_##name, (o), ct_s_##name)
+#define CT_SET(o, name, v) slot_set(&ct_c_##name, (o), ct_s_##name, (v))
 
 static int ct_init(void)
 {
@@ -133,7 +138,7 @@ static void ct_release(CtStep *st, int n)
 /* obj.expires <= now: 1 expired, 0 live, -1 error */
 static int ct_expired(PyObject *obj, PyObject *now)
 {
-    PyObject *exp = PyObject_GetAttr(obj, ct_s_expires);
+    PyObject *exp = CT_GET(obj, expires);
     if (!exp)
         return -1;
     int expired;
@@ -148,8 +153,7 @@ static int ct_expired(PyObject *obj, PyObject *now)
 /* a TcpPeer's (end, maxend, maxwin, scale); 0 when out of what the C step takes */
 static int ct_read_peer(PyObject *p, struct ts_peer *out)
 {
-    PyObject *v[4] = {PyObject_GetAttr(p, ct_s_end), PyObject_GetAttr(p, ct_s_maxend),
-                      PyObject_GetAttr(p, ct_s_maxwin), PyObject_GetAttr(p, ct_s_scale)};
+    PyObject *v[4] = {CT_GET(p, end), CT_GET(p, maxend), CT_GET(p, maxwin), CT_GET(p, scale)};
     int ok = v[0] && v[1] && v[2] && v[3] && PyLong_CheckExact(v[0]) &&
              PyLong_CheckExact(v[1]) && PyLong_CheckExact(v[2]) && PyLong_CheckExact(v[3]);
     if (ok) {
@@ -282,20 +286,20 @@ back:
     return rc;
 }
 
-static int ct_set_u64(PyObject *o, PyObject *name, unsigned long long v)
+static int ct_set_u64(PyObject *o, SlotCache *c, PyObject *name, unsigned long long v)
 {
     PyObject *x = PyLong_FromUnsignedLongLong(v);
     if (!x)
         return -1;
-    int r = PyObject_SetAttr(o, name, x);
+    int r = slot_set(c, o, name, x);
     Py_DECREF(x);
     return r;
 }
 
 /* c.packets[i] += 1 / c.bytes[i] += nbytes */
-static int ct_add(PyObject *conn, PyObject *name, int idx, PyObject *delta)
+static int ct_add(PyObject *conn, SlotCache *c, PyObject *name, int idx, PyObject *delta)
 {
-    PyObject *lst = PyObject_GetAttr(conn, name);
+    PyObject *lst = slot_get(c, conn, name);
     if (!lst)
         return -1;
     int r = -1;
@@ -326,25 +330,25 @@ static int ct_commit(CtStep *st, int nchecks, PyObject *now, Py_ssize_t nbytes)
             for (int k = 0; rc == 0 && k < 2; k++) {
                 const struct ts_peer *b = &s->before[k], *a = &s->after[k];
                 if (a->end != b->end)
-                    rc = ct_set_u64(s->peer[k], ct_s_end, a->end);
+                    rc = ct_set_u64(s->peer[k], &ct_c_end, ct_s_end, a->end);
                 if (rc == 0 && a->maxend != b->maxend)
-                    rc = ct_set_u64(s->peer[k], ct_s_maxend, a->maxend);
+                    rc = ct_set_u64(s->peer[k], &ct_c_maxend, ct_s_maxend, a->maxend);
                 if (rc == 0 && a->maxwin != b->maxwin)
-                    rc = ct_set_u64(s->peer[k], ct_s_maxwin, a->maxwin);
+                    rc = ct_set_u64(s->peer[k], &ct_c_maxwin, ct_s_maxwin, a->maxwin);
             }
         }
         if (rc == 0 && !s->session)
-            rc = ct_add(s->conn, ct_s_packets, s->idx, ct_one);
+            rc = ct_add(s->conn, &ct_c_packets, ct_s_packets, s->idx, ct_one);
         if (rc == 0 && !s->session)
-            rc = ct_add(s->conn, ct_s_bytes, s->idx, nb);
+            rc = ct_add(s->conn, &ct_c_bytes, ct_s_bytes, s->idx, nb);
         if (rc == 0 && !s->session)
-            rc = PyObject_SetAttr(s->conn, ct_s_last, now);
+            rc = CT_SET(s->conn, last, now);
         if (rc == 0) {
             PyObject *exp = PyFloat_CheckExact(now) && PyFloat_CheckExact(s->timeout)
                                 ? PyFloat_FromDouble(PyFloat_AS_DOUBLE(now) +
                                                      PyFloat_AS_DOUBLE(s->timeout))
                                 : PyNumber_Add(now, s->timeout);
-            rc = exp ? PyObject_SetAttr(s->conn, ct_s_expires, exp) : -1;
+            rc = exp ? CT_SET(s->conn, expires, exp) : -1;
             Py_XDECREF(exp);
         }
     }
