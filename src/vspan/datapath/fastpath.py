@@ -292,9 +292,11 @@ class FastPath:
             self.sent(idx, frames, backend.send_batch(frames), now)
         tx.clear()
 
-    def sent(self, idx: int, frames: list[Frame], sent: int, now: float) -> None:
+    def sent(self, idx: int, frames: list[Frame], sent: int, now: float,
+             nbytes: int | None = None) -> None:
         """Count a transmit queue of port ``idx`` of which ``sent`` frames went out (the
-        rest are drops for ``tx-error``)."""
+        rest are drops for ``tx-error``); ``nbytes``, when the caller knows it, is the
+        length of those frames' data (else summed here, frame by frame)."""
         rt = self.state.ports.get(idx)
         if rt is None:
             return
@@ -302,8 +304,8 @@ class FastPath:
         if not rt.counters.first_seen:
             rt.counters.first_seen = now
         rt.counters.tx_frames += sent
-        rt.counters.tx_bytes += sum(map(len, map(_DATA, frames if sent == len(frames)
-                                                   else frames[:sent])))
+        rt.counters.tx_bytes += nbytes if nbytes is not None else sum(
+            map(len, map(_DATA, frames if sent == len(frames) else frames[:sent])))
         if sent < len(frames):
             self.state.drops.add(idx, DropReason.TX_ERROR.value, "", len(frames) - sent)
 

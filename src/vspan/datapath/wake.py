@@ -170,7 +170,10 @@ class WakePath:
             elif nxt < len(frames):
                 assert isinstance(backend, AfPacketPort)
                 sent += backend.send_rest(frames[nxt:])
-            fp.sent(idx, frames, sent, when)
+            # the C loop sent every frame as it is (nothing cut in software): the bytes it
+            # wrote are the frames' lengths, no need to sum them again frame by frame
+            whole = nxt == len(frames) and not segmented
+            fp.sent(idx, frames, sent, when, wbytes if whole else None)
         if self.tx:  # a reject answer queued above
             fp.flush()
 
