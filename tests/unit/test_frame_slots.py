@@ -266,18 +266,30 @@ class Duck:
         self.vnet = b""
 
 
+class Shifted:
+    """Slotted too, the same names at other offsets: the cache must not read Frame's."""
+
+    __slots__ = ("a", "b", "c", "data", "vnet")
+
+    def __init__(self, data: bytes) -> None:
+        self.a = self.b = self.c = b"wrong"
+        self.data = data
+        self.vnet = b""
+
+
 def test_send_reads_frames_and_other_objects_and_reports_unset_slots() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         plain = ETH + b"x" * 20
         unset = Frame(ETH + b"y" * 20)
         del unset.vnet
-        frames: list[object] = [Frame(plain), Duck(plain + b"d"), Frame(plain + b"f")]
+        frames: list[object] = [Frame(plain), Duck(plain + b"d"), Frame(plain + b"f"),
+                                Shifted(plain + b"s"), Shifted(plain + b"t"), Frame(plain)]
+        want = [plain, plain + b"d", plain + b"f", plain + b"s", plain + b"t", plain]
         for _ in range(2):  # the second time through the slot caches
             nxt, sent, *_ = _ring().send(a.fileno(), frames, 0, bytes(256), 65536, True)
-            assert (nxt, sent) == (3, 3)
-            got = [b.recv(4096)[10:] for _ in range(3)]
-            assert got == [plain, plain + b"d", plain + b"f"]
+            assert (nxt, sent) == (6, 6)
+            assert [b.recv(4096)[10:] for _ in range(6)] == want
         with pytest.raises(AttributeError, match="vnet"):
             _ring().send(a.fileno(), [unset], 0, bytes(256), 65536, True)
     finally:

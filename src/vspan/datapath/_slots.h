@@ -42,7 +42,7 @@
 
 typedef struct {
     unsigned int tag;  /* the class's tp_version_tag when looked up; 0: nothing cached */
-    Py_ssize_t off;    /* the member's offset in the object */
+    Py_ssize_t off;    /* the member's offset in the object; -1: the generic protocol */
     int writable;
 } SlotCache;
 
@@ -79,19 +79,18 @@ static inline PyObject **slot_addr(SlotCache *c, PyObject *obj, PyObject *name, 
     PyTypeObject *tp = Py_TYPE(obj);
     if (!(c->tag && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
           tp->tp_version_tag == c->tag)) {
-        c->tag = 0;
-        if (tp->tp_getattro != PyObject_GenericGetAttr ||
-            tp->tp_setattro != PyObject_GenericSetAttr)
-            return NULL;
+        /* another class, or this one changed: look it up (the answer, a slot or the
+         * generic protocol, is kept for the class as it is now) */
         unsigned int tag = slots_tag(tp);
-        PyMemberDef *m = tag ? slots_member(tp, name) : NULL;
-        if (!m)
-            return NULL;
+        PyMemberDef *m = tag && tp->tp_getattro == PyObject_GenericGetAttr &&
+                                 tp->tp_setattro == PyObject_GenericSetAttr
+                             ? slots_member(tp, name)
+                             : NULL;
         c->tag = tag;
-        c->off = m->offset;
-        c->writable = !(m->flags & Py_READONLY);
+        c->off = m ? m->offset : -1;
+        c->writable = m && !(m->flags & Py_READONLY);
     }
-    if (writing && !c->writable)
+    if (c->off < 0 || (writing && !c->writable))
         return NULL;
     return (PyObject **)((char *)obj + c->off);
 }
@@ -127,7 +126,8 @@ static const char *const fm_names[FM_N] = {"data", "vnet", "ts_ns", "port", "pid
 
 typedef struct {
     PyObject *type;       /* the frame class (strong); NULL until fm_set */
-    unsigned int tag;     /* its version tag when checked; 0: call the class */
+    unsigned int checked; /* its version tag when checked (0: to check) */
+    int direct;           /* the check's answer: 1 fill the slots, 0 call the class */
     Py_ssize_t off[FM_N]; /* the slots' offsets, in fm_names order */
     PyObject *zero;       /* 0 (strong): the defaults of ts_ns, port, pid */
     PyObject *empty;      /* b"" (strong): the default of vnet */
@@ -182,23 +182,25 @@ static inline int fm_init_ok(FrameMaker *fm, PyTypeObject *tp)
     return ok;
 }
 
-/* check fm->type's layout; fm->tag set (direct making) when it is the expected one */
+/* check fm->type's layout: fm->direct when it is the expected one, at version fm->checked */
 static inline void fm_check(FrameMaker *fm)
 {
-    fm->tag = 0;
+    fm->checked = 0;
+    fm->direct = 0;
     if (!PyType_Check(fm->type))
         return;
     PyTypeObject *tp = (PyTypeObject *)fm->type;
-    if (!Py_IS_TYPE(fm->type, &PyType_Type) || tp->tp_base != &PyBaseObject_Type ||
+    unsigned int tag = slots_tag(tp);
+    fm->checked = tag;
+    if (!tag || !Py_IS_TYPE(fm->type, &PyType_Type) || tp->tp_base != &PyBaseObject_Type ||
         !tp->tp_bases || PyTuple_GET_SIZE(tp->tp_bases) != 1 || tp->tp_itemsize ||
         tp->tp_dictoffset || tp->tp_weaklistoffset ||
         tp->tp_basicsize != (Py_ssize_t)(sizeof(PyObject) + FM_N * sizeof(PyObject *)) ||
         tp->tp_new != PyBaseObject_Type.tp_new || tp->tp_alloc != PyType_GenericAlloc ||
         tp->tp_setattro != PyObject_GenericSetAttr || !fm_init_ok(fm, tp))
         return;
-    unsigned int tag = slots_tag(tp);
     int seen = 0; /* each offset once: the five slots fill the object */
-    for (int i = 0; tag && i < FM_N; i++) {
+    for (int i = 0; i < FM_N; i++) {
         PyObject *name = PyUnicode_InternFromString(fm_names[i]);
         PyObject *d = name ? PyDict_GetItemWithError(tp->tp_dict, name) : NULL;
         Py_XDECREF(name);
@@ -216,7 +218,7 @@ static inline void fm_check(FrameMaker *fm)
         seen |= 1 << k;
         fm->off[i] = m->offset;
     }
-    fm->tag = tag;
+    fm->direct = 1;
 }
 
 /* take ``type`` as the frame class (checked now and whenever it changes); -1 on error */
@@ -234,12 +236,23 @@ static inline int fm_set(FrameMaker *fm, PyObject *type)
     return 0;
 }
 
+/* *to = *from with references of its own (a maker for one call that Python code run in the
+ * call, a fallback's __init__, cannot change under it) */
+static inline void fm_copy(FrameMaker *to, const FrameMaker *from)
+{
+    *to = *from;
+    Py_XINCREF(to->type);
+    Py_XINCREF(to->zero);
+    Py_XINCREF(to->empty);
+}
+
 static inline void fm_clear(FrameMaker *fm)
 {
     Py_CLEAR(fm->type);
     Py_CLEAR(fm->zero);
     Py_CLEAR(fm->empty);
-    fm->tag = 0;
+    fm->checked = 0;
+    fm->direct = 0;
 }
 
 /* whether frames are made directly now (the class unchanged since checked, else rechecked) */
@@ -248,10 +261,10 @@ static inline int fm_direct(FrameMaker *fm)
     if (!fm->type || !PyType_Check(fm->type))
         return 0;
     PyTypeObject *tp = (PyTypeObject *)fm->type;
-    if (fm->tag && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == fm->tag)
-        return 1;
-    fm_check(fm); /* never checked, or the class changed: again */
-    return fm->tag != 0;
+    if (!(fm->checked && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+          tp->tp_version_tag == fm->checked))
+        fm_check(fm); /* never checked, or the class changed since: again */
+    return fm->direct;
 }
 
 /*

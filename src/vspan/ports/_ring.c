@@ -89,6 +89,8 @@ static PyObject *drain(PyObject *mod, PyObject *args)
     Py_buffer view;
     if (PyObject_GetBuffer(bufobj, &view, PyBUF_WRITABLE) < 0)
         return NULL;
+    FrameMaker fm; /* this call's: another thread's drain may set ring_fm meanwhile */
+    fm_copy(&fm, &ring_fm);
     unsigned char *m = view.buf;
     Py_ssize_t blen = view.len, nslots = PyTuple_GET_SIZE(offsets);
     long long nbytes = 0;
@@ -153,7 +155,7 @@ static PyObject *drain(PyObject *mod, PyObject *args)
                                 : PyBytes_FromStringAndSize("", 0);
             PyObject *ts = PyLong_FromLongLong((long long)sec * 1000000000LL + nsec);
             PyObject *f = (data && vnet && ts)
-                              ? fm_make(&ring_fm, data, vnet, ts, NULL, NULL)
+                              ? fm_make(&fm, data, vnet, ts, NULL, NULL)
                               : NULL;
             Py_XDECREF(data);
             Py_XDECREF(vnet);
@@ -173,6 +175,7 @@ static PyObject *drain(PyObject *mod, PyObject *args)
     }
 done:
     PyBuffer_Release(&view);
+    fm_clear(&fm);
     if (!out)
         return NULL;
     PyObject *r = Py_BuildValue("(NnLli)", out, head, nbytes, errors, losing);
@@ -353,7 +356,7 @@ static PyObject *make_frame(PyObject *mod, PyObject *args)
     PyObject *type, *a[5] = {NULL, NULL, NULL, NULL, NULL};
     if (!PyArg_ParseTuple(args, "OO|OOOO", &type, &a[0], &a[1], &a[2], &a[3], &a[4]))
         return NULL;
-    FrameMaker fm = {NULL, 0, {0}, NULL, NULL};
+    FrameMaker fm = {NULL, 0, 0, {0}, NULL, NULL};
     PyObject *f = NULL;
     int direct = 0;
     if (fm_set(&fm, type) == 0) {
