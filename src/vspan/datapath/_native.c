@@ -949,7 +949,8 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     self->s_last_seen = PyUnicode_InternFromString("last_seen");
     self->empty = PyBytes_FromStringAndSize("", 0);
     if (!self->buckets || !self->s_data || !self->s_vnet || !self->s_ts || !self->s_port ||
-        !self->s_pid || !self->s_last_seen || !self->empty || fm_set(&self->fm, frame_type) < 0) {
+        !self->s_pid || !self->s_last_seen || !self->empty ||
+        fm_set(&self->fm, frame_type) < 0) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
