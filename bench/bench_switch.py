@@ -92,6 +92,7 @@ OVS_RUNDIR = Path(f"/run/vspan-bench/{PREFIX}ovs")
 SENDER = ("10.77.0.1/24", "02:76:62:00:00:01")
 RECEIVER = ("10.77.0.2/24", "02:76:62:00:00:02")
 SNIFFER_MAC = "02:76:62:00:00:03"
+DISCARD_PORT = 9  # the 64-byte frames' UDP port (the discard service); the firewall allows it
 UNDERLAY = Underlay(UNDER_IF, "col", "198.18.0.1", "198.18.0.2", "02:76:62:00:00:0c")
 
 # What a closer look found (by hand, not re-measured by each run; keep it true or remove it)
@@ -190,22 +191,25 @@ def build(topo: Topology, wd: str) -> SwitchLab:
                                       (RCV_IF, "rcv", RECEIVER[1], RECEIVER[0]),
                                       (MON_IF, "mon", SNIFFER_MAC, None)], UNDERLAY)
     if sw.collector is not None:
-        consume_erspan_at_ingress(sw.collector)
+        consume_at_ingress(sw.collector, "ip protocol gre", "the ERSPAN collector")
+    for rcv in (direct[1], sw.hosts[RCV_IF]):
+        consume_at_ingress(rcv, f"udp dport {DISCARD_PORT}", "the 64-byte receiver")
     return SwitchLab(topo, wd, direct, sw, SWITCH_CPU, PIDFILE, OVS_RUNDIR)
 
 
-def consume_erspan_at_ingress(col: Host) -> None:
-    """Drop GRE at the collector's netdev ingress hook, as a capture appliance consumes
-    copies: without it the collector's kernel routes every copy and tries an ICMP
-    protocol-unreachable for each, work that veth runs in the sending switch's context
-    (bench/PROFILE.md: ~22 % of the switch's CPU at 64 bytes). The interface's rx_packets
-    (how copies are counted) is taken before the hook."""
-    rules = (f"table netdev vbcol {{\n chain gre {{\n  type filter hook ingress device "
-             f"\"{col.ifname}\" priority 0;\n  ip protocol gre counter drop\n }}\n}}\n")
-    proc = subprocess.run(["ip", "netns", "exec", col.ns, "nft", "-f", "-"], input=rules,
+def consume_at_ingress(host: Host, match: str, why: str) -> None:
+    """Drop what ``match`` selects at ``host``'s netdev ingress hook (nftables). The
+    interface's rx_packets (how frames and copies are counted) is taken before the hook.
+    Without it the host's kernel would route each frame and answer it with an ICMP error,
+    work that veth runs in the *sender's* context: the switch's for a userspace switch, the
+    generator's for the kernel bridge (bench/PROFILE.md: ~22 % of the switch's CPU for the
+    collector's GRE, 15-19 % for the receiver's UDP at 64 bytes)."""
+    rules = (f"table netdev vbdrop {{\n chain drop_in {{\n  type filter hook ingress "
+             f"device \"{host.ifname}\" priority 0;\n  {match} counter drop\n }}\n}}\n")
+    proc = subprocess.run(["ip", "netns", "exec", host.ns, "nft", "-f", "-"], input=rules,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        log(f"collector keeps its kernel's GRE handling (nft: {proc.stderr.strip()})")
+        log(f"{why} keeps its kernel's handling (nft: {proc.stderr.strip()})")
 
 
 def _others() -> str:
@@ -273,6 +277,7 @@ def measure(peer: Peer, lab: SwitchLab, plan: Plan, s: Samples) -> None:
     s.others.append(_others())
     try:
         r = trafgen_pps(snd, rcv, plan.seconds, GEN_CPU, lab.workdir, warmup=plan.warmup,
+                        dport=DISCARD_PORT,
                         also_watch=[copies] if copies is not None else [],
                         probes={"switch": lambda: _cpu(peer)} if attributable else None)
         s.offered_kpps.append(r.offered_pps / 1e3)
@@ -588,8 +593,13 @@ def render(peers: list[Peer], samples: dict[str, Samples], plan: Plan) -> str:
         f"* TCP: `iperf3 -c … -t {plan.seconds:g}`, one stream, client and server on "
         f"CPU{GEN_CPU}; Gbit/s as received.",
         "* 64-byte frames: one trafgen process (`-P 1 --no-sock-mem --notouch-irq`) in the "
-        "sender namespace sends 60-byte UDP frames (64 on the wire) to the receiver as "
-        f"fast as it can; after a {plan.warmup:g} s warm-up, rates over {plan.seconds:g} s "
+        "sender namespace sends 60-byte UDP frames (64 on the wire) to the receiver's port "
+        f"{DISCARD_PORT} as fast as it can (the receiver drops them at its interface's netdev "
+        "ingress hook with nftables, as a discard service consumes them, instead of its "
+        "kernel answering each with an ICMP port-unreachable: veth runs that in the "
+        "sender's context, the switch's for a userspace switch, the generator's for the "
+        "kernel bridge; the same for every setup, veth direct included); "
+        f"after a {plan.warmup:g} s warm-up, rates over {plan.seconds:g} s "
         "from interface counters: *delivered* = receiver's rx_packets, *offered* = "
         "sender's tx_packets, *mirror copies* = the sniffer's (local mirrors) or the "
         "collector's (ERSPAN) rx_packets. Switch CPU % = its CPU-seconds per second in the "
