@@ -23,7 +23,7 @@ from vspan.policy.tcp import ACK, PSH, TcpPeer, TcpSegment, TcpStateName, TcpTra
 pytestmark = pytest.mark.skipif(not native.available(), reason="_native was not built")
 
 M = 0xFFFFFFFF
-PeerT = tuple[int, int, int, int]
+PeerT = tuple[int, int, int, int, int]
 
 BASE = st.sampled_from([0, 1000, 2**31 - 5, 2**32 - 70000, 2**32 - 3])
 NEAR = st.integers(-140000, 140000)
@@ -32,12 +32,12 @@ WIN = st.sampled_from([0, 1, 512, 8192, 65535, 66000, 200000, 2**20, 2**30])
 
 def _peer(t: PeerT) -> TcpPeer:
     p = TcpPeer()
-    p.end, p.maxend, p.maxwin, p.scale = t
+    p.end, p.maxend, p.maxwin, p.scale, p.maxack = t
     return p
 
 
 def _tuple(p: TcpPeer) -> PeerT:
-    return (p.end, p.maxend, p.maxwin, p.scale)
+    return (p.end, p.maxend, p.maxwin, p.scale, p.maxack)
 
 
 @st.composite
@@ -48,7 +48,9 @@ def peers(draw: st.DrawFn) -> tuple[PeerT, PeerT]:
     def one() -> PeerT:
         end = (base + draw(NEAR)) & M
         maxwin = draw(WIN)
-        return (end, (end + draw(NEAR)) & M, maxwin, draw(st.integers(0, 14)))
+        # the highest ack: not known yet, or near the base (either side of the next ack)
+        maxack = draw(st.one_of(st.just(-1), NEAR.map(lambda d: (base + d) & M)))
+        return (end, (end + draw(NEAR)) & M, maxwin, draw(st.integers(0, 14)), maxack)
 
     return one(), one()
 
@@ -82,18 +84,22 @@ def test_step_is_the_python_tracker(pr: tuple[PeerT, PeerT], from_orig: bool, st
 
 
 def test_step_hands_back_sides_not_seen() -> None:
-    seen = (1000, 9192, 8192, 0)
+    seen = (1000, 9192, 8192, 0, -1)
     seg = (ACK, 1000, 1000, 8192, 0)
-    assert _native.tcp_step((1000, 1000, 0, 0), seen, seg) is None
-    assert _native.tcp_step(seen, (1000, 1000, 0, 0), seg) is None
+    assert _native.tcp_step((1000, 1000, 0, 0, -1), seen, seg) is None
+    assert _native.tcp_step(seen, (1000, 1000, 0, 0, -1), seg) is None
     assert _native.tcp_step(seen, seen, seg) is not None
 
 
 def test_step_rejects_fields_out_of_range() -> None:
     with pytest.raises(ValueError):
-        _native.tcp_step((1, 1, 1, 15), (1, 1, 1, 0), (ACK, 0, 0, 0, 0))
+        _native.tcp_step((1, 1, 1, 15, -1), (1, 1, 1, 0, -1), (ACK, 0, 0, 0, 0))
     with pytest.raises(ValueError):
-        _native.tcp_step((1, 1, 1, 0), (1, 1, 1, 0), (ACK, 0, 0, 70000, 0))
+        _native.tcp_step((1, 1, 1, 0, -1), (1, 1, 1, 0, -1), (ACK, 0, 0, 70000, 0))
+    with pytest.raises(ValueError):  # a highest ack that is no sequence number
+        _native.tcp_step((1, 1, 1, 0, -2), (1, 1, 1, 0, -1), (ACK, 0, 0, 0, 0))
+    with pytest.raises(ValueError):
+        _native.tcp_step((1, 1, 1, 0, -1), (1, 1, 1, 0, 2**32), (ACK, 0, 0, 0, 0))
 
 
 @settings(max_examples=400, deadline=None)
@@ -142,8 +148,8 @@ def _both(s_t: PeerT, r_t: PeerT, seq: int, ack: int, payload: int = 0,
 
 @pytest.mark.parametrize("base", [0, 2**32 - 10])
 def test_each_window_check_exactly_at_its_edge(base: int) -> None:
-    s_t = ((base + 5000) & M, (base + 9000) & M, 1000, 0)  # may send up to base+9000
-    r_t = ((base + 200000) & M, (base + 300000) & M, 4000, 0)
+    s_t = ((base + 5000) & M, (base + 9000) & M, 1000, 0, -1)  # may send up to base+9000
+    r_t = ((base + 200000) & M, (base + 300000) & M, 4000, 0, -1)
     ack = base + 200000
     # I: seq <= sender.maxend
     assert _both(s_t, r_t, base + 9000, ack)
@@ -157,6 +163,24 @@ def test_each_window_check_exactly_at_its_edge(base: int) -> None:
     # IV: ack >= receiver.end - max(sender.maxwin, 66000)
     assert _both(s_t, r_t, base + 5000, ack - 66000)
     assert not _both(s_t, r_t, base + 5000, ack - 66001)
-    big = (s_t[0], s_t[1], 100000, 0)
+    big = (s_t[0], s_t[1], 100000, 0, -1)
     assert _both(big, r_t, base + 5000, ack - 100000)
     assert not _both(big, r_t, base + 5000, ack - 100001)
+
+
+@pytest.mark.parametrize("base", [0, 2**32 - 10])
+def test_step_moves_the_highest_ack_as_python_does(base: int) -> None:
+    """The sender's maxack (the exact-RST check's anchor) moves only forward, across the
+    sequence wrap, and only on an in-window segment: C leaves it where Python does."""
+    r_t = ((base + 200000) & M, (base + 300000) & M, 4000, 0, -1)
+    ack = base + 200000
+    for maxack in (-1, (ack - 10) & M, ack & M, (ack + 10) & M):
+        s_t = ((base + 5000) & M, (base + 9000) & M, 1000, 0, maxack)
+        assert _both(s_t, r_t, base + 5000, ack)
+        got = _native.tcp_step(s_t, r_t, (ACK, (base + 5000) & M, ack & M, 8192, 0))
+        assert got is not None
+        want = ack & M if maxack == -1 or maxack == (ack - 10) & M else maxack
+        assert got[0][4] == want and got[1][4] == -1
+    # out of window (III): nothing moves, the highest ack included
+    s_t = ((base + 5000) & M, (base + 9000) & M, 1000, 0, (ack - 10) & M)
+    assert not _both(s_t, r_t, base + 5000, ack + 1)

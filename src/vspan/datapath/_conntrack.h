@@ -70,10 +70,10 @@ typedef struct {
 
 /* interned attribute names (set once by ct_init) */
 static PyObject *ct_s_packets, *ct_s_bytes, *ct_s_last, *ct_s_expires, *ct_s_end, *ct_s_maxend,
-    *ct_s_maxwin, *ct_s_scale, *ct_one;
+    *ct_s_maxwin, *ct_s_scale, *ct_s_maxack, *ct_one;
 /* ... read and written at their slots' offsets while the classes are as looked up (_slots.h) */
 static SlotCache ct_c_packets, ct_c_bytes, ct_c_last, ct_c_expires, ct_c_end, ct_c_maxend,
-    ct_c_maxwin, ct_c_scale;
+    ct_c_maxwin, ct_c_scale, ct_c_maxack;
 #define CT_GET(o, name) slot_get(&ct_c_##name, (o), ct_s_##name)
 #define CT_SET(o, name, v) slot_set(&ct_c_##name, (o), ct_s_##name, (v))
 
@@ -87,9 +87,10 @@ static int ct_init(void)
     ct_s_maxend = PyUnicode_InternFromString("maxend");
     ct_s_maxwin = PyUnicode_InternFromString("maxwin");
     ct_s_scale = PyUnicode_InternFromString("scale");
+    ct_s_maxack = PyUnicode_InternFromString("maxack");
     ct_one = PyLong_FromLong(1);
     return ct_s_packets && ct_s_bytes && ct_s_last && ct_s_expires && ct_s_end && ct_s_maxend &&
-                   ct_s_maxwin && ct_s_scale && ct_one
+                   ct_s_maxwin && ct_s_scale && ct_s_maxack && ct_one
                ? 0
                : -1;
 }
@@ -150,30 +151,35 @@ static int ct_expired(PyObject *obj, PyObject *now)
     return expired;
 }
 
-/* a TcpPeer's (end, maxend, maxwin, scale); 0 when out of what the C step takes */
+/* a TcpPeer's (end, maxend, maxwin, scale, maxack); 0 when out of what the C step takes */
 static int ct_read_peer(PyObject *p, struct ts_peer *out)
 {
-    PyObject *v[4] = {CT_GET(p, end), CT_GET(p, maxend), CT_GET(p, maxwin), CT_GET(p, scale)};
-    int ok = v[0] && v[1] && v[2] && v[3] && PyLong_CheckExact(v[0]) &&
-             PyLong_CheckExact(v[1]) && PyLong_CheckExact(v[2]) && PyLong_CheckExact(v[3]);
+    PyObject *v[5] = {CT_GET(p, end), CT_GET(p, maxend), CT_GET(p, maxwin), CT_GET(p, scale),
+                      CT_GET(p, maxack)};
+    int ok = v[0] && v[1] && v[2] && v[3] && v[4] && PyLong_CheckExact(v[0]) &&
+             PyLong_CheckExact(v[1]) && PyLong_CheckExact(v[2]) && PyLong_CheckExact(v[3]) &&
+             PyLong_CheckExact(v[4]);
     if (ok) {
         unsigned long long end = PyLong_AsUnsignedLongLong(v[0]);
         unsigned long long maxend = PyLong_AsUnsignedLongLong(v[1]);
         unsigned long long maxwin = PyLong_AsUnsignedLongLong(v[2]);
         long scale = PyLong_AsLong(v[3]);
+        long long maxack = PyLong_AsLongLong(v[4]);
         if (PyErr_Occurred()) {
             PyErr_Clear(); /* negative or huge: Python's business */
             ok = 0;
-        } else if (end > 0xFFFFFFFFull || maxend > 0xFFFFFFFFull || scale < 0 || scale > 14) {
+        } else if (end > 0xFFFFFFFFull || maxend > 0xFFFFFFFFull || scale < 0 || scale > 14 ||
+                   maxack < -1 || maxack > 0xFFFFFFFFll) {
             ok = 0;
         } else {
             out->end = (uint32_t)end;
             out->maxend = (uint32_t)maxend;
             out->maxwin = maxwin;
             out->scale = (unsigned)scale;
+            out->maxack = maxack;
         }
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         Py_XDECREF(v[i]);
     if (!ok && PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -335,6 +341,8 @@ static int ct_commit(CtStep *st, int nchecks, PyObject *now, Py_ssize_t nbytes)
                     rc = ct_set_u64(s->peer[k], &ct_c_maxend, ct_s_maxend, a->maxend);
                 if (rc == 0 && a->maxwin != b->maxwin)
                     rc = ct_set_u64(s->peer[k], &ct_c_maxwin, ct_s_maxwin, a->maxwin);
+                if (rc == 0 && a->maxack != b->maxack) /* moved: a sequence number, >= 0 */
+                    rc = ct_set_u64(s->peer[k], &ct_c_maxack, ct_s_maxack, (uint64_t)a->maxack);
             }
         }
         if (rc == 0 && !s->session)

@@ -1969,29 +1969,32 @@ static PyObject *mod_tcp_segment(PyObject *mod, PyObject *args)
 }
 
 /* module-level tcp_step(sender, receiver, segment) -> (sender, receiver) | None: the
- * established step (_tcpstep.h) on (end, maxend, maxwin, scale) tuples; None = hand back */
+ * established step (_tcpstep.h) on (end, maxend, maxwin, scale, maxack) tuples; None = hand
+ * back */
 static PyObject *mod_tcp_step(PyObject *mod, PyObject *args)
 {
     unsigned long se, sm, re, rm, seq, ack, pl;
     unsigned long long sw, rw;
+    long long sa, ra;
     unsigned ss, rs, flags, win;
-    if (!PyArg_ParseTuple(args, "(kkKI)(kkKI)(IkkIk)", &se, &sm, &sw, &ss, &re, &rm, &rw, &rs,
-                          &flags, &seq, &ack, &win, &pl))
+    if (!PyArg_ParseTuple(args, "(kkKIL)(kkKIL)(IkkIk)", &se, &sm, &sw, &ss, &sa, &re, &rm, &rw,
+                          &rs, &ra, &flags, &seq, &ack, &win, &pl))
         return NULL;
     if (ss > 14 || rs > 14 || se > 0xFFFFFFFFul || sm > 0xFFFFFFFFul || re > 0xFFFFFFFFul ||
         rm > 0xFFFFFFFFul || seq > 0xFFFFFFFFul || ack > 0xFFFFFFFFul || win > 0xFFFF ||
-        pl > 0xFFFFFFFFul) {
+        pl > 0xFFFFFFFFul || sa < -1 || sa > 0xFFFFFFFFll || ra < -1 || ra > 0xFFFFFFFFll) {
         PyErr_SetString(PyExc_ValueError, "tcp_step: field out of range");
         return NULL;
     }
-    struct ts_peer s = {(uint32_t)se, (uint32_t)sm, sw, ss};
-    struct ts_peer r = {(uint32_t)re, (uint32_t)rm, rw, rs};
+    struct ts_peer s = {(uint32_t)se, (uint32_t)sm, sw, ss, sa};
+    struct ts_peer r = {(uint32_t)re, (uint32_t)rm, rw, rs, ra};
     struct ts_seg g = {flags, (uint32_t)seq, (uint32_t)ack, win, (uint32_t)pl};
     if (!ts_est_step(&s, &r, &g))
         Py_RETURN_NONE;
-    return Py_BuildValue("((kkKI)(kkKI))", (unsigned long)s.end, (unsigned long)s.maxend,
-                         (unsigned long long)s.maxwin, s.scale, (unsigned long)r.end,
-                         (unsigned long)r.maxend, (unsigned long long)r.maxwin, r.scale);
+    return Py_BuildValue("((kkKIL)(kkKIL))", (unsigned long)s.end, (unsigned long)s.maxend,
+                         (unsigned long long)s.maxwin, s.scale, (long long)s.maxack,
+                         (unsigned long)r.end, (unsigned long)r.maxend,
+                         (unsigned long long)r.maxwin, r.scale, (long long)r.maxack);
 }
 
 static PyMethodDef Table_methods[] = {

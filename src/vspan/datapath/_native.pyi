@@ -42,8 +42,8 @@ def tcp_segment(
     data: bytes, l3: int, l4: int, v4: bool, /
 ) -> tuple[int, int, int, int, int] | None: ...
 def tcp_step(
-    sender: tuple[int, int, int, int],
-    receiver: tuple[int, int, int, int],
+    sender: tuple[int, int, int, int, int],
+    receiver: tuple[int, int, int, int, int],
     segment: tuple[int, int, int, int, int],
     /,
-) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None: ...
+) -> tuple[tuple[int, int, int, int, int], tuple[int, int, int, int, int]] | None: ...

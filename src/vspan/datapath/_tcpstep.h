@@ -30,12 +30,13 @@
 #define TS_MAXACKWIN 66000u   /* tcp.MAXACKWINCONST */
 #define TS_MAXWIN_LIMIT (1ull << 40) /* beyond this Python's unbounded int is left to Python */
 
-/* one side's window tracking (tcp.TcpPeer's end, maxend, maxwin, scale) */
+/* one side's window tracking (tcp.TcpPeer's end, maxend, maxwin, scale, maxack) */
 struct ts_peer {
     uint32_t end;
     uint32_t maxend;
     uint64_t maxwin;
     unsigned scale;
+    int64_t maxack; /* highest in-window ack this side sent; -1 = none yet */
 };
 
 /* tcp.TcpSegment without the SYN-only window scale option */
@@ -121,6 +122,9 @@ static int ts_est_step(struct ts_peer *s, struct ts_peer *r, const struct ts_seg
         r->maxwin += (uint64_t)grow;
     if (ts_diff((uint32_t)(ack + win), r->maxend) >= 0)
         r->maxend = (uint32_t)(ack + win + (win == 0 ? 1 : 0));
+    /* update: an in-window ack moves the sender's highest ack (the exact-RST check) */
+    if (s->maxack < 0 || ts_diff(ack, (uint32_t)s->maxack) > 0)
+        s->maxack = ack;
     return 1;
 }
 

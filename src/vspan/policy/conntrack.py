@@ -300,10 +300,11 @@ class ConnTrack:
         self._timeouts = timeouts or Timeouts()
         self.max_conns = max_conns
         self.native: dict[bytes, NativeRecord] | None = None
-        # "after_reset": the part of "invalid" that only came after the connection's RST
+        # "after_reset": the part of "invalid" that only came after the connection's RST;
+        # "rst_not_exact": in-window RSTs passed without closing (RFC 5961, docs/policy.md)
         self.counters: dict[str, int] = {"created": 0, "expired": 0, "invalid": 0,
                                          "after_reset": 0, "related": 0, "table_full": 0,
-                                         "reopened": 0}
+                                         "reopened": 0, "rst_not_exact": 0}
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -430,6 +431,8 @@ class ConnTrack:
                 if upd.after_reset:
                     self._count("after_reset", commit)
                 return CtResult(CtClass.INVALID, c, upd.reason)
+            if upd.rst_not_exact:
+                self._count("rst_not_exact", commit)
             c.state = c.tcp.state
             note = upd.reason
         elif c.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):

@@ -50,8 +50,8 @@ def _conn_data(c: Conn, now: float) -> dict[str, Any]:
     if c.tcp is not None:
         out["tcp"] = {"state": str(c.tcp.state), "strict": c.tcp.strict, "oow": c.tcp.oow,
                       "reset_by": c.tcp.reset_by,
-                      "peers": [{f: getattr(p, f) for f in _PEER_FIELDS}
-                                for p in c.tcp.peers]}
+                      "peers": [{**{f: getattr(p, f) for f in _PEER_FIELDS},
+                                 "maxack": p.maxack} for p in c.tcp.peers]}
     return out
 
 
@@ -82,6 +82,10 @@ def _peer(peer: TcpPeer, data: dict[str, Any]) -> None:
     for f in _PEER_FIELDS:
         value = data[f]
         setattr(peer, f, bool(value) if f in ("wscale_seen", "fin_acked") else int(value))
+    # absent in older exports: "not known yet" (a RST in the window closes, as it did);
+    # a value that is no sequence number is ignored the same way
+    maxack = data.get("maxack", -1)
+    peer.maxack = maxack if type(maxack) is int and 0 <= maxack <= 0xFFFFFFFF else -1
 
 
 def export_port(policy: SwitchPolicy, port: str, now: float) -> dict[str, Any]:

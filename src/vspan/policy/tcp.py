@@ -137,7 +137,8 @@ def parse_segment(data: bytes, key: FlowKey) -> TcpSegment | None:
 class TcpPeer:
     """Window tracking data of one side (as sender)."""
 
-    __slots__ = ("end", "fin_acked", "fin_end", "maxend", "maxwin", "scale", "wscale_seen")
+    __slots__ = ("end", "fin_acked", "fin_end", "maxack", "maxend", "maxwin", "scale",
+                 "wscale_seen")
 
     def __init__(self) -> None:
         self.end = 0  # highest seq + len sent
@@ -147,18 +148,23 @@ class TcpPeer:
         self.wscale_seen = False
         self.fin_end = -1  # sequence number after this side's FIN; -1 = no FIN yet
         self.fin_acked = False
+        # highest ack this side sent in an in-window segment (Linux's td_maxack): the
+        # other side's RST must carry exactly this sequence number to close; -1 = none yet
+        self.maxack = -1
 
     def clone(self) -> TcpPeer:
         """An independent copy (a trace works on copies)."""
         c = TcpPeer()
         c.end, c.maxend, c.maxwin, c.scale = self.end, self.maxend, self.maxwin, self.scale
         c.wscale_seen, c.fin_end, c.fin_acked = self.wscale_seen, self.fin_end, self.fin_acked
+        c.maxack = self.maxack
         return c
 
     def as_dict(self) -> dict[str, int | bool]:
         """For explain/export."""
         return {"end": self.end, "maxend": self.maxend, "maxwin": self.maxwin,
-                "scale": self.scale, "fin": self.fin_end >= 0, "fin_acked": self.fin_acked}
+                "scale": self.scale, "fin": self.fin_end >= 0, "fin_acked": self.fin_acked,
+                "maxack": self.maxack}
 
 
 class TcpUpdate(NamedTuple):
@@ -169,6 +175,7 @@ class TcpUpdate(NamedTuple):
     reopen: bool = False  # a SYN on a closed/time-wait connection: treat as new
     out_of_window: bool = False
     after_reset: bool = False  # invalid only because the connection was reset (CLOSE)
+    rst_not_exact: bool = False  # an in-window RST not at the receiver's highest ack: passed
 
 
 _OK = TcpUpdate(True)
@@ -255,6 +262,8 @@ class TcpTrack:
         self._advance(seg, s, r)
         if check:
             self.oow += 1
+        elif f & ACK and (s.maxack < 0 or seq_diff(seg.ack, s.maxack) > 0):
+            s.maxack = seg.ack  # only an in-window ack moves it (a forged far one cannot)
         if self.state is TcpStateName.SYN_RECV and from_orig and f & ACK and not f & SYN:
             self.state = TcpStateName.ESTABLISHED
         elif self.state is TcpStateName.SYN_SENT and not from_orig and not f & SYN:
@@ -308,9 +317,35 @@ class TcpTrack:
         ):
             # the RST's sequence number must fall in the window the receiver would accept
             return TcpUpdate(False, "RST out of window", out_of_window=True)
+        elif self.state is TcpStateName.ESTABLISHED or self.state in _CLOSING:
+            exact = self._rst_exact(seg, s, r)
+            if exact is not None:
+                return exact
         self.state = TcpStateName.CLOSE
         self.reset_by = 0 if from_orig else 1
         return _OK
+
+    @staticmethod
+    def _rst_exact(seg: TcpSegment, s: TcpPeer, r: TcpPeer) -> TcpUpdate | None:
+        """RFC 5961 §3 for an in-window RST of a synchronized connection: ``None`` when it
+        closes (its seq is the receiver's highest ack, or that ack is not known / not
+        credible), else the verdict on a RST that must not change the state."""
+        if r.maxack < 0 or not s.maxwin:
+            return None  # no ack of the receiver seen yet: the window check alone decides
+        lo = (s.end - r.maxwin) & _M
+        if seq_diff(r.maxack, lo) < 0 or seq_diff(r.maxack, s.maxend) > 0:
+            return None  # the ack lies outside the window (liberal tracking lost it): as before
+        d = seq_diff(seg.seq, r.maxack)
+        if d == 0:
+            return None
+        if d < 0:
+            # below what the receiver already acknowledged: it discards such a RST silently
+            return TcpUpdate(False, f"RST out of window: seq {seg.seq} is before the "
+                             f"receiver's highest ack {r.maxack}", out_of_window=True)
+        return TcpUpdate(True, f"RST seq {seg.seq} is in the window but not the receiver's "
+                         f"next expected sequence number {r.maxack} (RFC 5961): passed "
+                         "without closing, the receiver answers it with a challenge ACK",
+                         rst_not_exact=True)
 
     def _window(self, seg: TcpSegment, s: TcpPeer, r: TcpPeer) -> str:
         """Initialise the sender if new; return why the segment is out of window, or ''."""
