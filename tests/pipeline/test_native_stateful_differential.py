@@ -575,3 +575,43 @@ def test_iperf3_end_segments_after_the_reset_are_named(dport: int) -> None:
     finally:
         nsw.engine.close()
         psw.engine.close()
+
+
+@pytest.mark.parametrize("dport", [22, 80], ids=["liberal", "strict"])
+def test_blind_in_window_rst_does_not_close_a_native_connection(dport: int) -> None:
+    """Hostile (RFC 5961 §3): a blind RST spoofed as from the server, in the client's
+    window but not at its next expected sequence number, in the middle of a natively
+    stepped stream: handed to Python, delivered (the client answers with a challenge ACK)
+    and counted, the connection stays ESTABLISHED; the challenge ACK and all the data
+    after it pass, natively again (the C step moves each side's highest ack as Python
+    does: the tables, window edges and highest acks included, are compared after every
+    frame). A RST before the client's highest ack is dropped; the genuine RST at it
+    closes, on both fast paths alike."""
+    nsw, psw, recs = _pair()
+    try:
+        t = Tcp(40040 + dport, dport)
+        steps = [*LEARN, *t.handshake(), *t.data(2), *_native(t.data(3), True)]
+        steps += _native([
+            t.seg("b", "R", seq_off=3000, advance=False, what="blind RST in window"),
+            t.seg("b", "R", seq_off=1, advance=False, what="blind RST one past"),
+        ], False)
+        steps.append(t.seg("a", "A", what="challenge ACK"))
+        steps += _native(t.data(3), True)
+        steps += _native([
+            t.seg("b", "R", seq_off=-1, advance=False, ok=False,
+                  what="RST before the highest ack", reason=INVALID),
+            t.seg("b", "RA", what="genuine RST at the highest ack"),
+            t.seg("a", "PA", 100, ok=False, what="data after the RST", reason=INVALID),
+        ], False)
+        _run(steps, nsw, psw, recs, f"blind rst {dport}")
+        for sw in (nsw, psw):
+            layer = sw.engine.policy
+            assert isinstance(layer, PolicyLayer) and layer.policy.firewall is not None
+            for port in ("a", "b"):
+                ct = layer.policy.firewall.ports()[port].conntrack
+                assert ct.counters["rst_not_exact"] == 2, (port, ct.counters)
+                (conn,) = [c for c in ct if c.tcp is not None]
+                assert conn.tcp is not None and conn.tcp.reset_by == 1
+    finally:
+        nsw.engine.close()
+        psw.engine.close()
