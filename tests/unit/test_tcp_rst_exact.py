@@ -42,6 +42,11 @@ def established(c_isn: int, s_isn: int, strict: bool = False) -> TcpTrack:
     return t
 
 
+def state(t: TcpTrack) -> TcpStateName:
+    """The state now (read through a call: mypy keeps no narrowing across updates)."""
+    return t.state
+
+
 # ISN pairs: plain, and both sides wrapping around 2^32 during the exchange
 ISNS = [(1000, 500000), (M - 4000, M - 100)]
 
@@ -75,11 +80,11 @@ def test_blind_in_window_rst_does_not_close_and_the_challenge_ack_flows(
     assert t.update(seg(PSH | ACK, s_isn + 10001, c_isn + 11449, payload=100), False).ok
     assert t.update(seg(ACK, c_isn + 11449, s_isn + 10101), True).ok
     assert t.state is TcpStateName.ESTABLISHED
-    # a guessed RST at the *sender's* edge is no better
+    # one past the exact number is no better
     assert t.update(seg(RST, s_isn + 10101 + 1), False).rst_not_exact
     # a genuine RST (what a closed peer answers a challenge ACK with: seq = its ack) closes
     assert t.update(seg(RST, s_isn + 10101), False).ok
-    assert t.state is TcpStateName.CLOSE
+    assert state(t) is TcpStateName.CLOSE
 
 
 @pytest.mark.parametrize(("c_isn", "s_isn"), ISNS)
@@ -134,7 +139,7 @@ def test_a_closing_connection_is_protected_too() -> None:
     assert t.update(seg(RST, c_isn + 10002 + 500), True).rst_not_exact
     assert t.state is TcpStateName.CLOSE_WAIT
     assert t.update(seg(RST, c_isn + 10002), True).ok
-    assert t.state is TcpStateName.CLOSE
+    assert state(t) is TcpStateName.CLOSE
 
 
 def test_clone_and_describe_carry_the_highest_ack() -> None:
@@ -180,3 +185,19 @@ def test_hostile_highest_ack_in_an_import_is_ignored(hostile: object) -> None:
     t = _conn(data, 500.0).tcp
     assert t is not None and t.peers[0].maxack == -1
     assert t.peers[1].maxack == (ISNS[0][0] + 10001) & M
+
+
+@pytest.mark.parametrize(("c_isn", "s_isn"), ISNS)
+def test_an_abort_with_unacknowledged_data_closes(c_isn: int, s_isn: int) -> None:
+    """The server writes its last 500 bytes and aborts (close with unread data): its
+    RST+ACK, right behind the data the client has not acknowledged yet, is at the
+    server's next sequence number and acknowledges all the client sent — it closes.
+    Missing either exact number (or the ACK flag), it does not."""
+    for flags, seq_off, ack_off, closes in [(RST | ACK, 0, 0, True), (RST, 0, 0, False),
+                                            (RST | ACK, 0, -1, False),
+                                            (RST | ACK, -1, 0, False)]:
+        t = established(c_isn, s_isn)
+        assert t.update(seg(PSH | ACK, s_isn + 10001, c_isn + 10001, payload=500), False).ok
+        upd = t.update(seg(flags, s_isn + 10501 + seq_off, c_isn + 10001 + ack_off), False)
+        assert upd.ok and upd.rst_not_exact != closes, (flags, seq_off, ack_off)
+        assert (t.state is TcpStateName.CLOSE) == closes

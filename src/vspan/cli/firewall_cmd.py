@@ -112,4 +112,4 @@ def _render(shown: dict[str, Any]) -> None:
         sys.stdout.write("\n")
         print_table([{"port": p, **c} for p, c in conns.items()],
                     [("PORT", "port"), ("ACTIVE", "active"), ("INVALID", "invalid"),
-                     ("AFTER_RESET", "after_reset")])
+                     ("AFTER_RESET", "after_reset"), ("RST_NOT_EXACT", "rst_not_exact")])

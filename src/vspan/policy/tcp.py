@@ -20,7 +20,14 @@ Two modes (NSX "TCP strict", chosen per firewall section):
   ``firewall-state-invalid``); a connection must start with a SYN.
 
 In both modes a RST must be in the window (RST injection protection) — in
-SYN_SENT it must acknowledge the SYN — and after a RST (state CLOSE) only
+SYN_SENT it must acknowledge the SYN. On a synchronized connection (ESTABLISHED
+or closing) an in-window RST closes only at the receiver's highest in-window
+ack (:attr:`TcpPeer.maxack`, Linux's ``td_maxack``: RFC 5961 §3, the only RST
+such a receiver accepts), or as a RST+ACK exactly at the sender's next sequence
+number acknowledging all the receiver sent (an abort with data in flight); any
+other in-window RST beyond that ack passes without changing the state
+(:attr:`TcpUpdate.rst_not_exact`: the receiver answers it with a challenge
+ACK), one before it is invalid. After a RST (state CLOSE) only
 RSTs and a new SYN are accepted. A segment the *other* side sent after one
 side's RST is typically in flight when the reset happens (the end of every
 iperf3 test: its server closes the data socket with unread data, the kernel
@@ -328,8 +335,10 @@ class TcpTrack:
     @staticmethod
     def _rst_exact(seg: TcpSegment, s: TcpPeer, r: TcpPeer) -> TcpUpdate | None:
         """RFC 5961 §3 for an in-window RST of a synchronized connection: ``None`` when it
-        closes (its seq is the receiver's highest ack, or that ack is not known / not
-        credible), else the verdict on a RST that must not change the state."""
+        closes (its seq is the receiver's highest ack; or it is a RST+ACK at the sender's
+        next sequence number acknowledging everything the receiver sent; or that highest
+        ack is not known / not credible), else the verdict on a RST that must not change
+        the state."""
         if r.maxack < 0 or not s.maxwin:
             return None  # no ack of the receiver seen yet: the window check alone decides
         lo = (s.end - r.maxwin) & _M
@@ -337,6 +346,10 @@ class TcpTrack:
             return None  # the ack lies outside the window (liberal tracking lost it): as before
         d = seq_diff(seg.seq, r.maxack)
         if d == 0:
+            return None
+        if d > 0 and seg.flags & ACK and seg.seq == s.end and seg.ack == r.end:
+            # an abort with its own data not yet acknowledged: at the sender's next sequence
+            # number, acknowledging all the receiver sent (both exact: 64 bits to guess)
             return None
         if d < 0:
             # below what the receiver already acknowledged: it discards such a RST silently
