@@ -83,9 +83,8 @@ class Engine:
         self._epoll = select.epoll()
         self.wake: WakePath | None = None  # the native wake path (wait, drain, replay, send)
         self._spun: tuple[int, float] = (0, 0.0)  # its last call's empty polls in C
-        self._since = 0.0  # ... and the seconds from its wake-up to its return
         self._polled = False  # ... and whether it polled a predicted window after a wait
-        self._since_at = 0.0  # when _since was taken (time.perf_counter)
+        self._woke_at = 0.0  # ... and when it woke up (time.perf_counter; 0: not known)
         if native.wanted(config.switch.fastpath):
             table = native.NativeTable(state, getattr(policy.checker, "native_cell", None))
             self.cache.native = table
@@ -252,9 +251,8 @@ class Engine:
             if self._spun[0]:  # empty polls the wake path made in C before the last
                 poller.spun(*self._spun)
                 started = poller.clock() - rounds[0][1]  # the last poll's own time
-            since = self._since  # from the wake-up to now (a burst's start: predict)
-            if since:
-                since += time.perf_counter() - self._since_at
+            # from the wake-up to now (a burst's start: predict)
+            since = time.perf_counter() - self._woke_at if self._woke_at else 0.0
             poller.done(timeout, rounds[0][0], started, since)
             if len(rounds) > 1:  # the wake path's further polls, counted as this loop's
                 poller.rounds(HOUSEKEEPING_SECONDS, rounds[1:])
@@ -270,7 +268,7 @@ class Engine:
         that counts are left in ``_spun``)."""
         wake = self.wake
         self._spun = (0, 0.0)
-        self._since = 0.0
+        self._woke_at = 0.0
         self._polled = False
         if wake is not None and wake.usable():
             rounds = self._wake_once(wake, timeout, spin)
@@ -295,8 +293,7 @@ class Engine:
         rounds, rest, partial, (polls, seconds, since, polled) = wake.wait(
             timeout, self.batch_size, self.poller.mode != "off", spin)
         self._spun = (polls, seconds)
-        self._since = since
-        self._since_at = time.perf_counter()
+        self._woke_at = time.perf_counter() - since if since else 0.0
         self._polled = polled
         last = 0
         if partial is not None:
